@@ -1,0 +1,206 @@
+"""A trained model on disk, and using it: ``headstart.load(bundle).predict(images)``.
+
+A bundle is a folder with two files: ``model.safetensors`` (every weight, no pickle) and
+``headstart.json`` (architecture, classes, preprocessing, how predictions are made, versions).
+It is all ``predict``, ``evaluate`` and ``export`` need; nothing comes from the run that made it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .classifier import Classifier
+from .data.decoded import DecodedImages, prefetch, resize_shortest_side
+from .data.images import UnreadableImage
+from .data.sources import Skipped
+from .data.transforms import center_crop
+from .errors import HeadstartError
+from .models import Preprocessing, create_backbone
+
+__all__ = ["Model", "Prediction", "load", "save"]
+
+BUNDLE_FORMAT = 1
+_WEIGHTS = "model.safetensors"
+_META = "headstart.json"
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    top: tuple[tuple[str, float], ...]  # the k most likely (label, probability), best first
+
+
+class Model:
+    """A trained classifier: ``predict`` labels, ``predict_proba`` class probabilities."""
+
+    def __init__(
+        self,
+        network: Classifier,
+        classes: Sequence[str],
+        preprocessing: Preprocessing,
+        *,
+        architecture: str,
+        test_time_flip: bool = False,
+        info: dict | None = None,
+    ):
+        self.network = network.eval()
+        self.classes = tuple(classes)
+        self.preprocessing = preprocessing
+        self.architecture = architecture
+        self.test_time_flip = test_time_flip
+        self.info = dict(info or {})
+
+    def predict(
+        self, images: ImageLike | Iterable[ImageLike], *, top_k: int = 1
+    ) -> list[Prediction]:
+        """Labels for image files, PIL images or ``(H, W, 3)`` uint8 arrays.
+
+        Raises :class:`~headstart.data.UnreadableImage` for a file that cannot be used; see
+        :meth:`predict_files` to skip such files instead.
+        """
+        return self._top(self.predict_proba(images), top_k)
+
+    def predict_proba(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
+        """Class probabilities, ``(n_images, n_classes)``, columns in ``self.classes`` order."""
+        if isinstance(images, str | Path | Image.Image | np.ndarray):
+            images = [images]
+        pixels = [self._pixels(image) for image in images]
+        return self._probabilities(pixels)
+
+    def predict_files(
+        self, paths: Sequence[Path], *, top_k: int = 1, batch_size: int = 32
+    ) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
+        """Predict every readable file; the unreadable ones come back with the reason."""
+        decoder = DecodedImages(self.preprocessing.resize_size, self.preprocessing.interpolation)
+        predictions, skipped = [], []
+
+        def load(batch: Sequence[Path]) -> list[tuple[Path, np.ndarray | UnreadableImage]]:
+            loaded = []
+            for path in batch:
+                try:
+                    loaded.append((path, decoder.get(path)))
+                except UnreadableImage as error:
+                    loaded.append((path, error))
+            return loaded
+
+        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        for batch in prefetch(load, batches):
+            good = [(path, pixels) for path, pixels in batch if isinstance(pixels, np.ndarray)]
+            skipped += [Skipped(p, e.reason) for p, e in batch if isinstance(e, UnreadableImage)]
+            if good:
+                top = self._top(self._probabilities([p for _, p in good]), top_k)
+                predictions += zip([path for path, _ in good], top, strict=True)
+        return predictions, skipped
+
+    @torch.inference_mode()
+    def _probabilities(self, pixels: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        _, height, width = self.preprocessing.input_size
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            batch = torch.stack(
+                [center_crop(p, height, width) for p in pixels[start : start + batch_size]]
+            )
+            logits = self.network(batch)
+            if self.test_time_flip:
+                logits = (logits + self.network(batch.flip(-1))) / 2
+            out.append(logits.softmax(-1).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def _pixels(self, image: ImageLike) -> np.ndarray:
+        size, interpolation = self.preprocessing.resize_size, self.preprocessing.interpolation
+        if isinstance(image, str | Path):
+            return DecodedImages(size, interpolation).get(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise HeadstartError(
+                    f"an array image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
+                )
+            image = Image.fromarray(image)
+        return resize_shortest_side(image.convert("RGB"), size, interpolation)
+
+    def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
+        k = max(1, min(k, len(self.classes)))
+        predictions = []
+        for row in probabilities:
+            order = np.argsort(-row, kind="stable")[:k]
+            top = tuple((self.classes[i], float(row[i])) for i in order)
+            predictions.append(Prediction(top[0][0], top[0][1], top))
+        return predictions
+
+
+def save(model: Model, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.network.state_dict().items()}
+    save_file(state, directory / _WEIGHTS)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "headstart_version": __version__,
+        "torch_version": torch.__version__,
+        "architecture": model.architecture,
+        "classes": list(model.classes),
+        "preprocessing": model.preprocessing.to_dict(),
+        "test_time_flip": model.test_time_flip,
+        "num_features": int(model.network.head.in_features),
+        **model.info,
+    }
+    (directory / _META).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load(bundle: str | Path) -> Model:
+    """Load a model bundle written by ``headstart fit`` (the ``model`` folder of a run)."""
+    directory = Path(bundle)
+    if (directory / "model" / _META).exists():  # a run folder: use its bundle
+        directory = directory / "model"
+    if not (directory / _META).exists():
+        raise HeadstartError(f"{bundle}: not a headstart model bundle (no {_META} inside)")
+    try:
+        meta = json.loads((directory / _META).read_text())
+    except json.JSONDecodeError as error:
+        raise HeadstartError(f"{directory / _META}: not valid JSON ({error})") from None
+    if meta.get("format", 0) > BUNDLE_FORMAT:
+        raise HeadstartError(
+            f"{bundle}: written by a newer headstart "
+            f"({meta.get('headstart_version')}); upgrade to read it"
+        )
+    preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    backbone, _, _ = create_backbone(
+        meta["architecture"], pretrained=False, in_chans=preprocessing.input_size[0]
+    )
+    head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
+    network = Classifier(backbone, head, preprocessing)
+    network.load_state_dict(load_file(directory / _WEIGHTS))
+    info = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
+    return Model(
+        network,
+        meta["classes"],
+        preprocessing,
+        architecture=meta["architecture"],
+        test_time_flip=meta["test_time_flip"],
+        info=info,
+    )
+
+
+_OWN_KEYS = {
+    "format",
+    "headstart_version",
+    "torch_version",
+    "architecture",
+    "classes",
+    "preprocessing",
+    "test_time_flip",
+    "num_features",
+}

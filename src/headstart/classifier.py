@@ -1,0 +1,42 @@
+"""The trained model: normalisation, a pretrained backbone and a new head, as one module.
+
+It takes uint8 ``(N, 3, H, W)`` pixels, so the preprocessing that belongs to the weights travels
+with them and cannot drift between training, a bundle on disk and an exported model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data.transforms import Normalize
+from .models import Preprocessing
+
+__all__ = ["Classifier", "layer_groups"]
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Linear, preprocessing: Preprocessing):
+        super().__init__()
+        self.normalize = Normalize(preprocessing.mean, preprocessing.std)
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(pixels))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixels))
+
+
+def layer_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """The backbone's parameters by stage, from the stem (first) to the top (last).
+
+    Rides on timm's ``group_matcher``, which every timm architecture answers, so freezing and
+    layer-wise learning rates work the same for ResNets, EfficientNets and ViTs.
+    """
+    from timm.models import group_parameters
+
+    named = dict(backbone.named_parameters())
+    grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    return [[named[name] for name in grouped[key]] for key in sorted(grouped)]

@@ -1,0 +1,274 @@
+"""The ``headstart`` command line: ``fit``, ``predict``, ``evaluate``, ``models``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .console import err, out
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from .errors import HeadstartError
+
+    try:
+        return args.run(args) or 0
+    except HeadstartError as error:
+        err.print(f"[red]error:[/] {error}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]interrupted[/]: cached pixels and features are kept; "
+            "running the same command again resumes from them"
+        )
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headstart",
+        description="A strong classifier from a small labelled dataset, by transfer learning.",
+    )
+    parser.add_argument("--version", action="version", version=f"headstart {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+
+    fit = commands.add_parser(
+        "fit",
+        help="train a classifier on a folder of labelled images",
+        description="Train a classifier: DATA is a folder with one "
+        "sub-folder per class, a folder with train/ val/ (test/), or a "
+        "CSV of path,label[,split].",
+    )
+    fit.add_argument("data", help="folder or CSV file")
+    _fit_options(fit)
+    fit.set_defaults(run=_fit)
+
+    predict = commands.add_parser("predict", help="label images with a trained model")
+    predict.add_argument("bundle", help="a run folder or its model/ folder")
+    predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--top-k", type=int, default=1, help="labels per image (default 1)")
+    predict.add_argument("--csv", action="store_true", help="write CSV to stdout, not a table")
+    predict.set_defaults(run=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on labelled images")
+    evaluate.add_argument("bundle", help="a run folder or its model/ folder")
+    evaluate.add_argument("data", help="class folders, train/val/test folders, or a CSV")
+    evaluate.add_argument(
+        "--split",
+        choices=("all", "train", "val", "test"),
+        default=None,
+        help="which images to score (default: test/ if DATA has one, else all)",
+    )
+    evaluate.set_defaults(run=_evaluate)
+
+    models = commands.add_parser("models", help="list architectures and where weights are")
+    models.add_argument("pattern", nargs="?", default=None, help="e.g. 'resnet*' or '*vit*'")
+    models.add_argument(
+        "--available", action="store_true", help="only those with weights on this machine"
+    )
+    models.set_defaults(run=_models)
+
+    demo = commands.add_parser("demo", help="the whole job on a built-in dataset, offline")
+    demo.add_argument(
+        "--dataset",
+        choices=("lfw", "digits"),
+        default="lfw",
+        help="lfw: faces vs not (scikit-image); digits: 0-9 (scikit-learn)",
+    )
+    demo.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
+    demo.add_argument("--runs-dir", default="runs")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _fit_options(parser: argparse.ArgumentParser) -> None:
+    from .training.plan import STRATEGIES
+
+    add = parser.add_argument
+    add(
+        "--arch",
+        default="efficientnet_lite0",
+        help="any timm architecture (see `headstart models`)",
+    )
+    add("--weights", help="weights file (.safetensors, or a state dict loaded with weights_only)")
+    add(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="random initialisation: train from scratch on purpose",
+    )
+    add(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="auto (default) decides from the data; see the plan in the run folder",
+    )
+    add("--epochs", type=int, help="fine-tuning epochs (default: from the plan)")
+    add("--lr", type=float, help="fine-tuning learning rate (default: from the plan)")
+    add("--batch-size", type=int, default=32)
+    add("--val-fraction", type=float, default=0.2, help="share of each class for validation")
+    add("--test-fraction", type=float, default=0.0, help="share of each class held out for test")
+    add("--seed", type=int, default=0)
+    add("--runs-dir", default="runs", help="where run folders are made (default: runs)")
+    add("--name", help="run folder name (default: <data>-<n>)")
+    add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
+    add("--time-budget", type=float, help="minutes of fine-tuning at most")
+    add("--quiet", action="store_true", help="no progress bars or plan messages")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import FitConfig, fit
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "command", "run")}
+    result = fit(args.data, FitConfig(**settings))
+    print_fit_summary(result)
+    return 0
+
+
+def print_fit_summary(result) -> None:
+    from rich.table import Table
+
+    out.print()
+    out.print(f"[bold]strategy[/]: {result.plan.strategy}")
+    for reason in result.plan.reasons:
+        out.print(f"  - {reason}", soft_wrap=True)
+    for split, scores in result.scores.items():
+        table = Table(
+            title=f"{split}: accuracy {scores['accuracy']:.1%}, balanced "
+            f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
+            f"({scores['n']} images)",
+            title_justify="left",
+        )
+        for column in ("class", "recall", "precision", "images"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for name, row in scores["per_class"].items():
+            table.add_row(
+                name, f"{row['recall']:.1%}", f"{row['precision']:.1%}", str(row["support"])
+            )
+        out.print(table)
+    if result.skipped:
+        out.print(
+            f"[yellow]{len(result.skipped)} file(s) skipped[/] "
+            f"(listed in {result.run_dir / 'dataset.json'}):"
+        )
+        for skip in result.skipped[:10]:
+            out.print(f"  {skip.path}: {skip.reason}", soft_wrap=True)
+    if result.stopped != "finished":
+        out.print(f"[yellow]training stopped early: {result.stopped}[/]; best model kept")
+    out.print(f"time: {result.seconds:.0f} s; model bundle: [bold]{result.run_dir / 'model'}[/]")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .bundle import load
+    from .data.images import IMAGE_EXTENSIONS
+    from .errors import HeadstartError
+
+    model = load(args.bundle)
+    paths: list[Path] = []
+    for item in map(Path, args.inputs):
+        if item.is_dir():
+            paths += sorted(
+                p
+                for p in item.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.parts)
+            )
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise HeadstartError(f"{item}: no such file or folder")
+    if not paths:
+        raise HeadstartError(f"no images found in {', '.join(args.inputs)}")
+    predictions, skipped = model.predict_files(paths, top_k=args.top_k)
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        k = max(1, min(args.top_k, len(model.classes)))
+        writer.writerow(
+            ["path", *[f"{kind}{i}" for i in range(1, k + 1) for kind in ("label", "probability")]]
+        )
+        for path, prediction in predictions:
+            writer.writerow(
+                [path, *[v for label, p in prediction.top for v in (label, f"{p:.4f}")]]
+            )
+    else:
+        from rich.table import Table
+
+        table = Table("file", "prediction", title_justify="left")
+        for path, prediction in predictions:
+            table.add_row(str(path), ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
+        out.print(table)
+    for skip in skipped:
+        err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+    return 0 if predictions else 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    scores, skipped = evaluate(args.bundle, args.data, split=args.split)
+    from rich.table import Table
+
+    out.print(
+        f"accuracy {scores['accuracy']:.1%}, balanced accuracy "
+        f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
+        f"on {scores['n']} images"
+    )
+    table = Table("class", "precision", "recall", "f1", "images", title_justify="left")
+    for name, row in scores["per_class"].items():
+        table.add_row(
+            name,
+            f"{row['precision']:.1%}",
+            f"{row['recall']:.1%}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
+    out.print(table)
+    classes = list(scores["per_class"])
+    matrix = Table("true \\ predicted", *classes, title="confusion matrix", title_justify="left")
+    for name, row in zip(classes, scores["confusion_matrix"], strict=True):
+        matrix.add_row(name, *map(str, row))
+    out.print(matrix)
+    for skip in skipped:
+        err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .models import list_models
+
+    models = list_models(args.pattern)
+    if args.available:
+        models = [m for m in models if m.weights]
+    table = Table("architecture", "weights on this machine", title_justify="left")
+    for info in models:
+        table.add_row(info.name, info.weights or "-")
+    out.print(table)
+    out.print(
+        f"{len(models)} architecture(s); with internet access, timm fetches any "
+        "pretrained weights from the Hugging Face hub"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.dataset, runs_dir=args.runs_dir, compare_scratch=not args.no_scratch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

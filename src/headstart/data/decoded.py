@@ -1,0 +1,133 @@
+"""Decode each file once: resized to the backbone's resize size and kept on disk as pixels.
+
+Fine-tuning reads every image once per epoch and feature extraction reads it once per view;
+decoding a photo costs as much as a third of a forward pass on a CPU, so the resized pixels are
+kept. Entries are keyed by the file's *contents* (not its path or date), so a renamed file is
+still a hit and an edited one is decoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from .images import UnreadableImage, load_image
+
+__all__ = ["DecodedImages", "content_hash", "prefetch", "resize_shortest_side"]
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def content_hash(path: str | Path) -> str:
+    """A short, stable digest of a file's bytes (the cache key for pixels and features)."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise UnreadableImage(Path(path), f"cannot read file ({error.strerror or error})") from None
+    return digest.hexdigest()
+
+
+class DecodedImages:
+    """RGB pixels of image files, shortest side resized to ``resize_size``, cached on disk.
+
+    ``get`` returns an ``(H, W, 3)`` uint8 array or raises :class:`UnreadableImage`.
+    With ``cache_dir=None`` nothing is written (every call decodes).
+    """
+
+    def __init__(self, resize_size: int, interpolation: str, cache_dir: Path | None = None):
+        if interpolation not in _RESAMPLE:  # checked here, not on the first image
+            raise ValueError(
+                f"interpolation={interpolation!r}; expected one of {sorted(_RESAMPLE)}"
+            )
+        self.resize_size = resize_size
+        self.interpolation = interpolation
+        self.cache_dir = None
+        if cache_dir is not None:
+            self.cache_dir = Path(cache_dir) / f"{resize_size}-{interpolation}"
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._keys: dict[tuple[str, int, int], str] = {}
+
+    def key(self, path: str | Path) -> str:
+        """The content hash of ``path``, remembered for as long as its size and mtime hold."""
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise UnreadableImage(Path(path), f"cannot read file ({error.strerror})") from None
+        signature = (str(path), stat.st_size, stat.st_mtime_ns)
+        if signature not in self._keys:
+            self._keys[signature] = content_hash(path)
+        return self._keys[signature]
+
+    def get(self, path: str | Path) -> np.ndarray:
+        cached = self._cache_file(path)
+        if cached is not None and cached.exists():
+            try:
+                return np.load(cached, allow_pickle=False)
+            except (OSError, ValueError):
+                cached.unlink(missing_ok=True)  # a half-written entry from a killed run
+        pixels = self.decode(path)
+        if cached is not None:
+            # Write then rename, so a concurrent reader or a Ctrl-C never sees half a file.
+            cached.parent.mkdir(exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}-{threading.get_ident()}.partial.npy")
+            np.save(partial, pixels, allow_pickle=False)
+            os.replace(partial, cached)
+        return pixels
+
+    def decode(self, path: str | Path) -> np.ndarray:
+        image = load_image(path, draft_size=self.resize_size)
+        return resize_shortest_side(image, self.resize_size, self.interpolation)
+
+    def _cache_file(self, path: str | Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = self.key(path)
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+
+def resize_shortest_side(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
+    """An RGB image resized so its shortest side is ``size``, as an ``(H, W, 3)`` uint8 array."""
+    width, height = image.size
+    scale = size / min(width, height)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if target != image.size:
+        # reducing_gap first shrinks by whole factors (fast, nearly lossless) before resampling.
+        image = image.resize(target, _RESAMPLE[interpolation], reducing_gap=3.0)
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, for torch
+
+
+def prefetch(
+    function: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 2
+) -> Iterator[R]:
+    """``map(function, items)`` computed in threads, at most ``ahead`` items in flight.
+
+    Image decoding and resizing release the GIL, so threads overlap them with the forward pass
+    without the start-up and copying costs of worker processes. Results come back in order.
+    """
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-io") as pool:
+        pending: list[Future[R]] = []
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > ahead:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()

@@ -1,0 +1,188 @@
+"""A frozen backbone's features, computed once and cached on disk.
+
+The cache is keyed by everything that changes a feature vector: the architecture, the weights,
+the preprocessing, the view (plain or mirrored) and the image file's contents. A second ``fit``
+on the same folder, an ``audit`` followed by a ``fit``, or a new split of the same files reuse
+what was computed; only new or edited files go through the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from .data.decoded import DecodedImages, prefetch
+from .data.images import UnreadableImage
+from .data.sources import Skipped
+from .data.transforms import Normalize, center_crop
+from .models import Preprocessing
+
+__all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features"]
+
+#: The views a feature can be computed from. "hflip" is the mirror image: averaging the two
+#: is the cheapest test-time augmentation, and training on both doubles a small dataset.
+VIEWS = ("plain", "hflip")
+
+# Shards are written every this many images, so an interrupted extraction keeps its work.
+_SHARD_SIZE = 1024
+
+
+class FeatureStore:
+    """Feature vectors of one (backbone, weights, preprocessing, view), by file content hash."""
+
+    def __init__(self, root: Path, identity: dict):
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        self.directory = Path(root) / digest[:20]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        identity_file = self.directory / "identity.json"
+        if not identity_file.exists():
+            identity_file.write_text(json.dumps(identity, indent=2, sort_keys=True))
+        self._vectors: dict[str, np.ndarray] = {}
+        for shard in sorted(self.directory.glob("*.safetensors")):
+            self._load(shard)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._vectors
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vectors[key] for key in keys])
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if not keys:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        name = f"{time.time_ns()}-{os.getpid()}"
+        partial = self.directory / f"{name}.partial"
+        save_file({"features": vectors}, partial, metadata={"keys": json.dumps(list(keys))})
+        os.replace(partial, self.directory / f"{name}.safetensors")
+        self._vectors.update(zip(keys, vectors, strict=True))
+
+    def _load(self, shard: Path) -> None:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(shard, framework="numpy") as file:
+                keys = json.loads(file.metadata()["keys"])
+            vectors = load_file(shard)["features"]
+        except Exception:  # a damaged shard is only a cache miss
+            shard.unlink(missing_ok=True)
+            return
+        self._vectors.update(zip(keys, vectors, strict=True))
+
+
+@dataclass
+class ExtractedFeatures:
+    """Features of ``paths`` (in order), one array per view, and the files that failed."""
+
+    paths: list[Path]
+    views: dict[str, np.ndarray]
+    skipped: list[Skipped]
+    seconds: float
+    computed: int  # how many images went through the network (the rest came from the cache)
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: torch.nn.Module,
+    preprocessing: Preprocessing,
+    paths: Sequence[Path],
+    images: DecodedImages,
+    stores: dict[str, FeatureStore] | None = None,
+    *,
+    views: Sequence[str] = ("plain",),
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> ExtractedFeatures:
+    """Pooled features of every readable file in ``paths`` for each of ``views``.
+
+    Unreadable files are returned in ``skipped`` (with the reason) and left out of ``paths``.
+    ``on_batch(n)`` is called after each ``n`` files, for progress bars.
+    """
+    start = time.perf_counter()
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        raise ValueError(f"views={sorted(unknown)}; expected some of {VIEWS}")
+    stores = stores or {}
+    _, height, width = preprocessing.input_size
+    normalize = Normalize(preprocessing.mean, preprocessing.std)
+    backbone = backbone.eval().to(memory_format=torch.channels_last)
+
+    keys: dict[Path, str] = {}
+    skipped: list[Skipped] = []
+    for path in paths:
+        try:
+            keys[path] = images.key(path)
+        except UnreadableImage as error:
+            skipped.append(Skipped(path, error.reason))
+    todo = [p for p in keys if not all(keys[p] in stores.get(v, ()) for v in views)]
+    if on_batch and len(keys) > len(todo):
+        on_batch(len(keys) - len(todo))
+
+    def load(batch: list[Path]) -> tuple[list[Path], torch.Tensor | None, list[Skipped]]:
+        good, crops, bad = [], [], []
+        for path in batch:
+            try:
+                crops.append(center_crop(images.get(path), height, width))
+                good.append(path)
+            except UnreadableImage as error:
+                bad.append(Skipped(path, error.reason))
+        return good, (torch.stack(crops) if crops else None), bad
+
+    computed: dict[str, dict[str, np.ndarray]] = {v: {} for v in views}
+    unsaved: dict[str, list[str]] = {v: [] for v in views}
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    try:
+        for good, crops, bad in prefetch(load, batches):
+            skipped.extend(bad)
+            for failed in bad:
+                keys.pop(failed.path)
+            if crops is not None:
+                inputs = normalize(crops)
+                for view in views:
+                    batch = inputs.flip(-1) if view == "hflip" else inputs
+                    vectors = backbone(batch).float().numpy()
+                    for path, vector in zip(good, vectors, strict=True):
+                        computed[view][keys[path]] = vector
+                        unsaved[view].append(keys[path])
+            if on_batch:
+                on_batch(len(good) + len(bad))
+            if sum(map(len, unsaved.values())) >= _SHARD_SIZE:
+                _flush(computed, unsaved, stores)
+    finally:
+        # Also on Ctrl-C: what was computed is kept for the next run.
+        _flush(computed, unsaved, stores)
+
+    kept = [p for p in paths if p in keys]
+    arrays = {}
+    for view in views:
+        found = computed[view]
+        rows = [
+            found[keys[p]] if keys[p] in found else stores[view].get([keys[p]])[0] for p in kept
+        ]
+        arrays[view] = np.stack(rows) if rows else np.zeros((0, backbone.num_features), np.float32)
+    return ExtractedFeatures(kept, arrays, skipped, time.perf_counter() - start, len(todo))
+
+
+def _flush(
+    computed: dict[str, dict[str, np.ndarray]],
+    unsaved: dict[str, list[str]],
+    stores: dict[str, FeatureStore],
+) -> None:
+    for view, keys in unsaved.items():
+        store = stores.get(view)
+        new = [key for key in dict.fromkeys(keys) if store is not None and key not in store]
+        if new:
+            store.add(new, np.stack([computed[view][key] for key in new]))
+        keys.clear()

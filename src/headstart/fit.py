@@ -1,0 +1,389 @@
+"""``headstart fit``: from a folder of labelled images to a trained, evaluated model bundle.
+
+The stages, each a plain function call with plain inputs and outputs::
+
+    discover the data -> load the backbone -> cached features -> linear probe -> plan
+      -> (fine-tune) -> evaluate -> model bundle + run folder
+
+Everything a stage decides or measures is written to the run folder as it happens.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import Model, save
+from .classifier import Classifier, layer_groups
+from .console import err, progress_bar
+from .data.decoded import DecodedImages, content_hash
+from .data.sources import Dataset, Sample, Skipped, discover
+from .errors import HeadstartError
+from .features import FeatureStore, extract_features
+from .metrics import classification_metrics
+from .models import Preprocessing, WeightsSource, create_backbone
+from .run import RunDir
+from .training.finetune import fine_tune
+from .training.plan import STRATEGIES, Plan, make_plan
+from .training.probe import ProbeResult, fit_probe
+
+__all__ = ["FitConfig", "FitResult", "default_cache_dir", "fit"]
+
+
+def default_cache_dir() -> Path:
+    """Where decoded pixels and features are kept: ``$HEADSTART_CACHE`` or the user cache."""
+    env = os.environ.get("HEADSTART_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "headstart"
+
+
+@dataclass
+class FitConfig:
+    """Every setting of a fit. The resolved values are saved as ``config.json`` in the run."""
+
+    arch: str = "efficientnet_lite0"
+    weights: str | None = None  # a weights file; otherwise built-in or hub weights
+    pretrained: bool = True  # False: random initialisation, on purpose
+    strategy: str = "auto"  # auto | linear-probe | fine-tune | full
+    epochs: int | None = None  # fine-tuning epochs; None: from the plan
+    lr: float | None = None  # fine-tuning learning rate (top stage); None: from the plan
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    seed: int = 0
+    runs_dir: str = "runs"
+    name: str | None = None
+    cache_dir: str | None = None  # None: default_cache_dir()
+    time_budget: float | None = None  # minutes of fine-tuning at most
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise HeadstartError(
+                f"strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
+        if self.strategy == "linear-probe" and not self.pretrained:
+            raise HeadstartError(
+                "strategy='linear-probe' needs pretrained weights: a probe on "
+                "random features learns nothing; use 'full' with --no-pretrained"
+            )
+        if self.weights and not self.pretrained:
+            raise HeadstartError("weights=... and pretrained=False contradict each other")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise HeadstartError(f"{name}={value!r} must be a whole number of at least 1")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise HeadstartError(f"lr={self.lr!r} must be between 0 and 1 (try 3e-4)")
+        if not 0 < self.val_fraction < 1:
+            raise HeadstartError(
+                f"val_fraction={self.val_fraction!r} must be in (0, 1): "
+                "validation is how headstart chooses and checks the model"
+            )
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise HeadstartError(f"time_budget={self.time_budget!r} minutes must be positive")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: Model
+    plan: Plan
+    scores: dict[str, dict]  # split -> classification_metrics(...)
+    seconds: float
+    skipped: list[Skipped] = field(default_factory=list)
+    stopped: str = "finished"
+    dataset: Dataset | None = None
+
+
+def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
+    """Train a classifier on ``data`` (class folders, train/val folders, or a CSV).
+
+    ``settings`` override fields of :class:`FitConfig`, e.g. ``fit("photos", strategy="full")``.
+    """
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise HeadstartError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    config = replace(config or FitConfig(), **settings)
+    config.validate()
+    started = time.perf_counter()
+    _seed_everything(config.seed)
+
+    dataset = discover(
+        data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+    )
+    backbone, preprocessing, source = create_backbone(
+        config.arch, weights=config.weights, pretrained=config.pretrained
+    )
+    run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
+    run.write_json("config.json", {"data": str(Path(data).resolve()), **asdict(config)})
+    _log(config, f"run folder [bold]{run.path}[/]; {source.describe()}")
+
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
+    probe = features = None
+    if config.pretrained:
+        features, dataset = _extract(
+            dataset, backbone, preprocessing, source, images, cache, config
+        )
+    run.write_json("dataset.json", dataset.to_dict())
+    _require_trainable(dataset)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+
+    flip_helps = None
+    if features is not None:
+        probe, flip_helps = _fit_probes(dataset, features, index, config.seed)
+        run.log_metrics(
+            {
+                "stage": "linear-probe",
+                "C": probe.C,
+                "cv_accuracy": probe.cv_accuracy,
+                "cv_log_loss": probe.cv_scores,
+            }
+        )
+    plan = make_plan(
+        config.strategy,
+        train_counts=dataset.counts()["train"],
+        probe_accuracy=probe.cv_accuracy if probe else None,
+        flip_helps=flip_helps,
+        pretrained=config.pretrained,
+        stages=len(layer_groups(backbone)),
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+    )
+    if plan.fine_tune and config.time_budget:
+        plan.fine_tune.max_seconds = config.time_budget * 60
+    run.write_json("plan.json", plan.to_dict())
+    for reason in plan.reasons:
+        _log(config, f"plan: {reason}")
+
+    head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
+    info = {"weights": asdict(source), "strategy": plan.strategy}
+    model = Model(
+        Classifier(backbone, copy.deepcopy(head), preprocessing),
+        dataset.classes,
+        preprocessing,
+        architecture=config.arch,
+        test_time_flip=plan.test_time_flip,
+        info=info,
+    )
+    stopped = "finished"
+    scores = {}
+    if features is not None:
+        scores = {
+            split: _score_features(model, features, dataset, split, index)
+            for split in ("val", "test")
+            if dataset.split(split)
+        }
+    if plan.fine_tune is not None:
+        tuned, stopped = _fine_tune(model, dataset, images, preprocessing, plan, run, config, index)
+        tuned_scores = {
+            split: _score_pixels(tuned, dataset, split, images, index)
+            for split in ("val", "test")
+            if dataset.split(split)
+        }
+        if not scores or tuned_scores["val"]["accuracy"] >= scores["val"]["accuracy"]:
+            model, scores = tuned, tuned_scores
+        else:
+            plan.reasons.append(
+                f"fine-tuning reached {tuned_scores['val']['accuracy']:.1%} on validation, "
+                f"below the linear probe's {scores['val']['accuracy']:.1%}: kept the probe"
+            )
+            model.info["strategy"] = "linear-probe"
+            plan.strategy = "linear-probe"
+            run.write_json("plan.json", plan.to_dict())
+            _log(config, f"plan: {plan.reasons[-1]}")
+
+    save(model, run.bundle)
+    seconds = time.perf_counter() - started
+    run.write_json(
+        "summary.json",
+        {
+            "scores": scores,
+            "strategy": plan.strategy,
+            "reasons": plan.reasons,
+            "seconds": seconds,
+            "stopped": stopped,
+            "skipped": len(dataset.skipped),
+        },
+    )
+    return FitResult(
+        run.path, model, plan, scores, seconds, list(dataset.skipped), stopped, dataset
+    )
+
+
+def _extract(
+    dataset: Dataset,
+    backbone: torch.nn.Module,
+    preprocessing: Preprocessing,
+    source: WeightsSource,
+    images: DecodedImages,
+    cache: Path,
+    config: FitConfig,
+) -> tuple[dict, Dataset]:
+    """Features of every sample, both views, from the cache where possible."""
+    identity = {
+        "arch": config.arch,
+        "weights": _weights_identity(source),
+        "preprocessing": preprocessing.to_dict(),
+    }
+    stores = {
+        view: FeatureStore(cache / "features", {**identity, "view": view})
+        for view in ("plain", "hflip")
+    }
+    paths = [sample.path for sample in dataset.samples]
+    with progress_bar("features", len(paths), quiet=config.quiet) as advance:
+        extracted = extract_features(
+            backbone,
+            preprocessing,
+            paths,
+            images,
+            stores,
+            views=("plain", "hflip"),
+            batch_size=config.batch_size,
+            on_batch=advance,
+        )
+    dataset = dataset.drop(extracted.skipped)
+    for skip in extracted.skipped:
+        _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
+    rows = {path: i for i, path in enumerate(extracted.paths)}
+    return {"rows": rows, **extracted.views}, dataset
+
+
+def _fit_probes(
+    dataset: Dataset, features: dict, index: dict[str, int], seed: int
+) -> tuple[ProbeResult, bool]:
+    """The probe on plain images and on plain+mirrored; keep the better out-of-fold."""
+    train = dataset.split("train")
+    rows = [features["rows"][s.path] for s in train]
+    labels = np.array([index[s.label] for s in train])
+    plain = fit_probe(features["plain"][rows], labels, len(index), seed=seed)
+    mirrored = fit_probe(
+        features["plain"][rows], labels, len(index), mirrored=features["hflip"][rows], seed=seed
+    )
+    flip_helps = mirrored.cv_scores.get(mirrored.C, np.inf) <= plain.cv_scores.get(plain.C, np.inf)
+    chosen = mirrored if flip_helps else plain
+    chosen.cv_accuracy = plain.cv_accuracy  # the similarity signal: the plain probe's accuracy
+    return chosen, flip_helps
+
+
+def _fine_tune(
+    model: Model,
+    dataset: Dataset,
+    images: DecodedImages,
+    preprocessing: Preprocessing,
+    plan: Plan,
+    run: RunDir,
+    config: FitConfig,
+    index: dict[str, int],
+) -> tuple[Model, str]:
+    tuned = copy.deepcopy(model)
+    settings = plan.fine_tune
+    train = [(s.path, index[s.label]) for s in dataset.split("train")]
+    val = [(s.path, index[s.label]) for s in dataset.split("val")]
+    steps = settings.epochs * max(1, len(train) // settings.batch_size)
+    _, height, width = preprocessing.input_size
+
+    def log(record: dict) -> None:
+        run.log_metrics({"stage": plan.strategy, **record})
+        _log(
+            config,
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
+            f"val loss {record['val_loss']:.3f}, val accuracy {record['val_accuracy']:.1%}",
+        )
+
+    with progress_bar(plan.strategy, steps, quiet=config.quiet) as advance:
+        result = fine_tune(
+            tuned.network,
+            train,
+            val,
+            images,
+            (height, width),
+            settings,
+            seed=config.seed,
+            checkpoint=run.best_checkpoint,
+            log=log,
+            on_step=advance,
+        )
+    if result.stopped != "finished":
+        _log(config, f"training stopped ({result.stopped}); best epoch {result.best_epoch} kept")
+    return tuned, result.stopped
+
+
+def _score_features(
+    model: Model, features: dict, dataset: Dataset, split: str, index: dict[str, int]
+) -> dict:
+    samples = dataset.split(split)
+    rows = [features["rows"][s.path] for s in samples]
+    head = model.network.head
+    with torch.inference_mode():
+        logits = head(torch.from_numpy(features["plain"][rows]))
+        if model.test_time_flip:
+            logits = (logits + head(torch.from_numpy(features["hflip"][rows]))) / 2
+    return classification_metrics(
+        [index[s.label] for s in samples], logits.argmax(1).numpy(), dataset.classes
+    )
+
+
+def _score_pixels(
+    model: Model, dataset: Dataset, split: str, images: DecodedImages, index: dict[str, int]
+) -> dict:
+    samples: list[Sample] = dataset.split(split)
+    probabilities = model._probabilities([images.get(s.path) for s in samples])
+    return classification_metrics(
+        [index[s.label] for s in samples], probabilities.argmax(1), dataset.classes
+    )
+
+
+def _fresh_head(width: int, dataset: Dataset, index: dict[str, int]) -> torch.nn.Linear:
+    """A new head whose bias starts at the log class priors: the loss starts at the prior
+    entropy rather than spending the first steps learning the class frequencies."""
+    head = torch.nn.Linear(width, len(index))
+    counts = np.array([dataset.counts()["train"][c] for c in dataset.classes], dtype=float)
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum())))
+    return head
+
+
+def _require_trainable(dataset: Dataset) -> None:
+    counts = dataset.counts()
+    present = [c for c, n in counts["train"].items() if n > 0]
+    if len(present) < 2:
+        raise HeadstartError(
+            f"{dataset.root}: after skipping unreadable files, fewer than two "
+            f"classes have training images ({', '.join(present) or 'none'})"
+        )
+    if not dataset.split("val"):
+        raise HeadstartError(
+            f"{dataset.root}: no validation images; add a val/ folder or more images per class"
+        )
+
+
+def _weights_identity(source: WeightsSource) -> dict:
+    identity = asdict(source)
+    if source.kind == "file":  # the same path may later hold other weights
+        identity["content"] = content_hash(source.location)
+    return identity
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log(config: FitConfig, message: str) -> None:
+    if not config.quiet:
+        err.print(message)

@@ -1,0 +1,278 @@
+"""A pretrained timm backbone, and the preprocessing its weights expect.
+
+:func:`create_backbone` is the one front door: an architecture name in, a feature extractor
+(classifier removed) and its :class:`Preprocessing` out. Preprocessing is read from the model's
+``pretrained_cfg``, which describes the weights actually loaded, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+from timm.models import adapt_input_conv
+
+from ..errors import HeadstartError
+from .weights import (
+    WeightsSource,
+    builtin_pretrained_cfg,
+    builtin_source,
+    builtin_state_dict,
+    builtin_weights,
+    hub_unavailable_message,
+    hub_weights_cached,
+    read_weights_file,
+)
+
+__all__ = ["ModelInfo", "Preprocessing", "create_backbone", "list_models"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image must look when it enters the network: timm's eval transform, as data.
+
+    Resize the shortest side to :attr:`resize_size` (``interpolation``), centre-crop to
+    ``input_size``, scale to [0, 1], then normalise with ``mean`` and ``std``.
+    """
+
+    input_size: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str  # "bicubic" | "bilinear" | "nearest" ...
+    crop_pct: float
+
+    @property
+    def resize_size(self) -> int:
+        """The shortest side before the centre crop, as timm computes it."""
+        return math.floor(self.input_size[1] / self.crop_pct)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, for run folders and model bundles."""
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """The inverse of :meth:`to_dict`; extra keys (a timm data config's ``crop_mode``) are
+        ignored, so timm's ``resolve_data_config`` output is accepted as is."""
+        missing = {"input_size", "mean", "std", "interpolation", "crop_pct"} - set(d)
+        if missing:
+            raise HeadstartError(f"preprocessing lacks {', '.join(sorted(missing))}: {dict(d)}")
+        return cls(
+            input_size=tuple(int(x) for x in d["input_size"]),
+            mean=tuple(float(x) for x in d["mean"]),
+            std=tuple(float(x) for x in d["std"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+        )
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> Preprocessing:
+        """What ``model``'s ``pretrained_cfg`` asks for, resolved by timm."""
+        config = resolve_model_data_config(model)
+        in_chans = _input_channels(model)
+        if in_chans is not None and in_chans != len(config["mean"]):
+            # timm describes 3-channel inputs whatever in_chans the model was built with.
+            # Its adapt_input_conv folds the RGB kernels into the new channels, so each new
+            # channel is normalised with the average of the RGB statistics.
+            config = {
+                **config,
+                "input_size": (in_chans, *config["input_size"][1:]),
+                "mean": (sum(config["mean"]) / len(config["mean"]),) * in_chans,
+                "std": (sum(config["std"]) / len(config["std"]),) * in_chans,
+            }
+        return cls.from_dict(config)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """An architecture, and where its pretrained weights can be had on this machine."""
+
+    name: str
+    weights: str | None  # "built-in", "hub cache", or None (download needed, or none exist)
+
+
+def create_backbone(
+    arch: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    in_chans: int = 3,
+) -> tuple[torch.nn.Module, Preprocessing, WeightsSource]:
+    """A timm model with its classifier removed, its preprocessing, and where its weights came from.
+
+    ``model(x)`` returns pooled features, ``model.num_features`` wide; the model is in eval
+    mode. Weights come from, in order:
+
+    1. ``weights``, a file: ``.safetensors``, or anything ``torch.load(weights_only=True)``
+       reads (a checkpoint with a ``"state_dict"`` or ``"model"`` entry is fine). Classifier
+       tensors are dropped; any other missing or unexpected tensor is an error.
+    2. the built-in offline weights, if ``arch`` has some (see :func:`builtin_weights`);
+    3. the Hugging Face hub through timm (its local cache when offline);
+
+    and ``pretrained=False`` without a file gives a random initialisation, on purpose.
+
+    Raises:
+        HeadstartError: unknown architecture, unreadable or mismatched weights file, or hub
+            weights that cannot be had (the message says what is available offline).
+    """
+    _check_arch(arch)
+    if weights is not None:
+        state, saved = read_weights_file(weights)
+        # The file is not timm's weights for this arch: say so in its pretrained_cfg, and use
+        # the preprocessing saved with it, if any, over timm's default for the architecture.
+        overlay = {"file": str(weights), "hf_hub_id": None, "url": None, "tag": None}
+        if saved is not None:
+            overlay |= _as_pretrained_cfg(Preprocessing.from_dict(saved))
+        model = _create(arch, in_chans, pretrained_cfg_overlay=overlay)
+        _load_backbone_state(model, state, origin=f"weights file {weights}", in_chans=in_chans)
+        source = WeightsSource("file", str(weights))
+    elif not pretrained:
+        model = _create(arch, in_chans)
+        source = WeightsSource("random", "")
+    elif (overlay := builtin_pretrained_cfg(arch)) is not None:
+        model = _create(arch, in_chans, pretrained_cfg_overlay=overlay)
+        source = builtin_source(arch)
+        _load_backbone_state(
+            model, builtin_state_dict(arch), origin=source.describe(), in_chans=in_chans
+        )
+    else:
+        model, source = _create_from_hub(arch, in_chans)
+    model.eval()
+    return model, Preprocessing.from_model(model), source
+
+
+def list_models(pattern: str | None = None) -> list[ModelInfo]:
+    """timm architectures matching ``pattern`` (``fnmatch`` style), with local weight status.
+
+    Cheap: no model is built and the network is never touched; the hub status only looks
+    for timm's default weights of each architecture in the local Hugging Face cache.
+    """
+    builtin = builtin_weights()
+    infos = []
+    for name in timm.list_models(pattern or "*", pretrained=False):
+        if name in builtin:
+            status = "built-in"
+        elif hub_weights_cached(name):
+            status = "hub cache"
+        else:
+            status = None
+        infos.append(ModelInfo(name, status))
+    return infos
+
+
+def _check_arch(arch: str) -> None:
+    if not timm.is_model(arch):
+        names = timm.list_models()
+        # A family name ("vit_small") is best answered by its members; a typo by difflib.
+        close = [name for name in names if name.startswith(arch)][:3]
+        close = close or difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `headstart models`"
+        raise HeadstartError(f"unknown architecture {arch!r}{hint}")
+    try:
+        timm.models.get_pretrained_cfg(arch)
+    except RuntimeError:
+        base = timm.models.get_arch_name(arch)
+        tags = timm.list_pretrained(f"{base}.*")
+        raise HeadstartError(
+            f"unknown pretrained tag in {arch!r}; {base} has {', '.join(tags) or 'none'}"
+        ) from None
+
+
+def _create(arch: str, in_chans: int, **kwargs: Any) -> torch.nn.Module:
+    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+
+
+def _create_from_hub(arch: str, in_chans: int) -> tuple[torch.nn.Module, WeightsSource]:
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not cfg.has_weights:
+        # timm itself would only warn and carry on with random weights.
+        raise HeadstartError(
+            f"timm has no pretrained weights for {arch}; use --weights FILE or --no-pretrained"
+        )
+    location = cfg.hf_hub_id or cfg.url or cfg.file
+    try:
+        model = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=in_chans)
+    # Offline cache misses (LocalEntryNotFoundError), HTTP errors and failed connections are
+    # all OSErrors in huggingface_hub and urllib.
+    except OSError as error:
+        raise HeadstartError(hub_unavailable_message(arch, location, error)) from None
+    return model, WeightsSource("hub", location)
+
+
+def _load_backbone_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, origin: str, in_chans: int
+) -> None:
+    """Load ``state`` into a classifier-less ``model``, strictly but for the classifier."""
+    cfg = model.pretrained_cfg
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    state = {
+        name: tensor
+        for name, tensor in state.items()
+        if not any(name == head or name.startswith(f"{head}.") for head in heads)
+    }
+    first_conv = cfg.get("first_conv")
+    weight_name = f"{first_conv}.weight"
+    if isinstance(first_conv, str) and weight_name in state and in_chans != 3:
+        state[weight_name] = adapt_input_conv(in_chans, state[weight_name])
+
+    expected = model.state_dict()
+    # BatchNorm's step counter does not change what the model computes; files from other
+    # frameworks often lack it.
+    missing = [
+        name for name in expected if name not in state and not name.endswith("num_batches_tracked")
+    ]
+    unexpected = [name for name in state if name not in expected]
+    wrong_shape = [
+        f"{name} {tuple(state[name].shape)} vs {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({_few(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_few(unexpected)})")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} of the wrong shape ({_few(wrong_shape)})")
+    if problems:
+        arch = cfg.get("architecture", type(model).__name__)
+        raise HeadstartError(f"{origin} does not fit {arch}: tensors {'; '.join(problems)}")
+    model.load_state_dict(state, strict=False)
+
+
+def _as_pretrained_cfg(preprocessing: Preprocessing) -> dict[str, Any]:
+    return {
+        "input_size": preprocessing.input_size,
+        "mean": preprocessing.mean,
+        "std": preprocessing.std,
+        "interpolation": preprocessing.interpolation,
+        "crop_pct": preprocessing.crop_pct,
+    }
+
+
+def _input_channels(model: torch.nn.Module) -> int | None:
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    if not isinstance(first_conv, str):
+        return None
+    try:
+        return model.get_submodule(first_conv).in_channels
+    except AttributeError:
+        return None
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")

@@ -1,0 +1,199 @@
+"""Fine-tuning: the top of the pretrained body trained further at a small learning rate.
+
+The head arrives already trained (a linear probe on cached features), so the body's features
+are not disturbed by gradients from a random head, and the body's learning rate decays layer by
+layer towards the stem: early layers hold general features and move least.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..classifier import Classifier, layer_groups
+from ..data.decoded import DecodedImages, prefetch
+from ..data.transforms import center_crop, to_tensor, train_augmentation
+
+__all__ = ["FineTuneResult", "FineTuneSettings", "evaluate_pixels", "fine_tune"]
+
+
+@dataclass
+class FineTuneSettings:
+    epochs: int = 8
+    lr: float = 3e-4  # the top stage's learning rate; AdamW
+    head_lr_scale: float = 3.0  # the (already trained) head moves a little faster
+    layer_decay: float = 0.6  # each stage further down gets this factor of the one above
+    trainable_stages: int | None = None  # None: every stage
+    weight_decay: float = 0.02
+    label_smoothing: float = 0.1
+    batch_size: int = 32
+    warmup_fraction: float = 0.1
+    patience: int = 3  # epochs without a better validation score before stopping
+    flip: bool = True
+    max_seconds: float | None = None
+
+
+@dataclass
+class FineTuneResult:
+    best_epoch: int
+    best_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    stopped: str = "finished"  # "finished" | "early stopping" | "time budget" | "interrupted"
+
+
+Example = tuple[Path, int]
+
+
+def fine_tune(
+    model: Classifier,
+    train: Sequence[Example],
+    val: Sequence[Example],
+    images: DecodedImages,
+    input_size: tuple[int, int],
+    settings: FineTuneSettings,
+    *,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    log: Callable[[dict], None] = lambda record: None,
+    on_step: Callable[[int], None] = lambda n: None,
+) -> FineTuneResult:
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch.
+
+    Ctrl-C ends training after the current step; the best model so far is kept.
+    """
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    height, width = input_size
+    augment = train_augmentation(height, width, flip=settings.flip)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, settings), weight_decay=settings.weight_decay
+    )
+    steps_per_epoch = max(1, len(train) // settings.batch_size)
+    total = steps_per_epoch * settings.epochs
+    warmup = max(1, int(settings.warmup_fraction * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _warmup_cosine(s, warmup, total)
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    model.to(memory_format=torch.channels_last)
+
+    result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    started = time.perf_counter()
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            epoch_start = time.perf_counter()
+            order = generator.permutation(len(train))[: steps_per_epoch * settings.batch_size]
+            batches = [
+                [train[i] for i in order[b : b + settings.batch_size]]
+                for b in range(0, len(order), settings.batch_size)
+            ]
+            _train_mode(model)
+            seen, loss_sum, correct = 0, 0.0, 0
+            for pixels, labels in prefetch(lambda batch: _decode(images, batch), batches):
+                inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
+                logits = model(inputs)
+                loss = loss_fn(logits, labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(labels)
+                loss_sum += loss.item() * len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                on_step(1)
+            val_loss, val_accuracy = evaluate_pixels(model, val, images, input_size)
+            record = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - epoch_start,
+            }
+            result.history.append(record)
+            log(record)
+            if val_accuracy > result.best_accuracy:
+                result.best_epoch, result.best_accuracy = epoch, val_accuracy
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if checkpoint is not None:
+                    save_file({k: v.contiguous() for k, v in best_state.items()}, checkpoint)
+            elif epoch - result.best_epoch >= settings.patience:
+                result.stopped = "early stopping"
+                break
+            elapsed = time.perf_counter() - started
+            if settings.max_seconds and elapsed + elapsed / epoch > settings.max_seconds:
+                result.stopped = "time budget"
+                break
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+@torch.inference_mode()
+def evaluate_pixels(
+    model: Classifier,
+    examples: Sequence[Example],
+    images: DecodedImages,
+    input_size: tuple[int, int],
+    batch_size: int = 64,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on centre crops (no augmentation)."""
+    model.eval()
+    height, width = input_size
+    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+    loss_sum, correct = 0.0, 0
+    for pixels, labels in prefetch(lambda batch: _decode(images, batch), batches):
+        logits = model(torch.stack([center_crop(p, height, width) for p in pixels]))
+        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+    n = max(len(examples), 1)
+    return loss_sum / n, correct / n
+
+
+def _decode(images: DecodedImages, batch: Sequence[Example]) -> tuple[list, torch.Tensor]:
+    """Decoded ``(H, W, 3)`` pixels of a batch and its labels."""
+    return [images.get(path) for path, _ in batch], torch.tensor([label for _, label in batch])
+
+
+def _parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict]:
+    """Freeze the lower stages; give the rest learning rates that shrink towards the stem."""
+    stages = layer_groups(model.backbone)
+    trainable = len(stages) if settings.trainable_stages is None else settings.trainable_stages
+    groups = [{"params": list(model.head.parameters()), "lr": settings.lr * settings.head_lr_scale}]
+    for depth, params in enumerate(reversed(stages)):  # depth 0 is the top stage
+        if depth >= trainable:
+            for param in params:
+                param.requires_grad_(False)
+            continue
+        groups.append({"params": params, "lr": settings.lr * settings.layer_decay**depth})
+    return groups
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Train mode, except normalisation layers of frozen stages: their statistics stay put."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))

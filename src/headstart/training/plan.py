@@ -1,0 +1,143 @@
+"""The plan: which transfer strategy, and why, decided from measurements before training.
+
+MISSION.md's decision table, with both axes measured on the user's data:
+
+================  =========================  ==================================
+                  similar to the source       different from the source
+================  =========================  ==================================
+small dataset     linear probe                fine-tune every stage, small LR
+large dataset     fine-tune the top half      fine-tune every stage
+================  =========================  ==================================
+
+*Size* is the number of training images per class. *Similarity* is how well a linear probe on
+the frozen pretrained features already separates the classes (out-of-fold, so it is not
+flattered by memorisation), as skill above chance: 0 is guessing, 1 is perfect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .finetune import FineTuneSettings
+
+__all__ = ["STRATEGIES", "Plan", "make_plan"]
+
+STRATEGIES = ("auto", "linear-probe", "fine-tune", "full")
+
+#: Median training images per class from which a dataset counts as large: with fewer, more
+#: trainable layers overfit faster than they help (the classic table's "small").
+LARGE_PER_CLASS = 300
+#: Out-of-fold probe skill above chance from which the pretrained features count as a fit.
+SIMILAR_SKILL = 0.8
+
+
+@dataclass
+class Plan:
+    strategy: str  # "linear-probe" | "fine-tune" | "full"
+    size: str  # "small" | "large"
+    domain: str  # "similar" | "different" | "unknown"
+    reasons: list[str]
+    evidence: dict = field(default_factory=dict)
+    fine_tune: FineTuneSettings | None = None
+    test_time_flip: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["fine_tune"] = asdict(self.fine_tune) if self.fine_tune else None
+        return data
+
+
+def make_plan(
+    requested: str,
+    *,
+    train_counts: dict[str, int],
+    probe_accuracy: float | None,
+    flip_helps: bool | None,
+    pretrained: bool,
+    stages: int,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int = 32,
+) -> Plan:
+    """Decide the strategy and its settings; every choice comes with the reason for it."""
+    n_classes = len(train_counts)
+    per_class = float(np.median(list(train_counts.values())))
+    chance = 1.0 / n_classes
+    size = "large" if per_class >= LARGE_PER_CLASS else "small"
+    reasons = [
+        f"{sum(train_counts.values())} training images, median {per_class:.0f} per class: "
+        f"a {size} dataset (large from {LARGE_PER_CLASS} per class)"
+    ]
+    evidence: dict = {
+        "train_images_per_class_median": per_class,
+        "classes": n_classes,
+        "chance_accuracy": chance,
+    }
+
+    if probe_accuracy is None or not np.isfinite(probe_accuracy):
+        domain = "unknown"
+        skill = None
+    else:
+        skill = (probe_accuracy - chance) / (1 - chance)
+        domain = "similar" if skill >= SIMILAR_SKILL else "different"
+        evidence.update(probe_cv_accuracy=probe_accuracy, probe_skill=skill)
+        reasons.append(
+            f"a linear probe on the frozen pretrained features reaches {probe_accuracy:.1%} "
+            f"out-of-fold (chance {chance:.1%}; skill {skill:.2f}): the features "
+            + ("already fit this task" if domain == "similar" else "fit this task only partly")
+        )
+
+    if not pretrained:
+        strategy = "full"
+        reasons.append("no pretrained weights (--no-pretrained): training every layer from scratch")
+    elif requested != "auto":
+        strategy = requested
+        reasons.append(f"strategy {requested} was asked for")
+    elif domain != "different" and size == "small":
+        strategy = "linear-probe"
+        reasons.append("small and similar: train only the new last layer (more would overfit)")
+    elif size == "small":
+        strategy = "fine-tune"
+        reasons.append(
+            "small but different: the hard case; fine-tune every stage with a small, "
+            "layer-wise decaying learning rate"
+        )
+    elif domain == "different":
+        strategy = "full"
+        reasons.append("large and different: train the whole model")
+    else:
+        strategy = "fine-tune"
+        reasons.append("large and similar: fine-tune the top half of the body")
+
+    flip = bool(flip_helps) if flip_helps is not None else True
+    if flip_helps is not None:
+        reasons.append(
+            "mirror images "
+            + ("help" if flip_helps else "do not help")
+            + " the probe out-of-fold: "
+            + ("averaging" if flip else "not averaging")
+            + " predictions over both views, "
+            + ("and" if flip else "nor")
+            + " flipping during training"
+        )
+
+    settings = None
+    if strategy in ("fine-tune", "full"):
+        trainable = None if strategy == "full" or domain == "different" else max(1, stages // 2)
+        settings = FineTuneSettings(
+            epochs=epochs or (12 if size == "small" else 8),
+            lr=lr or (1e-3 if not pretrained else 3e-4 if strategy == "full" else 2e-4),
+            layer_decay=1.0 if not pretrained else 0.6,
+            trainable_stages=trainable,
+            batch_size=batch_size,
+            flip=flip,
+        )
+        shown = "every" if trainable is None else f"the top {trainable} of {stages}"
+        reasons.append(
+            f"training {shown} stages for up to {settings.epochs} epochs, "
+            f"learning rate {settings.lr:g} at the top, AdamW, cosine with warm-up, "
+            f"early stopping on validation accuracy"
+        )
+    return Plan(strategy, size, domain, reasons, evidence, settings, flip)

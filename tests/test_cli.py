@@ -1,0 +1,118 @@
+"""The command line as a user meets it: one-line errors, tables, CSV, skipped files named."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from headstart.cli import main
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+def test_fit_on_an_empty_folder_is_one_clear_line(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", tmp_path, "--runs-dir", tmp_path / "runs")
+    assert code == 2
+    assert "no images" in one_line_error(err)
+
+
+def test_fit_with_one_class_says_so(capsys, tmp_path, small_faces):
+    shutil.copytree(small_faces / "face", tmp_path / "data" / "face")
+    code, _, err = run(capsys, "fit", tmp_path / "data", "--runs-dir", tmp_path / "runs")
+    assert code == 2
+    assert "one class" in one_line_error(err)
+
+
+def test_unknown_architecture_suggests_a_name(capsys, small_faces, tmp_path):
+    code, _, err = run(capsys, "fit", small_faces, "--arch", "resnet_18", "--runs-dir", tmp_path)
+    assert code == 2
+    assert "resnet18" in one_line_error(err)
+
+
+def test_missing_weights_file_is_named(capsys, small_faces, tmp_path):
+    missing = tmp_path / "nowhere.safetensors"
+    code, _, err = run(capsys, "fit", small_faces, "--weights", missing, "--runs-dir", tmp_path)
+    assert code == 2
+    assert str(missing) in one_line_error(err)
+
+
+def test_fit_prints_a_summary(capsys, small_faces, tmp_path):
+    code, out, _ = run(
+        capsys, "fit", small_faces, "--runs-dir", tmp_path, "--name", "first", "--quiet"
+    )
+    assert code == 0
+    assert "strategy: linear-probe" in out
+    assert "val: accuracy" in out and "face" in out and "not-face" in out
+    assert (tmp_path / "first" / "model" / "headstart.json").exists()
+
+
+def test_predict_reports_bad_files_and_predicts_the_rest(capsys, fitted, faces, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for path in sorted((faces / "face").glob("*.png"))[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code, out, err = run(capsys, "predict", fitted.run_dir, folder, "--csv", "--top-k", "2")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 3 and all(r["label1"] == "face" for r in rows)
+    assert {"label2", "probability2"} <= set(rows[0])
+    assert "broken.jpg" in err and "Traceback" not in err
+
+
+def test_predict_table(capsys, fitted, faces):
+    image = sorted((faces / "not-face").glob("*.png"))[0]
+    code, out, _ = run(capsys, "predict", fitted.run_dir / "model", image)
+    assert code == 0 and "not-face" in out
+
+
+def test_evaluate_prints_scores_and_confusion_matrix(capsys, fitted, small_faces):
+    code, out, _ = run(capsys, "evaluate", fitted.run_dir, small_faces)
+    assert code == 0
+    assert "accuracy" in out and "on 48 images" in out
+    assert "confusion matrix" in out
+
+
+def test_evaluate_refuses_unknown_labels(capsys, fitted, small_faces, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_faces, data)
+    (data / "face").rename(data / "cat")
+    code, _, err = run(capsys, "evaluate", fitted.run_dir, data)
+    assert code == 2
+    assert "'cat'" in one_line_error(err)
+
+
+def test_models_lists_the_offline_weights(capsys):
+    code, out, _ = run(capsys, "models", "efficientnet_lite*")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "efficientnet_lite0 " in line)
+    assert "built-in" in line
+
+
+def test_demo_runs_offline(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--no-scratch", "--runs-dir", tmp_path)
+    assert code == 0
+    assert "val: accuracy" in out
+
+
+@pytest.mark.slow
+def test_demo_compares_transfer_with_scratch(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--runs-dir", tmp_path)
+    assert code == 0
+    assert "transfer learning vs training from scratch" in out
+    assert Path(tmp_path).joinpath("demo-lfw-scratch-1", "model").exists()

@@ -1,0 +1,170 @@
+"""headstart.fit end to end on real images, and the model bundle it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import headstart
+from headstart.classifier import Classifier, layer_groups
+from headstart.data.decoded import DecodedImages
+from headstart.features import FeatureStore, extract_features
+from headstart.models import create_backbone
+from headstart.training.finetune import FineTuneSettings, fine_tune
+
+
+def test_default_fit_on_faces_is_accurate_and_explains_itself(fitted):
+    assert fitted.plan.strategy == "linear-probe"
+    assert fitted.plan.size == "small" and fitted.plan.domain == "similar"
+    assert fitted.scores["val"]["accuracy"] >= 0.95
+    assert fitted.scores["val"]["n"] == 40
+    assert set(fitted.scores["val"]["per_class"]) == {"face", "not-face"}
+    assert any("linear probe" in reason for reason in fitted.plan.reasons)
+
+
+def test_run_folder_holds_everything(fitted):
+    run = fitted.run_dir
+    for name in (
+        "config.json",
+        "dataset.json",
+        "plan.json",
+        "metrics.jsonl",
+        "summary.json",
+        "model/model.safetensors",
+        "model/headstart.json",
+    ):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "model/headstart.json").read_text())
+    assert meta["classes"] == ["face", "not-face"]
+    assert meta["architecture"] == "efficientnet_lite0"
+    assert meta["preprocessing"]["input_size"] == [3, 224, 224]
+    assert meta["headstart_version"] == headstart.__version__
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["strategy"] == "linear-probe" and plan["reasons"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["strategy"] == "auto" and config["seed"] == 0
+
+
+def test_predictions_identical_after_save_and_load(fitted, faces):
+    files = sorted((faces / "face").glob("*.png"))[:5] + sorted((faces / "not-face").glob("*"))[:5]
+    loaded = headstart.load(fitted.run_dir / "model")
+    assert loaded.classes == fitted.model.classes
+    assert np.array_equal(loaded.predict_proba(files), fitted.model.predict_proba(files))
+    labels = [p.label for p in loaded.predict(files)]
+    assert labels == ["face"] * 5 + ["not-face"] * 5
+
+
+def test_predict_accepts_files_arrays_and_pil_images(fitted, faces):
+    from PIL import Image
+
+    path = sorted((faces / "face").glob("*.png"))[0]
+    image = Image.open(path)
+    as_file, as_pil, as_array = (
+        fitted.model.predict_proba(x) for x in (path, image, np.asarray(image.convert("RGB")))
+    )
+    assert np.allclose(as_file, as_pil) and np.allclose(as_file, as_array)
+    top = fitted.model.predict(path, top_k=5)[0]
+    assert len(top.top) == 2 and top.top[0][1] >= top.top[1][1]
+    assert abs(sum(p for _, p in top.top) - 1) < 1e-6
+
+
+def test_features_are_computed_once_and_cached(small_faces, tmp_path):
+    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    paths = sorted(small_faces.rglob("*.png"))[:8]
+    images = DecodedImages(
+        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
+    )
+    identity = {"arch": "efficientnet_lite0", "weights": source.location}
+
+    def run():
+        store = {"plain": FeatureStore(tmp_path / "features", identity)}
+        return extract_features(backbone, preprocessing, paths, images, store)
+
+    first, second = run(), run()
+    assert first.computed == 8 and second.computed == 0
+    assert np.array_equal(first.views["plain"], second.views["plain"])
+    # A copy of a file under another name is the same content: still a cache hit.
+    twin = tmp_path / "renamed.png"
+    shutil.copy(paths[0], twin)
+    store = {"plain": FeatureStore(tmp_path / "features", identity)}
+    third = extract_features(backbone, preprocessing, [twin], images, store)
+    assert third.computed == 0
+    assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
+
+
+def test_unreadable_files_are_skipped_and_listed(small_faces, tmp_path):
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    (data / "face" / "notes.jpg").write_text("not an image")
+    good = sorted((data / "face").glob("*.png"))[0].read_bytes()
+    (data / "face" / "cut.png").write_bytes(good[: len(good) // 2])
+    result = headstart.fit(data, runs_dir=tmp_path / "runs", quiet=True)
+    reasons = {skip.path.name: skip.reason for skip in result.skipped}
+    assert set(reasons) == {"notes.jpg", "cut.png"}
+    listed = json.loads((result.run_dir / "dataset.json").read_text())["skipped"]
+    assert {Path(s["path"]).name for s in listed} == {"notes.jpg", "cut.png"}
+
+
+def test_fine_tune_trains_the_top_and_leaves_the_stem_alone(small_faces, tmp_path):
+    result = headstart.fit(
+        small_faces, strategy="fine-tune", epochs=2, runs_dir=tmp_path, quiet=True
+    )
+    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").open()) if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and 0 <= r["val_accuracy"] <= 1 for r in epochs)
+    if result.plan.strategy == "fine-tune":  # it may lose to the probe and not be kept
+        pretrained, _, _ = create_backbone("efficientnet_lite0")
+        tuned = result.model.network.backbone
+        stem, top = layer_groups(tuned)[0], layer_groups(tuned)[-1]
+        assert all(
+            torch.equal(a, b) for a, b in zip(stem, layer_groups(pretrained)[0], strict=True)
+        )
+        assert not all(
+            torch.equal(a, b) for a, b in zip(top, layer_groups(pretrained)[-1], strict=True)
+        )
+
+
+def test_ctrl_c_during_training_keeps_the_best_model(small_faces, tmp_path):
+    backbone, preprocessing, _ = create_backbone("efficientnet_lite0")
+    model = Classifier(backbone, torch.nn.Linear(backbone.num_features, 2), preprocessing)
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
+    examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
+    steps = 0
+
+    def press_ctrl_c_in_epoch_two(n: int) -> None:
+        nonlocal steps
+        steps += n
+        if steps == 2:
+            raise KeyboardInterrupt
+
+    settings = FineTuneSettings(epochs=5, batch_size=24, trainable_stages=1)
+    checkpoint = tmp_path / "best.safetensors"
+    result = fine_tune(
+        model,
+        examples[::2],
+        examples[1::2],
+        images,
+        (224, 224),
+        settings,
+        checkpoint=checkpoint,
+        on_step=press_ctrl_c_in_epoch_two,
+    )
+    assert result.stopped == "interrupted"
+    assert result.best_epoch == 1 and len(result.history) == 1
+    saved = load_file(checkpoint)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_settings_are_refused_by_name(faces):
+    with pytest.raises(headstart.HeadstartError, match="strategy='best'"):
+        headstart.fit(faces, strategy="best")
+    with pytest.raises(headstart.HeadstartError, match="unknown setting 'epoch'"):
+        headstart.fit(faces, epoch=3)
+    with pytest.raises(headstart.HeadstartError, match="val_fraction=0"):
+        headstart.fit(faces, val_fraction=0)
