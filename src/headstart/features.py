@@ -13,20 +13,20 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .data.decoded import DecodedImages, prefetch
+from .data.decoded import DecodedImages, content_hash, prefetch
 from .data.images import UnreadableImage
 from .data.sources import Skipped
 from .data.transforms import Normalize, center_crop
-from .models import Preprocessing
+from .models import Preprocessing, WeightsSource
 
-__all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features"]
+__all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features", "feature_stores"]
 
 #: The views a feature can be computed from. "hflip" is the mirror image: averaging the two
 #: is the cheapest test-time augmentation, and training on both doubles a small dataset.
@@ -80,6 +80,17 @@ class FeatureStore:
             shard.unlink(missing_ok=True)
             return
         self._vectors.update(zip(keys, vectors, strict=True))
+
+
+def feature_stores(
+    root: Path, arch: str, source: WeightsSource, preprocessing: Preprocessing
+) -> dict[str, FeatureStore]:
+    """The stores for one backbone, one per view: shared by ``fit``, ``audit`` and ``check``."""
+    weights = asdict(source)
+    if source.kind == "file":  # the same path may later hold other weights
+        weights["content"] = content_hash(source.location)
+    identity = {"arch": arch, "weights": weights, "preprocessing": preprocessing.to_dict()}
+    return {view: FeatureStore(root, {**identity, "view": view}) for view in VIEWS}
 
 
 @dataclass

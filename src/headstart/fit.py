@@ -23,10 +23,10 @@ import torch
 from .bundle import Model, save
 from .classifier import Classifier, layer_groups
 from .console import err, progress_bar
-from .data.decoded import DecodedImages, content_hash
+from .data.decoded import DecodedImages
 from .data.sources import Dataset, Sample, Skipped, discover
 from .errors import HeadstartError
-from .features import FeatureStore, extract_features
+from .features import extract_features, feature_stores
 from .metrics import classification_metrics
 from .models import Preprocessing, WeightsSource, create_backbone
 from .run import RunDir
@@ -233,15 +233,7 @@ def _extract(
     config: FitConfig,
 ) -> tuple[dict, Dataset]:
     """Features of every sample, both views, from the cache where possible."""
-    identity = {
-        "arch": config.arch,
-        "weights": _weights_identity(source),
-        "preprocessing": preprocessing.to_dict(),
-    }
-    stores = {
-        view: FeatureStore(cache / "features", {**identity, "view": view})
-        for view in ("plain", "hflip")
-    }
+    stores = feature_stores(cache / "features", config.arch, source, preprocessing)
     paths = [sample.path for sample in dataset.samples]
     with progress_bar("features", len(paths), quiet=config.quiet) as advance:
         extracted = extract_features(
@@ -369,13 +361,6 @@ def _require_trainable(dataset: Dataset) -> None:
         raise HeadstartError(
             f"{dataset.root}: no validation images; add a val/ folder or more images per class"
         )
-
-
-def _weights_identity(source: WeightsSource) -> dict:
-    identity = asdict(source)
-    if source.kind == "file":  # the same path may later hold other weights
-        identity["content"] = content_hash(source.location)
-    return identity
 
 
 def _seed_everything(seed: int) -> None:
