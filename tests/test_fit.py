@@ -42,7 +42,8 @@ def test_run_folder_holds_everything(fitted):
         assert (run / name).is_file(), name
     meta = json.loads((run / "model/headstart.json").read_text())
     assert meta["classes"] == ["face", "not-face"]
-    assert meta["architecture"] == "efficientnet_lite0"
+    # The built-in weights are TensorFlow's: their exact network is timm's tf_ variant.
+    assert meta["architecture"] == "tf_efficientnet_lite0"
     assert meta["preprocessing"]["input_size"] == [3, 224, 224]
     assert meta["headstart_version"] == headstart.__version__
     plan = json.loads((run / "plan.json").read_text())
@@ -168,3 +169,32 @@ def test_bad_settings_are_refused_by_name(faces):
         headstart.fit(faces, epoch=3)
     with pytest.raises(headstart.HeadstartError, match="val_fraction=0"):
         headstart.fit(faces, val_fraction=0)
+
+
+def test_training_that_diverges_stops_and_keeps_the_model_it_had(small_faces, tmp_path):
+    backbone, preprocessing, _ = create_backbone("efficientnet_lite0")
+    model = Classifier(backbone, torch.nn.Linear(backbone.num_features, 2), preprocessing)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
+    examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
+    settings = FineTuneSettings(epochs=3, batch_size=16, lr=1e30, warmup_fraction=0.0)
+    checkpoint = tmp_path / "best.safetensors"
+    result = fine_tune(model, examples[::2], examples[1::2], images, (224, 224), settings,
+                       checkpoint=checkpoint)
+    assert result.stopped.startswith("diverged")
+    kept = load_file(checkpoint) if result.best_epoch else before  # the best epoch, or none
+    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_from_scratch_skips_unreadable_files_too(small_faces, tmp_path):
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    good = sorted((data / "face").glob("*.png"))[0].read_bytes()
+    (data / "face" / "cut.png").write_bytes(good[: len(good) // 2])
+    result = headstart.fit(
+        data, pretrained=False, strategy="full", epochs=1, runs_dir=tmp_path / "runs", quiet=True
+    )
+    assert [skip.path.name for skip in result.skipped] == ["cut.png"]
+    assert result.plan.strategy == "full"
+    assert (result.run_dir / "model" / "model.safetensors").exists()

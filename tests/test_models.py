@@ -103,7 +103,8 @@ def test_saved_weights_keep_their_preprocessing(tmp_path: Path):
     builtin, preprocessing, _ = create_backbone("efficientnet_lite0")
     path = save_weights(builtin, tmp_path / "lite0.safetensors")
 
-    reloaded, reloaded_preprocessing, _ = create_backbone("efficientnet_lite0", weights=path)
+    network = builtin.pretrained_cfg["architecture"]  # tf_efficientnet_lite0, see above
+    reloaded, reloaded_preprocessing, _ = create_backbone(network, weights=path)
 
     # Not timm's ImageNet mean/std for the architecture: what these weights were trained with.
     assert reloaded_preprocessing == preprocessing
@@ -222,3 +223,14 @@ def test_hub_weights_missing_offline_say_what_is_available(offline_hub: dict):
     assert "HF_HUB_OFFLINE" in message
     for alternative in ("efficientnet_lite0", "--weights FILE", "--no-pretrained"):
         assert alternative in message
+
+
+def test_builtin_weights_build_their_exact_network():
+    """The built-in weights were trained in TensorFlow ("SAME" padding, BatchNorm eps 1e-3):
+    asking for efficientnet_lite0 builds timm's tf_efficientnet_lite0 and computes the same."""
+    asked, _, _ = create_backbone("efficientnet_lite0")
+    exact, _, _ = create_backbone("tf_efficientnet_lite0")
+    assert asked.pretrained_cfg["architecture"] == "tf_efficientnet_lite0"
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(asked(x), exact(x), atol=1e-6)

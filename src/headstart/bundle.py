@@ -77,7 +77,7 @@ class Model:
         if isinstance(images, str | Path | Image.Image | np.ndarray):
             images = [images]
         pixels = [self._pixels(image) for image in images]
-        return self._probabilities(pixels)
+        return self.probabilities(pixels)
 
     def predict_files(
         self, paths: Sequence[Path], *, top_k: int = 1, batch_size: int = 32
@@ -100,12 +100,13 @@ class Model:
             good = [(path, pixels) for path, pixels in batch if isinstance(pixels, np.ndarray)]
             skipped += [Skipped(p, e.reason) for p, e in batch if isinstance(e, UnreadableImage)]
             if good:
-                top = self._top(self._probabilities([p for _, p in good]), top_k)
+                top = self._top(self.probabilities([p for _, p in good]), top_k)
                 predictions += zip([path for path, _ in good], top, strict=True)
         return predictions, skipped
 
     @torch.inference_mode()
-    def _probabilities(self, pixels: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities of already decoded pixels (shortest side = resize size)."""
         _, height, width = self.preprocessing.input_size
         out = []
         for start in range(0, len(pixels), batch_size):
@@ -115,7 +116,7 @@ class Model:
             logits = self.network(batch)
             if self.test_time_flip:
                 logits = (logits + self.network(batch.flip(-1))) / 2
-            out.append(logits.softmax(-1).double().numpy())
+            out.append(logits.softmax(-1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def _pixels(self, image: ImageLike) -> np.ndarray:
@@ -143,7 +144,7 @@ class Model:
 def save(model: Model, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.network.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     save_file(state, directory / _WEIGHTS)
     meta = {
         "format": BUNDLE_FORMAT,

@@ -124,6 +124,7 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     add("--name", help="run folder name (default: <data>-<n>)")
     add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
     add("--time-budget", type=float, help="minutes of fine-tuning at most")
+    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     add("--quiet", action="store_true", help="no progress bars or plan messages")
 
 
@@ -144,12 +145,14 @@ def print_fit_summary(result) -> None:
     for reason in result.plan.reasons:
         out.print(f"  - {reason}", soft_wrap=True)
     for split, scores in result.scores.items():
-        table = Table(
-            title=f"{split}: accuracy {scores['accuracy']:.1%}, balanced "
+        out.print(
+            f"\n[bold]{split}[/]: accuracy {scores['accuracy']:.1%}, balanced "
             f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
-            f"({scores['n']} images)",
-            title_justify="left",
+            f"({scores['n']} images)"
         )
+        if split == "val" and "test" not in result.scores:
+            out.print("  (validation also chose the model; --test-fraction holds out a test set)")
+        table = Table()
         for column in ("class", "recall", "precision", "images"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for name, row in scores["per_class"].items():

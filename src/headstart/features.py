@@ -14,13 +14,15 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .data.decoded import DecodedImages, content_hash, prefetch
+from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash, prefetch
 from .data.images import UnreadableImage
 from .data.sources import Skipped
 from .data.transforms import Normalize, center_crop
@@ -89,7 +91,14 @@ def feature_stores(
     weights = asdict(source)
     if source.kind == "file":  # the same path may later hold other weights
         weights["content"] = content_hash(source.location)
-    identity = {"arch": arch, "weights": weights, "preprocessing": preprocessing.to_dict()}
+    identity = {
+        "arch": arch,
+        "weights": weights,
+        "preprocessing": preprocessing.to_dict(),
+        # A new timm may change an architecture's computation; a new decoder, the pixels.
+        "timm": timm.__version__,
+        "pixels": PIXELS_VERSION,
+    }
     return {view: FeatureStore(root, {**identity, "view": view}) for view in VIEWS}
 
 
@@ -102,6 +111,14 @@ class ExtractedFeatures:
     skipped: list[Skipped]
     seconds: float
     computed: int  # how many images went through the network (the rest came from the cache)
+
+    def rows(self, paths: Sequence[Path]) -> list[int]:
+        """Row numbers of ``paths`` in the feature arrays."""
+        return [self._row_of[path] for path in paths]
+
+    @cached_property
+    def _row_of(self) -> dict[Path, int]:
+        return {path: i for i, path in enumerate(self.paths)}
 
 
 @torch.inference_mode()
@@ -127,7 +144,8 @@ def extract_features(
         raise ValueError(f"views={sorted(unknown)}; expected some of {VIEWS}")
     stores = stores or {}
     _, height, width = preprocessing.input_size
-    normalize = Normalize(preprocessing.mean, preprocessing.std)
+    device = next(backbone.parameters()).device
+    normalize = Normalize(preprocessing.mean, preprocessing.std).to(device)
     backbone = backbone.eval().to(memory_format=torch.channels_last)
 
     keys: dict[Path, str] = {}
@@ -163,7 +181,7 @@ def extract_features(
                 inputs = normalize(crops)
                 for view in views:
                     batch = inputs.flip(-1) if view == "hflip" else inputs
-                    vectors = backbone(batch).float().numpy()
+                    vectors = backbone(batch).float().cpu().numpy()
                     for path, vector in zip(good, vectors, strict=True):
                         computed[view][keys[path]] = vector
                         unsaved[view].append(keys[path])

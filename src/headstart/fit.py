@@ -11,6 +11,7 @@ Everything a stage decides or measures is written to the run folder as it happen
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import random
 import time
@@ -23,12 +24,13 @@ import torch
 from .bundle import Model, save
 from .classifier import Classifier, layer_groups
 from .console import err, progress_bar
-from .data.decoded import DecodedImages
+from .data.decoded import DecodedImages, prefetch
+from .data.images import UnreadableImage
 from .data.sources import Dataset, Sample, Skipped, discover
 from .errors import HeadstartError
-from .features import extract_features, feature_stores
+from .features import ExtractedFeatures, extract_features, feature_stores
 from .metrics import classification_metrics
-from .models import Preprocessing, WeightsSource, create_backbone
+from .models import Preprocessing, create_backbone
 from .run import RunDir
 from .training.finetune import fine_tune
 from .training.plan import STRATEGIES, Plan, make_plan
@@ -63,6 +65,7 @@ class FitConfig:
     runs_dir: str = "runs"
     name: str | None = None
     cache_dir: str | None = None  # None: default_cache_dir()
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     time_budget: float | None = None  # minutes of fine-tuning at most
     quiet: bool = False
 
@@ -122,40 +125,42 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     dataset = discover(
         data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
     )
+    device = _device(config.device)
     backbone, preprocessing, source = create_backbone(
         config.arch, weights=config.weights, pretrained=config.pretrained
     )
+    backbone.to(device)
+    # The network actually built: built-in weights may need a variant of the name asked for.
+    architecture = backbone.pretrained_cfg.get("architecture", config.arch)
     run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
     run.write_json("config.json", {"data": str(Path(data).resolve()), **asdict(config)})
-    _log(config, f"run folder [bold]{run.path}[/]; {source.describe()}")
+    built = f" as {architecture}" if architecture != config.arch else ""
+    _log(config, f"run folder [bold]{run.path}[/]; {config.arch}{built}, {source.describe()}")
 
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
-    probe = features = None
+    features = None
     if config.pretrained:
-        features, dataset = _extract(
-            dataset, backbone, preprocessing, source, images, cache, config
-        )
+        stores = feature_stores(cache / "features", architecture, source, preprocessing)
+        features = _extract(dataset, backbone, preprocessing, images, stores, config)
+        dataset = dataset.drop(features.skipped)
+    else:  # no features to extract: decode everything once, to find unreadable files now
+        dataset = dataset.drop(_decode_all(dataset, images, config))
+    for skip in dataset.skipped:
+        _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
     run.write_json("dataset.json", dataset.to_dict())
+    _write_splits(run, dataset)
     _require_trainable(dataset)
     index = {name: i for i, name in enumerate(dataset.classes)}
 
-    flip_helps = None
-    if features is not None:
-        probe, flip_helps = _fit_probes(dataset, features, index, config.seed)
-        run.log_metrics(
-            {
-                "stage": "linear-probe",
-                "C": probe.C,
-                "cv_accuracy": probe.cv_accuracy,
-                "cv_log_loss": probe.cv_scores,
-            }
-        )
+    probe = _fit_probe(dataset, features, index, config.seed) if features else None
+    if probe is not None:
+        run.log_metrics({"stage": "linear-probe", **_probe_record(probe)})
     plan = make_plan(
         config.strategy,
         train_counts=dataset.counts()["train"],
         probe_accuracy=probe.cv_accuracy if probe else None,
-        flip_helps=flip_helps,
+        mirror_invariant=probe.mirror_invariant if probe else None,
         pretrained=config.pretrained,
         stages=len(layer_groups(backbone)),
         epochs=config.epochs,
@@ -169,43 +174,43 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         _log(config, f"plan: {reason}")
 
     head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
-    info = {"weights": asdict(source), "strategy": plan.strategy}
     model = Model(
-        Classifier(backbone, copy.deepcopy(head), preprocessing),
+        Classifier(backbone, copy.deepcopy(head), preprocessing).to(device),
         dataset.classes,
         preprocessing,
-        architecture=config.arch,
+        architecture=architecture,
         test_time_flip=plan.test_time_flip,
-        info=info,
+        info={"weights": asdict(source), "strategy": "linear-probe" if probe else plan.strategy},
     )
-    stopped = "finished"
-    scores = {}
+    scores: dict[str, dict] = {}
     if features is not None:
         scores = {
             split: _score_features(model, features, dataset, split, index)
-            for split in ("val", "test")
+            for split in _EVALUATED
             if dataset.split(split)
         }
+        save(model, run.bundle)  # a usable model before any fine-tuning, whatever happens then
+    stopped = "finished"
     if plan.fine_tune is not None:
-        tuned, stopped = _fine_tune(model, dataset, images, preprocessing, plan, run, config, index)
+        tuned, stopped = _fine_tune(model, dataset, images, plan, run, config, index)
+        tuned.info["strategy"] = plan.strategy
         tuned_scores = {
             split: _score_pixels(tuned, dataset, split, images, index)
-            for split in ("val", "test")
+            for split in _EVALUATED
             if dataset.split(split)
         }
         if not scores or tuned_scores["val"]["accuracy"] >= scores["val"]["accuracy"]:
             model, scores = tuned, tuned_scores
         else:
             plan.reasons.append(
-                f"fine-tuning reached {tuned_scores['val']['accuracy']:.1%} on validation, "
+                f"{plan.strategy} reached {tuned_scores['val']['accuracy']:.1%} on validation, "
                 f"below the linear probe's {scores['val']['accuracy']:.1%}: kept the probe"
             )
-            model.info["strategy"] = "linear-probe"
             plan.strategy = "linear-probe"
             run.write_json("plan.json", plan.to_dict())
             _log(config, f"plan: {plan.reasons[-1]}")
+        save(model, run.bundle)
 
-    save(model, run.bundle)
     seconds = time.perf_counter() - started
     run.write_json(
         "summary.json",
@@ -223,20 +228,22 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     )
 
 
+#: The splits scored at the end: validation (also used to choose the model) and test.
+_EVALUATED = ("val", "test")
+
+
 def _extract(
     dataset: Dataset,
     backbone: torch.nn.Module,
     preprocessing: Preprocessing,
-    source: WeightsSource,
     images: DecodedImages,
-    cache: Path,
+    stores: dict,
     config: FitConfig,
-) -> tuple[dict, Dataset]:
+) -> ExtractedFeatures:
     """Features of every sample, both views, from the cache where possible."""
-    stores = feature_stores(cache / "features", config.arch, source, preprocessing)
     paths = [sample.path for sample in dataset.samples]
     with progress_bar("features", len(paths), quiet=config.quiet) as advance:
-        extracted = extract_features(
+        return extract_features(
             backbone,
             preprocessing,
             paths,
@@ -246,35 +253,65 @@ def _extract(
             batch_size=config.batch_size,
             on_batch=advance,
         )
-    dataset = dataset.drop(extracted.skipped)
-    for skip in extracted.skipped:
-        _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
-    rows = {path: i for i, path in enumerate(extracted.paths)}
-    return {"rows": rows, **extracted.views}, dataset
 
 
-def _fit_probes(
-    dataset: Dataset, features: dict, index: dict[str, int], seed: int
-) -> tuple[ProbeResult, bool]:
-    """The probe on plain images and on plain+mirrored; keep the better out-of-fold."""
-    train = dataset.split("train")
-    rows = [features["rows"][s.path] for s in train]
-    labels = np.array([index[s.label] for s in train])
-    plain = fit_probe(features["plain"][rows], labels, len(index), seed=seed)
-    mirrored = fit_probe(
-        features["plain"][rows], labels, len(index), mirrored=features["hflip"][rows], seed=seed
+def _decode_all(dataset: Dataset, images: DecodedImages, config: FitConfig) -> list[Skipped]:
+    """Decode every file into the pixel cache; the unreadable ones, with their reasons."""
+
+    def check(path: Path) -> Skipped | None:
+        try:
+            images.get(path)
+        except UnreadableImage as error:
+            return Skipped(path, error.reason)
+        return None
+
+    paths = [sample.path for sample in dataset.samples]
+    skipped = []
+    with progress_bar("decoding", len(paths), quiet=config.quiet) as advance:
+        for failure in prefetch(check, paths):
+            advance(1)
+            if failure is not None:
+                skipped.append(failure)
+    return skipped
+
+
+def _fit_probe(
+    dataset: Dataset, features: ExtractedFeatures, index: dict[str, int], seed: int
+) -> ProbeResult:
+    rows = features.rows([s.path for s in dataset.split("train")])
+    labels = np.array([index[s.label] for s in dataset.split("train")])
+    return fit_probe(
+        features.views["plain"][rows],
+        labels,
+        len(index),
+        mirrored=features.views["hflip"][rows],
+        seed=seed,
     )
-    flip_helps = mirrored.cv_scores.get(mirrored.C, np.inf) <= plain.cv_scores.get(plain.C, np.inf)
-    chosen = mirrored if flip_helps else plain
-    chosen.cv_accuracy = plain.cv_accuracy  # the similarity signal: the plain probe's accuracy
-    return chosen, flip_helps
+
+
+def _probe_record(probe: ProbeResult) -> dict:
+    return {
+        "C": probe.C,
+        "cv_accuracy": probe.cv_accuracy,
+        "cv_mirrored_accuracy": probe.cv_mirrored_accuracy,
+        "trained_on_mirrored": probe.mirrored,
+        "cv_log_loss": probe.cv_log_loss,
+        "folds": probe.folds,
+    }
+
+
+def _write_splits(run: RunDir, dataset: Dataset) -> None:
+    """Which file went where: ``headstart evaluate`` and audits can reproduce the split."""
+    with open(run.path / "splits.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows((s.path, s.label, s.split) for s in dataset.samples)
 
 
 def _fine_tune(
     model: Model,
     dataset: Dataset,
     images: DecodedImages,
-    preprocessing: Preprocessing,
     plan: Plan,
     run: RunDir,
     config: FitConfig,
@@ -285,7 +322,7 @@ def _fine_tune(
     train = [(s.path, index[s.label]) for s in dataset.split("train")]
     val = [(s.path, index[s.label]) for s in dataset.split("val")]
     steps = settings.epochs * max(1, len(train) // settings.batch_size)
-    _, height, width = preprocessing.input_size
+    _, height, width = model.preprocessing.input_size
 
     def log(record: dict) -> None:
         run.log_metrics({"stage": plan.strategy, **record})
@@ -314,17 +351,25 @@ def _fine_tune(
 
 
 def _score_features(
-    model: Model, features: dict, dataset: Dataset, split: str, index: dict[str, int]
+    model: Model,
+    features: ExtractedFeatures,
+    dataset: Dataset,
+    split: str,
+    index: dict[str, int],
 ) -> dict:
+    """Scores of a model whose body is the frozen backbone, from the cached features: the
+    same logits as running the network on the images, without running it."""
     samples = dataset.split(split)
-    rows = [features["rows"][s.path] for s in samples]
+    rows = features.rows([s.path for s in samples])
     head = model.network.head
     with torch.inference_mode():
-        logits = head(torch.from_numpy(features["plain"][rows]))
+        device = head.weight.device
+        logits = head(torch.from_numpy(features.views["plain"][rows]).to(device))
         if model.test_time_flip:
-            logits = (logits + head(torch.from_numpy(features["hflip"][rows]))) / 2
+            mirrored = torch.from_numpy(features.views["hflip"][rows]).to(device)
+            logits = (logits + head(mirrored)) / 2
     return classification_metrics(
-        [index[s.label] for s in samples], logits.argmax(1).numpy(), dataset.classes
+        [index[s.label] for s in samples], logits.argmax(1).cpu().numpy(), dataset.classes
     )
 
 
@@ -332,9 +377,12 @@ def _score_pixels(
     model: Model, dataset: Dataset, split: str, images: DecodedImages, index: dict[str, int]
 ) -> dict:
     samples: list[Sample] = dataset.split(split)
-    probabilities = model._probabilities([images.get(s.path) for s in samples])
+    predicted = []
+    for start in range(0, len(samples), 256):  # bounded memory on large splits
+        pixels = [images.get(s.path) for s in samples[start : start + 256]]
+        predicted.append(model.probabilities(pixels).argmax(1))
     return classification_metrics(
-        [index[s.label] for s in samples], probabilities.argmax(1), dataset.classes
+        [index[s.label] for s in samples], np.concatenate(predicted), dataset.classes
     )
 
 
@@ -361,6 +409,18 @@ def _require_trainable(dataset: Dataset) -> None:
         raise HeadstartError(
             f"{dataset.root}: no validation images; add a val/ folder or more images per class"
         )
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HeadstartError(f"device={name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HeadstartError(f"device={name!r}, but this machine has no CUDA device; use cpu")
+    return device
 
 
 def _seed_everything(seed: int) -> None:

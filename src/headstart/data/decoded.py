@@ -23,6 +23,9 @@ from .images import UnreadableImage, load_image
 
 __all__ = ["DecodedImages", "content_hash", "prefetch", "resize_shortest_side"]
 
+#: Bumped whenever decoding or resizing changes, so caches never serve pixels made otherwise.
+PIXELS_VERSION = 1
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -62,7 +65,8 @@ class DecodedImages:
         self.interpolation = interpolation
         self.cache_dir = None
         if cache_dir is not None:
-            self.cache_dir = Path(cache_dir) / f"{resize_size}-{interpolation}"
+            name = f"v{PIXELS_VERSION}-{resize_size}-{interpolation}"
+            self.cache_dir = Path(cache_dir) / name
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._keys: dict[tuple[str, int, int], str] = {}
 
@@ -115,19 +119,24 @@ def resize_shortest_side(image: Image.Image, size: int, interpolation: str) -> n
     return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, for torch
 
 
+#: Decoding threads: two keep a 2-core laptop's forward pass fed; a GPU needs more.
+DECODE_WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
 def prefetch(
-    function: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 2
+    function: Callable[[T], R], items: Iterable[T], workers: int = DECODE_WORKERS
 ) -> Iterator[R]:
-    """``map(function, items)`` computed in threads, at most ``ahead`` items in flight.
+    """``map(function, items)`` computed in threads, at most ``workers + 1`` items in flight.
 
     Image decoding and resizing release the GIL, so threads overlap them with the forward pass
     without the start-up and copying costs of worker processes. Results come back in order.
+    Each item is usually a whole batch, so ``workers`` batches are decoded while one computes.
     """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-io") as pool:
         pending: list[Future[R]] = []
         for item in items:
             pending.append(pool.submit(function, item))
-            if len(pending) > ahead:
+            if len(pending) > workers:
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()

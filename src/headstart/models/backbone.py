@@ -22,6 +22,7 @@ from timm.models import adapt_input_conv
 from ..errors import HeadstartError
 from .weights import (
     WeightsSource,
+    builtin_network,
     builtin_pretrained_cfg,
     builtin_source,
     builtin_state_dict,
@@ -143,7 +144,7 @@ def create_backbone(
         model = _create(arch, in_chans)
         source = WeightsSource("random", "")
     elif (overlay := builtin_pretrained_cfg(arch)) is not None:
-        model = _create(arch, in_chans, pretrained_cfg_overlay=overlay)
+        model = _create(builtin_network(arch), in_chans, pretrained_cfg_overlay=overlay)
         source = builtin_source(arch)
         _load_backbone_state(
             model, builtin_state_dict(arch), origin=source.describe(), in_chans=in_chans

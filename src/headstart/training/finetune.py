@@ -47,7 +47,8 @@ class FineTuneResult:
     best_epoch: int
     best_accuracy: float
     history: list[dict] = field(default_factory=list)
-    stopped: str = "finished"  # "finished" | "early stopping" | "time budget" | "interrupted"
+    # "finished" | "early stopping" | "time budget" | "interrupted" | "diverged: <why>"
+    stopped: str = "finished"
 
 
 Example = tuple[Path, int]
@@ -85,6 +86,7 @@ def fine_tune(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
 
     result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -101,10 +103,15 @@ def fine_tune(
             seen, loss_sum, correct = 0, 0.0, 0
             for pixels, labels in prefetch(lambda batch: _decode(images, batch), batches):
                 inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
-                logits = model(inputs)
-                loss = loss_fn(logits, labels)
+                labels = labels.to(device, non_blocking=True)
+                with _autocast(device):
+                    logits = model(inputs)
+                loss = loss_fn(logits.float(), labels)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
+                    result.stopped = (
+                        f"diverged: the training loss became {loss.item()} in epoch {epoch}"
+                    )
+                    break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -113,6 +120,8 @@ def fine_tune(
                 loss_sum += loss.item() * len(labels)
                 correct += int((logits.argmax(1) == labels).sum())
                 on_step(1)
+            if result.stopped.startswith("diverged"):
+                break
             val_loss, val_accuracy = evaluate_pixels(model, val, images, input_size)
             record = {
                 "epoch": epoch,
@@ -129,7 +138,7 @@ def fine_tune(
                 result.best_epoch, result.best_accuracy = epoch, val_accuracy
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if checkpoint is not None:
-                    save_file({k: v.contiguous() for k, v in best_state.items()}, checkpoint)
+                    save_file({k: v.cpu().contiguous() for k, v in best_state.items()}, checkpoint)
             elif epoch - result.best_epoch >= settings.patience:
                 result.stopped = "early stopping"
                 break
@@ -154,11 +163,14 @@ def evaluate_pixels(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops (no augmentation)."""
     model.eval()
+    device = next(model.parameters()).device
     height, width = input_size
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     loss_sum, correct = 0.0, 0
     for pixels, labels in prefetch(lambda batch: _decode(images, batch), batches):
-        logits = model(torch.stack([center_crop(p, height, width) for p in pixels]))
+        with _autocast(device):
+            logits = model(torch.stack([center_crop(p, height, width) for p in pixels])).float()
+        labels = labels.to(device)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())
     n = max(len(examples), 1)
@@ -190,6 +202,12 @@ def _train_mode(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
             module.eval()
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 mixed precision on CUDA (no loss scaling needed); full precision on CPU,
+    where bfloat16 is slower on most processors and the features are cached in float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -31,6 +31,13 @@ STRATEGIES = ("auto", "linear-probe", "fine-tune", "full")
 LARGE_PER_CLASS = 300
 #: Out-of-fold probe skill above chance from which the pretrained features count as a fit.
 SIMILAR_SKILL = 0.8
+#: Probe accuracy from which a small, similar dataset is left at the probe. Below it, a short
+#: fine-tune of the top stages is tried as well (look-alike classes often sit at 90-97%) and
+#: kept only if it beats the probe on validation.
+PROBE_IS_ENOUGH = 0.98
+#: The short fine-tune: top stages trained, epochs, and a time cap that keeps a few hundred
+#: photos within minutes on a 2-core laptop.
+SHORT_STAGES, SHORT_EPOCHS, SHORT_SECONDS = 3, 6, 100.0
 
 
 @dataclass
@@ -54,7 +61,7 @@ def make_plan(
     *,
     train_counts: dict[str, int],
     probe_accuracy: float | None,
-    flip_helps: bool | None,
+    mirror_invariant: bool | None,
     pretrained: bool,
     stages: int,
     epochs: int | None = None,
@@ -78,7 +85,6 @@ def make_plan(
 
     if probe_accuracy is None or not np.isfinite(probe_accuracy):
         domain = "unknown"
-        skill = None
     else:
         skill = (probe_accuracy - chance) / (1 - chance)
         domain = "similar" if skill >= SIMILAR_SKILL else "different"
@@ -89,6 +95,7 @@ def make_plan(
             + ("already fit this task" if domain == "similar" else "fit this task only partly")
         )
 
+    short = False
     if not pretrained:
         strategy = "full"
         reasons.append("no pretrained weights (--no-pretrained): training every layer from scratch")
@@ -96,8 +103,16 @@ def make_plan(
         strategy = requested
         reasons.append(f"strategy {requested} was asked for")
     elif domain != "different" and size == "small":
-        strategy = "linear-probe"
-        reasons.append("small and similar: train only the new last layer (more would overfit)")
+        if probe_accuracy is not None and probe_accuracy < PROBE_IS_ENOUGH:
+            strategy, short = "fine-tune", True
+            reasons.append(
+                "small and similar: the new last layer first; the probe is below "
+                f"{PROBE_IS_ENOUGH:.0%}, so a short fine-tune of the top {SHORT_STAGES} stages "
+                "follows, kept only if it beats the probe on validation"
+            )
+        else:
+            strategy = "linear-probe"
+            reasons.append("small and similar: train only the new last layer (more would overfit)")
     elif size == "small":
         strategy = "fine-tune"
         reasons.append(
@@ -111,28 +126,32 @@ def make_plan(
         strategy = "fine-tune"
         reasons.append("large and similar: fine-tune the top half of the body")
 
-    flip = bool(flip_helps) if flip_helps is not None else True
-    if flip_helps is not None:
+    flip = True if mirror_invariant is None else mirror_invariant
+    if mirror_invariant is not None:
         reasons.append(
-            "mirror images "
-            + ("help" if flip_helps else "do not help")
-            + " the probe out-of-fold: "
-            + ("averaging" if flip else "not averaging")
-            + " predictions over both views, "
-            + ("and" if flip else "nor")
-            + " flipping during training"
+            "the probe scores the same on mirrored images: predictions average both views"
+            + (" and fine-tuning flips images" if strategy != "linear-probe" else "")
+            if flip
+            else "the probe scores worse on mirrored images (text, digits, handedness?): "
+            "no mirroring in training or prediction"
         )
 
     settings = None
     if strategy in ("fine-tune", "full"):
-        trainable = None if strategy == "full" or domain == "different" else max(1, stages // 2)
+        if short:
+            trainable = min(SHORT_STAGES, stages)
+        elif strategy == "full" or domain == "different":
+            trainable = None
+        else:
+            trainable = max(1, stages // 2)
         settings = FineTuneSettings(
-            epochs=epochs or (12 if size == "small" else 8),
+            epochs=epochs or (SHORT_EPOCHS if short else 10 if size == "small" else 8),
             lr=lr or (1e-3 if not pretrained else 3e-4 if strategy == "full" else 2e-4),
             layer_decay=1.0 if not pretrained else 0.6,
             trainable_stages=trainable,
             batch_size=batch_size,
             flip=flip,
+            max_seconds=SHORT_SECONDS if short else None,
         )
         shown = "every" if trainable is None else f"the top {trainable} of {stages}"
         reasons.append(
