@@ -179,8 +179,9 @@ def test_training_that_diverges_stops_and_keeps_the_model_it_had(small_faces, tm
     examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
     settings = FineTuneSettings(epochs=3, batch_size=16, lr=1e30, warmup_fraction=0.0)
     checkpoint = tmp_path / "best.safetensors"
-    result = fine_tune(model, examples[::2], examples[1::2], images, (224, 224), settings,
-                       checkpoint=checkpoint)
+    result = fine_tune(
+        model, examples[::2], examples[1::2], images, (224, 224), settings, checkpoint=checkpoint
+    )
     assert result.stopped.startswith("diverged")
     kept = load_file(checkpoint) if result.best_epoch else before  # the best epoch, or none
     assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
