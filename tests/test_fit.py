@@ -38,6 +38,8 @@ def test_run_folder_holds_everything(fitted):
         "summary.json",
         "model/model.safetensors",
         "model/headstart.json",
+        "audit/audit.json",
+        "audit/contact-sheets/face.png",
     ):
         assert (run / name).is_file(), name
     meta = json.loads((run / "model/headstart.json").read_text())
@@ -110,6 +112,29 @@ def test_unreadable_files_are_skipped_and_listed(small_faces, tmp_path):
     assert set(reasons) == {"notes.jpg", "cut.png"}
     listed = json.loads((result.run_dir / "dataset.json").read_text())["skipped"]
     assert {Path(s["path"]).name for s in listed} == {"notes.jpg", "cut.png"}
+
+
+def test_fit_audits_first_and_refuses_to_train_on_a_leak(faces, tmp_path):
+    data = tmp_path / "leaky"
+    for label in ("face", "not-face"):
+        images = sorted((faces / label).glob("*.png"))
+        for split, chosen in (("train", images[:24]), ("val", images[24:30])):
+            (data / split / label).mkdir(parents=True)
+            for image in chosen:
+                shutil.copy(image, data / split / label / image.name)
+        shutil.copy(images[0], data / "val" / label / "copy-of-a-training-image.png")
+
+    with pytest.raises(headstart.HeadstartError, match="--allow-leakage") as refused:
+        headstart.fit(data, runs_dir=tmp_path / "runs", quiet=True)
+    assert str(refused.value).startswith("2 group(s) of duplicate images span train and")
+    (refused_run,) = (tmp_path / "runs").iterdir()
+    assert not (refused_run / "model").exists()  # nothing trained...
+    audit = json.loads((refused_run / "audit" / "audit.json").read_text())
+    assert audit["duplicates"]["leaks"] == 2  # ...but the evidence is there to look at
+
+    result = headstart.fit(data, runs_dir=tmp_path / "runs", quiet=True, allow_leakage=True)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["audit"]["leaks"] == 2 and summary["audit"]["unusable"] == 0
 
 
 def test_fine_tune_trains_the_top_and_leaves_the_stem_alone(small_faces, tmp_path):

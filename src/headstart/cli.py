@@ -54,6 +54,32 @@ def _parser() -> argparse.ArgumentParser:
     _fit_options(fit)
     fit.set_defaults(run=_fit)
 
+    audit = commands.add_parser(
+        "audit",
+        help="look at the data as an expert would, before any training",
+        description="Find unusable files, duplicates (and leaks across splits), class "
+        "imbalance, odd images and likely label errors in DATA (as for fit); write "
+        "audit.json and image grids. Nothing in DATA is changed.",
+    )
+    audit.add_argument("data", help="folder or CSV file, as for fit")
+    audit.add_argument(
+        "--out", help="folder for audit.json and the grids (default: runs/audit-<data>-<n>)"
+    )
+    audit.add_argument(
+        "--fix-split",
+        metavar="CSV",
+        help="write path,label,split with every duplicate group in one split; "
+        "then `headstart fit CSV`",
+    )
+    audit.add_argument("--arch", default="efficientnet_lite0", help="backbone for the features")
+    audit.add_argument("--weights", help="weights file, as for fit")
+    audit.add_argument("--val-fraction", type=float, default=0.2, help="as for fit")
+    audit.add_argument("--test-fraction", type=float, default=0.0, help="as for fit")
+    audit.add_argument("--seed", type=int, default=0, help="as for fit: the same split")
+    audit.add_argument("--cache-dir", help="pixel and feature cache, shared with fit")
+    audit.add_argument("--quiet", action="store_true", help="no progress bars")
+    audit.set_defaults(run=_audit)
+
     predict = commands.add_parser("predict", help="label images with a trained model")
     predict.add_argument("bundle", help="a run folder or its model/ folder")
     predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
@@ -125,6 +151,12 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
     add("--time-budget", type=float, help="minutes of fine-tuning at most")
     add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add(
+        "--allow-leakage",
+        action="store_true",
+        help="train even when copies of an image span train and validation/test (the audit "
+        "refuses by default: the held-out score would be flattered)",
+    )
     add("--quiet", action="store_true", help="no progress bars or plan messages")
 
 
@@ -170,6 +202,33 @@ def print_fit_summary(result) -> None:
     if result.stopped != "finished":
         out.print(f"[yellow]training stopped early: {result.stopped}[/]; best model kept")
     out.print(f"time: {result.seconds:.0f} s; model bundle: [bold]{result.run_dir / 'model'}[/]")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit, print_summary
+    from .run import new_folder
+
+    report = audit(
+        args.data,
+        arch=args.arch,
+        weights=args.weights,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        quiet=args.quiet,
+    )
+    folder = Path(args.out) if args.out else new_folder("runs", f"audit-{Path(args.data).stem}")
+    report.write(folder)
+    print_summary(report)
+    out.print(f"\nwritten: {folder / 'audit.json'}, and the image grids beside it")
+    if args.fix_split:
+        path = report.write_split(args.fix_split)
+        out.print(
+            f"split without leaks: {path} (every duplicate group in one split, identical "
+            f"copies once); train on it with `headstart fit {path}`"
+        )
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from PIL import Image
 from .console import err, out
 from .errors import HeadstartError
 from .fit import FitResult, default_cache_dir, fit
+from .run import new_folder
 
 __all__ = ["demo_dataset", "run_demo"]
 
@@ -101,7 +102,4 @@ def run_demo(
 
 
 def _free_name(runs_dir: str, stem: str) -> str:
-    n = 1
-    while (Path(runs_dir) / f"{stem}-{n}").exists():
-        n += 1
-    return f"{stem}-{n}"
+    return new_folder(runs_dir, stem).name

@@ -2,8 +2,8 @@
 
 The stages, each a plain function call with plain inputs and outputs::
 
-    discover the data -> load the backbone -> cached features -> linear probe -> plan
-      -> (fine-tune) -> evaluate -> model bundle + run folder
+    discover the data -> load the backbone -> cached features -> audit -> linear probe
+      -> plan -> (fine-tune) -> evaluate -> model bundle + run folder
 
 Everything a stage decides or measures is written to the run folder as it happens.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audit import AuditReport, audit_dataset, check_leakage
 from .bundle import Model, save
 from .classifier import Classifier, layer_groups
 from .console import err, progress_bar
@@ -67,6 +68,7 @@ class FitConfig:
     cache_dir: str | None = None  # None: default_cache_dir()
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     time_budget: float | None = None  # minutes of fine-tuning at most
+    allow_leakage: bool = False  # train even when duplicates span train and val/test
     quiet: bool = False
 
     def validate(self) -> None:
@@ -148,6 +150,8 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         dataset = dataset.drop(_decode_all(dataset, images, config))
     for skip in dataset.skipped:
         _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
+    audit = _audit(dataset, features, images, run, config)
+    dataset = audit.dataset
     run.write_json("dataset.json", dataset.to_dict())
     _write_splits(run, dataset)
     _require_trainable(dataset)
@@ -221,6 +225,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             "seconds": seconds,
             "stopped": stopped,
             "skipped": len(dataset.skipped),
+            "audit": audit.counts(),
         },
     )
     return FitResult(
@@ -253,6 +258,33 @@ def _extract(
             batch_size=config.batch_size,
             on_batch=advance,
         )
+
+
+def _audit(
+    dataset: Dataset,
+    features: ExtractedFeatures | None,
+    images: DecodedImages,
+    run: RunDir,
+    config: FitConfig,
+) -> AuditReport:
+    """The audit of the data about to be trained on, written to ``<run>/audit/``; refuses
+    to go on when copies of an image span train and validation (unless allowed)."""
+    plain = None
+    if features is not None:
+        plain = dict(zip(features.paths, features.views["plain"], strict=True))
+    report = audit_dataset(dataset, plain, images, seed=config.seed, quiet=config.quiet)
+    report.write(run.path / "audit")
+    _log(config, f"audit: {report.headline()}; details in {run.path / 'audit'}")
+    if config.allow_leakage:
+        if report.leaks:
+            _log(
+                config,
+                f"[yellow]training despite {len(report.leaks)} leaking group(s)[/]: "
+                "validation scores are flattered",
+            )
+    else:
+        check_leakage(report)
+    return report
 
 
 def _decode_all(dataset: Dataset, images: DecodedImages, config: FitConfig) -> list[Skipped]:

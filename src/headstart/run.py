@@ -15,7 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "new_folder"]
+
+
+def new_folder(root: str | Path, stem: str) -> Path:
+    """A folder ``<root>/<stem>-<n>`` that does not exist yet, with the first free ``n``.
+
+    Only the name is chosen: the caller creates it. ``stem`` is reduced to file-name-safe
+    characters.
+    """
+    root = Path(root)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "run"
+    n = 1
+    while (root / f"{stem}-{n}").exists():
+        n += 1
+    return root / f"{stem}-{n}"
 
 
 class RunDir:
@@ -25,21 +39,14 @@ class RunDir:
     @classmethod
     def create(cls, root: str | Path, name: str | None, data_name: str) -> RunDir:
         """A new, empty run folder. Without a name: ``<data>-<n>``, never reusing a folder."""
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
         if name:
-            path = root / name
+            path = Path(root) / name
             if path.exists() and any(path.iterdir()):
                 from .errors import HeadstartError
 
                 raise HeadstartError(f"run folder {path} already exists; choose another --name")
         else:
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-") or "run"
-            taken = {p.name for p in root.iterdir()}
-            n = 1
-            while f"{stem}-{n}" in taken:
-                n += 1
-            path = root / f"{stem}-{n}"
+            path = new_folder(root, data_name)
         path.mkdir(parents=True, exist_ok=True)
         (path / "checkpoints").mkdir(exist_ok=True)
         return cls(path)

@@ -1,0 +1,28 @@
+"""``headstart audit``: become one with the data before any training.
+
+What an expert looks for in the first hour, found in seconds after feature extraction:
+unusable files (with their cause), exact and near duplicates (flagged where they leak across
+splits or disagree on the label), class balance, image sizes and modes, blank images and
+outliers, and likely label errors, as counts, file lists, image grids and ``audit.json``.
+
+>>> from headstart.audit import audit, check_leakage
+>>> report = audit("photos/")                        # doctest: +SKIP
+>>> report.leaks                                     # doctest: +SKIP
+>>> report.write("runs/audit-photos")                # doctest: +SKIP
+>>> report.write_split("split.csv")                  # doctest: +SKIP
+"""
+
+from .core import audit, audit_dataset
+from .duplicates import DuplicateGroup
+from .labels import LabelIssue
+from .report import AuditReport, check_leakage, print_summary
+
+__all__ = [
+    "AuditReport",
+    "DuplicateGroup",
+    "LabelIssue",
+    "audit",
+    "audit_dataset",
+    "check_leakage",
+    "print_summary",
+]

@@ -1,0 +1,165 @@
+"""The audit's two front doors: from a folder (``audit``), or from what ``fit`` already has.
+
+The expensive part of an audit is the backbone's forward pass; it is done once, by the same
+:func:`~headstart.features.extract_features` call with the same caches as ``fit``, so an audit
+followed by a fit (or a fit, which audits first) computes every feature once. The rest reads
+small thumbnails and feature vectors: a few percent of the extraction's time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..console import progress_bar
+from ..data.decoded import DecodedImages
+from ..data.sources import Dataset, discover
+from .balance import class_balance
+from .duplicates import CANDIDATES_PER_IMAGE, FEATURE_SIMILARITY, find_duplicates
+from .files import unusable
+from .labels import label_issues
+from .neighbours import neighbours
+from .pixels import measure
+from .properties import OUTLIER_NEIGHBOUR, image_properties
+from .report import AuditReport
+
+__all__ = ["audit", "audit_dataset"]
+
+
+def audit(
+    data: str | Path,
+    *,
+    arch: str = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    quiet: bool = False,
+) -> AuditReport:
+    """Audit the dataset at ``data`` (class folders, train/val folders, or a CSV).
+
+    The split arguments are those of ``fit`` and :func:`~headstart.data.discover`: given the
+    same values, the audit judges the split that ``fit`` will train on. Features are computed
+    (or read from the cache) as ``fit`` computes them, and left in the cache for it.
+    """
+    from ..features import VIEWS, extract_features, feature_stores
+    from ..fit import default_cache_dir
+    from ..models import create_backbone
+
+    started = time.perf_counter()
+    dataset = discover(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    backbone, preprocessing, source = create_backbone(arch, weights=weights)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
+    # The cache identity fit uses (the network actually built, which built-in weights may
+    # name differently) and every view fit extracts: the fit that follows finds them all.
+    architecture = backbone.pretrained_cfg.get("architecture", arch)
+    stores = feature_stores(cache / "features", architecture, source, preprocessing)
+    paths = [sample.path for sample in dataset.samples]
+    with progress_bar("features", len(paths), quiet=quiet) as advance:
+        extracted = extract_features(
+            backbone,
+            preprocessing,
+            paths,
+            images,
+            stores,
+            views=VIEWS,
+            batch_size=batch_size,
+            on_batch=advance,
+        )
+    dataset = dataset.drop(extracted.skipped)
+    features = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
+    report = audit_dataset(dataset, features, images, seed=seed, quiet=quiet)
+    report.timings = {"features": extracted.seconds, **report.timings}
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def audit_dataset(
+    dataset: Dataset,
+    features: Mapping[Path, np.ndarray] | None,
+    images: DecodedImages,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+) -> AuditReport:
+    """Audit a discovered ``dataset`` with features already extracted: what ``fit`` calls.
+
+    Args:
+        dataset: as :func:`~headstart.data.discover` returns it (after ``drop`` of the files
+            that failed to decode, if any: they are reported as unusable).
+        features: each sample's plain-view backbone features, by path; None (no pretrained
+            backbone) limits the audit to what pixels tell: exact and hash-based duplicates,
+            no outliers, no label issues. Samples missing from it are audited without.
+        images: the decoded-pixel cache the features were extracted from; thumbnails and
+            image grids read it.
+        seed: for the cross-validation folds of the label check.
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    with progress_bar("audit", len(dataset.samples), quiet=quiet) as advance:
+        by_path, failed = measure([s.path for s in dataset.samples], images, on_image=advance)
+    if failed:
+        dataset = dataset.drop(failed)
+    samples = list(dataset.samples)
+    stats = {s: by_path[s.path] for s in samples}
+    keys = {s: images.key(s.path) for s in samples}  # remembered since extraction: no re-read
+    timings["pixels"] = _lap(started)
+
+    featured = [s for s in samples if features is not None and s.path in features]
+    if features is None:
+        notes.append(
+            "no backbone features: near duplicates found by perceptual hash only (not crops); "
+            "outliers and label errors not sought"
+        )
+    elif len(featured) < len(samples):
+        notes.append(f"{len(samples) - len(featured)} images have no features: not in label check")
+    nearest = matrix = None
+    if len(featured) >= 2:
+        matrix = np.stack([features[s.path] for s in featured])
+        nearest = neighbours(
+            matrix,
+            threshold=FEATURE_SIMILARITY,
+            per_image=CANDIDATES_PER_IMAGE,
+            k=OUTLIER_NEIGHBOUR,
+        )
+    groups = find_duplicates(samples, keys, stats, nearest, featured)
+    timings["duplicates"] = _lap(started, timings)
+
+    isolation = dict(zip(featured, nearest.kth, strict=True)) if nearest else None
+    properties = image_properties(stats, images.resize_size, isolation)
+
+    issues = None
+    if matrix is not None:
+        group_of = {s: i for i, group in enumerate(groups) for s in group.samples}
+        ids = [group_of.get(s, len(groups) + i) for i, s in enumerate(featured)]
+        issues = label_issues(featured, matrix, ids, seed=seed)
+        if issues is None:
+            notes.append("label errors not sought: a class has a single image to learn from")
+    timings["labels"] = _lap(started, timings)
+
+    return AuditReport(
+        dataset=dataset,
+        unusable=unusable(dataset.skipped),
+        duplicates=groups,
+        balance=class_balance(dataset),
+        properties=properties,
+        label_issues=issues,
+        notes=notes,
+        seconds=time.perf_counter() - started,
+        timings=timings,
+        keys=keys,
+        images=images,
+    )
+
+
+def _lap(started: float, earlier: dict[str, float] | None = None) -> float:
+    """Seconds since ``started`` not already counted in ``earlier``."""
+    return time.perf_counter() - started - sum((earlier or {}).values())

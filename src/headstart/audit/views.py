@@ -1,0 +1,101 @@
+"""Image grids a person can scan: contact sheets, duplicate groups, suspected label errors.
+
+Plain Pillow: tiles are centre squares of the decoded (already resized) pixels, captions are
+drawn under them, and sections (a class, a duplicate group) have a heading line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..data.images import UnreadableImage
+
+__all__ = ["Section", "Tile", "render", "square"]
+
+TILE = 96  # pixels per tile side
+_GAP = 6
+_MARGIN = 10
+_LINE = 13  # caption line height
+_BACKGROUND = (250, 250, 250)
+_TEXT = (30, 30, 30)
+_WARNING = (200, 30, 30)
+
+
+@dataclass
+class Tile:
+    path: Path
+    caption: tuple[str, ...] = ()
+
+
+@dataclass
+class Section:
+    heading: str
+    tiles: list[Tile] = field(default_factory=list)
+    warning: bool = False  # heading in red: a leak, a conflict
+
+
+def square(pixels: np.ndarray, size: int = TILE) -> Image.Image:
+    """The centre square of an ``(H, W, 3)`` image, resized to ``size``."""
+    height, width = pixels.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = Image.fromarray(pixels[top : top + side, left : left + side])
+    resample = Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC
+    return crop.resize((size, size), resample)
+
+
+def render(
+    title: str,
+    sections: Sequence[Section],
+    pixels: Callable[[Path], np.ndarray],
+    *,
+    columns: int = 10,
+) -> Image.Image:
+    """One image: a title, then each section's heading and its tiles, ``columns`` per row."""
+    font = _font()
+    lines = max((len(t.caption) for s in sections for t in s.tiles), default=0)
+    cell_height = TILE + lines * _LINE + _GAP
+    cell_width = TILE + _GAP
+    used = max((min(len(s.tiles), columns) for s in sections), default=1)
+    width = 2 * _MARGIN + max(used, 4) * cell_width
+    height = _MARGIN + 2 * _LINE
+    for section in sections:
+        rows = -(-len(section.tiles) // columns)
+        height += _LINE + 4 + rows * cell_height
+    sheet = Image.new("RGB", (width, height + _MARGIN), _BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((_MARGIN, _MARGIN), title, fill=_TEXT, font=font)
+    y = _MARGIN + 2 * _LINE
+    for section in sections:
+        color = _WARNING if section.warning else _TEXT
+        draw.text((_MARGIN, y), _fit(section.heading, width - 2 * _MARGIN), fill=color, font=font)
+        y += _LINE + 4
+        for index, tile in enumerate(section.tiles):
+            row, column = divmod(index, columns)
+            x, top = _MARGIN + column * cell_width, y + row * cell_height
+            try:
+                sheet.paste(square(pixels(tile.path)), (x, top))
+            except UnreadableImage:  # an empty tile with a red outline
+                draw.rectangle((x, top, x + TILE - 1, top + TILE - 1), outline=_WARNING)
+            for n, text in enumerate(tile.caption):
+                draw.text((x, top + TILE + n * _LINE), _fit(text, TILE), fill=_TEXT, font=font)
+        y += -(-len(section.tiles) // columns) * cell_height
+    return sheet
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to about ``width`` pixels (6 per character at the default font)."""
+    most = max(4, width // 6)
+    return text if len(text) <= most else text[: most - 2] + ".."
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=11)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
