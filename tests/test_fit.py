@@ -77,6 +77,24 @@ def test_predict_accepts_files_arrays_and_pil_images(fitted, faces):
     assert abs(sum(p for _, p in top.top) - 1) < 1e-6
 
 
+def test_an_image_in_memory_is_read_as_its_file_would_be(fitted, faces, tmp_path):
+    # Transparency onto white and EXIF rotation: the same decisions for PIL images as files.
+    from PIL import Image
+
+    face = Image.open(sorted((faces / "face").glob("*.png"))[0]).convert("RGB")
+    transparent = face.convert("RGBA")
+    transparent.putalpha(Image.linear_gradient("L").resize(face.size))
+    sideways = face.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned; viewers rotate it back
+    transparent.save(tmp_path / "transparent.png")
+    sideways.save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    for name in ("transparent.png", "sideways.jpg"):
+        from_file = fitted.model.predict_proba(tmp_path / name)
+        from_memory = fitted.model.predict_proba(Image.open(tmp_path / name))
+        assert np.allclose(from_file, from_memory, atol=1e-6), name
+
+
 def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     backbone, preprocessing, source = create_backbone("efficientnet_lite0")
     paths = sorted(small_faces.rglob("*.png"))[:8]

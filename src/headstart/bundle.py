@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .classifier import Classifier
 from .data.decoded import DecodedImages, prefetch, resize_shortest_side
-from .data.images import UnreadableImage
+from .data.images import UnreadableImage, to_rgb
 from .data.sources import Skipped
 from .data.transforms import center_crop
 from .errors import HeadstartError
@@ -129,7 +129,11 @@ class Model:
                     f"an array image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
                 )
             image = Image.fromarray(image)
-        return resize_shortest_side(image.convert("RGB"), size, interpolation)
+        try:
+            rgb = to_rgb(image)  # EXIF rotation, transparency, 16-bit: as for a file
+        except ValueError as error:
+            raise HeadstartError(f"cannot classify this image: {error}") from None
+        return resize_shortest_side(rgb, size, interpolation)
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, len(self.classes)))

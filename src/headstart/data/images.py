@@ -20,7 +20,14 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import HeadstartError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "UnreadableImage", "load_image", "probe_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "UnreadableImage",
+    "load_image",
+    "probe_image",
+    "to_rgb",
+]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -140,6 +147,21 @@ def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
         # its pixels and the file can be moved or deleted (Windows refuses while it is mapped).
         rgb = image.copy()
     return rgb
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image already in memory made as :func:`load_image` makes a file: upright, with the
+    same colour decisions, 8-bit RGB. ``image`` itself is not changed.
+
+    Raises:
+        ValueError: for a mode that has no RGB meaning.
+    """
+    with contextlib.suppress(Exception):  # a broken EXIF block: the pixels as stored
+        image = ImageOps.exif_transpose(image)
+    try:
+        return _to_rgb(image)
+    except (OSError, ImageCms.PyCMSError) as error:
+        raise ValueError(f"unsupported mode {image.mode!r}") from error
 
 
 def _open(path: Path) -> ImageFile.ImageFile:
