@@ -375,3 +375,58 @@ def test_cli_audit_prints_writes_and_fixes_the_split(planted, capsys, tmp_path):
     assert (tmp_path / "out" / "audit.json").is_file()
     assert (tmp_path / "split.csv").is_file()
     assert "split.csv" in printed
+
+
+def test_label_check_needs_independent_images_not_only_many(tmp_path):
+    # Copies share a fold: a dataset that is mostly copies of a few images has too few
+    # independent groups to cross-validate, and the check says so instead of failing.
+    from headstart.audit.labels import label_issues
+    from headstart.data.sources import Sample
+
+    rng = np.random.default_rng(0)
+    samples = [Sample(tmp_path / f"{i}.png", "ab"[i % 2], "train") for i in range(40)]
+    features = rng.normal(size=(40, 16)).astype(np.float32)
+    assert label_issues(samples, features, [0] * 40) is None
+    assert label_issues(samples, features, [i % 2 for i in range(40)]) is None
+    assert isinstance(label_issues(samples, features, [i % 4 for i in range(40)]), list)
+
+
+def test_a_folder_of_look_alikes_proposes_a_bounded_number_of_pairs(tmp_path):
+    from headstart.audit.duplicates import CANDIDATES_PER_IMAGE, _hash_pairs
+    from headstart.audit.pixels import ImageStats
+    from headstart.data.sources import Sample
+
+    look_alike = ImageStats(64, 64, "RGB", 3, 40.0, 0x0F0F, 0xF0F0, np.zeros((64, 64), np.uint8))
+    samples = [Sample(tmp_path / f"{i}.png", "a", "train") for i in range(300)]
+    pairs = _hash_pairs(samples, dict.fromkeys(samples, look_alike))
+    assert len(pairs) <= 300 * CANDIDATES_PER_IMAGE  # not all 44,850
+    assert len({frozenset((a, b)) for a, b, _ in pairs}) == len(pairs)
+
+
+def test_a_split_keeps_file_names_that_are_not_utf8(small_faces, tmp_path):
+    import os
+
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    odd = Path(os.fsdecode(bytes(data / "face") + b"/caf\xe9.png"))
+    Image.open(next((data / "face").glob("*.png"))).rotate(90).save(odd, format="PNG")
+    dataset = discover(data)
+    _, preprocessing, _ = create_backbone("efficientnet_lite0")
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
+    report = audit_dataset(dataset, None, images, quiet=True)
+    again = discover(report.write_split(tmp_path / "split.csv"))
+    assert odd in {s.path for s in again.samples}
+
+
+def test_cli_audit_without_a_backbone_still_finds_copies(small_faces, tmp_path, capsys):
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    first = sorted((data / "face").glob("*.png"))[0]
+    shutil.copy(first, data / "not-face" / "mislabelled-copy.png")
+    out = tmp_path / "out"
+    assert main(["audit", str(data), "--no-pretrained", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "label issues: not checked" in printed
+    written = json.loads((out / "audit.json").read_text())
+    assert written["duplicates"]["conflicting_labels"] == 1
+    assert written["label_issues"] is None

@@ -76,9 +76,44 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--val-fraction", type=float, default=0.2, help="as for fit")
     audit.add_argument("--test-fraction", type=float, default=0.0, help="as for fit")
     audit.add_argument("--seed", type=int, default=0, help="as for fit: the same split")
+    audit.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="no backbone: duplicates from bytes and perceptual hashes only",
+    )
+    audit.add_argument("--batch-size", type=int, default=32, help="for feature extraction")
+    audit.add_argument("--device", default="auto", help="as for fit")
     audit.add_argument("--cache-dir", help="pixel and feature cache, shared with fit")
     audit.add_argument("--quiet", action="store_true", help="no progress bars")
     audit.set_defaults(run=_audit)
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test: loss against learning rate, and a suggestion",
+        description="Fine-tune on DATA (as for fit, from the probe-trained head) while the "
+        "learning rate rises exponentially, one batch per step; plot the loss against it and "
+        "suggest a learning rate, with the rule used. Writes lr_find.json and lr_find.png.",
+    )
+    lr_find.add_argument("data", help="folder or CSV file, as for fit")
+    lr_find.add_argument("--steps", type=int, default=100, help="batches at most (default 100)")
+    lr_find.add_argument("--out", help="folder for the files (default: runs/lr-find-<data>-<n>)")
+    lr_find.add_argument("--arch", default="efficientnet_lite0", help="as for fit")
+    lr_find.add_argument("--weights", help="weights file, as for fit")
+    lr_find.add_argument(
+        "--strategy",
+        choices=("auto", "fine-tune", "full"),
+        default="auto",
+        help="which fine-tuning to test (auto: fit's plan; fine-tune if it would only probe)",
+    )
+    lr_find.add_argument("--batch-size", type=int, default=32)
+    lr_find.add_argument("--val-fraction", type=float, default=0.2, help="as for fit")
+    lr_find.add_argument("--test-fraction", type=float, default=0.0, help="as for fit")
+    lr_find.add_argument("--seed", type=int, default=0, help="as for fit: the same split")
+    lr_find.add_argument("--cache-dir", help="pixel and feature cache, shared with fit")
+    lr_find.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    lr_find.add_argument("--quiet", action="store_true", help="no progress bars")
+    lr_find.set_defaults(run=_lr_find)
 
     predict = commands.add_parser("predict", help="label images with a trained model")
     predict.add_argument("bundle", help="a run folder or its model/ folder")
@@ -216,6 +251,9 @@ def _audit(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        pretrained=args.pretrained,
+        batch_size=args.batch_size,
+        device=args.device,
         quiet=args.quiet,
     )
     folder = Path(args.out) if args.out else new_folder("runs", f"audit-{Path(args.data).stem}")
@@ -228,6 +266,36 @@ def _audit(args: argparse.Namespace) -> int:
             f"split without leaks: {path} (every duplicate group in one split, identical "
             f"copies once); train on it with `headstart fit {path}`"
         )
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from .errors import HeadstartError
+    from .fit import lr_find
+    from .run import new_folder
+
+    if args.steps < 10:
+        raise HeadstartError(f"--steps {args.steps}: a range test needs at least 10 (try 100)")
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("data", "command", "run", "steps", "out")
+    }
+    result = lr_find(args.data, steps=args.steps, **settings)
+    folder = Path(args.out) if args.out else new_folder("runs", f"lr-find-{Path(args.data).stem}")
+    data, plot = result.save(folder)
+    if result.suggestion is None:
+        out.print(f"[yellow]{result.describe()}[/]", soft_wrap=True)
+    else:
+        out.print(
+            f"[bold]suggested learning rate {result.suggestion:.2g}[/] (top stage; "
+            f"`headstart fit --lr {result.suggestion:.2g}`)"
+        )
+        out.print(f"  rule: {result.rule}", soft_wrap=True)
+        groups = ", ".join(f"{name} {lr:.2g}" for name, lr in result.group_lrs.items())
+        out.print(f"  per parameter group: {groups}", soft_wrap=True)
+    out.print(
+        f"  {len(result.lrs)} steps from {result.start:g}, {result.stopped}, {result.seconds:.0f} s"
+    )
+    out.print(f"written: {data}, {plot}")
     return 0
 
 

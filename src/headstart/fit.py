@@ -28,16 +28,19 @@ from .console import err, progress_bar
 from .data.decoded import DecodedImages, prefetch
 from .data.images import UnreadableImage
 from .data.sources import Dataset, Sample, Skipped, discover
+from .diagnosis import Diagnosis, diagnose
 from .errors import HeadstartError
 from .features import ExtractedFeatures, extract_features, feature_stores
 from .metrics import classification_metrics
-from .models import Preprocessing, create_backbone
+from .models import Preprocessing, WeightsSource, create_backbone
+from .monitor import TrainingBoard
 from .run import RunDir
 from .training.finetune import fine_tune
+from .training.lr_find import LRFindResult, lr_range_test
 from .training.plan import STRATEGIES, Plan, make_plan
 from .training.probe import ProbeResult, fit_probe
 
-__all__ = ["FitConfig", "FitResult", "default_cache_dir", "fit"]
+__all__ = ["FitConfig", "FitResult", "default_cache_dir", "fit", "lr_find"]
 
 
 def default_cache_dir() -> Path:
@@ -124,30 +127,16 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     started = time.perf_counter()
     _seed_everything(config.seed)
 
-    dataset = discover(
-        data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
-    )
-    device = _device(config.device)
-    backbone, preprocessing, source = create_backbone(
-        config.arch, weights=config.weights, pretrained=config.pretrained
-    )
-    backbone.to(device)
-    # The network actually built: built-in weights may need a variant of the name asked for.
-    architecture = backbone.pretrained_cfg.get("architecture", config.arch)
+    ready = prepare(data, config)
+    backbone, preprocessing, source = ready.backbone, ready.preprocessing, ready.source
+    architecture, images = ready.architecture, ready.images
     run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
     run.write_json("config.json", {"data": str(Path(data).resolve()), **asdict(config)})
     built = f" as {architecture}" if architecture != config.arch else ""
     _log(config, f"run folder [bold]{run.path}[/]; {config.arch}{built}, {source.describe()}")
 
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
-    features = None
-    if config.pretrained:
-        stores = feature_stores(cache / "features", architecture, source, preprocessing)
-        features = _extract(dataset, backbone, preprocessing, images, stores, config)
-        dataset = dataset.drop(features.skipped)
-    else:  # no features to extract: decode everything once, to find unreadable files now
-        dataset = dataset.drop(_decode_all(dataset, images, config))
+    ready.read(config)
+    dataset, features = ready.dataset, ready.features
     for skip in dataset.skipped:
         _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
     audit = _audit(dataset, features, images, run, config)
@@ -157,9 +146,11 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     _require_trainable(dataset)
     index = {name: i for i, name in enumerate(dataset.classes)}
 
+    board = TrainingBoard(run.path / "tensorboard")
     probe = _fit_probe(dataset, features, index, config.seed) if features else None
     if probe is not None:
         run.log_metrics({"stage": "linear-probe", **_probe_record(probe)})
+        board.probe(_probe_record(probe))
     plan = make_plan(
         config.strategy,
         train_counts=dataset.counts()["train"],
@@ -179,7 +170,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
 
     head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
     model = Model(
-        Classifier(backbone, copy.deepcopy(head), preprocessing).to(device),
+        Classifier(backbone, copy.deepcopy(head), preprocessing).to(_device(config.device)),
         dataset.classes,
         preprocessing,
         architecture=architecture,
@@ -194,9 +185,11 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             if dataset.split(split)
         }
         save(model, run.bundle)  # a usable model before any fine-tuning, whatever happens then
-    stopped = "finished"
+    stopped, diagnosis = "finished", None
     if plan.fine_tune is not None:
-        tuned, stopped = _fine_tune(model, dataset, images, plan, run, config, index)
+        tuned, stopped, diagnosis = _fine_tune(
+            model, dataset, images, plan, run, config, index, board
+        )
         tuned.info["strategy"] = plan.strategy
         tuned_scores = {
             split: _score_pixels(tuned, dataset, split, images, index)
@@ -215,6 +208,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             _log(config, f"plan: {plan.reasons[-1]}")
         save(model, run.bundle)
 
+    board.close()
     seconds = time.perf_counter() - started
     run.write_json(
         "summary.json",
@@ -224,6 +218,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             "reasons": plan.reasons,
             "seconds": seconds,
             "stopped": stopped,
+            "diagnosis": diagnosis.to_dict() if diagnosis else None,
             "skipped": len(dataset.skipped),
             "audit": audit.counts(),
         },
@@ -231,6 +226,101 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     return FitResult(
         run.path, model, plan, scores, seconds, list(dataset.skipped), stopped, dataset
     )
+
+
+def lr_find(
+    data: str | Path, config: FitConfig | None = None, *, steps: int = 100, **settings
+) -> LRFindResult:
+    """The learning-rate range test for the fine-tuning that ``fit`` would run on ``data``.
+
+    Same split, backbone, probe-trained head, trained stages, layer-wise multiples and
+    augmentation as ``fit`` with these settings; when the plan would stop at the linear probe,
+    the plan for ``strategy="fine-tune"`` is tested instead. Nothing is written.
+    """
+    config = replace(config or FitConfig(), **settings)
+    config.validate()
+    _seed_everything(config.seed)
+    ready = prepare(data, config).read(config)
+    dataset, features, images = ready.dataset, ready.features, ready.images
+    backbone, preprocessing = ready.backbone, ready.preprocessing
+    device = next(backbone.parameters()).device
+    _require_trainable(dataset)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    probe = _fit_probe(dataset, features, index, config.seed) if features else None
+    plan_for = {
+        "train_counts": dataset.counts()["train"],
+        "probe_accuracy": probe.cv_accuracy if probe else None,
+        "mirror_invariant": probe.mirror_invariant if probe else None,
+        "pretrained": config.pretrained,
+        "stages": len(layer_groups(backbone)),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+    }
+    plan = make_plan(config.strategy, **plan_for)
+    if plan.fine_tune is None:
+        plan = make_plan("fine-tune", **plan_for)
+    head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
+    # A copy, as _fine_tune trains one: feature extraction leaves inference-mode tensors.
+    network = copy.deepcopy(Classifier(backbone, head, preprocessing)).to(device)
+    train = [(s.path, index[s.label]) for s in dataset.split("train")]
+    _, height, width = preprocessing.input_size
+    with progress_bar("lr-find", steps, quiet=config.quiet) as advance:
+        return lr_range_test(
+            network,
+            train,
+            images,
+            (height, width),
+            plan.fine_tune,
+            steps=steps,
+            seed=config.seed,
+            on_step=advance,
+        )
+
+
+@dataclass
+class Prepared:
+    """The data and the network, ready to learn from: where ``fit``, ``lr_find`` and the
+    audit all start, so that they read the same split, cache and features."""
+
+    dataset: Dataset
+    backbone: torch.nn.Module  # on the configured device
+    preprocessing: Preprocessing
+    source: WeightsSource
+    architecture: str  # the network built: built-in weights may need a variant of the name
+    images: DecodedImages  # the decoded-pixel cache
+    stores: dict | None  # the feature caches; None without pretrained weights
+    features: ExtractedFeatures | None = None  # both views, once `read`
+
+    def read(self, config: FitConfig) -> Prepared:
+        """Features of every image (from the cache where possible), or, without pretrained
+        weights, every image decoded once; the files that fail are dropped and listed."""
+        if self.stores is not None:
+            self.features = _extract(
+                self.dataset, self.backbone, self.preprocessing, self.images, self.stores, config
+            )
+            self.dataset = self.dataset.drop(self.features.skipped)
+        else:  # no features to extract: decode everything once, to find unreadable files now
+            self.dataset = self.dataset.drop(_decode_all(self.dataset, self.images, config))
+        return self
+
+
+def prepare(data: str | Path, config: FitConfig) -> Prepared:
+    """Discover ``data``, build the backbone on its device and open the caches (cheap: no
+    image is read yet; :meth:`Prepared.read` does that)."""
+    dataset = discover(
+        data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+    )
+    backbone, preprocessing, source = create_backbone(
+        config.arch, weights=config.weights, pretrained=config.pretrained
+    )
+    backbone.to(_device(config.device))
+    architecture = backbone.pretrained_cfg.get("architecture", config.arch)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
+    stores = None
+    if config.pretrained:
+        stores = feature_stores(cache / "features", architecture, source, preprocessing)
+    return Prepared(dataset, backbone, preprocessing, source, architecture, images, stores)
 
 
 #: The splits scored at the end: validation (also used to choose the model) and test.
@@ -334,7 +424,9 @@ def _probe_record(probe: ProbeResult) -> dict:
 
 def _write_splits(run: RunDir, dataset: Dataset) -> None:
     """Which file went where: ``headstart evaluate`` and audits can reproduce the split."""
-    with open(run.path / "splits.csv", "w", newline="") as file:
+    with open(
+        run.path / "splits.csv", "w", newline="", encoding="utf-8", errors="surrogateescape"
+    ) as file:
         writer = csv.writer(file)
         writer.writerow(["path", "label", "split"])
         writer.writerows((s.path, s.label, s.split) for s in dataset.samples)
@@ -348,7 +440,8 @@ def _fine_tune(
     run: RunDir,
     config: FitConfig,
     index: dict[str, int],
-) -> tuple[Model, str]:
+    board: TrainingBoard,
+) -> tuple[Model, str, Diagnosis]:
     tuned = copy.deepcopy(model)
     settings = plan.fine_tune
     train = [(s.path, index[s.label]) for s in dataset.split("train")]
@@ -358,12 +451,14 @@ def _fine_tune(
 
     def log(record: dict) -> None:
         run.log_metrics({"stage": plan.strategy, **record})
+        board.epoch(record)
         _log(
             config,
             f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
             f"val loss {record['val_loss']:.3f}, val accuracy {record['val_accuracy']:.1%}",
         )
 
+    board.watch_inputs(tuned.network)
     with progress_bar(plan.strategy, steps, quiet=config.quiet) as advance:
         result = fine_tune(
             tuned.network,
@@ -376,10 +471,21 @@ def _fine_tune(
             checkpoint=run.best_checkpoint,
             log=log,
             on_step=advance,
+            on_batch=board.batch,
         )
     if result.stopped != "finished":
         _log(config, f"training stopped ({result.stopped}); best epoch {result.best_epoch} kept")
-    return tuned, result.stopped
+    diagnosis = diagnose(
+        result.history,
+        n_classes=len(index),
+        label_smoothing=settings.label_smoothing,
+        stopped=result.stopped,
+        lr=settings.lr,
+    )
+    run.write_json("diagnosis.json", diagnosis.to_dict())
+    for line in diagnosis.lines():
+        _log(config, f"diagnosis: {line}")
+    return tuned, result.stopped, diagnosis
 
 
 def _score_features(

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..console import progress_bar
 from ..data.decoded import DecodedImages
-from ..data.sources import Dataset, discover
+from ..data.sources import Dataset
 from .balance import class_balance
 from .duplicates import CANDIDATES_PER_IMAGE, FEATURE_SIMILARITY, find_duplicates
 from .files import unusable
@@ -34,48 +34,46 @@ def audit(
     *,
     arch: str = "efficientnet_lite0",
     weights: str | Path | None = None,
+    pretrained: bool = True,
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     batch_size: int = 32,
+    device: str = "auto",
     quiet: bool = False,
 ) -> AuditReport:
     """Audit the dataset at ``data`` (class folders, train/val folders, or a CSV).
 
-    The split arguments are those of ``fit`` and :func:`~headstart.data.discover`: given the
-    same values, the audit judges the split that ``fit`` will train on. Features are computed
-    (or read from the cache) as ``fit`` computes them, and left in the cache for it.
+    The arguments are those of ``fit``: given the same values, the audit judges the split
+    that ``fit`` will train on, and its features are computed (or read from the cache)
+    exactly as ``fit`` computes them, and left in the cache for it. ``pretrained=False``
+    audits from pixels alone (see :func:`audit_dataset`).
     """
-    from ..features import VIEWS, extract_features, feature_stores
-    from ..fit import default_cache_dir
-    from ..models import create_backbone
+    from ..fit import FitConfig, prepare
 
     started = time.perf_counter()
-    dataset = discover(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    backbone, preprocessing, source = create_backbone(arch, weights=weights)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
-    # The cache identity fit uses (the network actually built, which built-in weights may
-    # name differently) and every view fit extracts: the fit that follows finds them all.
-    architecture = backbone.pretrained_cfg.get("architecture", arch)
-    stores = feature_stores(cache / "features", architecture, source, preprocessing)
-    paths = [sample.path for sample in dataset.samples]
-    with progress_bar("features", len(paths), quiet=quiet) as advance:
-        extracted = extract_features(
-            backbone,
-            preprocessing,
-            paths,
-            images,
-            stores,
-            views=VIEWS,
-            batch_size=batch_size,
-            on_batch=advance,
-        )
-    dataset = dataset.drop(extracted.skipped)
-    features = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
-    report = audit_dataset(dataset, features, images, seed=seed, quiet=quiet)
-    report.timings = {"features": extracted.seconds, **report.timings}
+    config = FitConfig(
+        arch=arch,
+        weights=None if weights is None else str(weights),
+        pretrained=pretrained,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        batch_size=batch_size,
+        device=device,
+        quiet=quiet,
+    )
+    config.validate()
+    ready = prepare(data, config).read(config)
+    extracted = ready.features
+    features = None
+    if extracted is not None:
+        features = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
+    report = audit_dataset(ready.dataset, features, ready.images, seed=seed, quiet=quiet)
+    if extracted is not None:
+        report.timings = {"features": extracted.seconds, **report.timings}
     report.seconds = time.perf_counter() - started
     return report
 
@@ -142,7 +140,10 @@ def audit_dataset(
         ids = [group_of.get(s, len(groups) + i) for i, s in enumerate(featured)]
         issues = label_issues(featured, matrix, ids, seed=seed)
         if issues is None:
-            notes.append("label errors not sought: a class has a single image to learn from")
+            notes.append(
+                "label errors not sought: too few classes or independent images "
+                "(copies count once) to cross-validate a probe"
+            )
     timings["labels"] = _lap(started, timings)
 
     return AuditReport(

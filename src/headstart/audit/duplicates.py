@@ -163,6 +163,8 @@ def find_duplicates(
     for (a, b), (source, mirrored) in candidates.items():
         if a in keys and keys.get(a) == keys.get(b):
             continue  # identical bytes: linked above
+        if links.together(a, b):
+            continue  # already linked through other copies
         if check.same(a, b, mirrored=mirrored):
             links.join(a, b)
             evidence.append((a, source))
@@ -185,20 +187,28 @@ def find_duplicates(
 def _hash_pairs(
     samples: Sequence[Sample], stats: Mapping[Sample, ImageStats]
 ) -> list[tuple[Sample, Sample, bool]]:
-    """Pairs within HASH_DISTANCE of each other, straight or mirrored: ``(a, b, mirrored)``."""
+    """Pairs within HASH_DISTANCE of each other, straight or mirrored: ``(a, b, mirrored)``.
+
+    At most CANDIDATES_PER_IMAGE per image (its closest), as for features: a folder of
+    look-alikes (one product, one form) would otherwise make every pair a candidate.
+    """
     plain = np.array([stats[s].hash for s in samples], dtype=np.uint64)
     flipped = np.array([stats[s].mirrored_hash for s in samples], dtype=np.uint64)
-    pairs = []
+    found: dict[tuple[int, int], bool] = {}
     step = max(1, 4_000_000 // max(len(samples), 1))  # about 64 MB of distances at a time
-    for start in range(0, len(samples), step):
+    take = min(CANDIDATES_PER_IMAGE, len(samples) - 1)
+    for start in range(0, len(samples) if take > 0 else 0, step):
         straight = np.bitwise_count(plain[start : start + step, None] ^ plain[None, :])
         mirrored = np.bitwise_count(plain[start : start + step, None] ^ flipped[None, :])
-        close = np.minimum(straight, mirrored) <= HASH_DISTANCE
-        for row, j in zip(*np.nonzero(close), strict=True):
-            i = start + int(row)
-            if i < j:
-                pairs.append((samples[i], samples[j], bool(mirrored[row, j] < straight[row, j])))
-    return pairs
+        distance = np.minimum(straight, mirrored).astype(np.int16)
+        rows = np.arange(len(distance))
+        distance[rows, start + rows] = 64 + 1  # an image is not its own copy
+        closest = np.argpartition(distance, take - 1, axis=1)[:, :take]
+        near = np.take_along_axis(distance, closest, axis=1) <= HASH_DISTANCE
+        for row, column in zip(*np.nonzero(near), strict=True):
+            i, j = start + int(row), int(closest[row, column])
+            found[min(i, j), max(i, j)] = bool(mirrored[row, j] < straight[row, j])
+    return [(samples[i], samples[j], flip) for (i, j), flip in sorted(found.items())]
 
 
 class _PixelCheck:
@@ -286,6 +296,10 @@ class _Links:
             self.parent[item] = self.parent[self.parent[item]]  # path halving
             item = self.parent[item]
         return item
+
+    def together(self, a: Sample, b: Sample) -> bool:
+        """Are ``a`` and ``b`` already in one group?"""
+        return a in self.parent and b in self.parent and self.find(a) == self.find(b)
 
     def join(self, a: Sample, b: Sample) -> None:
         self.parent[self.find(a)] = self.find(b)

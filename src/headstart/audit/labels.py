@@ -60,7 +60,8 @@ def label_issues(
     """The likely label errors among ``samples`` (rows of ``features``), most likely first.
 
     ``groups`` (one integer per sample) keeps copies in one fold. Returns None when the data
-    cannot be cross-validated: fewer than two classes, or a class with a single image.
+    cannot be cross-validated: fewer than two classes, or fewer than two independent groups,
+    or a training fold with a single class.
     """
     from cleanlab.filter import find_label_issues
     from sklearn.exceptions import ConvergenceWarning
@@ -72,11 +73,12 @@ def label_issues(
 
     names = sorted({s.label for s in samples})
     labels = np.array([names.index(s.label) for s in samples])
-    counts = np.bincount(labels, minlength=len(names))
-    folds = int(min(FOLDS, counts.min())) if len(names) > 1 else 0
-    if folds < 2:
-        return None
     groups = np.arange(len(samples)) if groups is None else np.asarray(groups)
+    # Folds are made of whole groups: there cannot be more folds than groups. A class smaller
+    # than the folds is still checked (scikit-learn warns that it is absent from some folds).
+    folds = min(FOLDS, len(np.unique(groups)))
+    if len(names) < 2 or folds < 2:
+        return None
 
     probabilities = np.zeros((len(samples), len(names)))
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
@@ -84,10 +86,13 @@ def label_issues(
     # more on synchronisation than it saves; one thread was 5 to 15 times faster, measured.
     with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         for train, held_out in splitter.split(features, labels, groups):
             probe = make_pipeline(
                 StandardScaler(), LogisticRegression(C=C, max_iter=300, random_state=seed)
             )
+            if len(np.unique(labels[train])) < 2:
+                return None  # a fold of one class: nothing to tell the labels apart with
             probe.fit(features[train], labels[train])
             # A class absent from a training fold gets probability 0 for its held-out images.
             probabilities[np.ix_(held_out, probe.classes_)] = probe.predict_proba(

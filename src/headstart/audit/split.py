@@ -52,7 +52,8 @@ def write_split(samples: Sequence[Sample], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.abspath(path.parent))  # not resolved: as discover reads paths
     partial = path.with_suffix(".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as file:
+    # surrogateescape: a file name that is not UTF-8 is written as its bytes, not refused.
+    with open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "label", "split"])
         for sample in samples:

@@ -327,7 +327,9 @@ def _read_csv(csv_path: Path) -> _Found:
     base = csv_path.parent
     first_line: dict[Path, int] = {}
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as file:  # -sig: Excel's BOM
+        # -sig: Excel's BOM; surrogateescape: file names that are not UTF-8 (POSIX allows any
+        # bytes) read back as the same names, as headstart writes them.
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
             reader = csv.DictReader(file)
             columns = {name.strip().lower(): name for name in reader.fieldnames or [] if name}
             if not {"path", "label"} <= columns.keys():

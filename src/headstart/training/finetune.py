@@ -23,7 +23,7 @@ from ..classifier import Classifier, layer_groups
 from ..data.decoded import DecodedImages, prefetch
 from ..data.transforms import center_crop, to_tensor, train_augmentation
 
-__all__ = ["FineTuneResult", "FineTuneSettings", "evaluate_pixels", "fine_tune"]
+__all__ = ["FineTuneResult", "FineTuneSettings", "TrainingStep", "evaluate_pixels", "fine_tune"]
 
 
 @dataclass
@@ -51,6 +51,16 @@ class FineTuneResult:
     stopped: str = "finished"
 
 
+@dataclass(frozen=True)
+class TrainingStep:
+    """One optimisation step, as live monitoring (TensorBoard) sees it."""
+
+    step: int  # counted from 1 over the whole run
+    epoch: int
+    loss: float  # the batch's training loss (label-smoothed, as optimised)
+    lrs: dict[str, float]  # parameter group ("head", "stage 6", ...) -> learning rate used
+
+
 Example = tuple[Path, int]
 
 
@@ -66,8 +76,11 @@ def fine_tune(
     checkpoint: Path | None = None,
     log: Callable[[dict], None] = lambda record: None,
     on_step: Callable[[int], None] = lambda n: None,
+    on_batch: Callable[[TrainingStep], None] = lambda step: None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
+
+    ``log`` receives each epoch's record, ``on_batch`` each step's loss and learning rates.
 
     Ctrl-C ends training after the current step; the best model so far is kept.
     """
@@ -91,6 +104,7 @@ def fine_tune(
     result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     started = time.perf_counter()
+    step = 0
     try:
         for epoch in range(1, settings.epochs + 1):
             epoch_start = time.perf_counter()
@@ -114,8 +128,11 @@ def fine_tune(
                     break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
                 optimizer.step()
                 schedule.step()
+                step += 1
+                on_batch(TrainingStep(step, epoch, loss.item(), lrs))
                 seen += len(labels)
                 loss_sum += loss.item() * len(labels)
                 correct += int((logits.argmax(1) == labels).sum())
@@ -186,13 +203,15 @@ def _parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dic
     """Freeze the lower stages; give the rest learning rates that shrink towards the stem."""
     stages = layer_groups(model.backbone)
     trainable = len(stages) if settings.trainable_stages is None else settings.trainable_stages
-    groups = [{"params": list(model.head.parameters()), "lr": settings.lr * settings.head_lr_scale}]
+    head = {"params": list(model.head.parameters()), "lr": settings.lr * settings.head_lr_scale}
+    groups = [{"name": "head", **head}]  # names: for monitoring; torch keeps extra keys
     for depth, params in enumerate(reversed(stages)):  # depth 0 is the top stage
         if depth >= trainable:
             for param in params:
                 param.requires_grad_(False)
             continue
-        groups.append({"params": params, "lr": settings.lr * settings.layer_decay**depth})
+        lr = settings.lr * settings.layer_decay**depth
+        groups.append({"name": f"stage {len(stages) - 1 - depth}", "params": params, "lr": lr})
     return groups
 
 

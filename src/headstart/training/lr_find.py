@@ -1,0 +1,318 @@
+"""The learning-rate range test (Smith 2015, "Cyclical learning rates"; fastai's ``lr_find``).
+
+A few hundred steps of the real fine-tuning (same model, parameter groups, AdamW, augmentation
+and loss as :func:`~headstart.training.finetune.fine_tune`) with the learning rate raised
+exponentially from tiny to huge, one batch per step. The loss first does nothing, then falls,
+then explodes; a good learning rate sits where it falls fastest, well before the explosion.
+The model is left exactly as it came: weights, normalisation statistics, frozen flags, train
+or eval mode, and the global random state the augmentation draws from.
+
+``fit`` does not run it when no ``--lr`` is given, on measurements
+(``benchmarks/lr_find_benefit.py``, ``strategy="fine-tune"``, 2 shared CPU cores): a curve
+needs some 50 steps to resolve, each as dear as a fine-tuning step, while a few hundred images
+fine-tune in 30 to 70 steps, so the test cost 3x to 13x the fine-tuning itself, not the 10%
+allowed. And it bought no accuracy: on the LFW faces, 1.2e-4 suggested against the plan's 2e-4,
+100% validation and test either way; on 300 digits, 1.1e-3 suggested lifted the fine-tune from
+35% to 62% on validation, but the linear probe's 92% beat both and was kept either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..classifier import Classifier
+from ..data.decoded import DecodedImages, prefetch
+from ..data.transforms import to_tensor, train_augmentation
+from ..errors import HeadstartError
+from .finetune import (
+    Example,
+    FineTuneSettings,
+    _autocast,
+    _decode,
+    _parameter_groups,
+    _train_mode,
+)
+
+__all__ = ["LRFindResult", "lr_range_test", "plot_lr_find"]
+
+#: Steepest descent on a loss smoothed this much (an exponential moving average): less and
+#: batch-to-batch noise makes a spurious steepest point; more and the curve lags the LR.
+SMOOTHING = 0.9
+#: The sweep stops once the smoothed loss exceeds this multiple of its minimum: past it, the
+#: training has diverged and further steps only cost time.
+DIVERGE_FACTOR = 4.0
+#: Rules, as they are written in results and reports.
+STEEPEST = "steepest descent of the smoothed loss (before its minimum)"
+MIN_OVER_10 = "the learning rate of the lowest smoothed loss, divided by 10"
+NOTHING_TRAINS = "nothing trains"
+
+
+@dataclass
+class LRFindResult:
+    """What the range test measured and what it suggests.
+
+    ``lrs`` are the top stage's learning rates (the number ``--lr`` sets); each parameter
+    group runs at its own multiple of it, listed for the suggestion in ``group_lrs``.
+    """
+
+    lrs: list[float]
+    losses: list[float]  # training loss of each step's batch (label-smoothed cross-entropy)
+    smoothed: list[float]  # bias-corrected exponential moving average of ``losses``
+    suggestion: float | None  # None when nothing trains
+    rule: str  # which rule gave the suggestion, or why there is none
+    group_lrs: dict[str, float] = field(default_factory=dict)  # group -> LR at the suggestion
+    group_scales: dict[str, float] = field(default_factory=dict)  # group -> multiple of the LR
+    alternatives: dict[str, float] = field(default_factory=dict)  # each rule's LR, for comparison
+    stopped: str = "range covered"  # "range covered" | "diverged" | "nothing trains" | ...
+    start: float = 1e-7
+    end: float = 1.0
+    batch_size: int = 32
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write ``lr_find.json`` and ``lr_find.png`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / "lr_find.json"
+        # NaN and infinity are not JSON: a diverged step's loss is written as null.
+        clean = {
+            key: [v if np.isfinite(v) else None for v in value]
+            if key in ("losses", "smoothed")
+            else value
+            for key, value in self.to_dict().items()
+        }
+        data.write_text(json.dumps(clean, indent=2) + "\n")
+        return data, plot_lr_find(self, folder / "lr_find.png")
+
+    def describe(self) -> str:
+        """One line for a person: the suggestion and the rule, or why there is none."""
+        if self.suggestion is None:
+            return f"no suggestion: {self.rule}"
+        return f"suggested learning rate {self.suggestion:.2g} ({self.rule})"
+
+
+def lr_range_test(
+    model: Classifier,
+    train: Sequence[Example],
+    images: DecodedImages,
+    input_size: tuple[int, int],
+    settings: FineTuneSettings,
+    *,
+    start: float = 1e-7,
+    end: float = 1.0,
+    steps: int = 100,
+    seed: int = 0,
+    on_step: Callable[[int], None] = lambda n: None,
+) -> LRFindResult:
+    """Sweep the top stage's learning rate from ``start`` to ``end`` over at most ``steps``
+    batches, as :func:`fine_tune` would train with ``settings`` (its ``lr`` is ignored), and
+    suggest one. ``model`` is returned to its exact state afterwards, even on Ctrl-C."""
+    if not 0 < start < end:
+        raise HeadstartError(f"start={start!r}, end={end!r}: need 0 < start < end (e.g. 1e-7, 1)")
+    if not isinstance(steps, int) or steps < 10:
+        raise HeadstartError(f"steps={steps!r}: a range test needs at least 10 steps (try 100)")
+    if not train:
+        raise HeadstartError("no training images to run the learning-rate range test on")
+    began = time.perf_counter()
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    device = next(model.parameters()).device
+    rng_devices = [device] if device.type == "cuda" else []
+
+    # Each group's learning rate is a fixed multiple of the top stage's: build the groups at
+    # lr=1 to read the multiples off, then scale them all by the swept LR at each step.
+    groups = _parameter_groups(model, replace(settings, lr=1.0))
+    scales = {group["name"]: group["lr"] for group in groups}
+    lrs = np.geomspace(start, end, steps)
+    losses: list[float] = []
+    smoothed: list[float] = []
+    stopped = "range covered"
+    try:
+        if not any(p.requires_grad for group in groups for p in group["params"]):
+            stopped = NOTHING_TRAINS
+        else:
+            with torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(seed)
+                stopped = _sweep(
+                    model,
+                    groups,
+                    lrs,
+                    train,
+                    images,
+                    input_size,
+                    settings,
+                    seed,
+                    losses,
+                    smoothed,
+                    on_step,
+                )
+            moved = any(
+                not torch.equal(p.detach(), saved[name]) for name, p in model.named_parameters()
+            )
+            if not moved:
+                stopped = NOTHING_TRAINS
+    finally:
+        model.load_state_dict(saved)
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+        for name, module in model.named_modules():
+            module.train(modes[name])
+
+    tried = [float(lr) for lr in lrs[: len(losses)]]
+    suggestion, rule, alternatives = _suggest(tried, smoothed, stopped)
+    return LRFindResult(
+        lrs=tried,
+        losses=losses,
+        smoothed=smoothed,
+        suggestion=suggestion,
+        rule=rule,
+        group_lrs={n: s * suggestion for n, s in scales.items()} if suggestion else {},
+        group_scales=scales,
+        alternatives=alternatives,
+        stopped=stopped,
+        start=start,
+        end=end,
+        batch_size=settings.batch_size,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _sweep(
+    model: Classifier,
+    groups: list[dict],
+    lrs: np.ndarray,
+    train: Sequence[Example],
+    images: DecodedImages,
+    input_size: tuple[int, int],
+    settings: FineTuneSettings,
+    seed: int,
+    losses: list[float],
+    smoothed: list[float],
+    on_step: Callable[[int], None],
+) -> str:
+    """The training steps; appends to ``losses`` and ``smoothed``; returns why it stopped."""
+    scales = [group["lr"] for group in groups]
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    augment = train_augmentation(*input_size, flip=settings.flip)
+    device = next(model.parameters()).device
+    model.to(memory_format=torch.channels_last)
+    _train_mode(model)
+
+    # Batches as fine_tune draws them: shuffled epochs, as many as the steps need.
+    generator = np.random.default_rng(seed)
+    size = min(settings.batch_size, len(train))
+    per_epoch = max(1, len(train) // size)
+    batches: list[list[Example]] = []
+    while len(batches) < len(lrs):
+        order = generator.permutation(len(train))[: per_epoch * size]
+        batches += [[train[i] for i in order[b : b + size]] for b in range(0, len(order), size)]
+
+    average, lowest = 0.0, float("inf")
+    try:
+        for step, (pixels, labels) in enumerate(
+            prefetch(lambda batch: _decode(images, batch), batches[: len(lrs)])
+        ):
+            for group, scale in zip(optimizer.param_groups, scales, strict=True):
+                group["lr"] = scale * lrs[step]
+            inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
+            with _autocast(device):
+                logits = model(inputs)
+            loss = loss_fn(logits.float(), labels.to(device))
+            value = loss.item()
+            losses.append(value)
+            if not np.isfinite(value):
+                smoothed.append(float("nan"))
+                return "diverged"
+            average = SMOOTHING * average + (1 - SMOOTHING) * value
+            smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
+            lowest = min(lowest, smoothed[-1])
+            on_step(1)
+            if step >= _warmup(len(lrs)) and smoothed[-1] > DIVERGE_FACTOR * lowest:
+                return "diverged"
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "range covered"
+
+
+def _suggest(
+    lrs: list[float], smoothed: list[float], stopped: str
+) -> tuple[float | None, str, dict[str, float]]:
+    """The suggested LR, the rule that gave it, and what each rule would say."""
+    if stopped == NOTHING_TRAINS:
+        return (
+            None,
+            "nothing trains: no parameter changed over the whole range (every layer frozen, "
+            "or no gradient reaches them)",
+            {},
+        )
+    finite = np.isfinite(smoothed)
+    if finite.sum() < 5:
+        return None, f"too few steps to judge ({int(finite.sum())} with a finite loss)", {}
+    log_lr = np.log10(np.asarray(lrs)[finite])
+    curve = np.asarray(smoothed)[finite]
+    lowest = int(np.argmin(curve))
+    alternatives = {MIN_OVER_10: float(10 ** log_lr[lowest] / 10)}
+    # The first steps are skipped: the moving average has seen too few batches to be trusted.
+    first = _warmup(len(curve))
+    if lowest - first >= 3:
+        slope = np.gradient(curve, log_lr)[first:lowest]
+        steepest = first + int(np.argmin(slope))
+        if slope[steepest - first] < 0:
+            alternatives[STEEPEST] = float(10 ** log_lr[steepest])
+            return alternatives[STEEPEST], STEEPEST, alternatives
+    return alternatives[MIN_OVER_10], MIN_OVER_10, alternatives
+
+
+def _warmup(steps: int) -> int:
+    """Steps at the start of the sweep during which the smoothed loss is not judged."""
+    return max(2, steps // 10)
+
+
+def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
+    """Loss against learning rate on a log axis, with the suggestion marked; a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, none opened
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+    try:
+        axes.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss of each batch")
+        axes.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
+        if result.suggestion is not None:
+            axes.axvline(result.suggestion, color="C3", ls="--", lw=1.5)
+            at = np.interp(np.log(result.suggestion), np.log(result.lrs), result.smoothed)
+            axes.plot([result.suggestion], [at], "o", color="C3")
+            label = f"suggested {result.suggestion:.2g}"
+            axes.annotate(label, (result.suggestion, at), xytext=(8, 8), textcoords="offset points")
+        axes.set_xscale("log")
+        finite = np.asarray([v for v in result.smoothed if np.isfinite(v)])
+        if finite.size:  # the whole descent in view; the explosion after it cut off
+            descent = finite[: int(np.argmin(finite)) + 1]
+            axes.set_ylim(finite.min() * 0.9, max(descent.max(), 1.5 * finite.min()) * 1.05)
+        axes.set_xlabel("learning rate of the top stage (log scale; AdamW step size)")
+        axes.set_ylabel("training loss (cross-entropy, nats)")
+        axes.set_title(f"Learning-rate range test\n{result.describe()}", fontsize=9, loc="left")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc="best", fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return Path(path)

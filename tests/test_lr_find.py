@@ -1,0 +1,138 @@
+"""The learning-rate range test: ``headstart lr-find`` and ``lr_range_test``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from headstart.classifier import Classifier
+from headstart.cli import main
+from headstart.data.decoded import DecodedImages
+from headstart.models import Preprocessing, create_backbone
+from headstart.training.finetune import FineTuneSettings
+from headstart.training.lr_find import LRFindResult, lr_range_test
+
+#: Small crops keep every step cheap: the faces are 25 px photos anyway.
+SIZE = (64, 64)
+
+
+def examples(folder: Path) -> list[tuple[Path, int]]:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    return [(image, label) for label, c in enumerate(classes) for image in sorted(c.glob("*.png"))]
+
+
+def classifier(backbone: torch.nn.Module, preprocessing: Preprocessing) -> Classifier:
+    """The backbone with a fresh two-class head (small weights, as fit's fresh head)."""
+    head = torch.nn.Linear(backbone.num_features, 2)
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.zero_()
+    return Classifier(backbone, head, preprocessing)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Classifier, DecodedImages]:
+    """timm's tiny test EfficientNet (batch norm included), random weights: cheap steps."""
+    torch.manual_seed(0)
+    preprocessing = Preprocessing((3, *SIZE), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9)
+    backbone = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    images = DecodedImages(preprocessing.resize_size, "bicubic", tmp_path / "pixels")
+    return classifier(backbone, preprocessing), images
+
+
+def test_the_sweep_is_exponential_and_covers_the_range(tiny, small_faces):
+    model, images = tiny
+    settings = FineTuneSettings(batch_size=8)
+    result = lr_range_test(
+        model, examples(small_faces), images, SIZE, settings, start=1e-6, end=10.0, steps=20
+    )
+    assert result.lrs[0] == pytest.approx(1e-6)
+    ratios = np.diff(np.log(result.lrs))
+    assert np.allclose(ratios, ratios[0])  # equal steps on a log scale
+    if result.stopped == "range covered":
+        assert result.lrs[-1] == pytest.approx(10.0)
+    else:  # stopped early: only because the loss exploded
+        assert result.stopped == "diverged"
+        assert not np.isfinite(result.smoothed[-1]) or result.smoothed[-1] > 4 * min(
+            result.smoothed
+        )
+    assert len(result.losses) == len(result.smoothed) == len(result.lrs)
+
+
+def test_the_model_and_random_state_are_left_exactly_as_they_were(tiny, small_faces):
+    model, images = tiny
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    lr_range_test(
+        model, examples(small_faces), images, SIZE, FineTuneSettings(batch_size=8), steps=12
+    )
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():  # weights and batch-norm statistics, bit for bit
+        assert torch.equal(tensor, after[name]), name
+    assert not model.training
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_on_a_frozen_body_the_suggestion_is_a_rate_that_trains_a_head(small_faces, tmp_path):
+    # A new head on real pretrained features, body frozen: logistic regression by AdamW.
+    # At 1e-5 the head barely moves in a few dozen steps; at 1e-1 each step moves every weight
+    # by ~0.1 and the logits explode. A good rate lies in between.
+    backbone, preprocessing, _ = create_backbone("efficientnet_lite0")
+    images = DecodedImages(72, "bicubic", tmp_path / "pixels")
+    settings = FineTuneSettings(batch_size=16, trainable_stages=0, head_lr_scale=1.0)
+    result = lr_range_test(
+        classifier(backbone, preprocessing),
+        examples(small_faces),
+        images,
+        SIZE,
+        settings,
+        start=1e-6,
+        end=1.0,
+        steps=40,
+    )
+    assert 1e-4 <= result.suggestion <= 1e-2, result
+    # Safely below the rate of the lowest loss, which is already at the edge of instability.
+    assert result.suggestion < result.lrs[int(np.nanargmin(result.smoothed))]
+    assert result.stopped == "diverged"  # the top of the range is far too high
+    assert result.group_lrs == {"head": result.suggestion}  # nothing else trains
+    quiet = [s for lr, s in zip(result.lrs, result.smoothed, strict=False) if lr <= 1e-5]
+    assert max(quiet) - min(quiet) < 0.1 * quiet[0]  # 1e-5 and below: nothing happens
+
+
+def test_when_every_parameter_is_frozen_it_says_so_instead_of_suggesting(tiny, small_faces):
+    model, images = tiny
+    model.requires_grad_(False)
+    result = lr_range_test(
+        model, examples(small_faces), images, SIZE, FineTuneSettings(batch_size=8), steps=12
+    )
+    assert result.suggestion is None
+    assert result.rule.startswith("nothing trains")
+    assert "no suggestion: nothing trains" in result.describe()
+
+
+def test_the_command_line_writes_the_numbers_and_the_plot(small_faces, tmp_path, capsys):
+    out = tmp_path / "found"
+    args = ["lr-find", str(small_faces), "--steps", "10", "--batch-size", "4", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "lr_find.json").read_text())
+    assert len(saved["lrs"]) == len(saved["losses"]) <= 10
+    assert saved["rule"] in printed
+    if saved["suggestion"] is not None:
+        assert "suggested learning rate" in printed
+        assert set(saved["group_lrs"]) >= {"head"}
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert LRFindResult(**saved).describe()
+
+
+def test_the_command_line_refuses_too_few_steps(small_faces, capsys):
+    assert main(["lr-find", str(small_faces), "--steps", "3"]) == 2
+    assert "--steps 3" in capsys.readouterr().err
