@@ -71,21 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="write path,label,split with every duplicate group in one split; "
         "then `headstart fit CSV`",
     )
-    audit.add_argument("--arch", default="efficientnet_lite0", help="backbone for the features")
-    audit.add_argument("--weights", help="weights file, as for fit")
-    audit.add_argument("--val-fraction", type=float, default=0.2, help="as for fit")
-    audit.add_argument("--test-fraction", type=float, default=0.0, help="as for fit")
-    audit.add_argument("--seed", type=int, default=0, help="as for fit: the same split")
-    audit.add_argument(
-        "--no-pretrained",
-        dest="pretrained",
-        action="store_false",
-        help="no backbone: duplicates from bytes and perceptual hashes only",
+    _data_options(
+        audit, without_backbone="no backbone: duplicates from bytes and perceptual hashes only"
     )
-    audit.add_argument("--batch-size", type=int, default=32, help="for feature extraction")
-    audit.add_argument("--device", default="auto", help="as for fit")
-    audit.add_argument("--cache-dir", help="pixel and feature cache, shared with fit")
-    audit.add_argument("--quiet", action="store_true", help="no progress bars")
     audit.set_defaults(run=_audit)
 
     lr_find = commands.add_parser(
@@ -98,21 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     lr_find.add_argument("data", help="folder or CSV file, as for fit")
     lr_find.add_argument("--steps", type=int, default=100, help="batches at most (default 100)")
     lr_find.add_argument("--out", help="folder for the files (default: runs/lr-find-<data>-<n>)")
-    lr_find.add_argument("--arch", default="efficientnet_lite0", help="as for fit")
-    lr_find.add_argument("--weights", help="weights file, as for fit")
     lr_find.add_argument(
         "--strategy",
         choices=("auto", "fine-tune", "full"),
         default="auto",
         help="which fine-tuning to test (auto: fit's plan; fine-tune if it would only probe)",
     )
-    lr_find.add_argument("--batch-size", type=int, default=32)
-    lr_find.add_argument("--val-fraction", type=float, default=0.2, help="as for fit")
-    lr_find.add_argument("--test-fraction", type=float, default=0.0, help="as for fit")
-    lr_find.add_argument("--seed", type=int, default=0, help="as for fit: the same split")
-    lr_find.add_argument("--cache-dir", help="pixel and feature cache, shared with fit")
-    lr_find.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    lr_find.add_argument("--quiet", action="store_true", help="no progress bars")
+    _data_options(lr_find, without_backbone="random initialisation, as fit --no-pretrained")
     lr_find.set_defaults(run=_lr_find)
 
     predict = commands.add_parser("predict", help="label images with a trained model")
@@ -153,9 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fit_options(parser: argparse.ArgumentParser) -> None:
-    from .training.plan import STRATEGIES
-
+def _data_options(parser: argparse.ArgumentParser, *, without_backbone: str) -> None:
+    """What every command that reads a dataset through a backbone shares with ``fit``: the
+    same values give the same split, the same network and the same caches."""
     add = parser.add_argument
     add(
         "--arch",
@@ -163,12 +143,21 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
         help="any timm architecture (see `headstart models`)",
     )
     add("--weights", help="weights file (.safetensors, or a state dict loaded with weights_only)")
-    add(
-        "--no-pretrained",
-        dest="pretrained",
-        action="store_false",
-        help="random initialisation: train from scratch on purpose",
-    )
+    add("--no-pretrained", dest="pretrained", action="store_false", help=without_backbone)
+    add("--batch-size", type=int, default=32)
+    add("--val-fraction", type=float, default=0.2, help="share of each class for validation")
+    add("--test-fraction", type=float, default=0.0, help="share of each class held out for test")
+    add("--seed", type=int, default=0, help="the split's seed (and training's)")
+    add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
+    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add("--quiet", action="store_true", help="no progress bars or plan messages")
+
+
+def _fit_options(parser: argparse.ArgumentParser) -> None:
+    from .training.plan import STRATEGIES
+
+    _data_options(parser, without_backbone="random initialisation: train from scratch on purpose")
+    add = parser.add_argument
     add(
         "--strategy",
         choices=STRATEGIES,
@@ -177,22 +166,15 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--epochs", type=int, help="fine-tuning epochs (default: from the plan)")
     add("--lr", type=float, help="fine-tuning learning rate (default: from the plan)")
-    add("--batch-size", type=int, default=32)
-    add("--val-fraction", type=float, default=0.2, help="share of each class for validation")
-    add("--test-fraction", type=float, default=0.0, help="share of each class held out for test")
-    add("--seed", type=int, default=0)
     add("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     add("--name", help="run folder name (default: <data>-<n>)")
-    add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
     add("--time-budget", type=float, help="minutes of fine-tuning at most")
-    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     add(
         "--allow-leakage",
         action="store_true",
         help="train even when copies of an image span train and validation/test (the audit "
         "refuses by default: the held-out score would be flattered)",
     )
-    add("--quiet", action="store_true", help="no progress bars or plan messages")
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -62,7 +62,7 @@ def run_demo(
 
     data = demo_dataset(name)
     err.print(f"[bold]demo[/]: {name} written to {data}; fitting with defaults")
-    transfer = fit(data, runs_dir=runs_dir, name=_free_name(runs_dir, f"demo-{name}"))
+    transfer = fit(data, runs_dir=runs_dir, name=new_folder(runs_dir, f"demo-{name}").name)
     print_fit_summary(transfer)
     if not compare_scratch:
         return transfer, None
@@ -73,7 +73,7 @@ def run_demo(
     scratch = fit(
         data,
         runs_dir=runs_dir,
-        name=_free_name(runs_dir, f"demo-{name}-scratch"),
+        name=new_folder(runs_dir, f"demo-{name}-scratch").name,
         pretrained=False,
         strategy="full",
         time_budget=SCRATCH_BUDGET_MINUTES,
@@ -99,7 +99,3 @@ def run_demo(
         )
     out.print(table)
     return transfer, scratch
-
-
-def _free_name(runs_dir: str, stem: str) -> str:
-    return new_folder(runs_dir, stem).name

@@ -151,17 +151,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     if probe is not None:
         run.log_metrics({"stage": "linear-probe", **_probe_record(probe)})
         board.probe(_probe_record(probe))
-    plan = make_plan(
-        config.strategy,
-        train_counts=dataset.counts()["train"],
-        probe_accuracy=probe.cv_accuracy if probe else None,
-        mirror_invariant=probe.mirror_invariant if probe else None,
-        pretrained=config.pretrained,
-        stages=len(layer_groups(backbone)),
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-    )
+    plan = _plan(config.strategy, dataset, probe, backbone, config)
     if plan.fine_tune and config.time_budget:
         plan.fine_tune.max_seconds = config.time_budget * 60
     run.write_json("plan.json", plan.to_dict())
@@ -247,18 +237,9 @@ def lr_find(
     _require_trainable(dataset)
     index = {name: i for i, name in enumerate(dataset.classes)}
     probe = _fit_probe(dataset, features, index, config.seed) if features else None
-    plan_for = {
-        "train_counts": dataset.counts()["train"],
-        "probe_accuracy": probe.cv_accuracy if probe else None,
-        "mirror_invariant": probe.mirror_invariant if probe else None,
-        "pretrained": config.pretrained,
-        "stages": len(layer_groups(backbone)),
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-    }
-    plan = make_plan(config.strategy, **plan_for)
+    plan = _plan(config.strategy, dataset, probe, backbone, config)
     if plan.fine_tune is None:
-        plan = make_plan("fine-tune", **plan_for)
+        plan = _plan("fine-tune", dataset, probe, backbone, config)
     head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
     # A copy, as _fine_tune trains one: feature extraction leaves inference-mode tensors.
     network = copy.deepcopy(Classifier(backbone, head, preprocessing)).to(device)
@@ -321,6 +302,27 @@ def prepare(data: str | Path, config: FitConfig) -> Prepared:
     if config.pretrained:
         stores = feature_stores(cache / "features", architecture, source, preprocessing)
     return Prepared(dataset, backbone, preprocessing, source, architecture, images, stores)
+
+
+def _plan(
+    strategy: str,
+    dataset: Dataset,
+    probe: ProbeResult | None,
+    backbone: torch.nn.Module,
+    config: FitConfig,
+) -> Plan:
+    """The plan for ``strategy`` from the measurements and the user's settings."""
+    return make_plan(
+        strategy,
+        train_counts=dataset.counts()["train"],
+        probe_accuracy=probe.cv_accuracy if probe else None,
+        mirror_invariant=probe.mirror_invariant if probe else None,
+        pretrained=config.pretrained,
+        stages=len(layer_groups(backbone)),
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+    )
 
 
 #: The splits scored at the end: validation (also used to choose the model) and test.
