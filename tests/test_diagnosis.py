@@ -150,12 +150,12 @@ def test_one_epoch_is_too_short_and_bad_input_is_refused():
         diagnose(history, n_classes=1)
 
 
-def test_a_100x_too_high_learning_rate_is_diagnosed_and_logged_to_tensorboard(
+def test_a_100x_too_high_learning_rate_is_stopped_diagnosed_and_logged_to_tensorboard(
     small_faces, tmp_path
 ):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    # The plan fine-tunes at 2e-4; 100x that wrecks the pretrained body without a NaN.
+    # The plan fine-tunes at 2e-4; 100x that wrecks the pretrained body within a few steps.
     result = headstart.fit(
         small_faces,
         strategy="fine-tune",
@@ -165,6 +165,7 @@ def test_a_100x_too_high_learning_rate_is_diagnosed_and_logged_to_tensorboard(
         runs_dir=tmp_path,
         quiet=True,
     )
+    assert result.stopped.startswith("diverged: the training loss rose")
     summary = json.loads((result.run_dir / "summary.json").read_text())
     saved = json.loads((result.run_dir / "diagnosis.json").read_text())
     assert summary["diagnosis"] == saved
@@ -173,18 +174,16 @@ def test_a_100x_too_high_learning_rate_is_diagnosed_and_logged_to_tensorboard(
         "too high" in saved["findings"][0]["advice"]
         and "--lr 0.002" in saved["findings"][0]["advice"]
     )
-    # The same reading from the run folder alone: metrics.jsonl, probe line included.
+    # The same reading from the run folder alone: metrics.jsonl records why training stopped.
     lines = map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
     assert diagnose(lines, n_classes=2, label_smoothing=0.1, lr=2e-2).verdict == "diverging"
 
     events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    tags = events.Tags()
     steps = [e.step for e in events.Scalars("loss/train")]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 4  # every step of 2 epochs
-    for tag in ("lr/head", "lr/stage_6", "lr/stage_4", "loss/val", "accuracy/val"):
-        assert tag in tags["scalars"], tag
-    assert len(events.Scalars("accuracy/val")) == 2
+    assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < 10  # stopped early
+    for tag in ("lr/head", "lr/stage_6", "lr/stage_4"):
+        assert tag in events.Tags()["scalars"], tag
     assert events.Scalars("lr/head")[-1].value > events.Scalars("lr/stage_6")[-1].value
     assert events.Scalars("probe/cv_accuracy")[0].value > 0.8
     (image,) = events.Images("inputs/first training batch")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import headstart
 from headstart.classifier import Classifier, layer_groups
@@ -162,6 +163,9 @@ def test_fine_tune_trains_the_top_and_leaves_the_stem_alone(small_faces, tmp_pat
     epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").open()) if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [1, 2]
     assert all(np.isfinite(r["train_loss"]) and 0 <= r["val_accuracy"] <= 1 for r in epochs)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("accuracy/val")) == len(events.Scalars("loss/val")) == 2
     if result.plan.strategy == "fine-tune":  # it may lose to the probe and not be kept
         pretrained, _, _ = create_backbone("efficientnet_lite0")
         tuned = result.model.network.backbone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import timm
 import torch
 
+import headstart
 from headstart.classifier import Classifier
 from headstart.cli import main
 from headstart.data.decoded import DecodedImages
@@ -136,3 +138,24 @@ def test_the_command_line_writes_the_numbers_and_the_plot(small_faces, tmp_path,
 def test_the_command_line_refuses_too_few_steps(small_faces, capsys):
     assert main(["lr-find", str(small_faces), "--steps", "3"]) == 2
     assert "--steps 3" in capsys.readouterr().err
+
+
+def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
+    small_faces, tmp_path, monkeypatch
+):
+    settings = {"strategy": "fine-tune", "epochs": 1, "batch_size": 8, "quiet": True}
+    short = headstart.fit(small_faces, runs_dir=tmp_path / "short", checks=False, **settings)
+    assert not (short.run_dir / "lr_find.json").exists()
+    assert any("without a range test" in reason for reason in short.plan.reasons)
+
+    fit_module = importlib.import_module("headstart.fit")
+    monkeypatch.setattr(fit_module, "LR_FIND_STEPS", 12)  # cheap next to this fine-tuning
+    monkeypatch.setattr(fit_module, "LR_FIND_SHARE", 10.0)
+    measured = headstart.fit(small_faces, runs_dir=tmp_path / "long", checks=False, **settings)
+    found = json.loads((measured.run_dir / "lr_find.json").read_text())
+    planned = json.loads((measured.run_dir / "plan.json").read_text())["fine_tune"]["lr"]
+    if found["suggestion"] is None:
+        assert planned == pytest.approx(2e-4)  # the plan's default, and the reason says so
+    else:
+        assert planned == pytest.approx(np.clip(found["suggestion"], 2e-5, 2e-3))
+    assert any("range test" in reason for reason in measured.plan.reasons)

@@ -6,13 +6,16 @@ with them and cannot drift between training, a bundle on disk and an exported mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
 from .data.transforms import Normalize
 from .models import Preprocessing
 
-__all__ = ["Classifier", "layer_groups"]
+__all__ = ["Classifier", "layer_groups", "new_head"]
 
 
 class Classifier(nn.Module):
@@ -40,3 +43,15 @@ def layer_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:
     named = dict(backbone.named_parameters())
     grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
     return [[named[name] for name in grouped[key]] for key in sorted(grouped)]
+
+
+def new_head(width: int, class_counts: Sequence[int]) -> nn.Linear:
+    """A new last layer whose bias starts at the log class priors and whose weights are small:
+    the loss starts at the prior entropy (ln C for balanced classes), rather than spending the
+    first steps learning the class frequencies or unlearning confident random guesses."""
+    head = nn.Linear(width, len(class_counts))
+    counts = np.maximum(np.asarray(class_counts, dtype=float), 1)
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
+    return head

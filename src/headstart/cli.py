@@ -1,4 +1,5 @@
-"""The ``headstart`` command line: ``fit``, ``predict``, ``evaluate``, ``models``, ``demo``."""
+"""The ``headstart`` command line: ``fit``, ``audit``, ``check``, ``lr-find``, ``report``,
+``predict``, ``evaluate``, ``models``, ``demo``."""
 
 from __future__ import annotations
 
@@ -86,14 +87,36 @@ def _parser() -> argparse.ArgumentParser:
     lr_find.add_argument("data", help="folder or CSV file, as for fit")
     lr_find.add_argument("--steps", type=int, default=100, help="batches at most (default 100)")
     lr_find.add_argument("--out", help="folder for the files (default: runs/lr-find-<data>-<n>)")
-    lr_find.add_argument(
-        "--strategy",
-        choices=("auto", "fine-tune", "full"),
-        default="auto",
-        help="which fine-tuning to test (auto: fit's plan; fine-tune if it would only probe)",
-    )
-    _data_options(lr_find, without_backbone="random initialisation, as fit --no-pretrained")
+    _fine_tuning_options(lr_find)
     lr_find.set_defaults(run=_lr_find)
+
+    check = commands.add_parser(
+        "check",
+        help="the sanity checks fit runs before training, alone",
+        description="Dumb baselines (majority class, a linear model on cached features, "
+        "zeroed inputs), the loss at initialisation, and a few training steps on one batch "
+        "(inputs normalised, pipeline agrees with the feature cache, the loss falls, one batch "
+        "is memorised, trained parameters move and frozen ones do not). Exit status 1 when a "
+        "check fails.",
+    )
+    check.add_argument("data", help="folder or CSV file, as for fit")
+    check.add_argument("--out", help="also write checks.json into this folder")
+    check.add_argument(
+        "--steps", type=int, default=20, help="fine-tuning steps watched for a falling loss"
+    )
+    check.add_argument("--lr", type=float, help="learning rate to check (default: the plan's)")
+    _fine_tuning_options(check)
+    check.set_defaults(run=_check)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild a run's report.html from its folder",
+        description="Write RUN/report.html from the run folder alone: plan, audit, sanity "
+        "checks, curves, confusion matrix, calibration, mistakes, filters. fit writes it too.",
+    )
+    report.add_argument("run_dir", metavar="RUN", help="a run folder (runs/<name>)")
+    report.add_argument("--out", help="write the page here instead of RUN/report.html")
+    report.set_defaults(run=_report)
 
     predict = commands.add_parser("predict", help="label images with a trained model")
     predict.add_argument("bundle", help="a run folder or its model/ folder")
@@ -153,6 +176,17 @@ def _data_options(parser: argparse.ArgumentParser, *, without_backbone: str) -> 
     add("--quiet", action="store_true", help="no progress bars or plan messages")
 
 
+def _fine_tuning_options(parser: argparse.ArgumentParser) -> None:
+    """For the commands that try fit's fine-tuning without fitting (lr-find, check)."""
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "fine-tune", "full"),
+        default="auto",
+        help="which fine-tuning to try (auto: fit's plan; fine-tune if it would only probe)",
+    )
+    _data_options(parser, without_backbone="random initialisation, as fit --no-pretrained")
+
+
 def _fit_options(parser: argparse.ArgumentParser) -> None:
     from .training.plan import STRATEGIES
 
@@ -169,6 +203,18 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     add("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     add("--name", help="run folder name (default: <data>-<n>)")
     add("--time-budget", type=float, help="minutes of fine-tuning at most")
+    add(
+        "--compare-scratch",
+        action="store_true",
+        help="also train the same network from random weights with the same budget, and "
+        "report what transfer bought (start, slope, final accuracy)",
+    )
+    add(
+        "--no-checks",
+        dest="checks",
+        action="store_false",
+        help="skip the sanity checks before training (see `headstart check`)",
+    )
     add(
         "--allow-leakage",
         action="store_true",
@@ -278,6 +324,26 @@ def _lr_find(args: argparse.Namespace) -> int:
         f"  {len(result.lrs)} steps from {result.start:g}, {result.stopped}, {result.seconds:.0f} s"
     )
     out.print(f"written: {data}, {plot}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .fit import check
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "command", "run", "out")}
+    report = check(args.data, **settings)
+    report.print()
+    out.print(f"{report.headline()} in {report.seconds:.0f} s")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out.print(f"written: {report.write(Path(args.out) / 'checks.json')}")
+    return 0 if report.passed else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    out.print(f"written: {build_report(args.run_dir, args.out)}")
     return 0
 
 

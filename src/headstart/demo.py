@@ -57,45 +57,56 @@ def demo_dataset(name: str, root: Path | None = None) -> Path:
 
 def run_demo(
     name: str = "lfw", *, runs_dir: str = "runs", compare_scratch: bool = True
-) -> tuple[FitResult, FitResult | None]:
+) -> FitResult:
     from .cli import print_fit_summary
 
     data = demo_dataset(name)
     err.print(f"[bold]demo[/]: {name} written to {data}; fitting with defaults")
-    transfer = fit(data, runs_dir=runs_dir, name=new_folder(runs_dir, f"demo-{name}").name)
-    print_fit_summary(transfer)
-    if not compare_scratch:
-        return transfer, None
-    err.print(
-        f"\n[bold]demo[/]: the same split from random initialisation "
-        f"(at most {SCRATCH_BUDGET_MINUTES:g} minutes of training)"
-    )
-    scratch = fit(
+    if compare_scratch:
+        err.print(
+            "[bold]demo[/]: then the same split from random initialisation "
+            f"(at most {SCRATCH_BUDGET_MINUTES:g} minutes of training)"
+        )
+    result = fit(
         data,
         runs_dir=runs_dir,
-        name=new_folder(runs_dir, f"demo-{name}-scratch").name,
-        pretrained=False,
-        strategy="full",
-        time_budget=SCRATCH_BUDGET_MINUTES,
+        name=new_folder(runs_dir, f"demo-{name}").name,
+        compare_scratch=compare_scratch,
+        time_budget=SCRATCH_BUDGET_MINUTES if compare_scratch else None,
     )
+    print_fit_summary(result)
+    if compare_scratch:
+        print_comparison(result.run_dir)
+    out.print(f"\nreport: {result.run_dir / 'report.html'}")
+    return result
+
+
+def print_comparison(run_dir: Path) -> None:
+    """The three benefits of transfer, from a run's ``compare_scratch.json``."""
+    import json
 
     from rich.table import Table
 
+    comparison = json.loads((run_dir / "compare_scratch.json").read_text())
     table = Table(
-        "",
         "validation accuracy",
-        "balanced accuracy",
-        "time",
+        "pretrained (transfer)",
+        "random init (scratch)",
+        "",
         title="transfer learning vs training from scratch",
         title_justify="left",
     )
-    for label, result in (("pretrained (transfer)", transfer), ("random init (scratch)", scratch)):
-        scores = result.scores["val"]
+    names = {
+        "start": "start (after the first epoch)",
+        "slope": "gain above chance per epoch",
+        "final": "final (best epoch)",
+    }
+    for key, benefit in comparison["benefits"].items():
         table.add_row(
-            label,
-            f"{scores['accuracy']:.1%}",
-            f"{scores['balanced_accuracy']:.1%}",
-            f"{result.seconds:.0f} s",
+            names[key],
+            f"{benefit['transfer']:.1%}",
+            f"{benefit['scratch']:.1%}",
+            "[green]transfer ahead[/]" if benefit["holds"] else "[yellow]not ahead[/]",
         )
     out.print(table)
-    return transfer, scratch
+    out.print(comparison["summary"])

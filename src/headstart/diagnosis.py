@@ -156,13 +156,17 @@ def diagnose(
 ) -> Diagnosis:
     """What the per-epoch curves of a fine-tuning say, and what to do about it.
 
-    ``stopped`` is :attr:`FineTuneResult.stopped` (a run stopped for diverging says so there);
+    ``stopped`` is :attr:`FineTuneResult.stopped` (a run stopped for diverging says so there;
+    by default it is read from the record of ``history`` that has one, as ``fit`` writes);
     ``lr``, the top stage's configured learning rate, makes the advice concrete.
     """
     if n_classes < 2:
         raise HeadstartError(f"n_classes={n_classes}: a diagnosis needs at least 2 classes")
     if not 0 <= label_smoothing < 1:
         raise HeadstartError(f"label_smoothing={label_smoothing}: expected a value in [0, 1)")
+    history = list(history)
+    if stopped == "finished":  # a run's metrics.jsonl records how its training ended
+        stopped = next((r["stopped"] for r in reversed(history) if "stopped" in r), stopped)
     curves = _Curves([r for r in history if "epoch" in r], n_classes, label_smoothing)
     diverging = _diverging(curves, stopped, lr)
     if diverging:  # the other trends of a diverged run mean nothing

@@ -23,7 +23,9 @@ import torch
 
 from .audit import AuditReport, audit_dataset, check_leakage
 from .bundle import Model, save
-from .classifier import Classifier, layer_groups
+from .checks import CheckReport, EarlyLoss, FixedBatch, sanity_checks
+from .classifier import Classifier, layer_groups, new_head
+from .compare import Curve, compare, train_from_scratch
 from .console import err, progress_bar
 from .data.decoded import DecodedImages, prefetch
 from .data.images import UnreadableImage
@@ -34,13 +36,14 @@ from .features import ExtractedFeatures, extract_features, feature_stores
 from .metrics import classification_metrics
 from .models import Preprocessing, WeightsSource, create_backbone
 from .monitor import TrainingBoard
+from .report import build_report, examples_to_show, save_thumbnails, write_predictions
 from .run import RunDir
 from .training.finetune import fine_tune
 from .training.lr_find import LRFindResult, lr_range_test
 from .training.plan import STRATEGIES, Plan, make_plan
 from .training.probe import ProbeResult, fit_probe
 
-__all__ = ["FitConfig", "FitResult", "default_cache_dir", "fit", "lr_find"]
+__all__ = ["FitConfig", "FitResult", "check", "default_cache_dir", "fit", "lr_find"]
 
 
 def default_cache_dir() -> Path:
@@ -72,6 +75,8 @@ class FitConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     time_budget: float | None = None  # minutes of fine-tuning at most
     allow_leakage: bool = False  # train even when duplicates span train and val/test
+    checks: bool = True  # sanity checks before training (checks.json)
+    compare_scratch: bool = False  # also train from random weights, same budget; compare
     quiet: bool = False
 
     def validate(self) -> None:
@@ -83,6 +88,11 @@ class FitConfig:
             raise HeadstartError(
                 "strategy='linear-probe' needs pretrained weights: a probe on "
                 "random features learns nothing; use 'full' with --no-pretrained"
+            )
+        if self.compare_scratch and not self.pretrained:
+            raise HeadstartError(
+                "compare_scratch=True compares pretrained weights with random ones: it needs "
+                "pretrained=True"
             )
         if self.weights and not self.pretrained:
             raise HeadstartError("weights=... and pretrained=False contradict each other")
@@ -154,11 +164,27 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     plan = _plan(config.strategy, dataset, probe, backbone, config)
     if plan.fine_tune and config.time_budget:
         plan.fine_tune.max_seconds = config.time_budget * 60
+    if plan.fine_tune and config.lr is None:
+        _measure_lr(plan, dataset, ready, probe, run, config)
     run.write_json("plan.json", plan.to_dict())
     for reason in plan.reasons:
         _log(config, f"plan: {reason}")
+    checks = CheckReport()
+    if config.checks:
+        checks = sanity_checks(
+            dataset,
+            backbone,
+            preprocessing,
+            images,
+            features=features,
+            probe=probe,
+            settings=plan.fine_tune,
+            seed=config.seed,
+        )
+        checks.write(run.path / "checks.json")
+        _log_checks(config, checks)
 
-    head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
+    head = probe.head if probe else new_head(backbone.num_features, _train_counts(dataset))
     model = Model(
         Classifier(backbone, copy.deepcopy(head), preprocessing).to(_device(config.device)),
         dataset.classes,
@@ -167,31 +193,37 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         test_time_flip=plan.test_time_flip,
         info={"weights": asdict(source), "strategy": "linear-probe" if probe else plan.strategy},
     )
-    scores: dict[str, dict] = {}
+    fixed = FixedBatch.choose(dataset.split("val"), dataset.classes, config.seed)
+    fixed.record(model, images, model.info["strategy"], 0)
+    scored: dict[str, Scored] = {}
     if features is not None:
-        scores = {
+        scored = {
             split: _score_features(model, features, dataset, split, index)
             for split in _EVALUATED
             if dataset.split(split)
         }
         save(model, run.bundle)  # a usable model before any fine-tuning, whatever happens then
+    probe_accuracy = scored["val"].scores["accuracy"] if scored else None
     stopped, diagnosis = "finished", None
     if plan.fine_tune is not None:
+        watch = EarlyLoss(len(index), plan.fine_tune.lr)
         tuned, stopped, diagnosis = _fine_tune(
-            model, dataset, images, plan, run, config, index, board
+            model, dataset, images, plan, run, config, index, board, fixed, watch
         )
+        checks.extend([watch.check()])
         tuned.info["strategy"] = plan.strategy
-        tuned_scores = {
+        tuned_scored = {
             split: _score_pixels(tuned, dataset, split, images, index)
             for split in _EVALUATED
             if dataset.split(split)
         }
-        if not scores or tuned_scores["val"]["accuracy"] >= scores["val"]["accuracy"]:
-            model, scores = tuned, tuned_scores
+        tuned_accuracy = tuned_scored["val"].scores["accuracy"]
+        if not scored or tuned_accuracy >= scored["val"].scores["accuracy"]:
+            model, scored = tuned, tuned_scored
         else:
             plan.reasons.append(
-                f"{plan.strategy} reached {tuned_scores['val']['accuracy']:.1%} on validation, "
-                f"below the linear probe's {scores['val']['accuracy']:.1%}: kept the probe"
+                f"{plan.strategy} reached {tuned_accuracy:.1%} on validation, below the "
+                f"linear probe's {scored['val'].scores['accuracy']:.1%}: kept the probe"
             )
             plan.strategy = "linear-probe"
             run.write_json("plan.json", plan.to_dict())
@@ -199,6 +231,18 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         save(model, run.bundle)
 
     board.close()
+    fixed.write(run.path / "fixed_batch.json")
+    if config.checks:
+        checks.extend([fixed.check()])
+        checks.write(run.path / "checks.json")
+    scores = {split: result.scores for split, result in scored.items()}
+    if config.compare_scratch:
+        _compare_scratch(run, dataset, images, preprocessing, plan, probe_accuracy, config)
+    for split, result in scored.items():
+        paths = [s.path for s in result.samples]
+        write_predictions(run.path, split, paths, result.labels, result.logits, dataset.classes)
+    shown = examples_to_show(run.path) + [s.path for s in fixed.samples]
+    save_thumbnails(run.path, shown, images.get)
     seconds = time.perf_counter() - started
     run.write_json(
         "summary.json",
@@ -211,8 +255,11 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             "diagnosis": diagnosis.to_dict() if diagnosis else None,
             "skipped": len(dataset.skipped),
             "audit": audit.counts(),
+            "checks": {"passed": checks.passed, "failed": [c.name for c in checks.failed]},
         },
     )
+    report = build_report(run.path)
+    _log(config, f"report: {report}")
     return FitResult(
         run.path, model, plan, scores, seconds, list(dataset.skipped), stopped, dataset
     )
@@ -240,7 +287,7 @@ def lr_find(
     plan = _plan(config.strategy, dataset, probe, backbone, config)
     if plan.fine_tune is None:
         plan = _plan("fine-tune", dataset, probe, backbone, config)
-    head = probe.head if probe else _fresh_head(backbone.num_features, dataset, index)
+    head = probe.head if probe else new_head(backbone.num_features, _train_counts(dataset))
     # A copy, as _fine_tune trains one: feature extraction leaves inference-mode tensors.
     network = copy.deepcopy(Classifier(backbone, head, preprocessing)).to(device)
     train = [(s.path, index[s.label]) for s in dataset.split("train")]
@@ -256,6 +303,40 @@ def lr_find(
             seed=config.seed,
             on_step=advance,
         )
+
+
+def check(
+    data: str | Path, config: FitConfig | None = None, *, steps: int = 20, **settings
+) -> CheckReport:
+    """The sanity checks ``fit`` runs before training, alone: nothing is kept or written.
+
+    As with :func:`lr_find`, when the plan would stop at the linear probe, the fine-tuning
+    path (``strategy="fine-tune"``) is tried, so that every check runs. Where ``fit`` watches
+    its real training's first 100 steps for a falling loss, this runs and watches the first
+    ``steps`` of the planned fine-tuning.
+    """
+    config = replace(config or FitConfig(), **settings)
+    config.validate()
+    _seed_everything(config.seed)
+    ready = prepare(data, config).read(config)
+    dataset, features = ready.dataset, ready.features
+    _require_trainable(dataset)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    probe = _fit_probe(dataset, features, index, config.seed) if features else None
+    plan = _plan(config.strategy, dataset, probe, ready.backbone, config)
+    if plan.fine_tune is None:
+        plan = _plan("fine-tune", dataset, probe, ready.backbone, config)
+    return sanity_checks(
+        dataset,
+        ready.backbone,
+        ready.preprocessing,
+        ready.images,
+        features=features,
+        probe=probe,
+        settings=plan.fine_tune,
+        watch_steps=steps,
+        seed=config.seed,
+    )
 
 
 @dataclass
@@ -443,6 +524,8 @@ def _fine_tune(
     config: FitConfig,
     index: dict[str, int],
     board: TrainingBoard,
+    fixed: FixedBatch,
+    watch: EarlyLoss,
 ) -> tuple[Model, str, Diagnosis]:
     tuned = copy.deepcopy(model)
     settings = plan.fine_tune
@@ -454,6 +537,7 @@ def _fine_tune(
     def log(record: dict) -> None:
         run.log_metrics({"stage": plan.strategy, **record})
         board.epoch(record)
+        fixed.record(tuned, images, plan.strategy, record["epoch"])
         _log(
             config,
             f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
@@ -473,8 +557,11 @@ def _fine_tune(
             checkpoint=run.best_checkpoint,
             log=log,
             on_step=advance,
-            on_batch=board.batch,
+            on_batch=lambda step: (board.batch(step), watch(step)),
         )
+    run.log_metrics(
+        {"stage": plan.strategy, "stopped": result.stopped, "best_epoch": result.best_epoch}
+    )
     if result.stopped != "finished":
         _log(config, f"training stopped ({result.stopped}); best epoch {result.best_epoch} kept")
     diagnosis = diagnose(
@@ -496,7 +583,7 @@ def _score_features(
     dataset: Dataset,
     split: str,
     index: dict[str, int],
-) -> dict:
+) -> Scored:
     """Scores of a model whose body is the frozen backbone, from the cached features: the
     same logits as running the network on the images, without running it."""
     samples = dataset.split(split)
@@ -508,33 +595,159 @@ def _score_features(
         if model.test_time_flip:
             mirrored = torch.from_numpy(features.views["hflip"][rows]).to(device)
             logits = (logits + head(mirrored)) / 2
-    return classification_metrics(
-        [index[s.label] for s in samples], logits.argmax(1).cpu().numpy(), dataset.classes
-    )
+    return Scored.of(logits.log_softmax(1).double().cpu().numpy(), samples, dataset, index)
 
 
 def _score_pixels(
     model: Model, dataset: Dataset, split: str, images: DecodedImages, index: dict[str, int]
-) -> dict:
+) -> Scored:
     samples: list[Sample] = dataset.split(split)
-    predicted = []
+    probabilities = []
     for start in range(0, len(samples), 256):  # bounded memory on large splits
         pixels = [images.get(s.path) for s in samples[start : start + 256]]
-        predicted.append(model.probabilities(pixels).argmax(1))
-    return classification_metrics(
-        [index[s.label] for s in samples], np.concatenate(predicted), dataset.classes
+        probabilities.append(model.probabilities(pixels))
+    log_probabilities = np.log(np.clip(np.concatenate(probabilities), 1e-300, None))
+    return Scored.of(log_probabilities, samples, dataset, index)
+
+
+@dataclass
+class Scored:
+    """One split's predictions (as log-probabilities) and their scores."""
+
+    samples: list[Sample]
+    labels: np.ndarray
+    logits: np.ndarray
+    scores: dict
+
+    @classmethod
+    def of(
+        cls, logits: np.ndarray, samples: list[Sample], dataset: Dataset, index: dict[str, int]
+    ) -> Scored:
+        labels = np.array([index[s.label] for s in samples])
+        scores = classification_metrics(labels, logits.argmax(1), dataset.classes)
+        return cls(samples, labels, logits, scores)
+
+
+#: ``fit`` runs the learning-rate range test itself when its steps cost at most a tenth of
+#: the planned fine-tuning (measured: 50 steps resolve the curve; a few hundred images
+#: fine-tune in 30-70 steps, so the test would cost several times the training there).
+LR_FIND_STEPS, LR_FIND_SHARE = 50, 0.1
+
+
+def _measure_lr(
+    plan: Plan,
+    dataset: Dataset,
+    ready: Prepared,
+    probe: ProbeResult | None,
+    run: RunDir,
+    config: FitConfig,
+) -> None:
+    """Replace the plan's default learning rate by the range test's suggestion (kept within
+    10x of the default) when the test is cheap next to the fine-tuning; say why either way."""
+    settings = plan.fine_tune
+    planned = settings.epochs * max(1, len(dataset.split("train")) // settings.batch_size)
+    if settings.max_seconds is not None or planned * LR_FIND_SHARE < LR_FIND_STEPS:
+        plan.reasons.append(
+            f"learning rate {settings.lr:g} from the plan, without a range test: its "
+            f"{LR_FIND_STEPS} steps would cost more than {LR_FIND_SHARE:.0%} of this "
+            f"{'time-capped ' if settings.max_seconds else ''}fine-tuning ({planned} steps); "
+            "`headstart lr-find` runs it"
+        )
+        return
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    head = probe.head if probe else new_head(ready.backbone.num_features, _train_counts(dataset))
+    # A copy, as the test trains one: feature extraction leaves inference-mode tensors.
+    network = copy.deepcopy(Classifier(ready.backbone, head, ready.preprocessing))
+    train = [(s.path, index[s.label]) for s in dataset.split("train")]
+    _, height, width = ready.preprocessing.input_size
+    with progress_bar("lr-find", LR_FIND_STEPS, quiet=config.quiet) as advance:
+        result = lr_range_test(
+            network,
+            train,
+            ready.images,
+            (height, width),
+            settings,
+            steps=LR_FIND_STEPS,
+            seed=config.seed,
+            on_step=advance,
+        )
+    result.save(run.path)
+    if result.suggestion is None:
+        plan.reasons.append(
+            f"learning rate {settings.lr:g} from the plan: the range test found none "
+            f"({result.rule}); see lr_find.png"
+        )
+        return
+    chosen = float(np.clip(result.suggestion, settings.lr / 10, settings.lr * 10))
+    plan.evidence["lr_find_suggestion"] = result.suggestion
+    clipped = "" if chosen == result.suggestion else ", kept within 10x of the default"
+    plan.reasons.append(
+        f"learning rate {chosen:.2g} from the range test ({result.rule}: "
+        f"{result.suggestion:.2g}{clipped}; the plan's default was {settings.lr:g}); "
+        "see lr_find.png"
     )
+    settings.lr = chosen
 
 
-def _fresh_head(width: int, dataset: Dataset, index: dict[str, int]) -> torch.nn.Linear:
-    """A new head whose bias starts at the log class priors: the loss starts at the prior
-    entropy rather than spending the first steps learning the class frequencies."""
-    head = torch.nn.Linear(width, len(index))
-    counts = np.array([dataset.counts()["train"][c] for c in dataset.classes], dtype=float)
-    with torch.no_grad():
-        head.weight.mul_(0.1)
-        head.bias.copy_(torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum())))
-    return head
+def _compare_scratch(
+    run: RunDir,
+    dataset: Dataset,
+    images: DecodedImages,
+    preprocessing: Preprocessing,
+    plan: Plan,
+    probe_accuracy: float | None,
+    config: FitConfig,
+) -> None:
+    """Train the same architecture from random weights with the same budget; write
+    ``compare_scratch.json``."""
+    transfer = Curve()
+    if probe_accuracy is not None:
+        transfer.add(0, probe_accuracy, 0.0)
+    elapsed = 0.0
+    for record in run.metrics():
+        if "epoch" in record:
+            elapsed += record["seconds"]
+            transfer.add(record["epoch"], record["val_accuracy"], elapsed)
+    if plan.fine_tune is not None:
+        epochs = plan.fine_tune.epochs
+    else:  # the transfer run only probed: what the plan gives a from-scratch run
+        epochs = make_plan(
+            "full",
+            train_counts=dataset.counts()["train"],
+            probe_accuracy=None,
+            mirror_invariant=None,
+            pretrained=False,
+            stages=1,
+        ).fine_tune.epochs
+    _log(config, f"compare: the same {epochs} epochs from random initialisation")
+    steps = epochs * max(1, len(dataset.split("train")) // config.batch_size)
+    with progress_bar("from scratch", steps, quiet=config.quiet) as advance:
+        scratch = train_from_scratch(
+            config.arch,
+            dataset,
+            images,
+            preprocessing,
+            epochs=epochs,
+            batch_size=config.batch_size,
+            max_seconds=config.time_budget * 60 if config.time_budget else None,
+            device=_device(config.device),
+            seed=config.seed,
+            on_step=advance,
+        )
+    comparison = compare(transfer, scratch, chance=1 / len(dataset.classes))
+    run.write_json("compare_scratch.json", comparison)
+    _log(config, f"compare: {comparison['summary']}")
+
+
+def _train_counts(dataset: Dataset) -> list[int]:
+    counts = dataset.counts()["train"]
+    return [counts[name] for name in dataset.classes]
+
+
+def _log_checks(config: FitConfig, checks: CheckReport) -> None:
+    _log(config, f"sanity checks: {checks.headline()}; details in checks.json")
+    for check in checks.failed:
+        _log(config, f"[bold red]check failed[/] {check.title}: {check.summary}; {check.advice}")
 
 
 def _require_trainable(dataset: Dataset) -> None:

@@ -7,13 +7,13 @@ then explodes; a good learning rate sits where it falls fastest, well before the
 The model is left exactly as it came: weights, normalisation statistics, frozen flags, train
 or eval mode, and the global random state the augmentation draws from.
 
-``fit`` does not run it when no ``--lr`` is given, on measurements
-(``benchmarks/lr_find_benefit.py``, ``strategy="fine-tune"``, 2 shared CPU cores): a curve
-needs some 50 steps to resolve, each as dear as a fine-tuning step, while a few hundred images
-fine-tune in 30 to 70 steps, so the test cost 3x to 13x the fine-tuning itself, not the 10%
-allowed. And it bought no accuracy: on the LFW faces, 1.2e-4 suggested against the plan's 2e-4,
-100% validation and test either way; on 300 digits, 1.1e-3 suggested lifted the fine-tune from
-35% to 62% on validation, but the linear probe's 92% beat both and was kept either way.
+``fit`` runs it (50 steps) when no ``--lr`` is given and the test costs at most a tenth of the
+planned fine-tuning, and takes the suggestion within 10x of the plan's default. Below that size
+it would dominate, on measurements (``benchmarks/lr_find_benefit.py``, ``strategy="fine-tune"``,
+2 shared CPU cores): a curve needs some 50 steps to resolve, each as dear as a fine-tuning step,
+while a few hundred images fine-tune in 30 to 70 steps, so the test cost 3x to 13x the
+fine-tuning itself; and there it bought no accuracy: on the LFW faces, 1.2e-4 suggested against
+the plan's 2e-4, 100% validation and test either way.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from .finetune import (
     Example,
     FineTuneSettings,
     _autocast,
-    _decode,
     _parameter_groups,
     _train_mode,
+    decode_batch,
 )
 
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find"]
@@ -209,7 +209,7 @@ def _sweep(
     augment = train_augmentation(*input_size, flip=settings.flip)
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
-    _train_mode(model)
+    _train_mode(model, settings)
 
     # Batches as fine_tune draws them: shuffled epochs, as many as the steps need.
     generator = np.random.default_rng(seed)
@@ -223,7 +223,7 @@ def _sweep(
     average, lowest = 0.0, float("inf")
     try:
         for step, (pixels, labels) in enumerate(
-            prefetch(lambda batch: _decode(images, batch), batches[: len(lrs)])
+            prefetch(lambda batch: decode_batch(images, batch), batches[: len(lrs)])
         ):
             for group, scale in zip(optimizer.param_groups, scales, strict=True):
                 group["lr"] = scale * lrs[step]

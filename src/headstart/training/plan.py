@@ -152,6 +152,7 @@ def make_plan(
             batch_size=batch_size,
             flip=flip,
             max_seconds=SHORT_SECONDS if short else None,
+            frozen_norm_statistics=pretrained,
         )
         shown = "every" if trainable is None else f"the top {trainable} of {stages}"
         reasons.append(

@@ -1,0 +1,157 @@
+"""Transfer against training from scratch: what the pretrained weights bought, on this data.
+
+The three benefits of transfer that the literature names (Torrey and Shavlik, "Transfer
+learning"), each measured on the validation set of this run:
+
+- *higher start*: accuracy after the first epoch of training (for a run that only trained the
+  last layer, the linear probe's accuracy: it costs less than one epoch);
+- *steeper learning curve*: accuracy gained above chance per epoch over the first epochs, from
+  the common starting point of a new head (chance);
+- *higher final accuracy*: the best epoch of each.
+
+The scratch network is the same architecture with random weights, trained on the same split
+with the same preprocessing for the same number of epochs as the transfer run's fine-tuning
+(or, when the transfer run only probed, the epochs its plan gives a from-scratch run), with
+every layer and the batch-norm statistics trained, as training from scratch needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .classifier import Classifier, new_head
+from .data.decoded import DecodedImages
+from .data.sources import Dataset
+from .models import Preprocessing, create_backbone
+from .training.finetune import evaluate_pixels, fine_tune
+from .training.plan import make_plan
+
+__all__ = ["Curve", "compare", "train_from_scratch"]
+
+#: The epochs over which the learning curves' steepness is read.
+EARLY_EPOCHS = 3
+
+
+@dataclass
+class Curve:
+    """Validation accuracy by epoch. Epoch 0 is before any step of the network's training:
+    the linear probe for a transfer run, a new head (chance) for a scratch run."""
+
+    epochs: list[int] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, epoch: int, accuracy: float, seconds: float) -> None:
+        self.epochs.append(epoch)
+        self.val_accuracy.append(accuracy)
+        self.seconds.append(seconds)
+
+
+def train_from_scratch(
+    arch: str,
+    dataset: Dataset,
+    images: DecodedImages,
+    preprocessing: Preprocessing,
+    *,
+    epochs: int,
+    batch_size: int,
+    max_seconds: float | None,
+    device: torch.device,
+    seed: int = 0,
+    on_step: Callable[[int], None] = lambda n: None,
+) -> Curve:
+    """The from-scratch learning curve: ``arch`` with random weights, ``epochs`` epochs."""
+    backbone, _, _ = create_backbone(arch, pretrained=False)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    counts = dataset.counts()["train"]
+    examples = {
+        split: [(s.path, index[s.label]) for s in dataset.split(split)]
+        for split in ("train", "val")
+    }
+    plan = make_plan(
+        "full",
+        train_counts=counts,
+        probe_accuracy=None,
+        mirror_invariant=None,
+        pretrained=False,
+        stages=1,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
+    settings = plan.fine_tune
+    settings.max_seconds = max_seconds
+    settings.patience = epochs  # the whole curve, not the best point: no early stopping
+    head = new_head(backbone.num_features, [counts[c] for c in dataset.classes])
+    network = Classifier(backbone, head, preprocessing).to(device)
+    _, height, width = preprocessing.input_size
+    curve = Curve()
+    _, accuracy = evaluate_pixels(network, examples["val"], images, (height, width))
+    curve.add(0, accuracy, 0.0)
+    elapsed = 0.0
+
+    def log(record: dict) -> None:
+        nonlocal elapsed
+        elapsed += record["seconds"]
+        curve.add(record["epoch"], record["val_accuracy"], elapsed)
+
+    fine_tune(
+        network,
+        examples["train"],
+        examples["val"],
+        images,
+        (height, width),
+        settings,
+        seed=seed,
+        log=log,
+        on_step=on_step,
+    )
+    return curve
+
+
+def compare(transfer: Curve, scratch: Curve, chance: float) -> dict:
+    """The three benefits, with the numbers behind each (``compare_scratch.json``)."""
+
+    def start(curve: Curve) -> float:
+        trained = [a for e, a in zip(curve.epochs, curve.val_accuracy, strict=True) if e >= 1]
+        return trained[0] if trained else curve.val_accuracy[-1]
+
+    def rise(curve: Curve) -> float:
+        """Accuracy above chance gained per epoch by the end of the early epochs."""
+        points = [(e, a) for e, a in zip(curve.epochs, curve.val_accuracy, strict=True) if e >= 1]
+        if not points:  # only trained the last layer: the probe's gain, within one epoch
+            return curve.val_accuracy[-1] - chance
+        epoch, accuracy = points[min(EARLY_EPOCHS, len(points)) - 1]
+        return (accuracy - chance) / epoch
+
+    benefits = {}
+    for name, measure in (("start", start), ("slope", rise), ("final", _best)):
+        ours, theirs = measure(transfer), measure(scratch)
+        benefits[name] = {"transfer": ours, "scratch": theirs, "holds": ours > theirs}
+    shown = [name for name, benefit in benefits.items() if benefit["holds"]]
+    words = {
+        "start": "a higher start",
+        "slope": "a steeper curve",
+        "final": "a higher final accuracy",
+    }
+    summary = (
+        f"transfer gives {', '.join(words[n] for n in shown)}"
+        if shown
+        else "transfer shows none of its three benefits on this data"
+    )
+    missing = [words[n] for n in benefits if n not in shown]
+    if shown and missing:
+        summary += f"; not {', '.join(missing)}"
+    return {
+        "transfer": asdict(transfer),
+        "scratch": asdict(scratch),
+        "chance": chance,
+        "benefits": benefits,
+        "summary": summary,
+    }
+
+
+def _best(curve: Curve) -> float:
+    return max(curve.val_accuracy)

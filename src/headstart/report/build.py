@@ -1,0 +1,62 @@
+"""``headstart report RUN``: the run folder as one HTML page a person reads top to bottom.
+
+Each section reads only the files it needs; when they are absent it says why in one line, and
+when one is damaged it says that, and the other sections are still drawn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import HeadstartError
+from . import results, summary, training
+from .folder import RunFolder
+from .html import Html, note, page
+
+__all__ = ["SECTIONS", "build_report"]
+
+#: (anchor, heading, how it is drawn), in the order a reader wants them: the result, then how
+#: it was reached, then how far to trust it.
+SECTIONS: list[tuple[str, str, Callable[[RunFolder], Html]]] = [
+    ("headline", "Headline", summary.headline),
+    ("plan", "The plan and why", summary.plan),
+    ("audit", "Data audit", summary.audit),
+    ("checks", "Sanity checks", summary.checks),
+    ("lr-find", "Learning-rate range test", training.lr_find),
+    ("curves", "Training curves", training.curves),
+    ("confusion", "Confusion matrix", results.confusion),
+    ("per-class", "Scores per class", results.per_class),
+    ("calibration", "Calibration", results.calibration),
+    ("examples", "Mistakes and hard examples", results.examples),
+    ("filters", "First-layer filters", training.filters),
+    ("fixed-batch", "A fixed batch over the epochs", training.fixed_batch),
+    ("scratch", "Transfer against training from scratch", training.compare_scratch),
+]
+
+
+def build_report(run: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the run folder ``run`` to ``out`` (default ``<run>/report.html``).
+
+    Reads only the run folder: the report can be rebuilt after the data has moved.
+    """
+    folder = RunFolder(Path(run))
+    if not folder.exists("summary.json") and not folder.exists("config.json"):
+        raise HeadstartError(f"{run} is not a run folder (no summary.json or config.json)")
+    sections = [(anchor, heading, _draw(draw, folder)) for anchor, heading, draw in SECTIONS]
+    built = time.strftime("%Y-%m-%d %H:%M")
+    title = f"headstart report: {folder.path.resolve().name}"
+    target = Path(out) if out is not None else folder.path / "report.html"
+    partial = target.with_suffix(".partial")
+    partial.write_text(page(title, summary.subtitle(folder, built), sections), encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def _draw(draw: Callable[[RunFolder], Html], folder: RunFolder) -> Html:
+    """One section; a damaged file spoils only its own section."""
+    try:
+        return draw(folder)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        return note(f"this section could not be drawn: {type(error).__name__}: {error}")

@@ -1,0 +1,265 @@
+"""How good the model is: confusion matrices, per-class scores, calibration, and the images
+it gets most wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .calibration import calibrate, ece
+from .folder import RunFolder, percent
+from .html import Html, figure, image, join, note, paragraph, table, tag
+from .images import png
+from .records import SplitPredictions, confident_mistakes, highest_loss, softmax
+
+__all__ = ["calibration", "confusion", "examples", "per_class"]
+
+#: Up to this many classes the confusion matrix is drawn; beyond, the most confused pairs are
+#: listed (a 100 x 100 heatmap is unreadable at any size a page allows) and the per-class
+#: table starts from the worst class.
+MOST_DRAWN_CLASSES = 30
+#: Rows of the most-confused-pairs table, and of the worst classes shown when there are many.
+CONFUSED_PAIRS = 20
+#: Images in each grid of examples.
+EXAMPLES = 16
+_SPLITS = {"val": "validation", "test": "test"}
+
+
+def confusion(run: RunFolder) -> Html:
+    classes, parts = run.classes, []
+    for split, name in _SPLITS.items():
+        scores = run.scores.get(split)
+        if not scores:
+            continue
+        matrix = np.asarray(scores["confusion_matrix"])
+        title = f"Confusion matrix, {name} (n={scores['n']:,})"
+        if len(classes) <= MOST_DRAWN_CLASSES:
+            caption = "rows: the true class; columns: the prediction; colour: share of the row"
+            parts.append(figure(plots.confusion_matrix(matrix, classes, title), title, caption))
+        else:
+            parts += [tag("h3", f"Most confused pairs, {name}"), _confused_pairs(matrix, classes)]
+    return join(parts) if parts else note("summary.json holds no scores")
+
+
+def _confused_pairs(matrix: np.ndarray, classes: list[str]) -> Html:
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    order = np.argsort(-errors, axis=None, kind="stable")[:CONFUSED_PAIRS]
+    rows = []
+    for flat in order:
+        true, predicted = np.unravel_index(flat, errors.shape)
+        if errors[true, predicted] == 0:
+            break
+        support = matrix[true].sum()
+        rows.append(
+            (
+                classes[true],
+                classes[predicted],
+                f"{errors[true, predicted]:,}",
+                percent(errors[true, predicted] / support),
+            )
+        )
+    if not rows:
+        return note("no mistakes")
+    explain = note(
+        f"{len(classes)} classes: too many for a readable matrix; the {len(rows)} most frequent "
+        "mistakes instead (the full matrix is in summary.json)"
+    )
+    return join(
+        [
+            explain,
+            table(["true class", "predicted as", "images", "share of true class"], rows, "llrr"),
+        ]
+    )
+
+
+def per_class(run: RunFolder) -> Html:
+    parts = []
+    for split, name in _SPLITS.items():
+        scores = run.scores.get(split)
+        if not scores:
+            continue
+        items = list(scores["per_class"].items())
+        many = len(items) > MOST_DRAWN_CLASSES
+        if many:
+            items.sort(key=lambda item: item[1]["f1"])
+        rows = [
+            (
+                c,
+                percent(s["precision"]),
+                percent(s["recall"]),
+                percent(s["f1"]),
+                f"{s['support']:,}",
+            )
+            for c, s in items
+        ]
+        present = [s for _, s in items if s["support"]]
+        rows.append(
+            (
+                tag("strong", "macro average"),
+                percent(np.mean([s["precision"] for s in present]) if present else None),
+                percent(scores["balanced_accuracy"]),
+                percent(scores["macro_f1"]),
+                f"{scores['n']:,}",
+            )
+        )
+        header = ["class", "precision", "recall", "F1", "images"]
+        parts.append(tag("h3", name.capitalize()))
+        if many:  # the worst in view; the rest one click away (<details> needs no script)
+            worst = [*rows[:CONFUSED_PAIRS], rows[-1]]
+            parts += [
+                note(f"{len(items)} classes: the {CONFUSED_PAIRS} with the lowest F1"),
+                table(header, worst, "lrrrr"),
+                tag(
+                    "details",
+                    tag("summary", f"all {len(items)} classes, the lowest F1 first")
+                    + table(header, rows, "lrrrr"),
+                ),
+            ]
+        else:
+            parts.append(table(header, rows, "lrrrr"))
+    parts.append(
+        note(
+            "precision: of the images predicted as the class, the share that are; recall: of "
+            "the class's images, the share found; macro averages weigh every class equally "
+            "(classes without images in the split left out)"
+        )
+    )
+    return join(parts)
+
+
+def calibration(run: RunFolder) -> Html:
+    val = run.predictions.get("val")
+    if val is None:
+        return note("predictions.npz is missing: no per-image predictions were saved")
+    if len(val.labels) == 0:
+        return note("no validation predictions")
+    result = calibrate(val.logits, val.labels)
+    test = run.predictions.get("test")
+    if test is not None and not len(test.labels):
+        test = None
+    figure_ = figure(
+        plots.reliability(result),
+        "reliability diagram",
+        "bars: the accuracy of the predictions in each confidence bin; on the dashed line, "
+        "confidence means what it says",
+    )
+    if result.temperature is None:
+        rows = [
+            ("expected calibration error (ECE)", percent(result.ece)),
+            ("negative log-likelihood (nats)", f"{result.nll:.3f}"),
+        ]
+        if test is not None:
+            rows.append(("ECE on the test split", percent(ece(softmax(test.logits), test.labels))))
+        explain = note(
+            "no temperature fitted: every validation image is predicted right, and without a "
+            "mistake ever sharper predictions always lower the loss"
+        )
+        parts = [figure_, table(["", "as trained"], rows, "lr"), explain]
+    else:
+        t = result.temperature
+        rows = [
+            ("expected calibration error (ECE)", percent(result.ece), percent(result.ece_scaled)),
+            ("negative log-likelihood (nats)", f"{result.nll:.3f}", f"{result.nll_scaled:.3f}"),
+        ]
+        if test is not None:
+            rows.append(
+                (
+                    "ECE on the test split",
+                    percent(ece(softmax(test.logits), test.labels)),
+                    percent(ece(softmax(test.logits / t), test.labels)),
+                )
+            )
+        direction = "overconfident" if t > 1 else "underconfident"
+        parts = [
+            figure_,
+            table(["", "as trained", f"after T = {t:.2f}"], rows, "lrr"),
+            paragraph(
+                f"Temperature scaling divides the logits by T = {t:.2f} (T {'>' if t > 1 else '<'}"
+                f" 1: the model was {direction}; the predicted classes do not change). T is "
+                "fitted on the same validation images the after-values are measured on, so "
+                "they are optimistic"
+                + (
+                    "; the test row, with T from validation, is an honest estimate."
+                    if test is not None
+                    else "."
+                )
+            ),
+        ]
+        if result.at_bound:
+            parts.append(
+                note("T reached the edge of its search range (1/20 to 20): read it loosely")
+            )
+    if result.n < 200:
+        parts.append(
+            note(
+                f"{result.n} validation images: too few for a precise ECE (a bin of a few "
+                "images swings it by whole percentage points)"
+            )
+        )
+    return join(parts)
+
+
+def examples(run: RunFolder) -> Html:
+    val = run.predictions.get("val")
+    if val is None:
+        return note("predictions.npz is missing: no per-image predictions were saved")
+    mistakes = confident_mistakes(val, EXAMPLES)
+    wrong = int((val.predicted != val.labels).sum())
+    rest = highest_loss(val, EXAMPLES, exclude=mistakes)
+    missing = sum(val.paths[i] not in run.thumbnails for i in mistakes + rest)
+    parts = [
+        paragraph(
+            "Under each image: its true class; the predicted class (✓ right, ✗ wrong) with the "
+            "model's confidence in it; the file."
+        ),
+        tag("h3", "Most confident mistakes"),
+    ]
+    if mistakes:
+        parts += [
+            note(f"{len(mistakes)} of {wrong} mistakes on {len(val.labels):,} validation images"),
+            _tiles(run, val, mistakes),
+        ]
+    else:
+        parts.append(note(f"no mistakes on the {len(val.labels):,} validation images"))
+    parts += [
+        tag("h3", "Highest-loss validation examples" + (" (besides those)" if mistakes else "")),
+        note("the images whose true class got the lowest probability"),
+        _tiles(run, val, rest),
+    ]
+    if missing:
+        parts.append(note(f"{missing} of these images have no thumbnail in thumbnails.npz"))
+    return join(parts)
+
+
+def _tiles(run: RunFolder, predictions: SplitPredictions, rows: list[int]) -> Html:
+    classes, probabilities = predictions.classes, predictions.probabilities
+    tiles = []
+    for i in rows:
+        path, true, guess = predictions.paths[i], predictions.labels[i], predictions.predicted[i]
+        right = true == guess
+        said = f"{'✓' if right else '✗'} {classes[guess]} {percent(probabilities[i, guess])}"
+        caption = [
+            f"true: {classes[true]}",
+            tag("span", said, class_=None if right else "wrong"),
+            tag("span", Path(path).name, class_="path"),
+        ]
+        tiles.append(
+            tag(
+                "figure",
+                join([thumbnail(run, path), tag("figcaption", join(caption, "<br>"))]),
+                class_="tile",
+                title=path,
+            )
+        )
+    return tag("div", join(tiles), class_="tiles")
+
+
+def thumbnail(run: RunFolder, path: str) -> Html:
+    """The image's thumbnail from thumbnails.npz, or a grey box that says it is missing."""
+    pixels = run.thumbnails.get(path)
+    if pixels is None:
+        return tag("div", "no thumbnail", class_="missing")
+    return image(png(pixels), path)

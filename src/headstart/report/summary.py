@@ -1,0 +1,205 @@
+"""The report's first sections: the result in one table, the plan and why, the audit of the
+data, and the sanity checks run before training."""
+
+from __future__ import annotations
+
+from .. import __version__
+from .folder import RunFolder, duration, number, percent
+from .html import Html, badge, bullets, escape, figure, join, note, paragraph, table, tag
+from .images import fit_png
+
+__all__ = ["audit", "checks", "headline", "plan"]
+
+#: Class names listed in the headline; beyond this many, "and N more".
+_NAMES = 12
+
+
+def headline(run: RunFolder) -> Html:
+    config = run.json("config.json") or {}
+    dataset = run.json("dataset.json") or {}
+    summary = run.json("summary.json") or {}
+    plan = run.json("plan.json") or {}
+    counts = dataset.get("counts") or {}
+    sizes = ", ".join(
+        f"{sum(counts[split].values()):,} {split}"
+        for split in ("train", "val", "test")
+        if counts.get(split) and sum(counts[split].values())
+    )
+    classes = run.classes
+    shown = ", ".join(classes[:_NAMES]) + (
+        f" and {len(classes) - _NAMES} more" if len(classes) > _NAMES else ""
+    )
+    rows: list[tuple[object, object]] = [
+        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
+        ("classes", f"{len(classes)}: {shown}"),
+        ("strategy", _strategy(summary, plan, config)),
+    ]
+    for split, name in (("val", "validation"), ("test", "test")):
+        scores = run.scores.get(split)
+        if scores:
+            rows.append(
+                (
+                    f"{name} accuracy",
+                    f"{percent(scores['accuracy'])} of {scores['n']:,} images; balanced "
+                    f"accuracy {percent(scores['balanced_accuracy'])}, macro-F1 "
+                    f"{percent(scores['macro_f1'])}",
+                )
+            )
+    rows += [
+        ("time", duration(summary.get("seconds"))),
+        ("stopped", summary.get("stopped", "–")),
+        ("diagnosis", _verdict(run, summary)),
+        ("sanity checks", _checks_line(run.json("checks.json"))),
+    ]
+    if summary.get("skipped"):
+        rows.append(
+            ("skipped files", f"{summary['skipped']:,} unreadable (listed in dataset.json)")
+        )
+    return table(None, rows, class_="facts")
+
+
+def _strategy(summary: dict, plan: dict, config: dict) -> str:
+    strategy = summary.get("strategy") or plan.get("strategy") or "–"
+    weights = "pretrained" if config.get("pretrained", True) else "random (from scratch)"
+    return f"{strategy}, {config.get('arch', 'unknown architecture')} with {weights} weights"
+
+
+def _verdict(run: RunFolder, summary: dict) -> object:
+    diagnosis = run.json("diagnosis.json") or summary.get("diagnosis")
+    if not diagnosis:
+        return "none: no fine-tuning, so no training curves to read"
+    return join([tag("strong", diagnosis["verdict"]), " (see the training curves)"])
+
+
+def _checks_line(checks: dict | None) -> object:
+    if checks is None:
+        return "not recorded (no checks.json)"
+    statuses = [c.get("status") for c in checks.get("checks", [])]
+    failed = statuses.count("fail")
+    if failed:
+        return join([badge("fail"), f" {failed} of {len(statuses)} failed (see below)"])
+    return join([badge("pass"), f" none of {len(statuses)} failed"])
+
+
+def plan(run: RunFolder) -> Html:
+    plan = run.json("plan.json")
+    if plan is None:
+        return note("plan.json is missing: the run stopped before planning")
+    parts = [
+        paragraph(
+            tag("strong", plan.get("strategy", "–")),
+            f": a {plan.get('size', '?')} dataset, its domain {plan.get('domain', '?')} to the "
+            "pretraining data. Why, in the order the plan decided:",
+        ),
+        bullets(plan.get("reasons") or []),
+    ]
+    evidence = plan.get("evidence") or {}
+    if evidence:
+        parts += [
+            tag("h3", "The evidence"),
+            table(
+                ["measurement", "value"],
+                [(key.replace("_", " "), _evidence(key, v)) for key, v in evidence.items()],
+                "lr",
+            ),
+        ]
+    settings = plan.get("fine_tune")
+    if settings:
+        parts += [
+            tag("h3", "Fine-tuning settings"),
+            table(
+                ["setting", "value"],
+                [(key.replace("_", " "), number(v)) for key, v in settings.items()],
+                "lr",
+            ),
+        ]
+    flip = "yes" if plan.get("test_time_flip") else "no"
+    parts.append(note(f"predictions average the image and its mirror image: {flip}"))
+    return join(parts)
+
+
+def _evidence(key: str, value: object) -> str:
+    if isinstance(value, float) and ("accuracy" in key or "skill" in key):
+        return percent(value) if "accuracy" in key else f"{value:.2f}"
+    return number(value)
+
+
+def audit(run: RunFolder) -> Html:
+    data = run.json("audit/audit.json")
+    if data is None:
+        return note("audit/audit.json is missing: this run was not audited")
+    duplicates = data.get("duplicates") or {}
+    balance = data.get("balance") or {}
+    flagged = ((data.get("properties") or {}).get("flagged")) or {}
+    issues = data.get("label_issues")
+    rows = [
+        ("images audited", number(data.get("images"))),
+        ("unusable files", number((data.get("unusable") or {}).get("count"))),
+        (
+            "duplicate groups",
+            f"{duplicates.get('groups', 0):,} ({duplicates.get('exact', 0):,} exact, "
+            f"{duplicates.get('near', 0):,} near; {duplicates.get('files', 0):,} files)",
+        ),
+        ("groups leaking across splits", number(duplicates.get("leaks"))),
+        ("groups with conflicting labels", number(duplicates.get("conflicting_labels"))),
+        ("class imbalance (largest : smallest)", _ratio(balance.get("imbalance_ratio"))),
+        (
+            "suspected label errors",
+            "not sought" if issues is None else number(issues.get("count")),
+        ),
+    ]
+    rows += [(f"odd images: {kind}", f"{len(found):,}") for kind, found in flagged.items()]
+    parts = [table(["finding", "count"], rows, "lr")]
+    remarks = [*(balance.get("advice") or []), *(data.get("warnings") or [])]
+    remarks += data.get("notes") or []
+    if remarks:
+        parts.append(bullets(remarks))
+    for file, caption in (
+        ("duplicates.png", "Duplicate groups, leaks first (audit/duplicates.png)"),
+        ("label-issues.png", "Suspected label errors, most likely first (audit/label-issues.png)"),
+    ):
+        if run.exists(f"audit/{file}"):
+            pixels, cut = fit_png(run.path / "audit" / file)
+            more = "; cut off at the bottom here, the file shows all" if cut else ""
+            parts.append(figure(pixels, caption, caption + more))
+    parts.append(note("contact sheets of every class: audit/contact-sheets/ in the run folder"))
+    return join(parts)
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} : 1"
+
+
+def checks(run: RunFolder) -> Html:
+    data = run.json("checks.json")
+    if data is None:
+        return note("checks.json is missing: the sanity checks did not run in this fit")
+    found = data.get("checks") or []
+    tally = {s: sum(c.get("status") == s for c in found) for s in ("pass", "fail", "skip", "info")}
+    summary = ", ".join(f"{n} {word}" for word, n in tally.items() if n)
+    rows = []
+    for check in found:
+        status = check.get("status", "info")
+        finding = [tag("strong", check.get("title") or check.get("name", "")), Html("<br>")]
+        finding.append(check.get("summary", ""))
+        if status == "fail" and check.get("advice"):
+            finding += [Html("<br>"), tag("em", "what to do: "), check["advice"]]
+        measured = join(
+            tag("span", f"{key} = {number(value)}", class_="measure")
+            for key, value in (check.get("measured") or {}).items()
+        )
+        rows.append((badge(status), join(finding), measured))
+    return join(
+        [
+            paragraph(
+                f"{len(found)} checks in {duration(data.get('seconds'))}: {summary or 'none'}."
+            ),
+            table(["status", "check", "measured"], rows, "lll"),
+        ]
+    )
+
+
+def subtitle(run: RunFolder, built: str) -> Html:
+    return escape(
+        f"run folder {run.path.resolve()} · report built {built} by headstart {__version__}"
+    )
