@@ -99,28 +99,28 @@ def test_a_learning_rate_100x_too_high_is_caught_and_the_command_fails(
 
 
 def test_a_frozen_head_is_named(small_faces, monkeypatch):
-    groups = finetune._parameter_groups
+    groups = finetune.parameter_groups
 
     def freezing_the_head(model, settings):
         planned = groups(model, settings)
         model.head.requires_grad_(False)
         return planned
 
-    monkeypatch.setattr(finetune, "_parameter_groups", freezing_the_head)
+    monkeypatch.setattr(finetune, "parameter_groups", freezing_the_head)
     report = check(small_faces, steps=4, **QUICK)
     update = report["parameters-update"]
     assert update.status == "fail" and "head did not change" in update.advice
 
 
 def test_when_nothing_trains_one_batch_cannot_be_memorised(small_faces, monkeypatch):
-    groups = finetune._parameter_groups
+    groups = finetune.parameter_groups
 
     def freezing_everything(model, settings):
         planned = groups(model, settings)
         model.requires_grad_(False)
         return planned
 
-    monkeypatch.setattr(finetune, "_parameter_groups", freezing_everything)
+    monkeypatch.setattr(finetune, "parameter_groups", freezing_everything)
     report = check(small_faces, steps=4, **QUICK)
     assert statuses(report)["overfit-batch"] == "fail"
     assert statuses(report)["parameters-update"] == "fail"

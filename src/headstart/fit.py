@@ -171,16 +171,17 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         _log(config, f"plan: {reason}")
     checks = CheckReport()
     if config.checks:
-        checks = sanity_checks(
-            dataset,
-            backbone,
-            preprocessing,
-            images,
-            features=features,
-            probe=probe,
-            settings=plan.fine_tune,
-            seed=config.seed,
-        )
+        with torch.random.fork_rng(devices=_cuda_devices(backbone)):  # fit as without checks
+            checks = sanity_checks(
+                dataset,
+                backbone,
+                preprocessing,
+                images,
+                features=features,
+                probe=probe,
+                settings=plan.fine_tune,
+                seed=config.seed,
+            )
         checks.write(run.path / "checks.json")
         _log_checks(config, checks)
 
@@ -210,7 +211,8 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         tuned, stopped, diagnosis = _fine_tune(
             model, dataset, images, plan, run, config, index, board, fixed, watch
         )
-        checks.extend([watch.check()])
+        if config.checks:
+            checks.extend([watch.check(stopped)])
         tuned.info["strategy"] = plan.strategy
         tuned_scored = {
             split: _score_pixels(tuned, dataset, split, images, index)
@@ -237,10 +239,14 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         checks.write(run.path / "checks.json")
     scores = {split: result.scores for split, result in scored.items()}
     if config.compare_scratch:
-        _compare_scratch(run, dataset, images, preprocessing, plan, probe_accuracy, config)
+        _compare_scratch(
+            run, dataset, images, preprocessing, architecture, plan, probe_accuracy, config
+        )
     for split, result in scored.items():
         paths = [s.path for s in result.samples]
-        write_predictions(run.path, split, paths, result.labels, result.logits, dataset.classes)
+        write_predictions(
+            run.path, split, paths, result.labels, result.log_probabilities, dataset.classes
+        )
     shown = examples_to_show(run.path) + [s.path for s in fixed.samples]
     save_thumbnails(run.path, shown, images.get)
     seconds = time.perf_counter() - started
@@ -313,7 +319,8 @@ def check(
     As with :func:`lr_find`, when the plan would stop at the linear probe, the fine-tuning
     path (``strategy="fine-tune"``) is tried, so that every check runs. Where ``fit`` watches
     its real training's first 100 steps for a falling loss, this runs and watches the first
-    ``steps`` of the planned fine-tuning.
+    ``steps`` of the planned fine-tuning, at ``lr`` or the plan's default learning rate (``fit``
+    may take the range test's suggestion instead, see :data:`LR_FIND_SHARE`).
     """
     config = replace(config or FitConfig(), **settings)
     config.validate()
@@ -616,16 +623,21 @@ class Scored:
 
     samples: list[Sample]
     labels: np.ndarray
-    logits: np.ndarray
+    log_probabilities: np.ndarray
     scores: dict
 
     @classmethod
     def of(
-        cls, logits: np.ndarray, samples: list[Sample], dataset: Dataset, index: dict[str, int]
+        cls,
+        log_probabilities: np.ndarray,
+        samples: list[Sample],
+        dataset: Dataset,
+        index: dict[str, int],
     ) -> Scored:
         labels = np.array([index[s.label] for s in samples])
-        scores = classification_metrics(labels, logits.argmax(1), dataset.classes)
-        return cls(samples, labels, logits, scores)
+        predicted = log_probabilities.argmax(1)
+        scores = classification_metrics(labels, predicted, dataset.classes)
+        return cls(samples, labels, log_probabilities, scores)
 
 
 #: ``fit`` runs the learning-rate range test itself when its steps cost at most a tenth of
@@ -658,6 +670,7 @@ def _measure_lr(
     head = probe.head if probe else new_head(ready.backbone.num_features, _train_counts(dataset))
     # A copy, as the test trains one: feature extraction leaves inference-mode tensors.
     network = copy.deepcopy(Classifier(ready.backbone, head, ready.preprocessing))
+    network.to(_device(config.device))
     train = [(s.path, index[s.label]) for s in dataset.split("train")]
     _, height, width = ready.preprocessing.input_size
     with progress_bar("lr-find", LR_FIND_STEPS, quiet=config.quiet) as advance:
@@ -694,6 +707,7 @@ def _compare_scratch(
     dataset: Dataset,
     images: DecodedImages,
     preprocessing: Preprocessing,
+    architecture: str,
     plan: Plan,
     probe_accuracy: float | None,
     config: FitConfig,
@@ -723,7 +737,7 @@ def _compare_scratch(
     steps = epochs * max(1, len(dataset.split("train")) // config.batch_size)
     with progress_bar("from scratch", steps, quiet=config.quiet) as advance:
         scratch = train_from_scratch(
-            config.arch,
+            architecture,  # the network built: built-in weights may need a variant of the name
             dataset,
             images,
             preprocessing,
@@ -774,6 +788,11 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HeadstartError(f"device={name!r}, but this machine has no CUDA device; use cpu")
     return device
+
+
+def _cuda_devices(module: torch.nn.Module) -> list[torch.device]:
+    device = next(module.parameters()).device
+    return [device] if device.type == "cuda" else []
 
 
 def _seed_everything(seed: int) -> None:

@@ -8,8 +8,9 @@ stops a run whose loss explodes instead of letting it train for an hour on a wre
 The loss is smoothed (an exponential moving average, as the learning-rate finder does) because
 single batches of a few dozen images are noisy. Diverging: the smoothed loss climbs more than
 twice the loss of guessing (2 ln C) above where the run began. Falls: over the window, the last
-quarter's mean is not above the first quarter's by more than a tenth of ln C (a run that starts
-from a trained head may start near its floor and hold there).
+quarter's mean is not above the first quarter's by more than a tenth of ln C or, on noisy
+batches, by more than twice the standard error of the difference (a run that starts from a
+trained head may start near its floor and hold there).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ class EarlyLoss:
             )
             raise StopTraining(self.stopped)
 
-    def check(self) -> Check:
+    def check(self, stopped: str = "finished") -> Check:
+        """The verdict; ``stopped`` is how the training ended (a run stopped for a NaN loss
+        stops before this callback sees the step)."""
+        if self.stopped is None and stopped.startswith("diverged"):
+            self.stopped = stopped
         n = len(self.losses)
         measured: dict = {"steps": n, "lr": self.lr}
         if self.stopped:
@@ -84,14 +89,16 @@ class EarlyLoss:
                 "too few steps to see a trend",
                 measured,
             )
-        quarter = max(1, n // 4)
-        first, last = np.mean(self.losses[:quarter]), np.mean(self.losses[-quarter:])
-        measured.update(first_quarter=float(first), last_quarter=float(last))
+        quarter = max(2, n // 4)
+        head, tail = np.array(self.losses[:quarter]), np.array(self.losses[-quarter:])
+        first, last = head.mean(), tail.mean()
+        noise = float(np.sqrt((head.var(ddof=1) + tail.var(ddof=1)) / quarter))
+        measured.update(first_quarter=float(first), last_quarter=float(last), noise=noise)
         summary = (
             f"over the first {n} training steps at learning rate {self.lr:g} (top stage), the "
             f"mean loss went from {first:.3f} (first {quarter}) to {last:.3f} nats (last {quarter})"
         )
-        if last <= first + HOLDS * self.scale:
+        if last <= first + max(HOLDS * self.scale, 2 * noise):
             return Check("loss-falls", "training loss falls", "pass", summary, measured=measured)
         return Check(
             "loss-falls",

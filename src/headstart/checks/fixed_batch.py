@@ -3,8 +3,9 @@
 The recipe's "watch predictions on a fixed batch evolve": the same images, chosen once (spread
 over the classes), predicted after the probe (epoch 0) and after every fine-tuning epoch. The
 report draws it as a grid; the check fails when, at some epoch, every image gets the same
-class although the batch holds several: the classic sign of a network that has collapsed
-(learning rate too high, dead units, or a loss that ignores the inputs).
+class, confidently, although the batch holds several: the classic sign of a network that has
+collapsed (learning rate too high, dead units, or a loss that ignores the inputs). A weak but
+healthy model can also answer one class for a whole batch on imbalanced data, but hesitantly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ __all__ = ["FixedBatch", "spread_over_classes"]
 
 #: Images in the fixed batch: enough to see a pattern, few enough to draw and predict in a blink.
 FIXED_BATCH_SIZE = 16
+#: A collapse is confident: the mean probability of the one predicted class is at least this.
+CONFIDENT = 0.9
 
 
 def spread_over_classes(samples: Sequence[Sample], k: int, seed: int = 0) -> list[Sample]:
@@ -83,9 +86,7 @@ class FixedBatch:
             f"{len(self.samples)} validation images predicted at {len(self.records)} point(s): "
             f"{accuracies[0]:.0%} right at the start, {accuracies[-1]:.0%} at the end"
         )
-        collapsed = [
-            r for r in self.records if len(set(self.labels)) > 1 and len(self._predicted(r)) == 1
-        ]
+        collapsed = [r for r in self.records if len(set(self.labels)) > 1 and self._collapsed(r)]
         if not collapsed:
             return Check(
                 "fixed-batch", "fixed validation batch", "pass", summary, measured=measured
@@ -115,6 +116,11 @@ class FixedBatch:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict()) + "\n")
         return path
+
+    def _collapsed(self, record: dict) -> bool:
+        probabilities = np.asarray(record["probabilities"])
+        one_class = len(set(probabilities.argmax(1).tolist())) == 1
+        return one_class and probabilities.max(1).mean() >= CONFIDENT
 
     def _predicted(self, record: dict) -> set[int]:
         return set(np.asarray(record["probabilities"]).argmax(1).tolist())

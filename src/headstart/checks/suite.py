@@ -11,12 +11,17 @@ import torch
 from ..classifier import Classifier, new_head
 from ..data.decoded import DecodedImages
 from ..data.sources import Dataset
-from ..errors import HeadstartError
 from ..features import ExtractedFeatures
 from ..models import Preprocessing
-from ..training.finetune import FineTuneSettings, StopTraining, TrainingStep, fine_tune
+from ..training.finetune import (
+    FineTuneSettings,
+    NothingToTrain,
+    StopTraining,
+    TrainingStep,
+    fine_tune,
+)
 from ..training.probe import ProbeResult
-from .baselines import feature_baselines, majority_baseline
+from .baselines import MOST_ROWS, feature_baselines, majority_baseline
 from .core import Check, CheckReport
 from .early_loss import EarlyLoss
 from .fixed_batch import spread_over_classes
@@ -60,20 +65,22 @@ def sanity_checks(
 
     if features is not None and probe is not None:
         plain = features.views["plain"]
-        train_x = plain[features.rows([s.path for s in train])]
+        # A sample of the training rows: a copy of all of them can be gigabytes.
+        sample = np.random.default_rng(seed).permutation(len(train))[:MOST_ROWS]
+        train_x = plain[features.rows([train[i].path for i in sample])]
         val_x = plain[features.rows([s.path for s in val])]
         report.extend(
             feature_baselines(
-                (train_x, train_y),
+                (train_x, train_y[sample]),
                 (val_x, val_y),
-                _zero_input_features(backbone, preprocessing),
+                counts,
                 probe.head,
                 new_head(width, counts),
                 classes,
             )
         )
     else:
-        report.extend([majority_baseline(train_y, val_y, classes)])
+        report.extend([majority_baseline(counts, val_y, classes)])
         reason = "no pretrained features (training from random initialisation)"
         report.extend(
             Check(name, title, "skip", reason, "nothing to compare with until the network trains")
@@ -166,7 +173,7 @@ def _first_steps(
             seed=seed,
             on_batch=watch_then_stop,
         )
-    except HeadstartError as error:
+    except NothingToTrain as error:
         return Check(
             "loss-falls",
             "training loss falls",
@@ -176,15 +183,3 @@ def _first_steps(
             {"steps": 0},
         )
     return watch.check()
-
-
-@torch.inference_mode()
-def _zero_input_features(backbone: torch.nn.Module, preprocessing: Preprocessing) -> np.ndarray:
-    """The backbone's features for an all-zero input tensor (the tensor after normalisation)."""
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    zeros = torch.zeros(1, *preprocessing.input_size, device=device)
-    features = backbone(zeros).float().cpu().numpy()[0]
-    backbone.train(was_training)
-    return features

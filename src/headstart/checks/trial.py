@@ -11,10 +11,13 @@ On one fixed batch, without augmentation, weight decay or label smoothing:
 
 - *Inputs normalised*: the tensor entering the backbone lies in the range the weights'
   normalisation maps pixels onto (caught by a hook, so it is the tensor the network really
-  saw).
+  saw): normalisation skipped or applied twice fails. The range comes from the weights' own
+  configuration, so a wrong mean or standard deviation there is not caught.
 - *Pipeline agrees with the cache*: the linear probe, trained on cached features, predicts the
-  batch as the training loop builds it as well as it predicts the same images from the cache.
-  Images paired with the wrong labels, or preprocessed differently, fail here.
+  batch that the training loop's loader (files, labels, normalisation) delivers as well as it
+  predicts the same images from the cache. Images paired with the wrong labels, or normalised
+  differently, fail here. The crop is the evaluation crop: the random crops and flips of the
+  augmentation are not compared (the first training batch in TensorBoard shows them).
 - *Overfits one batch*: 100% training accuracy on it, at the planned learning rates. A network
   that cannot memorise ten images cannot learn thousands.
 - *Parameters update*: every trained parameter group changed, and every frozen parameter and
@@ -77,7 +80,7 @@ def training_trial(
     network = copy.deepcopy(model)
     device = next(network.parameters()).device
     calm = replace(settings, weight_decay=0.0, label_smoothing=0.0)
-    groups = finetune._parameter_groups(network, calm)
+    groups = finetune.parameter_groups(network, calm)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     before = {k: v.detach().clone() for k, v in network.state_dict().items()}
 
@@ -98,9 +101,9 @@ def training_trial(
 
     losses, accuracies = [], []
     started = time.perf_counter()
-    finetune._train_mode(network, calm)
+    finetune.train_mode(network, calm)
     for _ in range(max_steps):
-        with finetune._autocast(device):
+        with finetune.autocast(device):
             logits = network(inputs).float()
         loss = nn.functional.cross_entropy(logits, labels)
         losses.append(loss.item())

@@ -27,11 +27,15 @@ from ..errors import HeadstartError
 __all__ = [
     "FineTuneResult",
     "FineTuneSettings",
+    "NothingToTrain",
     "StopTraining",
     "TrainingStep",
+    "autocast",
     "decode_batch",
     "evaluate_pixels",
     "fine_tune",
+    "parameter_groups",
+    "train_mode",
 ]
 
 
@@ -81,6 +85,10 @@ class StopTraining(Exception):
     """Raised by a callback to end training now; the message says why (``stopped``)."""
 
 
+class NothingToTrain(HeadstartError):
+    """Every parameter the settings would train is frozen."""
+
+
 def fine_tune(
     model: Classifier,
     train: Sequence[Example],
@@ -106,9 +114,9 @@ def fine_tune(
     generator = np.random.default_rng(seed)
     height, width = input_size
     augment = train_augmentation(height, width, flip=settings.flip)
-    groups = _parameter_groups(model, settings)
+    groups = parameter_groups(model, settings)
     if not any(p.requires_grad for group in groups for p in group["params"]):
-        raise HeadstartError(
+        raise NothingToTrain(
             "nothing to train: every parameter of the head and the trained stages is frozen "
             "(requires_grad is off)"
         )
@@ -135,12 +143,12 @@ def fine_tune(
                 [train[i] for i in order[b : b + settings.batch_size]]
                 for b in range(0, len(order), settings.batch_size)
             ]
-            _train_mode(model, settings)
+            train_mode(model, settings)
             seen, loss_sum, correct = 0, 0.0, 0
             for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
                 inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
                 labels = labels.to(device, non_blocking=True)
-                with _autocast(device):
+                with autocast(device):
                     logits = model(inputs)
                 loss = loss_fn(logits.float(), labels)
                 if not torch.isfinite(loss):
@@ -209,7 +217,7 @@ def evaluate_pixels(
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     loss_sum, correct = 0.0, 0
     for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
-        with _autocast(device):
+        with autocast(device):
             logits = model(torch.stack([center_crop(p, height, width) for p in pixels])).float()
         labels = labels.to(device)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -223,7 +231,7 @@ def decode_batch(images: DecodedImages, batch: Sequence[Example]) -> tuple[list,
     return [images.get(path) for path, _ in batch], torch.tensor([label for _, label in batch])
 
 
-def _parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict]:
+def parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict]:
     """Freeze the lower stages; give the rest learning rates that shrink towards the stem."""
     stages = layer_groups(model.backbone)
     trainable = len(stages) if settings.trainable_stages is None else settings.trainable_stages
@@ -239,7 +247,7 @@ def _parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dic
     return groups
 
 
-def _train_mode(model: nn.Module, settings: FineTuneSettings) -> None:
+def train_mode(model: nn.Module, settings: FineTuneSettings) -> None:
     """Train mode, except batch-norm layers of frozen stages, and of every stage when the
     settings keep the pretrained statistics.
 
@@ -257,7 +265,7 @@ def _train_mode(model: nn.Module, settings: FineTuneSettings) -> None:
             module.eval()
 
 
-def _autocast(device: torch.device) -> torch.autocast:
+def autocast(device: torch.device) -> torch.autocast:
     """bfloat16 mixed precision on CUDA (no loss scaling needed); full precision on CPU,
     where bfloat16 is slower on most processors and the features are cached in float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -35,10 +35,10 @@ from ..errors import HeadstartError
 from .finetune import (
     Example,
     FineTuneSettings,
-    _autocast,
-    _parameter_groups,
-    _train_mode,
+    autocast,
     decode_batch,
+    parameter_groups,
+    train_mode,
 )
 
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find"]
@@ -133,7 +133,7 @@ def lr_range_test(
 
     # Each group's learning rate is a fixed multiple of the top stage's: build the groups at
     # lr=1 to read the multiples off, then scale them all by the swept LR at each step.
-    groups = _parameter_groups(model, replace(settings, lr=1.0))
+    groups = parameter_groups(model, replace(settings, lr=1.0))
     scales = {group["name"]: group["lr"] for group in groups}
     lrs = np.geomspace(start, end, steps)
     losses: list[float] = []
@@ -209,7 +209,7 @@ def _sweep(
     augment = train_augmentation(*input_size, flip=settings.flip)
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
-    _train_mode(model, settings)
+    train_mode(model, settings)
 
     # Batches as fine_tune draws them: shuffled epochs, as many as the steps need.
     generator = np.random.default_rng(seed)
@@ -228,7 +228,7 @@ def _sweep(
             for group, scale in zip(optimizer.param_groups, scales, strict=True):
                 group["lr"] = scale * lrs[step]
             inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
-            with _autocast(device):
+            with autocast(device):
                 logits = model(inputs)
             loss = loss_fn(logits.float(), labels.to(device))
             value = loss.item()

@@ -152,7 +152,9 @@ def make_plan(
             batch_size=batch_size,
             flip=flip,
             max_seconds=SHORT_SECONDS if short else None,
-            frozen_norm_statistics=pretrained,
+            # Pretrained statistics stay, except where the whole model trains on plenty of
+            # different data: there, batch statistics adapt the network to the new domain.
+            frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
         )
         shown = "every" if trainable is None else f"the top {trainable} of {stages}"
         reasons.append(
@@ -160,4 +162,14 @@ def make_plan(
             f"learning rate {settings.lr:g} at the top, AdamW, cosine with warm-up, "
             f"early stopping on validation accuracy"
         )
+        if settings.frozen_norm_statistics:
+            reasons.append(
+                "batch-norm layers keep their pretrained statistics while their scale and shift "
+                "train: the fine-tuning sees the features the probe was fitted on"
+            )
+        elif pretrained:
+            reasons.append(
+                "batch-norm statistics adapt to this data (large and unlike the pretraining "
+                "data, every layer trained)"
+            )
     return Plan(strategy, size, domain, reasons, evidence, settings, flip)
