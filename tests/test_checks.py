@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import headstart
-from headstart.checks import FixedBatch
+from headstart.checks import FixedBatch, feature_baselines
 from headstart.checks import suite as check_suite
+from headstart.classifier import new_head
 from headstart.cli import main
 from headstart.data.sources import Sample
 from headstart.data.transforms import Normalize
@@ -198,3 +199,35 @@ def test_checks_can_be_turned_off(small_faces, tmp_path):
         small_faces, strategy="linear-probe", checks=False, runs_dir=tmp_path, quiet=True
     )
     assert not (result.run_dir / "checks.json").exists()
+
+
+def test_a_weak_but_real_model_on_imbalanced_data_passes_the_baselines():
+    # 270 images of "ok", 30 of "defect"; the features tell 12 of the defects apart.
+    labels = np.array([0] * 270 + [1] * 30)
+    features = np.zeros((300, 2), dtype=np.float32)
+    features[:, 0] = 1
+    features[270:282] = [0, 1]
+    head = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(2 * torch.eye(2))
+        head.bias.zero_()
+    counts = np.array([900, 100])
+    checks = feature_baselines(
+        (features, labels), (features, labels), counts, head, new_head(2, counts), ["ok", "defect"]
+    )
+    by_name = {c.name: c for c in checks}
+    assert by_name["majority-baseline"].measured["val_accuracy"] == 0.9
+    assert by_name["linear-baseline"].measured["val_accuracy"] == 0.94
+    assert by_name["linear-baseline"].status == "pass"  # +4 points: 12 images, none lost
+    assert by_name["input-independent"].status == "pass"
+
+    shuffled = np.random.default_rng(0).permutation(labels)
+    checks = feature_baselines(
+        (features, shuffled),
+        (features, shuffled),
+        counts,
+        head,
+        new_head(2, counts),
+        ["ok", "defect"],
+    )
+    assert {c.name: c.status for c in checks}["linear-baseline"] == "fail"
