@@ -26,10 +26,10 @@ from .classifier import Classifier, new_head
 from .data.decoded import DecodedImages
 from .data.sources import Dataset
 from .models import Preprocessing, create_backbone
-from .training.finetune import evaluate_pixels, fine_tune
+from .training.finetune import FineTuneSettings, evaluate_pixels, fine_tune
 from .training.plan import make_plan
 
-__all__ = ["Curve", "compare", "train_from_scratch"]
+__all__ = ["Curve", "compare", "scratch_settings", "train_from_scratch"]
 
 #: The epochs over which the learning curves' steepness is read.
 EARLY_EPOCHS = 3
@@ -50,20 +50,40 @@ class Curve:
         self.seconds.append(seconds)
 
 
+def scratch_settings(
+    dataset: Dataset, *, epochs: int | None, batch_size: int, max_seconds: float | None
+) -> FineTuneSettings:
+    """How a from-scratch run trains: the plan for random weights (every layer, batch-norm
+    statistics from the batches), for ``epochs`` (None: the plan's own), never stopped early:
+    the comparison wants the whole curve, not its best point."""
+    settings = make_plan(
+        "full",
+        train_counts=dataset.counts()["train"],
+        probe_accuracy=None,
+        mirror_invariant=None,
+        pretrained=False,
+        stages=1,
+        epochs=epochs,
+        batch_size=batch_size,
+    ).fine_tune
+    settings.max_seconds = max_seconds
+    settings.patience = settings.epochs
+    return settings
+
+
 def train_from_scratch(
     arch: str,
     dataset: Dataset,
     images: DecodedImages,
     preprocessing: Preprocessing,
+    settings: FineTuneSettings,
     *,
-    epochs: int,
-    batch_size: int,
-    max_seconds: float | None,
     device: torch.device,
     seed: int = 0,
     on_step: Callable[[int], None] = lambda n: None,
 ) -> Curve:
-    """The from-scratch learning curve: ``arch`` with random weights, ``epochs`` epochs."""
+    """The from-scratch learning curve: ``arch`` with random weights, trained with
+    ``settings`` (see :func:`scratch_settings`)."""
     backbone, _, _ = create_backbone(arch, pretrained=False)
     index = {name: i for i, name in enumerate(dataset.classes)}
     counts = dataset.counts()["train"]
@@ -71,19 +91,6 @@ def train_from_scratch(
         split: [(s.path, index[s.label]) for s in dataset.split(split)]
         for split in ("train", "val")
     }
-    plan = make_plan(
-        "full",
-        train_counts=counts,
-        probe_accuracy=None,
-        mirror_invariant=None,
-        pretrained=False,
-        stages=1,
-        epochs=epochs,
-        batch_size=batch_size,
-    )
-    settings = plan.fine_tune
-    settings.max_seconds = max_seconds
-    settings.patience = epochs  # the whole curve, not the best point: no early stopping
     head = new_head(backbone.num_features, [counts[c] for c in dataset.classes])
     network = Classifier(backbone, head, preprocessing).to(device)
     _, height, width = preprocessing.input_size

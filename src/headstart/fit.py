@@ -25,7 +25,7 @@ from .audit import AuditReport, audit_dataset, check_leakage
 from .bundle import Model, save
 from .checks import CheckReport, EarlyLoss, FixedBatch, sanity_checks
 from .classifier import Classifier, layer_groups, new_head
-from .compare import Curve, compare, train_from_scratch
+from .compare import Curve, compare, scratch_settings, train_from_scratch
 from .console import err, progress_bar
 from .data.decoded import DecodedImages, prefetch
 from .data.images import UnreadableImage
@@ -38,7 +38,7 @@ from .models import Preprocessing, WeightsSource, create_backbone
 from .monitor import TrainingBoard
 from .report import build_report, examples_to_show, save_thumbnails, write_predictions
 from .run import RunDir
-from .training.finetune import fine_tune
+from .training.finetune import FineTuneSettings, fine_tune
 from .training.lr_find import LRFindResult, lr_range_test
 from .training.plan import STRATEGIES, Plan, make_plan
 from .training.probe import ProbeResult, fit_probe
@@ -280,35 +280,8 @@ def lr_find(
     augmentation as ``fit`` with these settings; when the plan would stop at the linear probe,
     the plan for ``strategy="fine-tune"`` is tested instead. Nothing is written.
     """
-    config = replace(config or FitConfig(), **settings)
-    config.validate()
-    _seed_everything(config.seed)
-    ready = prepare(data, config).read(config)
-    dataset, features, images = ready.dataset, ready.features, ready.images
-    backbone, preprocessing = ready.backbone, ready.preprocessing
-    device = next(backbone.parameters()).device
-    _require_trainable(dataset)
-    index = {name: i for i, name in enumerate(dataset.classes)}
-    probe = _fit_probe(dataset, features, index, config.seed) if features else None
-    plan = _plan(config.strategy, dataset, probe, backbone, config)
-    if plan.fine_tune is None:
-        plan = _plan("fine-tune", dataset, probe, backbone, config)
-    head = probe.head if probe else new_head(backbone.num_features, _train_counts(dataset))
-    # A copy, as _fine_tune trains one: feature extraction leaves inference-mode tensors.
-    network = copy.deepcopy(Classifier(backbone, head, preprocessing)).to(device)
-    train = [(s.path, index[s.label]) for s in dataset.split("train")]
-    _, height, width = preprocessing.input_size
-    with progress_bar("lr-find", steps, quiet=config.quiet) as advance:
-        return lr_range_test(
-            network,
-            train,
-            images,
-            (height, width),
-            plan.fine_tune,
-            steps=steps,
-            seed=config.seed,
-            on_step=advance,
-        )
+    ready, probe, plan, config = _fine_tuning_plan(data, config, settings)
+    return _range_test(ready, probe, plan.fine_tune, steps, config)
 
 
 def check(
@@ -322,28 +295,66 @@ def check(
     ``steps`` of the planned fine-tuning, at ``lr`` or the plan's default learning rate (``fit``
     may take the range test's suggestion instead, see :data:`LR_FIND_SHARE`).
     """
-    config = replace(config or FitConfig(), **settings)
-    config.validate()
-    _seed_everything(config.seed)
-    ready = prepare(data, config).read(config)
-    dataset, features = ready.dataset, ready.features
-    _require_trainable(dataset)
-    index = {name: i for i, name in enumerate(dataset.classes)}
-    probe = _fit_probe(dataset, features, index, config.seed) if features else None
-    plan = _plan(config.strategy, dataset, probe, ready.backbone, config)
-    if plan.fine_tune is None:
-        plan = _plan("fine-tune", dataset, probe, ready.backbone, config)
+    ready, probe, plan, config = _fine_tuning_plan(data, config, settings)
     return sanity_checks(
-        dataset,
+        ready.dataset,
         ready.backbone,
         ready.preprocessing,
         ready.images,
-        features=features,
+        features=ready.features,
         probe=probe,
         settings=plan.fine_tune,
         watch_steps=steps,
         seed=config.seed,
     )
+
+
+def _fine_tuning_plan(
+    data: str | Path, config: FitConfig | None, settings: dict
+) -> tuple[Prepared, ProbeResult | None, Plan, FitConfig]:
+    """What ``fit`` would prepare, probe and plan, with a fine-tuning in the plan even where
+    ``fit`` would stop at the probe: for the commands that try the fine-tuning alone."""
+    config = replace(config or FitConfig(), **settings)
+    config.validate()
+    _seed_everything(config.seed)
+    ready = prepare(data, config).read(config)
+    dataset = ready.dataset
+    _require_trainable(dataset)
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    probe = _fit_probe(dataset, ready.features, index, config.seed) if ready.features else None
+    plan = _plan(config.strategy, dataset, probe, ready.backbone, config)
+    if plan.fine_tune is None:
+        plan = _plan("fine-tune", dataset, probe, ready.backbone, config)
+    return ready, probe, plan, config
+
+
+def _range_test(
+    ready: Prepared,
+    probe: ProbeResult | None,
+    settings: FineTuneSettings,
+    steps: int,
+    config: FitConfig,
+) -> LRFindResult:
+    """The range test from the head fine-tuning starts with, on a copy of the network."""
+    dataset = ready.dataset
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    head = probe.head if probe else new_head(ready.backbone.num_features, _train_counts(dataset))
+    # A copy, as the test trains one: feature extraction leaves inference-mode tensors.
+    network = copy.deepcopy(Classifier(ready.backbone, head, ready.preprocessing))
+    network.to(_device(config.device))
+    train = [(s.path, index[s.label]) for s in dataset.split("train")]
+    _, height, width = ready.preprocessing.input_size
+    with progress_bar("lr-find", steps, quiet=config.quiet) as advance:
+        return lr_range_test(
+            network,
+            train,
+            ready.images,
+            (height, width),
+            settings,
+            steps=steps,
+            seed=config.seed,
+            on_step=advance,
+        )
 
 
 @dataclass
@@ -666,24 +677,7 @@ def _measure_lr(
             "`headstart lr-find` runs it"
         )
         return
-    index = {name: i for i, name in enumerate(dataset.classes)}
-    head = probe.head if probe else new_head(ready.backbone.num_features, _train_counts(dataset))
-    # A copy, as the test trains one: feature extraction leaves inference-mode tensors.
-    network = copy.deepcopy(Classifier(ready.backbone, head, ready.preprocessing))
-    network.to(_device(config.device))
-    train = [(s.path, index[s.label]) for s in dataset.split("train")]
-    _, height, width = ready.preprocessing.input_size
-    with progress_bar("lr-find", LR_FIND_STEPS, quiet=config.quiet) as advance:
-        result = lr_range_test(
-            network,
-            train,
-            ready.images,
-            (height, width),
-            settings,
-            steps=LR_FIND_STEPS,
-            seed=config.seed,
-            on_step=advance,
-        )
+    result = _range_test(ready, probe, settings, LR_FIND_STEPS, config)
     result.save(run.path)
     if result.suggestion is None:
         plan.reasons.append(
@@ -722,28 +716,21 @@ def _compare_scratch(
         if "epoch" in record:
             elapsed += record["seconds"]
             transfer.add(record["epoch"], record["val_accuracy"], elapsed)
-    if plan.fine_tune is not None:
-        epochs = plan.fine_tune.epochs
-    else:  # the transfer run only probed: what the plan gives a from-scratch run
-        epochs = make_plan(
-            "full",
-            train_counts=dataset.counts()["train"],
-            probe_accuracy=None,
-            mirror_invariant=None,
-            pretrained=False,
-            stages=1,
-        ).fine_tune.epochs
-    _log(config, f"compare: the same {epochs} epochs from random initialisation")
-    steps = epochs * max(1, len(dataset.split("train")) // config.batch_size)
+    settings = scratch_settings(
+        dataset,
+        epochs=plan.fine_tune.epochs if plan.fine_tune else None,  # None: the scratch plan's
+        batch_size=config.batch_size,
+        max_seconds=config.time_budget * 60 if config.time_budget else None,
+    )
+    _log(config, f"compare: the same {settings.epochs} epochs from random initialisation")
+    steps = settings.epochs * max(1, len(dataset.split("train")) // settings.batch_size)
     with progress_bar("from scratch", steps, quiet=config.quiet) as advance:
         scratch = train_from_scratch(
             architecture,  # the network built: built-in weights may need a variant of the name
             dataset,
             images,
             preprocessing,
-            epochs=epochs,
-            batch_size=config.batch_size,
-            max_seconds=config.time_budget * 60 if config.time_budget else None,
+            settings,
             device=_device(config.device),
             seed=config.seed,
             on_step=advance,

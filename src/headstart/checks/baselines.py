@@ -28,7 +28,14 @@ import torch
 
 from .core import Check
 
-__all__ = ["MOST_ROWS", "feature_baselines", "initial_loss", "majority_baseline", "prior_entropy"]
+__all__ = [
+    "MOST_ROWS",
+    "feature_baselines",
+    "head_logits",
+    "initial_loss",
+    "majority_baseline",
+    "prior_entropy",
+]
 
 #: The starting loss may sit this fraction of ln C away from the prior entropy: small random
 #: weights add a little spread to the logits (measured: 0.01-0.03 of ln C on photos and digits).
@@ -74,9 +81,9 @@ def feature_baselines(
     as a fresh start would have it."""
     (train_x, train_y), (val_x, val_y) = train, val
     counts = np.asarray(class_counts)
-    start = float(_cross_entropy(_logits(new_head, train_x), train_y).mean())
+    start = float(_cross_entropy(head_logits(new_head, train_x), train_y).mean())
     majority = majority_baseline(counts, val_y, classes)
-    probe_logits = _logits(probe_head, val_x)
+    probe_logits = head_logits(probe_head, val_x)
     majority_class = int(counts.argmax())
     return [
         initial_loss(start, counts, "a new head on the cached training features"),
@@ -114,13 +121,13 @@ def _linear_baseline(probe_right: np.ndarray, majority_right: np.ndarray) -> Che
     """``*_right``: per validation image, whether each model got it right."""
     accuracy, majority = float(probe_right.mean()), float(majority_right.mean())
     gain = probe_right.astype(float) - majority_right
-    noise = _standard_error(gain)
+    better, noise = _paired(gain)
     measured = {"val_accuracy": accuracy, "majority_accuracy": majority, "noise": noise}
     summary = (
         f"a linear model on the cached features scores {accuracy:.1%} on validation, "
         f"{accuracy - majority:+.1%} against the majority class (noise ±{noise:.1%})"
     )
-    if gain.mean() > SIGNIFICANT * noise and gain.mean() > 0:
+    if better:
         return Check(
             "linear-baseline", "linear model on features", "pass", summary, measured=measured
         )
@@ -142,7 +149,7 @@ def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.n
     blind_loss = -np.log(priors[val_y[seen]])
     real_loss = _cross_entropy(probe_logits[seen], val_y[seen])
     gain = blind_loss - real_loss
-    noise = _standard_error(gain)
+    better, noise = _paired(gain)
     measured = {
         "zeroed_val_loss": float(blind_loss.mean()),
         "real_val_loss": float(real_loss.mean()),
@@ -152,7 +159,7 @@ def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.n
         f"trained on zeroed inputs, the head reaches {blind_loss.mean():.3f} nats on "
         f"validation; on the real inputs {real_loss.mean():.3f} (noise ±{noise:.3f})"
     )
-    if gain.mean() > SIGNIFICANT * noise and gain.mean() > 0:
+    if better:
         return Check(
             "input-independent", "zeroed-input baseline", "pass", summary, measured=measured
         )
@@ -167,11 +174,14 @@ def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.n
     )
 
 
-def _standard_error(values: np.ndarray) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.inf
+def _paired(gain: np.ndarray) -> tuple[bool, float]:
+    """Whether per-image gains are positive beyond noise, and their standard error."""
+    noise = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else math.inf
+    return bool(gain.mean() > max(SIGNIFICANT * noise, 0)), noise
 
 
-def _logits(head: torch.nn.Linear, features: np.ndarray) -> np.ndarray:
+def head_logits(head: torch.nn.Linear, features: np.ndarray) -> np.ndarray:
+    """A head's logits on cached features, computed on the CPU in float32."""
     weight = head.weight.detach().cpu().float().numpy()
     return features.astype(np.float32, copy=False) @ weight.T + head.bias.detach().cpu().numpy()
 

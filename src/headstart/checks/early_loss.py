@@ -54,9 +54,7 @@ class EarlyLoss:
         n = len(self.losses)
         self._average = SMOOTHING * self._average + (1 - SMOOTHING) * loss
         smoothed = self._average / (1 - SMOOTHING**n)
-        if not math.isfinite(loss) or (
-            n >= SETTLE and smoothed > self.losses[0] + DIVERGED * self.scale
-        ):
+        if n >= SETTLE and smoothed > self.losses[0] + DIVERGED * self.scale:
             self.stopped = (
                 f"diverged: the training loss rose from {self.losses[0]:.3g} to "
                 f"{smoothed:.3g} nats (smoothed) in the first {n} steps at learning rate "

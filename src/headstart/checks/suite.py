@@ -21,7 +21,7 @@ from ..training.finetune import (
     fine_tune,
 )
 from ..training.probe import ProbeResult
-from .baselines import MOST_ROWS, feature_baselines, majority_baseline
+from .baselines import MOST_ROWS, feature_baselines, head_logits, majority_baseline
 from .core import Check, CheckReport
 from .early_loss import EarlyLoss
 from .fixed_batch import spread_over_classes
@@ -109,9 +109,7 @@ def sanity_checks(
         cached = None
         if features is not None and probe is not None:
             rows = features.rows([s.path for s in picked])
-            weight, bias = probe.head.weight.detach().cpu(), probe.head.bias.detach().cpu()
-            cached_features = torch.from_numpy(features.views["plain"][rows])
-            cached = (cached_features @ weight.T + bias).argmax(1).numpy()
+            cached = head_logits(probe.head, features.views["plain"][rows]).argmax(1)
         device = next(backbone.parameters()).device
         start = Classifier(backbone, new_head(width, counts), preprocessing).to(device)
         _, height, width_px = preprocessing.input_size
