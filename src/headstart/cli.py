@@ -51,9 +51,34 @@ def _parser() -> argparse.ArgumentParser:
         "sub-folder per class, a folder with train/ val/ (test/), or a "
         "CSV of path,label[,split].",
     )
-    fit.add_argument("data", help="folder or CSV file")
+    fit.add_argument("data", nargs="?", help="folder or CSV file (not with --resume)")
     _fit_options(fit)
+    _only_given(fit)  # FitConfig holds the defaults, so a --config file can supply any value
+    fit.add_argument(
+        "--config", metavar="YAML", help="settings from a YAML file (flags given here win)"
+    )
+    fit.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="go on with an interrupted run from its last epoch (with --epochs N: train a "
+        "finished run longer)",
+    )
     fit.set_defaults(run=_fit)
+
+    preview = commands.add_parser(
+        "augment-preview",
+        help="a grid of the exact training tensors, augmented, before any training",
+        description="Write a PNG grid of training images exactly as they enter the network "
+        "(augmented, then de-normalised for display), so a person can check that no "
+        "augmentation changes a label. Takes fit's data and augmentation options.",
+    )
+    preview.add_argument("data", help="folder or CSV file, as for fit")
+    preview.add_argument("--out", default="augment-preview.png", help="PNG file to write")
+    preview.add_argument("--images", type=int, default=32, help="how many (default 32)")
+    _fit_options(preview)
+    _only_given(preview)
+    preview.add_argument("--config", metavar="YAML", help="settings from a YAML file")
+    preview.set_defaults(run=_augment_preview)
 
     audit = commands.add_parser(
         "audit",
@@ -200,6 +225,7 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--epochs", type=int, help="fine-tuning epochs (default: from the plan)")
     add("--lr", type=float, help="fine-tuning learning rate (default: from the plan)")
+    _training_options(parser)
     add("--runs-dir", default="runs", help="where run folders are made (default: runs)")
     add("--name", help="run folder name (default: <data>-<n>)")
     add("--time-budget", type=float, help="minutes of fine-tuning at most")
@@ -223,12 +249,103 @@ def _fit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from .fit import FitConfig, fit
+def _only_given(parser: argparse.ArgumentParser) -> None:
+    """Leave options that were not given out of the parsed namespace (defaults: FitConfig)."""
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            action.default = argparse.SUPPRESS
 
-    settings = {k: v for k, v in vars(args).items() if k not in ("data", "command", "run")}
-    result = fit(args.data, FitConfig(**settings))
+
+def _config_from(args: argparse.Namespace, *extra: str):
+    """The FitConfig of a command line: the --config file, then the flags given."""
+    from .config import FitConfig, load_config
+
+    settings = load_config(args.config) if getattr(args, "config", None) else {}
+    ignored = {"data", "command", "run", "config", "resume", *extra}
+    settings |= {k: v for k, v in vars(args).items() if k not in ignored}
+    return FitConfig(**settings)
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    """Every lever of the recipe; each defaults to the plan's choice (see plan.json)."""
+    from .data.augment import POLICIES, PRESETS, TRANSFORMS
+    from .training.finetune import PRECISIONS
+    from .training.freezing import UNFREEZING
+    from .training.imbalance import BALANCING
+    from .training.optim import OPTIMIZERS, SCHEDULES
+
+    group = parser.add_argument_group("training (defaults: the plan's)")
+    add = group.add_argument
+    add("--freeze", help="'all' (head only), 'none', or how many bottom stages stay frozen")
+    add("--unfreeze", choices=UNFREEZING, help="gradual: top stage first, one more each epoch")
+    add("--layer-decay", type=float, help="each stage's learning rate over the one above")
+    add("--optimizer", choices=OPTIMIZERS, help="default adamw (lbfgs: linear probe only)")
+    add("--momentum", type=float, help="for sgd, nesterov and rmsprop (default 0.9)")
+    add("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
+    add("--warmup", type=float, help="share of the steps for a linear warm-up (default 0.1)")
+    add("--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA, fp32 on CPU")
+    add("--in-chans", type=int, help="input channels (default: 3, or what the files hold)")
+    add("--input-size", type=int, help="input side in pixels (default: the weights' own)")
+    reg = parser.add_argument_group("regularisation")
+    add = reg.add_argument
+    add("--weight-decay", type=float, help="default 0.02; never on biases and norm layers")
+    add("--head-l1", type=float, help="L1 on the head's weights (with weight decay: elastic net)")
+    add("--probe-penalty", choices=("l2", "l1", "elasticnet"), help="the linear probe's penalty")
+    add("--label-smoothing", type=float, help="default 0.1")
+    add("--dropout", type=float, help="dropout before the head (default: the architecture's)")
+    add("--drop-path", type=float, help="stochastic depth rate (default: the architecture's)")
+    add("--mixup", type=float, help="Mixup alpha, e.g. 0.2 (default off)")
+    add("--cutmix", type=float, help="CutMix alpha, e.g. 1.0 (default off)")
+    add("--cutout", type=float, help="probability of erasing a random patch (default 0)")
+    add("--ema", type=float, help="evaluate a moving average of the weights, e.g. 0.999")
+    add("--clip-grad", type=float, help="clip the gradient norm to this value")
+    add("--patience", type=int, help="early stopping after this many epochs without gain")
+    add("--no-early-stopping", dest="patience", action="store_const", const=None)
+    aug = parser.add_argument_group("augmentation and class balance")
+    add = aug.add_argument
+    add("--augment", choices=PRESETS, help="augmentation preset (default light)")
+    add("--policy", choices=POLICIES, help="a learned augmentation policy on top")
+    add(
+        "--no-augment",
+        action="append",
+        choices=TRANSFORMS,
+        metavar="TRANSFORM",
+        help=f"never apply this transform (it would change a label): {', '.join(TRANSFORMS)}",
+    )
+    add(
+        "--balance",
+        choices=BALANCING,
+        help="class imbalance: auto (by the ratio), none, weighted-loss or sampler",
+    )
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .errors import HeadstartError
+    from .fit import fit, resume
+
+    if getattr(args, "resume", None):
+        given = set(vars(args)) - {"command", "run", "resume", "data", "epochs", "quiet"}
+        if args.data or given:
+            raise HeadstartError(
+                "--resume RUN takes the data and settings the run was started with; "
+                f"only --epochs and --quiet may be given (got {', '.join(sorted(given)) or 'DATA'})"
+            )
+        result = resume(
+            args.resume, epochs=getattr(args, "epochs", None), quiet=getattr(args, "quiet", False)
+        )
+    elif not args.data:
+        raise HeadstartError("DATA is missing: `headstart fit DATA` (or --resume RUN)")
+    else:
+        result = fit(args.data, _config_from(args))
     print_fit_summary(result)
+    return 0
+
+
+def _augment_preview(args: argparse.Namespace) -> int:
+    from .preview import augment_preview
+
+    path = augment_preview(args.data, _config_from(args, "out", "images"), args.out, args.images)
+    out.print(f"wrote {path}")
     return 0
 
 

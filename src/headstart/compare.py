@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .classifier import Classifier, new_head
+from .config import FitConfig
 from .data.decoded import DecodedImages
 from .data.sources import Dataset
 from .models import Preprocessing, create_backbone
@@ -63,8 +64,7 @@ def scratch_settings(
         mirror_invariant=None,
         pretrained=False,
         stages=1,
-        epochs=epochs,
-        batch_size=batch_size,
+        config=FitConfig(pretrained=False, epochs=epochs, batch_size=batch_size),
     ).fine_tune
     settings.max_seconds = max_seconds
     settings.patience = settings.epochs

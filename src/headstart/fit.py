@@ -14,18 +14,21 @@ import copy
 import csv
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from .audit import AuditReport, audit_dataset, check_leakage
 from .bundle import Model, save
 from .checks import CheckReport, EarlyLoss, FixedBatch, sanity_checks
 from .classifier import Classifier, layer_groups, new_head
 from .compare import Curve, compare, scratch_settings, train_from_scratch
+from .config import FitConfig, load_config, save_config
 from .console import err, progress_bar
 from .data.decoded import DecodedImages, prefetch
 from .data.images import UnreadableImage
@@ -38,12 +41,14 @@ from .models import Preprocessing, WeightsSource, create_backbone
 from .monitor import TrainingBoard
 from .report import build_report, examples_to_show, save_thumbnails, write_predictions
 from .run import RunDir
+from .training import distributed
 from .training.finetune import FineTuneSettings, fine_tune
+from .training.imbalance import choose_balancing
 from .training.lr_find import LRFindResult, lr_range_test
-from .training.plan import STRATEGIES, Plan, make_plan
+from .training.plan import Plan, make_plan
 from .training.probe import ProbeResult, fit_probe
 
-__all__ = ["FitConfig", "FitResult", "check", "default_cache_dir", "fit", "lr_find"]
+__all__ = ["FitConfig", "FitResult", "check", "default_cache_dir", "fit", "lr_find", "resume"]
 
 
 def default_cache_dir() -> Path:
@@ -53,62 +58,6 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "headstart"
-
-
-@dataclass
-class FitConfig:
-    """Every setting of a fit. The resolved values are saved as ``config.json`` in the run."""
-
-    arch: str = "efficientnet_lite0"
-    weights: str | None = None  # a weights file; otherwise built-in or hub weights
-    pretrained: bool = True  # False: random initialisation, on purpose
-    strategy: str = "auto"  # auto | linear-probe | fine-tune | full
-    epochs: int | None = None  # fine-tuning epochs; None: from the plan
-    lr: float | None = None  # fine-tuning learning rate (top stage); None: from the plan
-    batch_size: int = 32
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    seed: int = 0
-    runs_dir: str = "runs"
-    name: str | None = None
-    cache_dir: str | None = None  # None: default_cache_dir()
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    time_budget: float | None = None  # minutes of fine-tuning at most
-    allow_leakage: bool = False  # train even when duplicates span train and val/test
-    checks: bool = True  # sanity checks before training (checks.json)
-    compare_scratch: bool = False  # also train from random weights, same budget; compare
-    quiet: bool = False
-
-    def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise HeadstartError(
-                f"strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
-        if self.strategy == "linear-probe" and not self.pretrained:
-            raise HeadstartError(
-                "strategy='linear-probe' needs pretrained weights: a probe on "
-                "random features learns nothing; use 'full' with --no-pretrained"
-            )
-        if self.compare_scratch and not self.pretrained:
-            raise HeadstartError(
-                "compare_scratch=True compares pretrained weights with random ones: it needs "
-                "pretrained=True"
-            )
-        if self.weights and not self.pretrained:
-            raise HeadstartError("weights=... and pretrained=False contradict each other")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise HeadstartError(f"{name}={value!r} must be a whole number of at least 1")
-        if self.lr is not None and not 0 < self.lr < 1:
-            raise HeadstartError(f"lr={self.lr!r} must be between 0 and 1 (try 3e-4)")
-        if not 0 < self.val_fraction < 1:
-            raise HeadstartError(
-                f"val_fraction={self.val_fraction!r} must be in (0, 1): "
-                "validation is how headstart chooses and checks the model"
-            )
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise HeadstartError(f"time_budget={self.time_budget!r} minutes must be positive")
 
 
 @dataclass
@@ -127,6 +76,8 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     """Train a classifier on ``data`` (class folders, train/val folders, or a CSV).
 
     ``settings`` override fields of :class:`FitConfig`, e.g. ``fit("photos", strategy="full")``.
+    Launched by ``torchrun``, every process runs this and the fine-tuning is shared between
+    them (see :mod:`headstart.training.distributed`); the main process writes the run.
     """
     known = {f.name for f in fields(FitConfig)}
     unknown = sorted(set(settings) - known)
@@ -134,14 +85,57 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         raise HeadstartError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
     config = replace(config or FitConfig(), **settings)
     config.validate()
+    if distributed.init_from_environment() and not distributed.is_main():
+        # Every process computes what the main one does; only the main one keeps it.
+        config = replace(config, runs_dir=tempfile.mkdtemp(prefix="headstart-rank-"), quiet=True)
+    run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
+    return _fit(data, config, run, resumed=None)
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
+    """Go on with the run in ``run_dir`` after a crash or Ctrl-C, from its last finished epoch,
+    with the settings it was started with; or, given more ``epochs`` than it was planned for,
+    train a finished run longer ("leave it training"). The result is the run an uninterrupted
+    ``fit`` would have given, within noise."""
+    run = RunDir(Path(run_dir))
+    if not (run.path / "config.yaml").exists():
+        raise HeadstartError(f"{run.path} is not a headstart run folder (no config.yaml)")
+    saved = load_config(run.path / "config.yaml")
+    data = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))["data"]
+    plan = Plan.from_dict(run.read_json("plan.json")) if (run.path / "plan.json").exists() else None
+    if plan is None or plan.fine_tune is None or not run.training_state.exists():
+        raise HeadstartError(
+            f"{run.path} has no fine-tuning to resume (it stopped before training, or its plan "
+            "was the linear probe alone); start a new `headstart fit`"
+        )
+    progress = run.read_json("progress.json") if (run.path / "progress.json").exists() else {}
+    done = progress.get("epoch", 0)
+    if epochs is not None and epochs <= done:
+        raise HeadstartError(
+            f"epochs={epochs}: the run has already trained {done} epochs; ask for more to go on"
+        )
+    if epochs is None and progress.get("finished") and done >= plan.fine_tune.epochs:
+        raise HeadstartError(
+            f"{run.path} finished its {plan.fine_tune.epochs} epochs "
+            f"({progress.get('stopped', 'finished')}); pass --epochs N (more than {done}) "
+            "to train longer"
+        )
+    config = replace(FitConfig(**saved), quiet=quiet, checks=False)
+    if epochs is not None:
+        config.epochs = epochs
+    config.validate()
+    return _fit(data, config, run, resumed=plan)
+
+
+def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None) -> FitResult:
     started = time.perf_counter()
     _seed_everything(config.seed)
-
     ready = prepare(data, config)
     backbone, preprocessing, source = ready.backbone, ready.preprocessing, ready.source
     architecture, images = ready.architecture, ready.images
-    run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
-    run.write_json("config.json", {"data": str(Path(data).resolve()), **asdict(config)})
+    if resumed is None:
+        run.write_json("config.json", {"data": str(Path(data).resolve()), **asdict(config)})
+        save_config(config, run.path / "config.yaml", data)
     built = f" as {architecture}" if architecture != config.arch else ""
     _log(config, f"run folder [bold]{run.path}[/]; {config.arch}{built}, {source.describe()}")
 
@@ -157,15 +151,20 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     index = {name: i for i, name in enumerate(dataset.classes)}
 
     board = TrainingBoard(run.path / "tensorboard")
-    probe = _fit_probe(dataset, features, index, config.seed) if features else None
+    balance = choose_balancing(_train_counts(dataset), config.balance)
+    probe = _fit_probe(dataset, features, index, config, balance[0]) if features else None
     if probe is not None:
         run.log_metrics({"stage": "linear-probe", **_probe_record(probe)})
         board.probe(_probe_record(probe))
-    plan = _plan(config.strategy, dataset, probe, backbone, config)
-    if plan.fine_tune and config.time_budget:
-        plan.fine_tune.max_seconds = config.time_budget * 60
-    if plan.fine_tune and config.lr is None:
-        _measure_lr(plan, dataset, ready, probe, run, config)
+    if resumed is not None:
+        plan = resumed
+        plan.fine_tune.epochs = config.epochs or plan.fine_tune.epochs
+    else:
+        plan = _plan(config.strategy, dataset, probe, backbone, config, balance)
+        if plan.fine_tune and config.time_budget:
+            plan.fine_tune.max_seconds = config.time_budget * 60
+        if plan.fine_tune and config.lr is None:
+            _measure_lr(plan, dataset, ready, probe, run, config)
     run.write_json("plan.json", plan.to_dict())
     for reason in plan.reasons:
         _log(config, f"plan: {reason}")
@@ -209,7 +208,17 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     if plan.fine_tune is not None:
         watch = EarlyLoss(len(index), plan.fine_tune.lr)
         tuned, stopped, diagnosis = _fine_tune(
-            model, dataset, images, plan, run, config, index, board, fixed, watch
+            model,
+            dataset,
+            images,
+            plan,
+            run,
+            config,
+            index,
+            board,
+            fixed,
+            watch,
+            resumed is not None,
         )
         if config.checks:
             checks.extend([watch.check(stopped)])
@@ -321,10 +330,13 @@ def _fine_tuning_plan(
     dataset = ready.dataset
     _require_trainable(dataset)
     index = {name: i for i, name in enumerate(dataset.classes)}
-    probe = _fit_probe(dataset, ready.features, index, config.seed) if ready.features else None
-    plan = _plan(config.strategy, dataset, probe, ready.backbone, config)
+    balance = choose_balancing(_train_counts(dataset), config.balance)
+    probe = None
+    if ready.features:
+        probe = _fit_probe(dataset, ready.features, index, config, balance[0])
+    plan = _plan(config.strategy, dataset, probe, ready.backbone, config, balance)
     if plan.fine_tune is None:
-        plan = _plan("fine-tune", dataset, probe, ready.backbone, config)
+        plan = _plan("fine-tune", dataset, probe, ready.backbone, config, balance)
     return ready, probe, plan, config
 
 
@@ -375,10 +387,14 @@ class Prepared:
         """Features of every image (from the cache where possible), or, without pretrained
         weights, every image decoded once; the files that fail are dropped and listed."""
         if self.stores is not None:
+            if not distributed.is_main():
+                distributed.barrier()  # the main process fills the cache; the others read it
             self.features = _extract(
                 self.dataset, self.backbone, self.preprocessing, self.images, self.stores, config
             )
             self.dataset = self.dataset.drop(self.features.skipped)
+            if distributed.is_main():
+                distributed.barrier()
         else:  # no features to extract: decode everything once, to find unreadable files now
             self.dataset = self.dataset.drop(_decode_all(self.dataset, self.images, config))
         return self
@@ -409,6 +425,7 @@ def _plan(
     probe: ProbeResult | None,
     backbone: torch.nn.Module,
     config: FitConfig,
+    balance: tuple[str, str] = ("none", ""),
 ) -> Plan:
     """The plan for ``strategy`` from the measurements and the user's settings."""
     return make_plan(
@@ -418,9 +435,8 @@ def _plan(
         mirror_invariant=probe.mirror_invariant if probe else None,
         pretrained=config.pretrained,
         stages=len(layer_groups(backbone)),
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
+        config=config,
+        balance=balance,
     )
 
 
@@ -499,7 +515,11 @@ def _decode_all(dataset: Dataset, images: DecodedImages, config: FitConfig) -> l
 
 
 def _fit_probe(
-    dataset: Dataset, features: ExtractedFeatures, index: dict[str, int], seed: int
+    dataset: Dataset,
+    features: ExtractedFeatures,
+    index: dict[str, int],
+    config: FitConfig,
+    balance: str,
 ) -> ProbeResult:
     rows = features.rows([s.path for s in dataset.split("train")])
     labels = np.array([index[s.label] for s in dataset.split("train")])
@@ -508,7 +528,9 @@ def _fit_probe(
         labels,
         len(index),
         mirrored=features.views["hflip"][rows],
-        seed=seed,
+        seed=config.seed,
+        penalty=config.probe_penalty,
+        balanced=balance != "none",
     )
 
 
@@ -544,6 +566,7 @@ def _fine_tune(
     board: TrainingBoard,
     fixed: FixedBatch,
     watch: EarlyLoss,
+    resume: bool,
 ) -> tuple[Model, str, Diagnosis]:
     tuned = copy.deepcopy(model)
     settings = plan.fine_tune
@@ -554,6 +577,7 @@ def _fine_tune(
 
     def log(record: dict) -> None:
         run.log_metrics({"stage": plan.strategy, **record})
+        run.write_json("progress.json", {"epoch": record["epoch"], "finished": False})
         board.epoch(record)
         fixed.record(tuned, images, plan.strategy, record["epoch"])
         _log(
@@ -573,12 +597,19 @@ def _fine_tune(
             settings,
             seed=config.seed,
             checkpoint=run.best_checkpoint,
+            state=run.training_state,
+            resume=resume,
             log=log,
             on_step=advance,
             on_batch=lambda step: (board.batch(step), watch(step)),
         )
     run.log_metrics(
         {"stage": plan.strategy, "stopped": result.stopped, "best_epoch": result.best_epoch}
+    )
+    done = result.history[-1]["epoch"] if result.history else 0
+    finished = result.stopped != "interrupted" and not result.stopped.startswith("stopped")
+    run.write_json(
+        "progress.json", {"epoch": done, "finished": finished, "stopped": result.stopped}
     )
     if result.stopped != "finished":
         _log(config, f"training stopped ({result.stopped}); best epoch {result.best_epoch} kept")
@@ -767,7 +798,7 @@ def _require_trainable(dataset: Dataset) -> None:
 
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device()  # CUDA when there is one; torchrun's own device
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -59,6 +59,11 @@ class RunDir:
     def best_checkpoint(self) -> Path:
         return self.path / "checkpoints" / "best.safetensors"
 
+    @property
+    def training_state(self) -> Path:
+        """Everything ``--resume`` needs (weights, optimiser, schedule), after every epoch."""
+        return self.path / "checkpoints" / "last.pt"
+
     def write_json(self, name: str, data: Any) -> Path:
         target = self.path / name
         partial = target.with_suffix(".partial")

@@ -3,28 +3,43 @@
 The head arrives already trained (a linear probe on cached features), so the body's features
 are not disturbed by gradients from a random head, and the body's learning rate decays layer by
 layer towards the stem: early layers hold general features and move least.
+
+Every knob of the recipe lives in :class:`FineTuneSettings`: which stages train and when
+(:mod:`.freezing`), the optimiser and schedule (:mod:`.optim`), the regularisers
+(:mod:`.regularise`), class balance (:mod:`.imbalance`) and augmentation
+(:mod:`headstart.data.augment`). The loop itself only runs them.
+
+Randomness is drawn per epoch, per batch and per image from the seed, never carried over from
+step to step: a run resumed from its last epoch (``resume=True``) draws what an uninterrupted
+run would have drawn, and a distributed run augments every image as a single process would.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..classifier import Classifier, layer_groups
+from ..data.augment import AugmentSettings, build_augmentation
 from ..data.decoded import DecodedImages, prefetch
-from ..data.transforms import center_crop, to_tensor, train_augmentation
+from ..data.transforms import center_crop, to_tensor
 from ..errors import HeadstartError
+from . import distributed
+from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
+from .imbalance import balanced_order, class_weights
+from .optim import Schedule, create_optimizer
+from .regularise import BatchMixer, WeightAverage, clip_gradients, head_penalty
 
 __all__ = [
+    "PRECISIONS",
     "FineTuneResult",
     "FineTuneSettings",
     "NothingToTrain",
@@ -38,25 +53,56 @@ __all__ = [
     "train_mode",
 ]
 
+#: Numeric precision of the forward pass: ``auto`` is bfloat16 on CUDA devices that have it,
+#: float16 with loss scaling on older CUDA devices, float32 on the CPU (where bfloat16 is slower
+#: on most processors).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass
 class FineTuneSettings:
     epochs: int = 8
-    lr: float = 3e-4  # the top stage's learning rate; AdamW
+    lr: float = 3e-4  # the top stage's learning rate
     head_lr_scale: float = 3.0  # the (already trained) head moves a little faster
     layer_decay: float = 0.6  # each stage further down gets this factor of the one above
     trainable_stages: int | None = None  # None: every stage
-    weight_decay: float = 0.02
+    unfreeze: str = "none"  # "none" | "gradual": top stage first, one more per epoch
+    optimizer: str = "adamw"  # see headstart.training.optim.OPTIMIZERS
+    momentum: float = 0.9  # SGD, Nesterov and RMSProp
+    schedule: str = "cosine"  # see headstart.training.optim.SCHEDULES
+    warmup_fraction: float = 0.1  # of all steps, a linear warm-up from zero
+    weight_decay: float = 0.02  # decoupled (AdamW) or L2; never on biases and norm layers
+    head_l1: float = 0.0  # L1 penalty on the head's weights; with weight decay: elastic net
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # Mixup's alpha; 0: off
+    cutmix: float = 0.0  # CutMix's alpha; 0: off
+    ema_decay: float | None = None  # an exponential moving average of the weights is evaluated
+    clip_grad_norm: float | None = None  # gradients rescaled to at most this norm
+    balance: str = "none"  # "none" | "weighted-loss" | "sampler"
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     batch_size: int = 32
-    warmup_fraction: float = 0.1
-    patience: int = 3  # epochs without a better validation score before stopping
-    flip: bool = True
+    patience: int | None = 3  # epochs without a better validation score; None: never stop
     max_seconds: float | None = None
     # Batch-norm layers keep their pretrained running statistics (eval mode) while their
     # scale and shift train, as Keras's fine-tuning guide advises; False: statistics from
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
+    precision: str = "auto"
+
+    @property
+    def flip(self) -> bool:
+        return "flip" not in self.augment.exclude
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FineTuneSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        augment = values.pop("augment", None) or {}
+        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+        return cls(**values, augment=AugmentSettings(**augment))
 
 
 @dataclass
@@ -99,116 +145,328 @@ def fine_tune(
     *,
     seed: int = 0,
     checkpoint: Path | None = None,
+    state: Path | None = None,
+    resume: bool = False,
     log: Callable[[dict], None] = lambda record: None,
     on_step: Callable[[int], None] = lambda n: None,
     on_batch: Callable[[TrainingStep], None] = lambda step: None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
+    ``checkpoint`` receives the best weights (safetensors) whenever they improve; ``state``
+    everything a later ``resume=True`` call needs to go on from the last finished epoch
+    (weights, optimiser, schedule, weight average, history), written after every epoch.
+    Resuming with more ``epochs`` than the state was planned for trains longer.
+
     ``log`` receives each epoch's record, ``on_batch`` each step's loss and learning rates;
     either may raise :class:`StopTraining` to end the run (the best model so far is kept).
-
     Ctrl-C ends training after the current step; the best model so far is kept.
-    """
-    torch.manual_seed(seed)
-    generator = np.random.default_rng(seed)
-    height, width = input_size
-    augment = train_augmentation(height, width, flip=settings.flip)
-    groups = parameter_groups(model, settings)
-    if not any(p.requires_grad for group in groups for p in group["params"]):
-        raise NothingToTrain(
-            "nothing to train: every parameter of the head and the trained stages is frozen "
-            "(requires_grad is off)"
-        )
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
-    steps_per_epoch = max(1, len(train) // settings.batch_size)
-    total = steps_per_epoch * settings.epochs
-    warmup = max(1, int(settings.warmup_fraction * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _warmup_cosine(s, warmup, total)
-    )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    model.to(memory_format=torch.channels_last)
-    device = next(model.parameters()).device
 
-    result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    started = time.perf_counter()
-    step = 0
+    Under ``torchrun`` (a process group initialised, see :mod:`.distributed`) every process
+    trains its share of each batch and gradients are averaged: the same model as one process
+    training the whole batch, within noise.
+    """
+    run = _Training(model, train, images, input_size, settings, seed)
+    if resume:
+        if state is None or not state.exists():
+            raise HeadstartError(f"nothing to resume: no training state at {state}")
+        run.load(state)
+    result = run.result
+    started = time.perf_counter() - run.elapsed
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(run.epoch + 1, settings.epochs + 1):
             epoch_start = time.perf_counter()
-            order = generator.permutation(len(train))[: steps_per_epoch * settings.batch_size]
-            batches = [
-                [train[i] for i in order[b : b + settings.batch_size]]
-                for b in range(0, len(order), settings.batch_size)
-            ]
-            train_mode(model, settings)
-            seen, loss_sum, correct = 0, 0.0, 0
-            for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
-                inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
-                labels = labels.to(device, non_blocking=True)
-                with autocast(device):
-                    logits = model(inputs)
-                loss = loss_fn(logits.float(), labels)
-                if not torch.isfinite(loss):
-                    result.stopped = (
-                        f"diverged: the training loss became {loss.item()} in epoch {epoch}"
-                    )
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-                optimizer.step()
-                schedule.step()
-                step += 1
-                on_batch(TrainingStep(step, epoch, loss.item(), lrs))
-                seen += len(labels)
-                loss_sum += loss.item() * len(labels)
-                correct += int((logits.argmax(1) == labels).sum())
-                on_step(1)
+            record = run.train_epoch(epoch, on_step, on_batch)
             if result.stopped.startswith("diverged"):
                 break
-            val_loss, val_accuracy = evaluate_pixels(model, val, images, input_size)
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - epoch_start,
-            }
+            evaluated = run.evaluated()
+            record["val_loss"], record["val_accuracy"] = evaluate_pixels(
+                evaluated, val, images, input_size, precision=settings.precision
+            )
+            record["seconds"] = time.perf_counter() - epoch_start
             result.history.append(record)
+            if record["val_accuracy"] > result.best_accuracy:
+                result.best_epoch, result.best_accuracy = epoch, record["val_accuracy"]
+                run.best_state = _copy_state(evaluated)
+                if checkpoint is not None and distributed.is_main():
+                    save_file(
+                        {k: v.cpu().contiguous() for k, v in run.best_state.items()}, checkpoint
+                    )
+            run.epoch = epoch
+            run.elapsed = time.perf_counter() - started
+            if state is not None and distributed.is_main():
+                run.save(state)
             log(record)
-            if val_accuracy > result.best_accuracy:
-                result.best_epoch, result.best_accuracy = epoch, val_accuracy
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if checkpoint is not None:
-                    save_file({k: v.cpu().contiguous() for k, v in best_state.items()}, checkpoint)
-            elif epoch - result.best_epoch >= settings.patience:
+            if settings.patience is not None and epoch - result.best_epoch >= settings.patience:
                 result.stopped = "early stopping"
                 break
-            elapsed = time.perf_counter() - started
-            if settings.max_seconds and elapsed + elapsed / epoch > settings.max_seconds:
+            if settings.max_seconds and run.elapsed + run.elapsed / epoch > settings.max_seconds:
                 result.stopped = "time budget"
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
     except StopTraining as reason:
         result.stopped = str(reason)
-    model.load_state_dict(best_state)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     model.eval()
     return result
 
 
+class _Training:
+    """The state of one fine-tuning: what an epoch needs and what a resumed run restores."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        train: Sequence[Example],
+        images: DecodedImages,
+        input_size: tuple[int, int],
+        settings: FineTuneSettings,
+        seed: int,
+    ):
+        self.model, self.train, self.images, self.settings, self.seed = (
+            model,
+            train,
+            images,
+            settings,
+            seed,
+        )
+        self.input_size = input_size
+        self.device = next(model.parameters()).device
+        channels = model.normalize.mean.shape[1]
+        self.augment = build_augmentation(*input_size, settings.augment, channels=channels)
+        self.stages = len(layer_groups(model.backbone))
+        self.groups = parameter_groups(model, settings)
+        if not any(p.requires_grad for group in self.groups for p in group["params"]):
+            raise NothingToTrain(
+                "nothing to train: every parameter of the head and the trained stages is frozen "
+                "(requires_grad is off)"
+            )
+        self.optimizer = create_optimizer(
+            self.groups,
+            settings.optimizer,
+            weight_decay=settings.weight_decay,
+            momentum=settings.momentum,
+        )
+        self.steps_per_epoch = max(1, len(train) // settings.batch_size)
+        total = self.steps_per_epoch * settings.epochs
+        self.schedule = Schedule(
+            self.optimizer,
+            settings.schedule,
+            total_steps=total,
+            warmup_steps=int(settings.warmup_fraction * total),
+        )
+        self.labels = np.array([label for _, label in train])
+        n_classes = model.head.out_features
+        counts = np.bincount(self.labels, minlength=n_classes)
+        weight = None
+        if settings.balance == "weighted-loss":
+            weight = class_weights(counts).to(self.device)
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
+        self.n_classes = n_classes
+        self.mixing = settings.mixup > 0 or settings.cutmix > 0
+        if self.mixing:  # refused now, not in the first step: Mixup with one class, say
+            BatchMixer(n_classes, mixup=settings.mixup, cutmix=settings.cutmix)
+        self.average = (
+            WeightAverage(model, settings.ema_decay) if settings.ema_decay is not None else None
+        )
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        model.to(memory_format=torch.channels_last)
+
+        self.result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.network: nn.Module = model
+        self.network_stages = -1  # how many stages the distributed wrapper was built for
+
+    def train_epoch(
+        self,
+        epoch: int,
+        on_step: Callable[[int], None],
+        on_batch: Callable[[TrainingStep], None],
+    ) -> dict:
+        settings = self.settings
+        trained = stages_trained(settings, self.stages, epoch)
+        if settings.unfreeze == "gradual":
+            unfreeze(self.groups, trained)
+        self._wrap(trained)
+        train_mode(self.model, settings)
+        rank, world = distributed.rank_and_size()
+        seen, loss_sum, correct = 0, 0.0, 0
+        shares = [positions[rank::world] for positions in self._batches(epoch)]
+        decoded = prefetch(
+            lambda mine: decode_batch(self.images, [self.train[i] for i in mine]), shares
+        )
+        for batch, (mine, (pixels, labels)) in enumerate(zip(shares, decoded, strict=True)):
+            inputs = self._augmented(pixels, epoch, mine)
+            torch.manual_seed(_seed(self.seed, epoch, batch, rank))  # dropout, mixing
+            labels = labels.to(self.device, non_blocking=True)
+            targets = labels
+            if self.mixing:
+                # A mixer seeded per batch: what a resumed or distributed run draws too.
+                mixer = BatchMixer(
+                    self.n_classes,
+                    mixup=settings.mixup,
+                    cutmix=settings.cutmix,
+                    seed=_seed(self.seed, epoch, batch, rank),
+                )
+                inputs, targets = mixer(inputs, labels)
+                targets = targets.to(self.device)
+            with autocast(self.device, settings.precision):
+                logits = self.network(inputs)
+            loss = self.loss_fn(logits.float(), targets)
+            if settings.head_l1 > 0:
+                loss = loss + head_penalty(self.model.head, settings.head_l1, 0.0)
+            if not torch.isfinite(loss):
+                self.result.stopped = (
+                    f"diverged: the training loss became {loss.item()} in epoch {epoch}"
+                )
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if settings.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                clip_gradients(self.model.parameters(), settings.clip_grad_norm)
+            lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            if self.average is not None:
+                self.average.update(self.model, self.step)
+            self.step += 1
+            on_batch(TrainingStep(self.step, epoch, loss.item(), lrs))
+            seen += len(labels)
+            loss_sum += loss.item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            on_step(1)
+        return {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "stages_trained": trained,
+        }
+
+    def evaluated(self) -> nn.Module:
+        """The network scored on validation: the weight average when there is one."""
+        return self.average.module if self.average is not None else self.model
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """This epoch's batches as positions in ``train``: a shuffle, or a class-balanced
+        draw, from a generator seeded by the epoch (so a resumed run draws the same)."""
+        size = self.settings.batch_size
+        rng = np.random.default_rng([self.seed, epoch])
+        count = self.steps_per_epoch * size
+        if self.settings.balance == "sampler":
+            order = balanced_order(self.labels, count, rng)
+        else:
+            order = rng.permutation(len(self.train))[:count]
+        return [order[b : b + size] for b in range(0, len(order), size)]
+
+    def _augmented(self, pixels: list[np.ndarray], epoch: int, positions) -> torch.Tensor:
+        """Each image augmented with randomness drawn from its own seed (epoch, position)."""
+        out = []
+        with torch.random.fork_rng(devices=[]):
+            for image, position in zip(pixels, positions, strict=True):
+                torch.manual_seed(_seed(self.seed, epoch, -1, int(position)))
+                out.append(self.augment(to_tensor(image)))
+        return torch.stack(out)
+
+    def _wrap(self, trained: int) -> None:
+        """Under torchrun, the model in DistributedDataParallel, rebuilt when the set of
+        trained parameters changes (DDP registers its gradient hooks once)."""
+        if distributed.rank_and_size()[1] > 1 and trained != self.network_stages:
+            self.network = distributed.wrap(self.model)
+            self.network_stages = trained
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else {},
+            "best": self.best_state or {},
+            "progress": json.dumps(
+                {
+                    "epoch": self.epoch,
+                    "step": self.step,
+                    "elapsed": self.elapsed,
+                    "planned_epochs": self.settings.epochs,
+                    "best_epoch": self.result.best_epoch,
+                    "best_accuracy": self.result.best_accuracy,
+                    "history": self.result.history,
+                    "settings": _comparable(self.settings),
+                }
+            ),
+        }
+
+    def save(self, path: Path) -> None:
+        partial = path.with_suffix(".partial")
+        torch.save(self.state_dict(), partial)
+        partial.replace(path)
+
+    def load(self, path: Path) -> None:
+        """Go on from the state saved at ``path`` (read with ``weights_only=True``)."""
+        saved = torch.load(path, map_location=self.device, weights_only=True)
+        progress = json.loads(saved["progress"])
+        if progress["settings"] != _comparable(self.settings):
+            changed = sorted(
+                key
+                for key, value in _comparable(self.settings).items()
+                if progress["settings"].get(key) != value
+            )
+            raise HeadstartError(
+                f"cannot resume from {path}: the settings differ from the interrupted run's "
+                f"({', '.join(changed)}); only epochs may change"
+            )
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        self.scaler.load_state_dict(saved["scaler"])
+        if self.average is not None:
+            self.average.load_state_dict(saved["average"])
+        if progress["planned_epochs"] != self.settings.epochs:
+            # Training longer than planned: the schedule is stretched over the new length.
+            self.schedule.extend(self.steps_per_epoch * self.settings.epochs)
+        self.best_state = saved["best"] or None
+        self.epoch, self.step, self.elapsed = (
+            progress["epoch"],
+            progress["step"],
+            progress["elapsed"],
+        )
+        self.result.best_epoch = progress["best_epoch"]
+        self.result.best_accuracy = progress["best_accuracy"]
+        self.result.history = progress["history"]
+
+
+def _comparable(settings: FineTuneSettings) -> dict:
+    """The settings a resumed run must share with the interrupted one, as JSON values."""
+    values = json.loads(json.dumps(settings.to_dict()))
+    for free in ("epochs", "max_seconds", "patience"):
+        values.pop(free)
+    return values
+
+
+def _seed(seed: int, epoch: int, batch: int, item: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, batch + 1, item + 1]).generate_state(1)[0])
+
+
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 @torch.inference_mode()
 def evaluate_pixels(
-    model: Classifier,
+    model: nn.Module,
     examples: Sequence[Example],
     images: DecodedImages,
     input_size: tuple[int, int],
     batch_size: int = 64,
+    *,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on centre crops (no augmentation)."""
     model.eval()
@@ -217,7 +475,7 @@ def evaluate_pixels(
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     loss_sum, correct = 0.0, 0
     for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(torch.stack([center_crop(p, height, width) for p in pixels])).float()
         labels = labels.to(device)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -227,52 +485,28 @@ def evaluate_pixels(
 
 
 def decode_batch(images: DecodedImages, batch: Sequence[Example]) -> tuple[list, torch.Tensor]:
-    """Decoded ``(H, W, 3)`` pixels of a batch and its labels."""
+    """Decoded ``(H, W, C)`` pixels of a batch and its labels."""
     return [images.get(path) for path, _ in batch], torch.tensor([label for _, label in batch])
 
 
-def parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict]:
-    """Freeze the lower stages; give the rest learning rates that shrink towards the stem."""
-    stages = layer_groups(model.backbone)
-    trainable = len(stages) if settings.trainable_stages is None else settings.trainable_stages
-    head = {"params": list(model.head.parameters()), "lr": settings.lr * settings.head_lr_scale}
-    groups = [{"name": "head", **head}]  # names: for monitoring; torch keeps extra keys
-    for depth, params in enumerate(reversed(stages)):  # depth 0 is the top stage
-        if depth >= trainable:
-            for param in params:
-                param.requires_grad_(False)
-            continue
-        lr = settings.lr * settings.layer_decay**depth
-        groups.append({"name": f"stage {len(stages) - 1 - depth}", "params": params, "lr": lr})
-    return groups
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device``."""
+    if precision not in PRECISIONS:
+        raise HeadstartError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise HeadstartError(
+            f"precision='fp16' needs a CUDA device (this one is {device.type}); "
+            "use 'bf16' or 'fp32'"
+        )
+    return precision
 
 
-def train_mode(model: nn.Module, settings: FineTuneSettings) -> None:
-    """Train mode, except batch-norm layers of frozen stages, and of every stage when the
-    settings keep the pretrained statistics.
-
-    Why keep them: on images unlike the pretraining data (8x8 digits enlarged to 224 px), the
-    statistics of a batch differ so much from the running ones that the network in training mode
-    computes other features than the ones the linear probe was fitted on. Measured on the
-    digits: the probe-initialised network scores 0.0008 nats in eval mode and 15 nats (1.6%
-    accuracy) in training mode, so fine-tuning began by wrecking the head it started from.
-    """
-    model.train()
-    for module in model.modules():
-        if isinstance(module, _BatchNorm) and (
-            settings.frozen_norm_statistics or not any(p.requires_grad for p in module.parameters())
-        ):
-            module.eval()
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bfloat16 mixed precision on CUDA (no loss scaling needed); full precision on CPU,
-    where bfloat16 is slower on most processors and the features are cached in float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def _warmup_cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+def autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
+    """Mixed precision as :func:`resolve_precision` decides; full precision when ``fp32``."""
+    chosen = resolve_precision(precision, device)
+    dtype = torch.float16 if chosen == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=chosen != "fp32")

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ..classifier import Classifier
+from ..data.augment import build_augmentation
 from ..data.decoded import DecodedImages, prefetch
-from ..data.transforms import to_tensor, train_augmentation
+from ..data.transforms import to_tensor
 from ..errors import HeadstartError
 from .finetune import (
     Example,
@@ -40,6 +41,7 @@ from .finetune import (
     parameter_groups,
     train_mode,
 )
+from .optim import create_optimizer
 
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find"]
 
@@ -204,9 +206,12 @@ def _sweep(
 ) -> str:
     """The training steps; appends to ``losses`` and ``smoothed``; returns why it stopped."""
     scales = [group["lr"] for group in groups]
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    optimizer = create_optimizer(
+        groups, settings.optimizer, weight_decay=settings.weight_decay, momentum=settings.momentum
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    augment = train_augmentation(*input_size, flip=settings.flip)
+    channels = model.normalize.mean.shape[1]
+    augment = build_augmentation(*input_size, settings.augment, channels=channels)
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
     train_mode(model, settings)

@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..config import STRATEGIES, FitConfig
+from ..data.augment import AugmentSettings
 from .finetune import FineTuneSettings
+from .freezing import trainable_stages_for
+from .optim import scale_lr
 
 __all__ = ["STRATEGIES", "Plan", "make_plan"]
-
-STRATEGIES = ("auto", "linear-probe", "fine-tune", "full")
 
 #: Median training images per class from which a dataset counts as large: with fewer, more
 #: trainable layers overfit faster than they help (the classic table's "small").
@@ -38,6 +40,8 @@ PROBE_IS_ENOUGH = 0.98
 #: The short fine-tune: top stages trained, epochs, and a time cap that keeps a few hundred
 #: photos within minutes on a 2-core laptop.
 SHORT_STAGES, SHORT_EPOCHS, SHORT_SECONDS = 3, 6, 100.0
+#: The batch size the default learning rates were chosen for (the linear scaling rule's base).
+REFERENCE_BATCH = 32
 
 
 @dataclass
@@ -52,8 +56,22 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["fine_tune"] = asdict(self.fine_tune) if self.fine_tune else None
+        data["fine_tune"] = self.fine_tune.to_dict() if self.fine_tune else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        """The inverse of :meth:`to_dict` (``plan.json``), for resuming a run."""
+        settings = data.get("fine_tune")
+        return cls(
+            data["strategy"],
+            data["size"],
+            data["domain"],
+            list(data["reasons"]),
+            dict(data.get("evidence") or {}),
+            FineTuneSettings.from_dict(settings) if settings else None,
+            bool(data.get("test_time_flip", False)),
+        )
 
 
 def make_plan(
@@ -64,11 +82,17 @@ def make_plan(
     mirror_invariant: bool | None,
     pretrained: bool,
     stages: int,
-    epochs: int | None = None,
-    lr: float | None = None,
-    batch_size: int = 32,
+    config: FitConfig | None = None,
+    balance: tuple[str, str] = ("none", ""),
 ) -> Plan:
-    """Decide the strategy and its settings; every choice comes with the reason for it."""
+    """Decide the strategy and its settings; every choice comes with the reason for it.
+
+    ``config`` carries the user's explicit choices (they win over the table's defaults, and
+    the plan says so); ``balance`` is the class-balance decision and its reason (see
+    :func:`headstart.training.imbalance.choose_balancing`).
+    """
+    config = config or FitConfig()
+    epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
     n_classes = len(train_counts)
     per_class = float(np.median(list(train_counts.values())))
     chance = 1.0 / n_classes
@@ -144,23 +168,38 @@ def make_plan(
             trainable = None
         else:
             trainable = max(1, stages // 2)
+        default_lr = 1e-3 if not pretrained else 3e-4 if strategy == "full" else 2e-4
+        if lr is None and batch_size != REFERENCE_BATCH:
+            scaled = scale_lr(default_lr, batch_size, REFERENCE_BATCH)
+            reasons.append(
+                f"learning rate {default_lr:g} scaled to {scaled:.3g} for batches of "
+                f"{batch_size} (linear scaling rule, reference {REFERENCE_BATCH})"
+            )
+            default_lr = scaled
         settings = FineTuneSettings(
             epochs=epochs or (SHORT_EPOCHS if short else 10 if size == "small" else 8),
-            lr=lr or (1e-3 if not pretrained else 3e-4 if strategy == "full" else 2e-4),
+            lr=lr or default_lr,
             layer_decay=1.0 if not pretrained else 0.6,
             trainable_stages=trainable,
             batch_size=batch_size,
-            flip=flip,
+            augment=AugmentSettings(exclude=() if flip else ("flip",)),
             max_seconds=SHORT_SECONDS if short else None,
             # Pretrained statistics stay, except where the whole model trains on plenty of
             # different data: there, batch statistics adapt the network to the new domain.
             frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
         )
+        _apply_choices(settings, config, stages, flip, balance, reasons)
+        trainable = settings.trainable_stages
         shown = "every" if trainable is None else f"the top {trainable} of {stages}"
         reasons.append(
             f"training {shown} stages for up to {settings.epochs} epochs, "
-            f"learning rate {settings.lr:g} at the top, AdamW, cosine with warm-up, "
-            f"early stopping on validation accuracy"
+            f"learning rate {settings.lr:g} at the top, {settings.optimizer}, "
+            f"{settings.schedule} schedule with warm-up, "
+            + (
+                f"early stopping on validation accuracy (patience {settings.patience})"
+                if settings.patience
+                else "no early stopping"
+            )
         )
         if settings.frozen_norm_statistics:
             reasons.append(
@@ -173,3 +212,39 @@ def make_plan(
                 "data, every layer trained)"
             )
     return Plan(strategy, size, domain, reasons, evidence, settings, flip)
+
+
+def _apply_choices(
+    settings: FineTuneSettings,
+    config: FitConfig,
+    stages: int,
+    flip: bool,
+    balance: tuple[str, str],
+    reasons: list[str],
+) -> None:
+    """The user's explicit choices over the table's defaults, each one said in the plan."""
+    if config.freeze is not None:
+        settings.trainable_stages = trainable_stages_for(config.freeze, stages)
+        reasons.append(f"freeze={config.freeze!r} was asked for")
+    if config.layer_decay is not None:
+        settings.layer_decay = config.layer_decay
+    for name, value in (
+        ("weight_decay", config.weight_decay),
+        ("label_smoothing", config.label_smoothing),
+    ):
+        if value is not None:
+            setattr(settings, name, value)
+    settings.unfreeze = config.unfreeze
+    settings.optimizer, settings.momentum = config.optimizer, config.momentum
+    settings.schedule, settings.warmup_fraction = config.schedule, config.warmup
+    settings.head_l1, settings.mixup, settings.cutmix = config.head_l1, config.mixup, config.cutmix
+    settings.ema_decay, settings.clip_grad_norm = config.ema, config.clip_grad
+    settings.patience, settings.precision = config.patience, config.precision
+    excluded = tuple(dict.fromkeys([*config.no_augment, *(() if flip else ("flip",))]))
+    settings.augment = AugmentSettings(config.augment, config.policy, excluded, config.cutout)
+    settings.balance = balance[0]
+    if balance[1]:
+        reasons.append(balance[1])
+    if config.unfreeze == "gradual":
+        reasons.append("gradual unfreezing: the top stage alone first, one more stage each epoch")
+    reasons.append("augmentation: " + "; ".join(settings.augment.describe()))

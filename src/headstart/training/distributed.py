@@ -1,0 +1,66 @@
+"""Many processes, one training: PyTorch DistributedDataParallel, launched by ``torchrun``.
+
+``torchrun --nproc_per_node 2 -m headstart fit photos/`` runs the same ``headstart fit`` in
+every process. :func:`init_from_environment` joins the process group that torchrun describes
+in the environment (NCCL between CUDA devices, gloo on CPUs); from then on the fine-tuning loop
+gives each process its share of every batch and DDP averages the gradients, so the model is the
+one a single process would train on the whole batch. Everything else (features, the probe, the
+plan) is computed the same way in every process; only the main process writes the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["barrier", "init_from_environment", "is_main", "local_device", "rank_and_size", "wrap"]
+
+
+def init_from_environment() -> bool:
+    """Join torchrun's process group when launched by torchrun; False for a plain process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return True
+
+
+def rank_and_size() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """Whether this process writes files (the run folder, checkpoints)."""
+    return rank_and_size()[0] == 0
+
+
+def local_device() -> torch.device:
+    """This process's CUDA device under torchrun, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if rank_and_size()[1] > 1:
+        dist.barrier()
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """``model`` in DistributedDataParallel over its trainable parameters.
+
+    Buffers are not broadcast: batch-norm statistics are either frozen (the same everywhere)
+    or, when they adapt, each process's own, as in any DDP training without SyncBatchNorm.
+    """
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
