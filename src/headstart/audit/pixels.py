@@ -16,7 +16,7 @@ from PIL import Image
 from scipy.fft import dctn
 
 from ..data.decoded import DecodedImages, prefetch
-from ..data.images import UnreadableImage
+from ..data.images import UnreadableImage, stack_shape
 from ..data.sources import Skipped
 
 __all__ = ["THUMBNAIL_SIDE", "ImageStats", "measure", "perceptual_hash"]
@@ -38,7 +38,8 @@ class ImageStats:
 
     width: int  # upright, as the network sees it (EXIF orientation applied)
     height: int
-    mode: str  # Pillow's mode of the stored file: "RGB", "L", "RGBA", "I;16", ...
+    mode: str  # Pillow's mode of the stored file: "RGB", "L", "RGBA", "I;16", ...; for .npy
+    # files and TIFFs of measured channels "<C>-channel stack"
     bands: int  # channels stored in the file (1 for "L" and palette images, 4 for "RGBA")
     contrast: float  # standard deviation of a 32x32 grayscale thumbnail, 0..255
     hash: int  # 64-bit perceptual hash (DCT), see `perceptual_hash`
@@ -105,7 +106,7 @@ def perceptual_hash(gray: Image.Image) -> tuple[int, int]:
 
 def _measure(path: Path, images: DecodedImages) -> ImageStats:
     width, height, mode, bands = _header(path)
-    gray = Image.fromarray(images.get(path)).convert("L")
+    gray = grayscale(images.get(path))
     small = np.asarray(gray.resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
     plain, mirrored = perceptual_hash(gray)
     return ImageStats(
@@ -120,6 +121,17 @@ def _measure(path: Path, images: DecodedImages) -> ImageStats:
     )
 
 
+def grayscale(pixels: np.ndarray) -> Image.Image:
+    """What duplicates are compared and hashed on: an RGB image's luma (Pillow's "L"), a
+    single channel as it is, and the mean of the channels of any other stack (every channel
+    counts: two scans that differ in one channel only are not the same image)."""
+    if pixels.shape[2] == 3:
+        return Image.fromarray(pixels).convert("L")
+    if pixels.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels[..., 0]))
+    return Image.fromarray(np.rint(pixels.mean(axis=2)).astype(np.uint8))
+
+
 def shrink(gray: Image.Image, side: int) -> np.ndarray:
     """``gray`` with its shortest side resized to ``side`` (box filter), as a uint8 array."""
     width, height = gray.size
@@ -130,6 +142,10 @@ def shrink(gray: Image.Image, side: int) -> np.ndarray:
 
 def _header(path: Path) -> tuple[int, int, str, int]:
     """Size (upright), mode and band count, from the header alone."""
+    stack = stack_shape(path)
+    if stack is not None:
+        height, width, channels = stack
+        return width, height, f"{channels}-channel stack", channels
     try:
         with Image.open(path) as image:
             width, height = image.size

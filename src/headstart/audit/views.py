@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..data.images import UnreadableImage
 
-__all__ = ["Section", "Tile", "render", "square"]
+__all__ = ["Section", "Tile", "as_rgb", "render", "square"]
 
 TILE = 96  # pixels per tile side
 _GAP = 6
@@ -39,12 +39,32 @@ class Section:
     warning: bool = False  # heading in red: a leak, a conflict
 
 
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` (or ``(H, W)``) uint8 pixels as ``(H, W, 3)``, to be shown.
+
+    RGB as it is; one channel as gray; two as the gray of their mean; more than three as
+    their first three taken for red, green and blue (a scan stored R, G, B, near-infrared
+    shows its colours). A picture of a stack is a view, not the data the network sees.
+    """
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    channels = pixels.shape[2]
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if channels == 2:
+        mean = np.rint(pixels.mean(axis=2, keepdims=True)).astype(np.uint8)
+        return np.repeat(mean, 3, axis=2)
+    return pixels[..., :3]
+
+
 def square(pixels: np.ndarray, size: int = TILE) -> Image.Image:
-    """The centre square of an ``(H, W, 3)`` image, resized to ``size``."""
+    """The centre square of an image (any channel count, see :func:`as_rgb`), resized to
+    ``size``, in RGB."""
+    pixels = as_rgb(pixels)
     height, width = pixels.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    crop = Image.fromarray(pixels[top : top + side, left : left + side])
+    crop = Image.fromarray(np.ascontiguousarray(pixels[top : top + side, left : left + side]))
     resample = Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC
     return crop.resize((size, size), resample)
 

@@ -19,7 +19,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from .images import UnreadableImage, load_image
+from ..errors import HeadstartError
+from .images import UnreadableImage, load_image, load_pixels
 
 __all__ = ["DecodedImages", "content_hash", "prefetch", "resize_shortest_side"]
 
@@ -50,22 +51,39 @@ def content_hash(path: str | Path) -> str:
 
 
 class DecodedImages:
-    """RGB pixels of image files, shortest side resized to ``resize_size``, cached on disk.
+    """Pixels of image files, shortest side resized to ``resize_size``, cached on disk.
 
-    ``get`` returns an ``(H, W, 3)`` uint8 array or raises :class:`UnreadableImage`.
+    ``get`` returns an ``(H, W, channels)`` uint8 array or raises :class:`UnreadableImage`:
+    RGB by default, else as :func:`~headstart.data.images.load_pixels` reads ``channels``
+    channels (a file holding another number of channels is unreadable, and says so).
     With ``cache_dir=None`` nothing is written (every call decodes).
     """
 
-    def __init__(self, resize_size: int, interpolation: str, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        resize_size: int,
+        interpolation: str,
+        cache_dir: Path | None = None,
+        *,
+        channels: int = 3,
+    ):
         if interpolation not in _RESAMPLE:  # checked here, not on the first image
             raise ValueError(
                 f"interpolation={interpolation!r}; expected one of {sorted(_RESAMPLE)}"
             )
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise HeadstartError(
+                f"channels={channels!r} is not allowed: expected a positive int (3 for RGB)"
+            )
         self.resize_size = resize_size
         self.interpolation = interpolation
+        self.channels = channels
         self.cache_dir = None
         if cache_dir is not None:
-            name = f"v{PIXELS_VERSION}-{resize_size}-{interpolation}"
+            # The same file gives other pixels with another channel count. RGB keeps the
+            # name it always had, so existing caches stay valid.
+            suffix = "" if channels == 3 else f"-c{channels}"
+            name = f"v{PIXELS_VERSION}-{resize_size}-{interpolation}{suffix}"
             self.cache_dir = Path(cache_dir) / name
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._keys: dict[tuple[str, int, int], str] = {}
@@ -98,7 +116,10 @@ class DecodedImages:
         return pixels
 
     def decode(self, path: str | Path) -> np.ndarray:
-        image = load_image(path, draft_size=self.resize_size)
+        if self.channels == 3:  # Pillow's image goes straight to the resize: no full-size copy
+            image = load_image(path, draft_size=self.resize_size)
+        else:
+            image = load_pixels(path, self.channels, draft_size=self.resize_size)
         return resize_shortest_side(image, self.resize_size, self.interpolation)
 
     def _cache_file(self, path: str | Path) -> Path | None:
@@ -108,15 +129,32 @@ class DecodedImages:
         return self.cache_dir / key[:2] / f"{key}.npy"
 
 
-def resize_shortest_side(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
-    """An RGB image resized so its shortest side is ``size``, as an ``(H, W, 3)`` uint8 array."""
+def resize_shortest_side(
+    image: Image.Image | np.ndarray, size: int, interpolation: str
+) -> np.ndarray:
+    """An image resized so its shortest side is ``size``, as an ``(H, W, C)`` uint8 array.
+
+    ``image`` is an RGB Pillow image or an ``(H, W, C)`` uint8 array (``load_pixels``).
+    """
+    if isinstance(image, np.ndarray):
+        if image.shape[2] != 3:
+            # Pillow has no mode for C channels, but resamples each band on its own anyway:
+            # channel by channel, a stack is resized exactly as an RGB image would be.
+            bands = (np.ascontiguousarray(image[..., c]) for c in range(image.shape[2]))
+            resized = [_resize(Image.fromarray(band), size, interpolation) for band in bands]
+            return np.stack([np.asarray(band) for band in resized], axis=-1)
+        image = Image.fromarray(image)
+    return np.array(_resize(image, size, interpolation).convert("RGB"), dtype=np.uint8)
+
+
+def _resize(image: Image.Image, size: int, interpolation: str) -> Image.Image:
     width, height = image.size
     scale = size / min(width, height)
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if target != image.size:
-        # reducing_gap first shrinks by whole factors (fast, nearly lossless) before resampling.
-        image = image.resize(target, _RESAMPLE[interpolation], reducing_gap=3.0)
-    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, for torch
+    if target == image.size:
+        return image
+    # reducing_gap first shrinks by whole factors (fast, nearly lossless) before resampling.
+    return image.resize(target, _RESAMPLE[interpolation], reducing_gap=3.0)
 
 
 #: Decoding threads: two keep a 2-core laptop's forward pass fed; a GPU needs more.

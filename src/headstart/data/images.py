@@ -1,5 +1,10 @@
 """Reading image files: any file a user may hand us becomes 8-bit RGB, or a one-line reason.
 
+Images that are not photographs, stacks of ``C`` measured channels (an X-ray and an MRI slice,
+a satellite's bands, a 4-channel microscope scan), are read as stored with
+:func:`load_pixels`, ``(H, W, C)`` uint8, for a backbone whose first layer takes ``C``
+channels; :func:`detect_channels` says which ``C`` a dataset holds.
+
 Pillow decodes many formats, but "decoded" is not yet "what the network saw in training":
 16-bit scans, transparent PNGs, palette GIFs, CMYK JPEGs from print workflows and phone photos
 stored sideways all need a decision. This module makes each decision once, says why, and turns
@@ -13,7 +18,10 @@ import contextlib
 import functools
 import re
 import stat
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
@@ -24,13 +32,16 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "UnreadableImage",
+    "detect_channels",
     "load_image",
+    "load_pixels",
     "probe_image",
+    "stack_shape",
     "to_rgb",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy"}
 )
 """File name endings read as images (lower case; compare with ``suffix.lower()``)."""
 
@@ -53,6 +64,9 @@ _MODES = frozenset(
     | {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}  # more than 8 bits per pixel
 )
 _ALPHA_MODES = frozenset({"LA", "PA", "RGBA", "RGBa"})
+# Photos with one channel: kept as one by `load_pixels(path, channels=1)`.
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_TIFF_SUFFIXES = (".tif", ".tiff")
 _WHITE = (255, 255, 255, 255)
 
 
@@ -84,8 +98,10 @@ def probe_image(path: str | Path) -> None:
     Raises:
         UnreadableImage: with the reason the file cannot be used.
     """
-    with _open(Path(path)):
-        pass
+    path = Path(path)
+    if _stack_header(path) is None:  # a photo (a stack's header was checked just now)
+        with _open(path):
+            pass
 
 
 def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Image:
@@ -113,12 +129,119 @@ def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
         - embedded ICC profiles are ignored, as in the torchvision and timm loaders that
           pretrained weights were trained with: the network expects the stored values.
 
+    A ``.npy`` file or a TIFF stack (see :func:`load_pixels`) holding one or three channels is
+    read as a grayscale or RGB image.
+
     Raises:
         UnreadableImage: for any failure, with the path and a specific reason.
     """
+    path = Path(path)
+    stack = _read_stack(path)
+    if stack is not None:
+        return Image.fromarray(_match_channels(path, stack, 3))
+    return _load_photo(path, draft_size)[0]
+
+
+def load_pixels(
+    path: str | Path, channels: int = 3, *, draft_size: int | None = None
+) -> np.ndarray:
+    """Decode ``path`` to an ``(H, W, channels)`` uint8 array, for a network that takes
+    ``channels`` input channels.
+
+    Two kinds of file:
+
+    - *photos* (JPEG, PNG, ..., and TIFFs whose samples Pillow reads, RGBA and CMYK
+      included): with ``channels=3``, exactly ``np.array(load_image(path))``; with
+      ``channels=1``, grayscale files (8-bit, 16-bit, float, with or without alpha) keep
+      their one channel, with the same value decisions as :func:`load_image`;
+    - *stacks* of measured channels, as stored: a ``.npy`` array of shape ``(H, W)``,
+      ``(H, W, C)`` or ``(C, H, W)`` (the channel axis is the smaller of the first and the
+      last, the last on a tie), or a TIFF whose first page holds ``C`` samples that are not
+      a colour model (e.g. 4 channels with ``photometric="minisblack"``), contiguous or
+      planar; later pages are frames, not channels, as for any multi-frame file. Reading
+      such TIFFs needs the ``tifffile`` package, because Pillow cannot. A one-channel stack is
+      accepted with ``channels=3`` and repeated, as a grayscale photo is.
+
+    Stack values become uint8 by their type's range where one exists, as 16-bit photos do:
+    uint8 as is; integers within 0..255 as is; other integers within 0..65535 as 16-bit,
+    ``round(value / 257)``; floats within 0..1 times 255; booleans 0 or 255. Anything else
+    (negative values, larger integers, floats beyond 0..1) is stretched from its minimum to
+    its maximum, channel by channel: the channels of a stack are often different
+    measurements (X-ray and MRI), and one shared range would flatten the smaller one.
+
+    Raises:
+        UnreadableImage: any failure :func:`load_image` reports, and a file with another
+            channel count than ``channels`` ("4 channels, expected 3 (--in-chans 3)").
+        HeadstartError: ``channels`` is not a positive int.
+    """
+    _check_channels(channels)
+    path = Path(path)
+    stack = _read_stack(path)
+    if stack is not None:
+        return _match_channels(path, stack, channels)
+    rgb, mode = _load_photo(path, draft_size)
+    found = 1 if mode in _GRAY_MODES else 3
+    if channels == 3:
+        return np.array(rgb)
+    if channels == found == 1:
+        return np.array(rgb)[..., :1]  # the three channels of a gray image are equal
+    raise UnreadableImage(path, _mismatch(found, channels, f"{mode} image"))
+
+
+def detect_channels(paths: Sequence[str | Path], *, sample: int = 256) -> int:
+    """The input channels a network needs for ``paths``, judged from headers alone.
+
+    Photos count as 3 (grayscale ones too: pretrained RGB weights see them as gray RGB, which
+    is what they were trained on); stacks (see :func:`load_pixels`) as their ``C``. Up to
+    ``sample`` files, evenly spread, are looked at; unreadable ones are passed over (discovery
+    lists them). One-channel stacks among photos count as 3, as they are read that way.
+
+    Raises:
+        HeadstartError: the files hold different channel counts (with examples of each), or
+            ``sample`` is not a positive int.
+    """
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise HeadstartError(f"sample={sample!r} is not allowed: expected a positive int")
+    paths = [Path(path) for path in paths]
+    if len(paths) > sample:
+        paths = [paths[i * len(paths) // sample] for i in range(sample)]
+    found: dict[int, list[Path]] = defaultdict(list)
+    for path in paths:
+        try:
+            header = _stack_header(path)
+        except UnreadableImage:
+            continue
+        found[3 if header is None else header.channels].append(path)
+    if set(found) == {1, 3}:
+        return 3
+    if len(found) > 1:
+        examples = "; ".join(
+            f"{count} channel{'s' * (count != 1)}: {', '.join(map(str, files[:3]))}"
+            + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            for count, files in sorted(found.items())
+        )
+        raise HeadstartError(
+            f"the images hold different numbers of channels ({examples}); one network takes "
+            "one number: convert the files to one kind, or choose with --in-chans and the "
+            "others are skipped"
+        )
+    return next(iter(found), 3)
+
+
+def stack_shape(path: str | Path) -> tuple[int, int, int] | None:
+    """``(H, W, C)`` of a stack (see :func:`load_pixels`) from its header; ``None`` for a photo.
+
+    Raises:
+        UnreadableImage: a stack whose header is unusable.
+    """
+    header = _stack_header(Path(path))
+    return None if header is None else tuple(header)
+
+
+def _load_photo(path: Path, draft_size: int | None) -> tuple[Image.Image, str]:
+    """:func:`load_image`'s decoding of a photo, and the mode it was stored in."""
     if draft_size is not None and (not isinstance(draft_size, int) or draft_size < 1):
         raise ValueError(f"draft_size={draft_size!r}; expected a positive int or None")
-    path = Path(path)
     with _open(path) as image:
         try:
             if draft_size is not None:
@@ -136,6 +259,7 @@ def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
             # struct.error, zlib.error, EOFError, ...); to the user they all mean one thing.
             raise UnreadableImage(path, "truncated or corrupt image data") from error
         _apply_exif_orientation(image)
+        mode = image.mode
         try:
             rgb = _to_rgb(image)
         except MemoryError:
@@ -146,7 +270,7 @@ def load_image(path: str | Path, *, draft_size: int | None = None) -> Image.Imag
         # Uncompressed files may be memory-mapped rather than read; copy, so the result owns
         # its pixels and the file can be moved or deleted (Windows refuses while it is mapped).
         rgb = image.copy()
-    return rgb
+    return rgb, mode
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -166,16 +290,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _open(path: Path) -> ImageFile.ImageFile:
     """``Image.open`` (header only), checked: size limit, supported mode, failures explained."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        raise UnreadableImage(path, "file not found") from None
-    except OSError as error:
-        raise UnreadableImage(path, f"cannot read file ({error.strerror or error})") from None
-    if stat.S_ISDIR(status.st_mode):
-        raise UnreadableImage(path, "a folder, not a file")
-    if status.st_size == 0:
-        raise UnreadableImage(path, "empty file (0 bytes)")
+    _check_file(path)
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
@@ -202,7 +317,21 @@ def _open(path: Path) -> ImageFile.ImageFile:
     return image
 
 
-def _not_an_image(path: Path) -> str:
+def _check_file(path: Path) -> None:
+    """Refuse what is not a non-empty, readable file, before any decoder sees it."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise UnreadableImage(path, "file not found") from None
+    except OSError as error:
+        raise UnreadableImage(path, f"cannot read file ({error.strerror or error})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise UnreadableImage(path, "a folder, not a file")
+    if status.st_size == 0:
+        raise UnreadableImage(path, "empty file (0 bytes)")
+
+
+def _not_an_image(path: Path, otherwise: str = "not an image (no known image format)") -> str:
     """Why Pillow found no image format in ``path``, as specifically as the first bytes allow."""
     try:
         with open(path, "rb") as file:
@@ -216,7 +345,7 @@ def _not_an_image(path: Path) -> str:
         return "not an image (an HTML page, e.g. an error page saved by a download)"
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
         return "HEIC/AVIF image, which this installation cannot decode; convert it to JPEG"
-    return "not an image (no known image format)"
+    return otherwise
 
 
 _PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -295,3 +424,185 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 
 def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(gray)).convert("RGB")
+
+
+# --- Stacks: arrays of measured channels --------------------------------------------------
+
+
+class _Stack(NamedTuple):
+    """A stack's size and channel count, as its header gives them."""
+
+    height: int
+    width: int
+    channels: int
+
+
+def _check_channels(channels: int) -> None:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise HeadstartError(
+            f"channels={channels!r} is not allowed: expected a positive int, the number of "
+            "channels the network takes (3 for RGB)"
+        )
+
+
+def _mismatch(found: int, expected: int, what: str) -> str:
+    return (
+        f"{found} channel{'s' * (found != 1)} ({what}), expected {expected} (--in-chans {expected})"
+    )
+
+
+def _match_channels(path: Path, stack: np.ndarray, channels: int) -> np.ndarray:
+    """``stack`` if it has ``channels`` channels; one channel repeated to three, as a
+    grayscale photo is; otherwise the file is refused."""
+    found = stack.shape[2]
+    if found == channels:
+        return stack
+    if found == 1 and channels == 3:
+        return np.repeat(stack, 3, axis=2)
+    what = ".npy array" if path.suffix.lower() == ".npy" else "TIFF stack"
+    raise UnreadableImage(path, _mismatch(found, channels, what))
+
+
+def _stack_header(path: Path) -> _Stack | None:
+    """A stack's header, checked; ``None`` for a photo (whose header is not read)."""
+    found = _stack(path, read=False)
+    return None if found is None else found[0]
+
+
+def _read_stack(path: Path) -> np.ndarray | None:
+    """A stack's ``(H, W, C)`` uint8 pixels; ``None`` for a photo."""
+    found = _stack(path, read=True)
+    return None if found is None else _stack_to_uint8(found[1])
+
+
+def _stack(path: Path, *, read: bool) -> tuple[_Stack, np.ndarray | None] | None:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _npy(path, read=read)
+    if suffix in _TIFF_SUFFIXES and not _pillow_reads_all(path):
+        return _tiff(path, read=read)
+    return None
+
+
+def _npy(path: Path, *, read: bool) -> tuple[_Stack, np.ndarray | None]:
+    """A ``.npy`` file's header and, if ``read``, its values as ``(H, W, C)``."""
+    _check_file(path)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            if version not in readers:
+                raise UnreadableImage(path, f".npy format version {version} is not supported")
+            shape, _, dtype = readers[version](file)
+    except OSError as error:
+        raise UnreadableImage(path, f"cannot read file ({error.strerror or error})") from None
+    except ValueError:
+        reason = _not_an_image(path, "not a NumPy array (no .npy header)")
+        raise UnreadableImage(path, reason) from None
+    if dtype.kind not in "biuf":  # object arrays would need pickle: never loaded
+        raise UnreadableImage(path, f"an array of {dtype}, not pixel values")
+    if len(shape) == 2:
+        header = _Stack(shape[0], shape[1], 1)
+        channels_last = True
+    elif len(shape) == 3:
+        channels_last = shape[2] <= shape[0]  # an image is larger than its channel count
+        height, width, channels = shape if channels_last else (*shape[1:], shape[0])
+        header = _Stack(height, width, channels)
+    else:
+        raise UnreadableImage(
+            path, f"an array of shape {shape}, expected (H, W), (H, W, C) or (C, H, W)"
+        )
+    _check_size(path, header)
+    if not read:
+        return header, None
+    try:
+        values = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise UnreadableImage(path, "too large to decode (out of memory)") from None
+    except (OSError, ValueError) as error:
+        raise UnreadableImage(path, "truncated or corrupt array data") from error
+    values = values.reshape(header.height, header.width, -1) if values.ndim == 2 else values
+    return header, (values if channels_last else np.moveaxis(values, 0, -1))
+
+
+def _pillow_reads_all(path: Path) -> bool:
+    """Whether Pillow reads every sample of a TIFF's first page (RGB, RGBA, CMYK, gray...)."""
+    _check_file(path)
+    try:
+        with Image.open(path) as image:
+            bands = Image.getmodebands(image.mode)
+            samples = getattr(image, "tag_v2", {}).get(277, bands)  # SamplesPerPixel
+            return image.mode in _MODES and bands == samples
+    except Exception:  # not read by Pillow at all: tifffile may, or will say why not
+        return False
+
+
+def _tiff(path: Path, *, read: bool) -> tuple[_Stack, np.ndarray | None]:
+    """A TIFF stack's header and, if ``read``, its first page as ``(H, W, C)``, via tifffile."""
+    try:
+        import tifffile
+    except ImportError:
+        with _open(path):  # Pillow's own reason when the file is no TIFF at all
+            pass
+        raise UnreadableImage(
+            path, "a TIFF with channels Pillow cannot read; `pip install tifffile` reads it"
+        ) from None
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages.first
+            axes, shape, dtype = page.axes, page.shape, page.dtype
+            if dtype is None or dtype.kind not in "biuf" or set(axes) - {"Y", "X", "S"}:
+                raise UnreadableImage(
+                    path, f"a TIFF page of {dtype} with axes {axes}, expected Y, X and samples"
+                )
+            sizes = dict(zip(axes, shape, strict=True))
+            header = _Stack(sizes["Y"], sizes["X"], sizes.get("S", 1))
+            _check_size(path, header)
+            if not read:
+                return header, None
+            values = page.asarray()
+    except UnreadableImage:
+        raise
+    except MemoryError:
+        raise UnreadableImage(path, "too large to decode (out of memory)") from None
+    except Exception as error:
+        with _open(path):  # Pillow's reason if it has one ("not an image", ...)
+            pass
+        raise UnreadableImage(path, "truncated or corrupt image data") from error
+    order = [axes.index(axis) for axis in "YXS" if axis in axes]
+    values = np.transpose(values, order)
+    return header, values.reshape(header.height, header.width, header.channels)
+
+
+def _check_size(path: Path, stack: _Stack) -> None:
+    pixels = stack.height * stack.width
+    if pixels == 0:
+        raise UnreadableImage(path, f"an empty image ({stack.width}x{stack.height})")
+    if pixels > MAX_PIXELS:
+        raise UnreadableImage(
+            path,
+            f"decompression bomb: {stack.width}x{stack.height} = {_megapixels(pixels)} "
+            f"megapixels (limit {_megapixels(MAX_PIXELS)})",
+        )
+
+
+def _stack_to_uint8(values: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, C)``; see :func:`load_pixels` for the rules."""
+    if values.dtype == np.uint8:
+        return np.ascontiguousarray(values)
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    if values.dtype.kind in "iu":
+        low, high = values.min(), values.max()
+        if low >= 0 and high <= 255 and values.dtype != np.uint16:
+            return values.astype(np.uint8)
+        if low >= 0 and high <= 65535:
+            return _scale_16bit(values)
+    else:
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.min() >= 0 and finite.max() <= 1:
+            return np.rint(np.nan_to_num(values, nan=0.0, posinf=1.0) * 255).astype(np.uint8)
+    return np.stack([_stretch(values[..., c]) for c in range(values.shape[2])], axis=-1)

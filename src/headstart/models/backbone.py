@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def create_backbone(
     weights: str | Path | None = None,
     pretrained: bool = True,
     in_chans: int = 3,
+    input_size: int | None = None,
 ) -> tuple[torch.nn.Module, Preprocessing, WeightsSource]:
     """A timm model with its classifier removed, its preprocessing, and where its weights came from.
 
@@ -125,11 +127,31 @@ def create_backbone(
 
     and ``pretrained=False`` without a file gives a random initialisation, on purpose.
 
+    ``in_chans`` other than 3 (a grayscale-only or a 4-channel dataset) builds the first layer
+    for that many channels; pretrained RGB kernels are adapted by timm's ``adapt_input_conv``
+    (summed for one channel; for more, the RGB kernels repeated and scaled by ``3 / in_chans``,
+    so that a stack of repeated RGB channels gives the RGB network's activations).
+
+    ``input_size`` (a square side in pixels) replaces the size the weights were trained at:
+    the resize before the centre crop follows it (``crop_pct`` is kept), so features and
+    training both see it. Networks with a fixed input size (ViT and its relatives) are built
+    for it and their position embeddings resampled, as timm does for its own weights.
+
     Raises:
-        HeadstartError: unknown architecture, unreadable or mismatched weights file, or hub
-            weights that cannot be had (the message says what is available offline).
+        HeadstartError: unknown architecture, unreadable or mismatched weights file, hub
+            weights that cannot be had (the message says what is available offline), or an
+            ``in_chans`` / ``input_size`` that is not allowed or that the network cannot take.
     """
     _check_arch(arch)
+    _check_in_chans(arch, in_chans, pretrained=pretrained or weights is not None)
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32
+    ):
+        raise HeadstartError(
+            f"input_size={input_size!r} is not allowed: expected None (the weights' own size) "
+            "or a side in pixels, at least 32"
+        )
+    sized = {} if input_size is None else {"input_size": (3, input_size, input_size)}
     if weights is not None:
         state, saved = read_weights_file(weights)
         # The file is not timm's weights for this arch: say so in its pretrained_cfg, and use
@@ -137,20 +159,21 @@ def create_backbone(
         overlay = {"file": str(weights), "hf_hub_id": None, "url": None, "tag": None}
         if saved is not None:
             overlay |= _as_pretrained_cfg(Preprocessing.from_dict(saved))
-        model = _create(arch, in_chans, pretrained_cfg_overlay=overlay)
+        model = _create(arch, in_chans, input_size, pretrained_cfg_overlay=overlay | sized)
         _load_backbone_state(model, state, origin=f"weights file {weights}", in_chans=in_chans)
         source = WeightsSource("file", str(weights))
     elif not pretrained:
-        model = _create(arch, in_chans)
+        model = _create(arch, in_chans, input_size, pretrained_cfg_overlay=sized)
         source = WeightsSource("random", "")
     elif (overlay := builtin_pretrained_cfg(arch)) is not None:
-        model = _create(builtin_network(arch), in_chans, pretrained_cfg_overlay=overlay)
+        network = builtin_network(arch)
+        model = _create(network, in_chans, input_size, pretrained_cfg_overlay=overlay | sized)
         source = builtin_source(arch)
         _load_backbone_state(
             model, builtin_state_dict(arch), origin=source.describe(), in_chans=in_chans
         )
     else:
-        model, source = _create_from_hub(arch, in_chans)
+        model, source = _create_from_hub(arch, in_chans, input_size, sized)
     model.eval()
     return model, Preprocessing.from_model(model), source
 
@@ -192,11 +215,53 @@ def _check_arch(arch: str) -> None:
         ) from None
 
 
-def _create(arch: str, in_chans: int, **kwargs: Any) -> torch.nn.Module:
-    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+def _check_in_chans(arch: str, in_chans: int, *, pretrained: bool) -> None:
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise HeadstartError(
+            f"in_chans={in_chans!r} is not allowed: expected a positive int, the channels of "
+            "the images (3 for RGB)"
+        )
+    if in_chans != 3 and pretrained and not _first_convs(timm.models.get_pretrained_cfg(arch)):
+        raise HeadstartError(
+            f"in_chans={in_chans} is not possible with pretrained {arch}: its pretrained_cfg "
+            "names no first layer (first_conv) to adapt to other than 3 channels; use "
+            "in_chans=3 or train from scratch (--no-pretrained)"
+        )
 
 
-def _create_from_hub(arch: str, in_chans: int) -> tuple[torch.nn.Module, WeightsSource]:
+def _first_convs(cfg: Any) -> tuple[str, ...]:
+    """The input layers a timm ``pretrained_cfg`` names (a few networks have several)."""
+    first = cfg.get("first_conv") if isinstance(cfg, Mapping) else getattr(cfg, "first_conv", None)
+    if not first:
+        return ()
+    return (first,) if isinstance(first, str) else tuple(first)
+
+
+def _create(arch: str, in_chans: int, input_size: int | None, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model`` without a classifier; built for ``input_size`` when the network
+    has a fixed input size (its ``pretrained_cfg`` says ``fixed_input_size``)."""
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if input_size is not None and cfg is not None and cfg.fixed_input_size:
+        kwargs["img_size"] = input_size
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    except TypeError as error:
+        if "img_size" not in kwargs or "img_size" not in str(error):
+            raise
+        raise HeadstartError(_fixed_size_message(arch, cfg, input_size)) from None
+
+
+def _fixed_size_message(arch: str, cfg: Any, input_size: int | None) -> str:
+    return (
+        f"input_size={input_size} is not possible with {arch}: it is built for a fixed input "
+        f"of {cfg.input_size[-1]} pixels and timm cannot build it for another size; leave "
+        "input_size unset or choose another architecture"
+    )
+
+
+def _create_from_hub(
+    arch: str, in_chans: int, input_size: int | None, sized: dict[str, Any]
+) -> tuple[torch.nn.Module, WeightsSource]:
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None or not cfg.has_weights:
         # timm itself would only warn and carry on with random weights.
@@ -204,12 +269,26 @@ def _create_from_hub(arch: str, in_chans: int) -> tuple[torch.nn.Module, Weights
             f"timm has no pretrained weights for {arch}; use --weights FILE or --no-pretrained"
         )
     location = cfg.hf_hub_id or cfg.url or cfg.file
+    # timm itself adapts the first layer to in_chans and, for networks built for another
+    # img_size, resamples the position embeddings while it loads its weights.
+    size = {"img_size": input_size} if input_size is not None and cfg.fixed_input_size else {}
     try:
-        model = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=in_chans)
+        model = timm.create_model(
+            arch,
+            pretrained=True,
+            num_classes=0,
+            in_chans=in_chans,
+            pretrained_cfg_overlay=sized,
+            **size,
+        )
     # Offline cache misses (LocalEntryNotFoundError), HTTP errors and failed connections are
     # all OSErrors in huggingface_hub and urllib.
     except OSError as error:
         raise HeadstartError(hub_unavailable_message(arch, location, error)) from None
+    except TypeError as error:
+        if not size or "img_size" not in str(error):
+            raise
+        raise HeadstartError(_fixed_size_message(arch, cfg, input_size)) from None
     return model, WeightsSource("hub", location)
 
 
@@ -225,12 +304,16 @@ def _load_backbone_state(
         for name, tensor in state.items()
         if not any(name == head or name.startswith(f"{head}.") for head in heads)
     }
-    first_conv = cfg.get("first_conv")
-    weight_name = f"{first_conv}.weight"
-    if isinstance(first_conv, str) and weight_name in state and in_chans != 3:
-        state[weight_name] = adapt_input_conv(in_chans, state[weight_name])
-
+    for first_conv in _first_convs(cfg):
+        weight_name = f"{first_conv}.weight"
+        if weight_name in state and in_chans != 3:
+            state[weight_name] = adapt_input_conv(in_chans, state[weight_name])
     expected = model.state_dict()
+    resized = cfg.get("fixed_input_size") and any(
+        name in state and state[name].shape != t.shape for name, t in expected.items()
+    )
+    if resized:  # built for another input size than the weights were trained at
+        state = _resample(model, state)
     # BatchNorm's step counter does not change what the model computes; files from other
     # frameworks often lack it.
     missing = [
@@ -253,6 +336,21 @@ def _load_backbone_state(
         arch = cfg.get("architecture", type(model).__name__)
         raise HeadstartError(f"{origin} does not fit {arch}: tensors {'; '.join(problems)}")
     model.load_state_dict(state, strict=False)
+
+
+def _resample(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` passed through the ``checkpoint_filter_fn`` of ``model``'s timm module, as
+    timm does when it loads its own weights: for a network built for another input size
+    (ViT, Swin, ...), position embeddings are resampled to the new grid. Without such a
+    filter, ``state`` is returned as it was, and the shapes that differ are reported."""
+    module = sys.modules.get(type(model).__module__)
+    checkpoint_filter = getattr(module, "checkpoint_filter_fn", None)
+    if checkpoint_filter is None:
+        return state
+    try:
+        return checkpoint_filter(dict(state), model)
+    except Exception:  # a filter for another layout: the shape check says what differs
+        return state
 
 
 def _as_pretrained_cfg(preprocessing: Preprocessing) -> dict[str, Any]:

@@ -168,8 +168,9 @@ def save_thumbnails(
 ) -> None:
     """Add the centre squares of ``paths`` (``size`` pixels a side) to ``<run>/thumbnails.npz``.
 
-    ``load(path)`` returns ``(H, W, 3)`` uint8 pixels; a file it cannot read is left out (the
-    report says its thumbnail is missing) rather than failing the end of a fit.
+    ``load(path)`` returns ``(H, W, C)`` uint8 pixels, shown as ``audit.views.as_rgb`` says;
+    a file it cannot read is left out (the report says its thumbnail is missing) rather than
+    failing the end of a fit.
     """
     thumbnails = read_thumbnails(run)
     for path in paths:
@@ -179,9 +180,8 @@ def save_thumbnails(
             pixels = np.asarray(load(Path(path)))
         except (UnreadableImage, OSError):
             continue
-        if pixels.ndim == 2:  # grayscale, although load should give RGB
-            pixels = np.repeat(pixels[..., None], 3, axis=2)
-        thumbnails[str(path)] = np.asarray(square(pixels[..., :3].astype(np.uint8), size))
+        # Any channel count: one is shown as gray, four or more by their first three.
+        thumbnails[str(path)] = np.asarray(square(pixels.astype(np.uint8), size))
     if not thumbnails:
         return
     # One size for all: entries kept from an earlier call at another size are resized.
