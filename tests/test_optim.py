@@ -121,9 +121,10 @@ def test_weights_decay_while_biases_and_norm_weights_do_not():
     }
 
 
+@pytest.mark.parametrize("optimizer_name", ["adamw", "adagrad"])  # with momentum, without
 @pytest.mark.parametrize("name", SCHEDULES)
-def test_every_schedule_keeps_the_groups_ratio(name):
-    optimizer = create_optimizer(layerwise_groups(network()), "adamw")
+def test_every_schedule_keeps_the_groups_ratio(name, optimizer_name):
+    optimizer = create_optimizer(layerwise_groups(network()), optimizer_name)
     schedule = Schedule(optimizer, name, total_steps=40, warmup_steps=5)
     seen = run(schedule, 40)
     schedule.extend(60)
@@ -201,7 +202,8 @@ def test_resuming_from_the_state_dict_continues_the_same_rates(name):
     interrupted = fresh()
     run(interrupted, 15)
     saved = json.loads(json.dumps(interrupted.state_dict()))  # as a run folder stores it
-    resumed = fresh()
+    resumed = fresh()  # what --resume builds, then loads both states into
+    resumed.optimizer.load_state_dict(interrupted.optimizer.state_dict())
     resumed.load_state_dict(saved)
     assert run(resumed, 15) == expected
 
