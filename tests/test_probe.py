@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from headstart.errors import HeadstartError
 from headstart.training.probe import fit_probe
 
 
@@ -25,3 +27,60 @@ def test_a_nearly_constant_feature_does_not_get_an_enormous_weight():
         before = probe.head(torch.from_numpy(features))
         after = probe.head(torch.from_numpy(nudged))
     assert (after - before).abs().max() < 1.0
+
+
+def few_informative_features(n: int = 240, width: int = 40, informative: int = 4, seed: int = 0):
+    """Three classes told apart by the first ``informative`` features; the rest is noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    features = rng.normal(size=(n, width)).astype(np.float32)
+    centres = rng.normal(scale=1.5, size=(3, informative))
+    features[:, :informative] += centres[labels]
+    return features, labels
+
+
+def test_an_l1_probe_reads_the_informative_features_and_zeroes_the_noise():
+    features, labels = few_informative_features()
+    sparse = fit_probe(features, labels, 3, penalty="l1")
+    dense = fit_probe(features, labels, 3)
+
+    assert (sparse.penalty, dense.penalty) == ("l1", "l2")
+    noise_weights = sparse.head.weight[:, 4:]
+    assert (noise_weights == 0).float().mean() > 0.8  # most noise features unread
+    assert (sparse.head.weight[:, :4] != 0).any(dim=0).all()  # every informative one read
+    assert (dense.head.weight == 0).float().mean() < 0.05  # L2 keeps every weight
+    assert sparse.cv_accuracy >= dense.cv_accuracy - 0.05  # at little cost
+
+
+def test_an_elastic_net_probe_is_sparse_and_records_its_mix():
+    features, labels = few_informative_features()
+    probe = fit_probe(features, labels, 3, penalty="elasticnet", l1_ratio=0.7)
+    assert (probe.penalty, probe.l1_ratio) == ("elasticnet", 0.7)
+    assert (probe.head.weight[:, 4:] == 0).float().mean() > 0.5
+    assert probe.cv_accuracy > 0.8
+
+
+def test_a_balanced_probe_finds_more_of_a_small_class():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 300 + [1] * 30)
+    features = (rng.normal(size=(330, 8)) + labels[:, None] * 1.0).astype(np.float32)
+    held_out_labels = np.array([0] * 300 + [1] * 300)
+    held_out = (rng.normal(size=(600, 8)) + held_out_labels[:, None] * 1.0).astype(np.float32)
+
+    def small_class_recall(probe) -> float:
+        with torch.no_grad():
+            predicted = probe.head(torch.from_numpy(held_out)).argmax(1).numpy()
+        return float((predicted[held_out_labels == 1] == 1).mean())
+
+    plain = fit_probe(features, labels, 2)
+    balanced = fit_probe(features, labels, 2, balanced=True)
+    assert balanced.balanced and not plain.balanced
+    assert small_class_recall(balanced) > small_class_recall(plain) + 0.2
+
+
+def test_bad_penalties_are_refused_by_name():
+    features, labels = few_informative_features(n=30)
+    with pytest.raises(HeadstartError, match=r"penalty='lasso'.*'elasticnet'"):
+        fit_probe(features, labels, 3, penalty="lasso")
+    with pytest.raises(HeadstartError, match=r"l1_ratio=1\.5"):
+        fit_probe(features, labels, 3, penalty="elasticnet", l1_ratio=1.5)

@@ -1,14 +1,16 @@
 """Linear probe: a logistic-regression head on frozen, cached features.
 
-Fitted with L-BFGS by scikit-learn, the regularisation strength chosen by cross-validation on
-the training split alone. It trains in seconds, and its out-of-fold accuracy is the measured
-signal of how well the pretrained features already fit the task, which the plan reads.
+Fitted by scikit-learn (L2 with L-BFGS; L1 or elastic net with SAGA), the regularisation
+strength chosen by cross-validation on the training split alone. It trains in seconds, and its
+out-of-fold accuracy is the measured signal of how well the pretrained features already fit the
+task, which the plan reads.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -17,7 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["MIRROR_TOLERANCE", "ProbeResult", "fit_probe"]
+from ..errors import HeadstartError
+
+__all__ = ["MIRROR_TOLERANCE", "PENALTIES", "ProbeResult", "fit_probe"]
 
 #: Inverse regularisation strengths tried by cross-validation (on standardised features),
 #: strongest first: each fit starts from the previous solution, so the path costs little more
@@ -26,6 +30,8 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: How much out-of-fold accuracy a probe may lose on mirrored images for the task to still
 #: count as mirror-invariant (photos of objects lose ~0; digits and text lose a lot).
 MIRROR_TOLERANCE = 0.02
+#: The probe's penalties on the head's weights; "l1" and "elasticnet" make it sparse.
+PENALTIES = ("l2", "l1", "elasticnet")
 
 
 @dataclass
@@ -37,6 +43,9 @@ class ProbeResult:
     mirrored: bool  # whether mirrored images were added as training rows
     cv_log_loss: dict[float, float] = field(default_factory=dict)  # C -> out-of-fold log-loss
     folds: int = 0
+    penalty: str = "l2"  # "l2" | "l1" | "elasticnet"
+    l1_ratio: float = 0.0  # the L1 share of the penalty: 0 for "l2", 1 for "l1"
+    balanced: bool = False  # whether classes were weighted by inverse frequency
 
     @property
     def mirror_invariant(self) -> bool:
@@ -52,13 +61,30 @@ def fit_probe(
     use_mirrored: bool | None = None,
     seed: int = 0,
     max_folds: int = 5,
+    penalty: str = "l2",
+    l1_ratio: float = 0.5,
+    balanced: bool = False,
 ) -> ProbeResult:
     """Fit a multinomial logistic-regression head; pick C by out-of-fold log-loss.
 
     ``mirrored`` holds the features of the horizontally flipped images (same order). The
     out-of-fold models are also scored on them: if the task looks the same in a mirror, the
     final head is trained on both views (twice the data), unless ``use_mirrored`` decides.
+
+    ``penalty="l1"`` or ``"elasticnet"`` (``l1_ratio`` of it L1) sets many weights to exactly
+    zero, a head that reads few features; those fit with SAGA, slower than the default L-BFGS.
+    ``balanced`` weighs each class by its inverse frequency (scikit-learn's
+    ``class_weight="balanced"``, the same weights as
+    :func:`headstart.training.imbalance.class_weights`); the scores stay unweighted.
     """
+    if penalty not in PENALTIES:
+        raise HeadstartError(
+            f"penalty={penalty!r}: must be one of {', '.join(repr(p) for p in PENALTIES)}"
+        )
+    if penalty == "elasticnet" and not 0 <= l1_ratio <= 1:
+        raise HeadstartError(f"l1_ratio={l1_ratio}: the L1 share must be between 0 and 1")
+    l1_ratio = {"l2": 0.0, "l1": 1.0}.get(penalty, l1_ratio)
+    logistic = partial(_logistic, seed, l1_ratio=l1_ratio, balanced=balanced)
     labels = np.asarray(labels)
     scaler = _standardiser(features)
     plain = scaler.transform(features)
@@ -74,7 +100,7 @@ def fit_probe(
         logits = {C: np.zeros((len(labels), n_classes)) for C in C_GRID}
         mirrored_logits = {C: np.zeros((len(labels), n_classes)) for C in C_GRID}
         for train, held_out in splits:
-            model = _logistic(seed, warm_start=True)
+            model = logistic(warm_start=True)
             for C in C_GRID:
                 _fit(model.set_params(C=C), plain[train], labels[train])
                 logits[C][held_out] = _logits(model, plain[held_out], n_classes)
@@ -98,6 +124,9 @@ def fit_probe(
         mirrored=False,
         cv_log_loss=log_loss,
         folds=folds,
+        penalty=penalty,
+        l1_ratio=l1_ratio,
+        balanced=balanced,
     )
     if use_mirrored is None:
         use_mirrored = flipped is not None and result.mirror_invariant
@@ -105,7 +134,7 @@ def fit_probe(
     if use_mirrored and flipped is not None:
         rows, targets = np.concatenate([plain, flipped]), np.concatenate([labels, labels])
         result.mirrored = True
-    model = _fit(_logistic(seed).set_params(C=best), rows, targets)
+    model = _fit(logistic().set_params(C=best), rows, targets)
     result.head = _to_linear(model, scaler, n_classes)
     return result
 
@@ -126,8 +155,15 @@ def _standardiser(features: np.ndarray) -> StandardScaler:
     return scaler
 
 
-def _logistic(seed: int, warm_start: bool = False) -> LogisticRegression:
-    return LogisticRegression(max_iter=200, tol=1e-4, random_state=seed, warm_start=warm_start)
+def _logistic(
+    seed: int, warm_start: bool = False, *, l1_ratio: float = 0.0, balanced: bool = False
+) -> LogisticRegression:
+    model = LogisticRegression(max_iter=200, tol=1e-4, random_state=seed, warm_start=warm_start)
+    if l1_ratio > 0:
+        # L-BFGS needs a smooth penalty; SAGA handles L1, and converges well on standardised
+        # features, which the probe always fits on.
+        model.set_params(solver="saga", l1_ratio=l1_ratio)
+    return model.set_params(class_weight="balanced" if balanced else None)
 
 
 def _fit(model: LogisticRegression, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
