@@ -83,7 +83,11 @@ class Model:
         self, paths: Sequence[Path], *, top_k: int = 1, batch_size: int = 32
     ) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
         """Predict every readable file; the unreadable ones come back with the reason."""
-        decoder = DecodedImages(self.preprocessing.resize_size, self.preprocessing.interpolation)
+        decoder = DecodedImages(
+            self.preprocessing.resize_size,
+            self.preprocessing.interpolation,
+            channels=self.preprocessing.input_size[0],
+        )
         predictions, skipped = [], []
 
         def load(batch: Sequence[Path]) -> list[tuple[Path, np.ndarray | UnreadableImage]]:
@@ -122,7 +126,8 @@ class Model:
     def _pixels(self, image: ImageLike) -> np.ndarray:
         size, interpolation = self.preprocessing.resize_size, self.preprocessing.interpolation
         if isinstance(image, str | Path):
-            return DecodedImages(size, interpolation).get(image)
+            channels = self.preprocessing.input_size[0]
+            return DecodedImages(size, interpolation, channels=channels).get(image)
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise HeadstartError(

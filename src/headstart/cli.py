@@ -312,6 +312,7 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
         metavar="TRANSFORM",
         help=f"never apply this transform (it would change a label): {', '.join(TRANSFORMS)}",
     )
+    add("--vflip", action="store_true", help="vertical flips too (images without an up)")
     add(
         "--balance",
         choices=BALANCING,

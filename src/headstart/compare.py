@@ -84,7 +84,8 @@ def train_from_scratch(
 ) -> Curve:
     """The from-scratch learning curve: ``arch`` with random weights, trained with
     ``settings`` (see :func:`scratch_settings`)."""
-    backbone, _, _ = create_backbone(arch, pretrained=False)
+    channels, size, _ = preprocessing.input_size
+    backbone, _, _ = create_backbone(arch, pretrained=False, in_chans=channels, input_size=size)
     index = {name: i for i, name in enumerate(dataset.classes)}
     counts = dataset.counts()["train"]
     examples = {

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import HeadstartError
+
+if TYPE_CHECKING:
+    from .data.augment import AugmentSettings
 
 __all__ = ["FitConfig", "load_config", "save_config"]
 
@@ -67,6 +70,7 @@ class FitConfig:
     augment: str = "light"  # none | light | standard | strong
     policy: str | None = None  # autoaugment | randaugment | trivialaugment | augmix
     no_augment: list[str] = field(default_factory=list)  # transforms that change a label
+    vflip: bool = False  # vertical flips too (aerial, microscopy: images without an up)
     balance: str = "auto"  # auto | none | weighted-loss | sampler
     # The run.
     runs_dir: str = "runs"
@@ -79,9 +83,21 @@ class FitConfig:
     compare_scratch: bool = False  # also train from random weights, same budget; compare
     quiet: bool = False
 
+    def augmentation(self) -> AugmentSettings:
+        """The augmentation these settings ask for (the plan may exclude flips as well)."""
+        from .data.augment import AugmentSettings
+
+        return AugmentSettings(
+            preset=self.augment,
+            policy=self.policy,
+            exclude=tuple(self.no_augment),
+            include=("vflip",) if self.vflip else (),
+            cutout=self.cutout,
+        )
+
     def validate(self) -> None:
         """Refuse impossible values and combinations before anything runs."""
-        from .data.augment import AugmentSettings
+        from .data.augment import POLICIES, PRESETS, TRANSFORMS
         from .training.finetune import PRECISIONS
         from .training.freezing import UNFREEZING
         from .training.imbalance import BALANCING
@@ -94,7 +110,11 @@ class FitConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("balance", self.balance, BALANCING)
         _one_of("probe_penalty", self.probe_penalty, ("l2", "l1", "elasticnet"))
-        AugmentSettings(self.augment, self.policy, tuple(self.no_augment), self.cutout).validate()
+        _one_of("augment", self.augment, PRESETS)
+        _one_of("policy", self.policy, (None, *POLICIES))
+        for name in self.no_augment:
+            _one_of("no_augment", name, TRANSFORMS)
+        self.augmentation().validate()
         if self.strategy == "linear-probe" and not self.pretrained:
             raise HeadstartError(
                 "strategy='linear-probe' needs pretrained weights: a probe on "
@@ -183,6 +203,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def save_config(config: FitConfig, path: Path, data: str | Path) -> None:
     """``config`` as YAML (with the data it was fitted on), readable by :func:`load_config`."""
     values = {"data": str(Path(data).resolve()), **asdict(config)}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
 
 

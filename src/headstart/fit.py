@@ -31,7 +31,7 @@ from .compare import Curve, compare, scratch_settings, train_from_scratch
 from .config import FitConfig, load_config, save_config
 from .console import err, progress_bar
 from .data.decoded import DecodedImages, prefetch
-from .data.images import UnreadableImage
+from .data.images import UnreadableImage, detect_channels
 from .data.sources import Dataset, Sample, Skipped, discover
 from .diagnosis import Diagnosis, diagnose
 from .errors import HeadstartError
@@ -42,7 +42,8 @@ from .monitor import TrainingBoard
 from .report import build_report, examples_to_show, save_thumbnails, write_predictions
 from .run import RunDir
 from .training import distributed
-from .training.finetune import FineTuneSettings, fine_tune
+from .training.finetune import FineTuneSettings, fine_tune, resolve_precision
+from .training.freezing import trainable_stages_for
 from .training.imbalance import choose_balancing
 from .training.lr_find import LRFindResult, lr_range_test
 from .training.plan import Plan, make_plan
@@ -85,6 +86,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         raise HeadstartError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
     config = replace(config or FitConfig(), **settings)
     config.validate()
+    resolve_precision(config.precision, _device(config.device))
     if distributed.init_from_environment() and not distributed.is_main():
         # Every process computes what the main one does; only the main one keeps it.
         config = replace(config, runs_dir=tempfile.mkdtemp(prefix="headstart-rank-"), quiet=True)
@@ -159,6 +161,7 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
     if resumed is not None:
         plan = resumed
         plan.fine_tune.epochs = config.epochs or plan.fine_tune.epochs
+        plan.strategy = plan.evidence.get("trained_strategy", plan.strategy)
     else:
         plan = _plan(config.strategy, dataset, probe, backbone, config, balance)
         if plan.fine_tune and config.time_budget:
@@ -236,6 +239,7 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
                 f"{plan.strategy} reached {tuned_accuracy:.1%} on validation, below the "
                 f"linear probe's {scored['val'].scores['accuracy']:.1%}: kept the probe"
             )
+            plan.evidence["trained_strategy"] = plan.strategy  # what --resume goes on with
             plan.strategy = "linear-probe"
             run.write_json("plan.json", plan.to_dict())
             _log(config, f"plan: {plan.reasons[-1]}")
@@ -406,13 +410,28 @@ def prepare(data: str | Path, config: FitConfig) -> Prepared:
     dataset = discover(
         data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
     )
+    in_chans = config.in_chans or detect_channels([s.path for s in dataset.samples])
+    regularisation = {
+        name: value
+        for name, value in (("drop_rate", config.dropout), ("drop_path_rate", config.drop_path))
+        if value is not None
+    }
     backbone, preprocessing, source = create_backbone(
-        config.arch, weights=config.weights, pretrained=config.pretrained
+        config.arch,
+        weights=config.weights,
+        pretrained=config.pretrained,
+        in_chans=in_chans,
+        input_size=config.input_size,
+        **regularisation,
     )
+    if isinstance(config.freeze, int):  # a freeze depth beyond the model: refused now
+        trainable_stages_for(config.freeze, len(layer_groups(backbone)))
     backbone.to(_device(config.device))
     architecture = backbone.pretrained_cfg.get("architecture", config.arch)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
+    images = DecodedImages(
+        preprocessing.resize_size, preprocessing.interpolation, cache / "pixels", channels=in_chans
+    )
     stores = None
     if config.pretrained:
         stores = feature_stores(cache / "features", architecture, source, preprocessing)

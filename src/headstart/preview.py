@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import FitConfig
-from .data.augment import AugmentSettings, build_augmentation, denormalize, write_preview
+from .data.augment import build_augmentation, denormalize, write_preview
 from .data.images import UnreadableImage
 from .data.transforms import Normalize, to_tensor
 from .errors import HeadstartError
@@ -37,9 +37,7 @@ def augment_preview(data: str | Path, config: FitConfig, out: str | Path, images
     ready = prepare(data, config)
     preprocessing = ready.preprocessing
     channels, height, width = preprocessing.input_size
-    settings = AugmentSettings(
-        config.augment, config.policy, tuple(config.no_augment), config.cutout
-    )
+    settings = config.augmentation()
     augment = build_augmentation(height, width, settings, channels=channels)
     train = ready.dataset.split("train")
     rng = np.random.default_rng(config.seed)

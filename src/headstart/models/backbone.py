@@ -113,6 +113,7 @@ def create_backbone(
     pretrained: bool = True,
     in_chans: int = 3,
     input_size: int | None = None,
+    **regularisation: float,
 ) -> tuple[torch.nn.Module, Preprocessing, WeightsSource]:
     """A timm model with its classifier removed, its preprocessing, and where its weights came from.
 
@@ -137,6 +138,10 @@ def create_backbone(
     training both see it. Networks with a fixed input size (ViT and its relatives) are built
     for it and their position embeddings resampled, as timm does for its own weights.
 
+    ``regularisation`` goes to ``timm.create_model`` as it is: ``drop_rate`` (dropout before
+    the head) and ``drop_path_rate`` (stochastic depth). Both act in training mode only, so
+    features computed in eval mode (and their cache) do not depend on them.
+
     Raises:
         HeadstartError: unknown architecture, unreadable or mismatched weights file, hub
             weights that cannot be had (the message says what is available offline), or an
@@ -159,21 +164,25 @@ def create_backbone(
         overlay = {"file": str(weights), "hf_hub_id": None, "url": None, "tag": None}
         if saved is not None:
             overlay |= _as_pretrained_cfg(Preprocessing.from_dict(saved))
-        model = _create(arch, in_chans, input_size, pretrained_cfg_overlay=overlay | sized)
+        model = _create(
+            arch, in_chans, input_size, pretrained_cfg_overlay=overlay | sized, **regularisation
+        )
         _load_backbone_state(model, state, origin=f"weights file {weights}", in_chans=in_chans)
         source = WeightsSource("file", str(weights))
     elif not pretrained:
-        model = _create(arch, in_chans, input_size, pretrained_cfg_overlay=sized)
+        model = _create(arch, in_chans, input_size, pretrained_cfg_overlay=sized, **regularisation)
         source = WeightsSource("random", "")
     elif (overlay := builtin_pretrained_cfg(arch)) is not None:
         network = builtin_network(arch)
-        model = _create(network, in_chans, input_size, pretrained_cfg_overlay=overlay | sized)
+        model = _create(
+            network, in_chans, input_size, pretrained_cfg_overlay=overlay | sized, **regularisation
+        )
         source = builtin_source(arch)
         _load_backbone_state(
             model, builtin_state_dict(arch), origin=source.describe(), in_chans=in_chans
         )
     else:
-        model, source = _create_from_hub(arch, in_chans, input_size, sized)
+        model, source = _create_from_hub(arch, in_chans, input_size, sized, regularisation)
     model.eval()
     return model, Preprocessing.from_model(model), source
 
@@ -260,7 +269,11 @@ def _fixed_size_message(arch: str, cfg: Any, input_size: int | None) -> str:
 
 
 def _create_from_hub(
-    arch: str, in_chans: int, input_size: int | None, sized: dict[str, Any]
+    arch: str,
+    in_chans: int,
+    input_size: int | None,
+    sized: dict[str, Any],
+    regularisation: dict[str, float],
 ) -> tuple[torch.nn.Module, WeightsSource]:
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None or not cfg.has_weights:
@@ -280,6 +293,7 @@ def _create_from_hub(
             in_chans=in_chans,
             pretrained_cfg_overlay=sized,
             **size,
+            **regularisation,
         )
     # Offline cache misses (LocalEntryNotFoundError), HTTP errors and failed connections are
     # all OSErrors in huggingface_hub and urllib.

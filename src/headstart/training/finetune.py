@@ -207,8 +207,7 @@ def fine_tune(
         result.stopped = "interrupted"
     except StopTraining as reason:
         result.stopped = str(reason)
-    if run.best_state is not None:
-        model.load_state_dict(run.best_state)
+    model.load_state_dict(run.best_state)
     model.eval()
     return result
 
@@ -276,7 +275,8 @@ class _Training:
         model.to(memory_format=torch.channels_last)
 
         self.result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
-        self.best_state: dict[str, torch.Tensor] | None = None
+        # Until an epoch is scored, the best model is the one training started from.
+        self.best_state: dict[str, torch.Tensor] = _copy_state(model)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.network: nn.Module = model
         self.network_stages = -1  # how many stages the distributed wrapper was built for
@@ -388,7 +388,7 @@ class _Training:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "average": self.average.state_dict() if self.average is not None else {},
-            "best": self.best_state or {},
+            "best": self.best_state,
             "progress": json.dumps(
                 {
                     "epoch": self.epoch,
@@ -431,7 +431,7 @@ class _Training:
         if progress["planned_epochs"] != self.settings.epochs:
             # Training longer than planned: the schedule is stretched over the new length.
             self.schedule.extend(self.steps_per_epoch * self.settings.epochs)
-        self.best_state = saved["best"] or None
+        self.best_state = saved["best"]
         self.epoch, self.step, self.elapsed = (
             progress["epoch"],
             progress["step"],

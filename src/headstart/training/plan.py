@@ -16,7 +16,7 @@ flattered by memorisation), as skill above chance: 0 is guessing, 1 is perfect.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -240,8 +240,9 @@ def _apply_choices(
     settings.head_l1, settings.mixup, settings.cutmix = config.head_l1, config.mixup, config.cutmix
     settings.ema_decay, settings.clip_grad_norm = config.ema, config.clip_grad
     settings.patience, settings.precision = config.patience, config.precision
-    excluded = tuple(dict.fromkeys([*config.no_augment, *(() if flip else ("flip",))]))
-    settings.augment = AugmentSettings(config.augment, config.policy, excluded, config.cutout)
+    asked = config.augmentation()
+    excluded = tuple(dict.fromkeys([*asked.exclude, *(() if flip else ("flip",))]))
+    settings.augment = replace(asked, exclude=excluded)
     settings.balance = balance[0]
     if balance[1]:
         reasons.append(balance[1])

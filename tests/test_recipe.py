@@ -1,0 +1,145 @@
+"""The recipe's levers through ``headstart fit``: a YAML file equals its flags, every choice
+lands in the plan, bad combinations are refused up front, and a run can go on later."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+import headstart
+from headstart.classifier import layer_groups
+from headstart.cli import main
+from headstart.fit import resume
+
+QUICK = dict(checks=False, quiet=True)
+
+
+def test_a_yaml_config_is_the_same_fit_as_its_flags(small_faces, tmp_path, capsys):
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        "strategy: linear-probe\nprobe-penalty: l1\nseed: 3\nbalance: none\nno_augment: [flip]\n"
+    )
+    flags = ["--strategy", "linear-probe", "--probe-penalty", "l1", "--seed", "3"]
+    flags += ["--balance", "none", "--no-augment", "flip"]
+    runs = tmp_path / "runs"
+    common = ["--runs-dir", str(runs), "--no-checks", "--quiet"]
+    assert main(["fit", str(small_faces), "--config", str(config), "--name", "a", *common]) == 0
+    assert main(["fit", str(small_faces), *flags, "--name", "b", *common]) == 0
+    saved = [yaml.safe_load((runs / name / "config.yaml").read_text()) for name in "ab"]
+    assert saved[0] | {"name": "b"} == saved[1]
+    assert saved[0]["probe_penalty"] == "l1" and saved[0]["no_augment"] == ["flip"]
+    # A flag given on the command line wins over the file.
+    assert main(["fit", str(small_faces), "--config", str(config), "--seed", "4"] + common) == 0
+    latest = max(runs.glob("faces-*"), key=lambda p: p.stat().st_mtime)
+    assert yaml.safe_load((latest / "config.yaml").read_text())["seed"] == 4
+
+
+def test_a_config_file_with_an_unknown_setting_is_named(small_faces, tmp_path, capsys):
+    config = tmp_path / "fit.yaml"
+    config.write_text("learning_rate: 0.1\n")
+    assert main(["fit", str(small_faces), "--config", str(config)]) == 2
+    assert "unknown setting 'learning_rate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            dict(optimizer="lbfgs", strategy="fine-tune"),
+            "optimizer='lbfgs' with strategy='fine-tune'",
+        ),
+        (dict(mixup=0.2, strategy="linear-probe"), "mixup/cutmix with strategy='linear-probe'"),
+        (dict(freeze=99, strategy="fine-tune"), "freeze=99: this model has only"),
+        (dict(freeze="all", unfreeze="gradual"), "nothing would ever be unfrozen"),
+        (dict(schedule="exponential"), "schedule='exponential' is not one of"),
+        (dict(augment="extreme"), "augment"),
+        (dict(no_augment=["sharpen"]), "sharpen"),
+        (
+            dict(precision="fp16", device="cpu", strategy="fine-tune"),
+            "precision='fp16' needs a CUDA",
+        ),
+    ],
+)
+def test_bad_combinations_are_refused_before_training(small_faces, tmp_path, settings, message):
+    with pytest.raises(headstart.HeadstartError, match=message):
+        headstart.fit(small_faces, runs_dir=tmp_path, **QUICK, **settings)
+    assert not list(tmp_path.rglob("checkpoints/*")), "refused before any training"
+
+
+def test_every_choice_is_written_into_the_plan(small_faces, tmp_path):
+    result = headstart.fit(
+        small_faces,
+        strategy="fine-tune",
+        epochs=1,
+        freeze=4,
+        optimizer="nesterov",
+        schedule="one-cycle",
+        mixup=0.2,
+        ema=0.9,
+        clip_grad=1.0,
+        augment="standard",
+        no_augment=["colour"],
+        batch_size=16,
+        runs_dir=tmp_path,
+        **QUICK,
+    )
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    tuned = plan["fine_tune"]
+    assert tuned["optimizer"] == "nesterov" and tuned["schedule"] == "one-cycle"
+    assert tuned["mixup"] == 0.2 and tuned["ema_decay"] == 0.9 and tuned["clip_grad_norm"] == 1.0
+    assert tuned["augment"]["preset"] == "standard" and "colour" in tuned["augment"]["exclude"]
+    stages = len(layer_groups(result.model.network.backbone))
+    assert tuned["trainable_stages"] == stages - 4  # the bottom 4 frozen
+    reasons = " ".join(plan["reasons"])
+    assert "freeze=4 was asked for" in reasons
+    assert "linear scaling rule" in reasons  # batches of 16, not 32: the default rate halves
+    assert "augmentation:" in reasons
+
+
+def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_path):
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    first = headstart.fit(
+        data, strategy="fine-tune", epochs=1, freeze=6, patience=None, runs_dir=tmp_path, **QUICK
+    )
+    with pytest.raises(headstart.HeadstartError, match="pass --epochs N"):
+        resume(first.run_dir)
+    longer = resume(first.run_dir, epochs=2, quiet=True)
+    assert longer.run_dir == first.run_dir
+    epochs = [
+        r["epoch"]
+        for r in map(json.loads, (first.run_dir / "metrics.jsonl").open())
+        if "epoch" in r
+    ]
+    assert epochs == [1, 2]
+    assert (first.run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_resume_through_the_command_line_takes_no_other_settings(small_faces, tmp_path, capsys):
+    code = main(["fit", "--resume", str(tmp_path), "--lr", "0.1"])
+    assert code == 2 and "only --epochs and --quiet may be given" in capsys.readouterr().err
+
+
+def test_augment_preview_writes_the_grid_of_training_tensors(small_faces, tmp_path, capsys):
+    out = tmp_path / "preview.png"
+    code = main(
+        [
+            "augment-preview",
+            str(small_faces),
+            "--out",
+            str(out),
+            "--images",
+            "8",
+            "--augment",
+            "strong",
+            "--mixup",
+            "0.4",
+        ]
+    )
+    assert code == 0 and out.stat().st_size > 10_000
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 400
