@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from .augment import AugmentSettings, build_augmentation
+
 __all__ = ["Normalize", "center_crop", "to_tensor", "train_augmentation"]
 
 
@@ -34,15 +36,13 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 def train_augmentation(height: int, width: int, *, flip: bool = True) -> v2.Transform:
     """Light augmentation for fine-tuning: a random crop that keeps most of the object, flips.
 
-    Kept light on purpose: on a few hundred images heavy augmentation slows convergence more
-    than it regularises, and colour changes can destroy colour-defined classes.
+    The "light" preset of :mod:`headstart.data.augment`, where the other presets, learned
+    policies and opt-outs live. Kept light by default: on a few hundred images heavy
+    augmentation slows convergence more than it regularises, and colour changes can destroy
+    colour-defined classes.
     """
-    steps: list[v2.Transform] = [
-        v2.RandomResizedCrop((height, width), scale=(0.35, 1.0), antialias=True),
-    ]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps)
+    settings = AugmentSettings("light", exclude=() if flip else ("flip",))
+    return build_augmentation(height, width, settings)
 
 
 class Normalize(torch.nn.Module):
