@@ -163,6 +163,16 @@ def test_output_is_uint8_at_the_asked_size_for_any_channel_count(channels, prese
             assert out.shape == (channels, *SIZE) and out.dtype == torch.uint8
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_images_that_are_not_rgb_keep_their_values(channels):
+    torch.manual_seed(0)
+    flat = torch.full((channels, 60, 80), 100, dtype=torch.uint8)
+    geometry = ("rotate", "shift", "shear", "scale")  # they uncover black corners
+    settings = AugmentSettings("standard", "randaugment", exclude=geometry)
+    augment = build_augmentation(*SIZE, settings, channels=channels)
+    assert all(torch.equal(augment(flat), flat[:, :48, :64]) for _ in range(30))
+
+
 def test_describe_says_what_happens_and_what_is_left_out():
     standard = AugmentSettings("standard").describe()
     assert any("rotation" in line for line in standard)
