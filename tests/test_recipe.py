@@ -32,7 +32,7 @@ def test_a_yaml_config_is_the_same_fit_as_its_flags(small_faces, tmp_path, capsy
     assert saved[0] | {"name": "b"} == saved[1]
     assert saved[0]["probe_penalty"] == "l1" and saved[0]["no_augment"] == ["flip"]
     # A flag given on the command line wins over the file.
-    assert main(["fit", str(small_faces), "--config", str(config), "--seed", "4"] + common) == 0
+    assert main(["fit", str(small_faces), "--config", str(config), "--seed", "4", *common]) == 0
     latest = max(runs.glob("faces-*"), key=lambda p: p.stat().st_mtime)
     assert yaml.safe_load((latest / "config.yaml").read_text())["seed"] == 4
 

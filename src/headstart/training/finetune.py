@@ -333,9 +333,9 @@ class _Training:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.step()
+            self.step += 1
             if self.average is not None:
                 self.average.update(self.model, self.step)
-            self.step += 1
             on_batch(TrainingStep(self.step, epoch, loss.item(), lrs))
             seen += len(labels)
             loss_sum += loss.item() * len(labels)

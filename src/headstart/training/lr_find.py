@@ -205,10 +205,12 @@ def _sweep(
     on_step: Callable[[int], None],
 ) -> str:
     """The training steps; appends to ``losses`` and ``smoothed``; returns why it stopped."""
-    scales = [group["lr"] for group in groups]
     optimizer = create_optimizer(
         groups, settings.optimizer, weight_decay=settings.weight_decay, momentum=settings.momentum
     )
+    # The groups were built at lr=1: each optimiser group's rate is its multiple of the swept
+    # one (the optimiser splits groups into decayed and undecayed halves of the same rate).
+    scales = [group["lr"] for group in optimizer.param_groups]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     channels = model.normalize.mean.shape[1]
     augment = build_augmentation(*input_size, settings.augment, channels=channels)
