@@ -4,7 +4,10 @@ lands in the plan, bad combinations are refused up front, and a run can go on la
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -143,3 +146,23 @@ def test_augment_preview_writes_the_grid_of_training_tensors(small_faces, tmp_pa
     from PIL import Image
 
     assert Image.open(out).size[0] > 400
+
+
+def test_the_same_fit_command_runs_on_two_processes_under_torchrun(small_faces, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "headstart", "fit", str(small_faces)]
+    command += ["--strategy", "fine-tune", "--epochs", "1", "--freeze", "6", "--no-checks"]
+    command += ["--runs-dir", str(tmp_path / "runs"), "--name", "ddp", "--quiet"]
+    launched = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("strategy:") == 1  # one process speaks for the run
+    run = tmp_path / "runs" / "ddp"
+    assert (run / "model" / "model.safetensors").exists()
+    epochs = [r for r in map(json.loads, (run / "metrics.jsonl").open()) if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1]

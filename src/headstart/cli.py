@@ -323,6 +323,7 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
 def _fit(args: argparse.Namespace) -> int:
     from .errors import HeadstartError
     from .fit import fit, resume
+    from .training import distributed
 
     if getattr(args, "resume", None):
         given = set(vars(args)) - {"command", "run", "resume", "data", "epochs", "quiet"}
@@ -338,7 +339,8 @@ def _fit(args: argparse.Namespace) -> int:
         raise HeadstartError("DATA is missing: `headstart fit DATA` (or --resume RUN)")
     else:
         result = fit(args.data, _config_from(args))
-    print_fit_summary(result)
+    if distributed.is_main():  # under torchrun, one summary
+        print_fit_summary(result)
     return 0
 
 

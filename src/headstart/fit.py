@@ -89,7 +89,10 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     resolve_precision(config.precision, _device(config.device))
     if distributed.init_from_environment() and not distributed.is_main():
         # Every process computes what the main one does; only the main one keeps it.
-        config = replace(config, runs_dir=tempfile.mkdtemp(prefix="headstart-rank-"), quiet=True)
+        with tempfile.TemporaryDirectory(prefix="headstart-rank-") as scratch:
+            config = replace(config, runs_dir=scratch, quiet=True)
+            run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
+            return _fit(data, config, run, resumed=None)
     run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
     return _fit(data, config, run, resumed=None)
 
