@@ -42,6 +42,7 @@ from .monitor import TrainingBoard
 from .report import build_report, examples_to_show, save_thumbnails, write_predictions
 from .run import RunDir
 from .training import distributed
+from .training.domain import DomainReport, measure_domain
 from .training.finetune import FineTuneSettings, fine_tune, resolve_precision
 from .training.freezing import trainable_stages_for
 from .training.imbalance import choose_balancing
@@ -166,7 +167,8 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
         plan.fine_tune.epochs = config.epochs or plan.fine_tune.epochs
         plan.strategy = plan.evidence.get("trained_strategy", plan.strategy)
     else:
-        plan = _plan(config.strategy, dataset, probe, backbone, config, balance)
+        domain = _measure_domain(dataset, ready, probe, config)
+        plan = _plan(config.strategy, dataset, probe, backbone, config, balance, domain)
         if plan.fine_tune and config.time_budget:
             plan.fine_tune.max_seconds = config.time_budget * 60
         if plan.fine_tune and config.lr is None:
@@ -448,6 +450,7 @@ def _plan(
     backbone: torch.nn.Module,
     config: FitConfig,
     balance: tuple[str, str] = ("none", ""),
+    domain: DomainReport | None = None,
 ) -> Plan:
     """The plan for ``strategy`` from the measurements and the user's settings."""
     return make_plan(
@@ -459,7 +462,40 @@ def _plan(
         stages=len(layer_groups(backbone)),
         config=config,
         balance=balance,
+        gap=domain,
     )
+
+
+def _measure_domain(
+    dataset: Dataset, ready: Prepared, probe: ProbeResult | None, config: FitConfig
+) -> DomainReport | None:
+    """How far the training images are from the pretraining data (see
+    :mod:`headstart.training.domain`), on a sample; None when no image can be measured."""
+    counts = _train_counts(dataset)
+    chance = 1 / len(counts)
+    skill = None
+    if probe is not None and np.isfinite(probe.cv_accuracy):
+        skill = (probe.cv_accuracy - chance) / (1 - chance)
+    preprocessing = ready.preprocessing
+    try:
+        return measure_domain(
+            [s.path for s in dataset.split("train")],
+            input_size=preprocessing.input_size[-1],
+            sample=DOMAIN_SAMPLE,
+            seed=config.seed,
+            backbone=ready.backbone if config.pretrained else None,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+            probe_skill=skill,
+            images_per_class=float(np.median(counts)),
+        )
+    except HeadstartError:
+        return None
+
+
+#: Images the domain measurements look at: enough for stable medians, and a forward pass of
+#: them costs about a second on a laptop CPU.
+DOMAIN_SAMPLE = 32
 
 
 #: The splits scored at the end: validation (also used to choose the model) and test.

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..config import STRATEGIES, FitConfig
 from ..data.augment import AugmentSettings
+from .domain import DomainReport
 from .finetune import FineTuneSettings
 from .freezing import trainable_stages_for
 from .optim import scale_lr
@@ -84,12 +85,14 @@ def make_plan(
     stages: int,
     config: FitConfig | None = None,
     balance: tuple[str, str] = ("none", ""),
+    gap: DomainReport | None = None,
 ) -> Plan:
     """Decide the strategy and its settings; every choice comes with the reason for it.
 
     ``config`` carries the user's explicit choices (they win over the table's defaults, and
     the plan says so); ``balance`` is the class-balance decision and its reason (see
-    :func:`headstart.training.imbalance.choose_balancing`).
+    :func:`headstart.training.imbalance.choose_balancing`); ``gap`` how far the images sit
+    from the pretraining data (:func:`headstart.training.domain.measure_domain`).
     """
     config = config or FitConfig()
     epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
@@ -118,6 +121,10 @@ def make_plan(
             f"out-of-fold (chance {chance:.1%}; skill {skill:.2f}): the features "
             + ("already fit this task" if domain == "similar" else "fit this task only partly")
         )
+
+    if gap is not None:
+        evidence["domain_gap"] = gap.to_dict()
+        reasons += [f"domain: {note}" for note in gap.notes]
 
     short = False
     if not pretrained:
