@@ -128,12 +128,22 @@ class Model:
         if isinstance(image, str | Path):
             channels = self.preprocessing.input_size[0]
             return DecodedImages(size, interpolation, channels=channels).get(image)
+        channels = self.preprocessing.input_size[0]
         if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            if image.ndim != 3 or image.shape[2] != channels or image.dtype != np.uint8:
+                kind = "RGB" if channels == 3 else f"with {channels} channels"
                 raise HeadstartError(
-                    f"an array image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
+                    f"an array image must be (H, W, {channels}) uint8 {kind}, "
+                    f"got {image.shape} {image.dtype}"
                 )
+            if channels != 3:  # a stack: already the channels the network takes
+                return resize_shortest_side(image, size, interpolation)
             image = Image.fromarray(image)
+        elif channels != 3:
+            raise HeadstartError(
+                f"this model takes {channels}-channel images: pass a file or an "
+                f"(H, W, {channels}) uint8 array, not a PIL image"
+            )
         try:
             rgb = to_rgb(image)  # EXIF rotation, transparency, 16-bit: as for a file
         except ValueError as error:

@@ -5,7 +5,15 @@
 >>> image = load_image(dataset.split("train")[0].path)     # doctest: +SKIP
 """
 
-from .images import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, load_image, probe_image
+from .images import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    UnreadableImage,
+    detect_channels,
+    load_image,
+    load_pixels,
+    probe_image,
+)
 from .sources import SPLITS, Dataset, Sample, Skipped, discover
 
 __all__ = [
@@ -16,7 +24,9 @@ __all__ = [
     "Sample",
     "Skipped",
     "UnreadableImage",
+    "detect_channels",
     "discover",
     "load_image",
+    "load_pixels",
     "probe_image",
 ]

@@ -48,16 +48,19 @@ def fit_png(path: Path, width: int = 1600, height: int = 2400) -> tuple[bytes, b
 
 
 def first_layer(weights: Path) -> tuple[str, np.ndarray] | None:
-    """The first convolution's weights ``(filters, 3, k, k)`` and name, read from a
-    safetensors file (no pickle); None when no 4-D weight takes 3 input channels."""
+    """The first convolution's weights ``(filters, channels, k, k)`` and name, read from a
+    safetensors file (no pickle); None when no known first layer exists and no 4-D weight
+    takes 3 input channels."""
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as file:
         shapes = {key: file.get_slice(key).get_shape() for key in file.keys()}  # noqa: SIM118
-        candidates = [k for k, s in shapes.items() if len(s) == 4 and s[1] == 3]
-        if not candidates:
+        convolutions = [k for k, s in shapes.items() if len(s) == 4]
+        # A known first layer takes any channel count (grayscale, 4-channel stacks).
+        known = [name for name in _FIRST_LAYER if name in convolutions]
+        candidates = [k for k in convolutions if shapes[k][1] == 3]
+        if not known and not candidates:
             return None
-        known = [name for name in _FIRST_LAYER if name in candidates]
         name = known[0] if known else min(candidates, key=lambda k: (k.count("."), len(k), k))
         return name, file.get_tensor(name).float().numpy()
 
@@ -65,7 +68,10 @@ def first_layer(weights: Path) -> tuple[str, np.ndarray] | None:
 def filter_grid(weights: np.ndarray, columns: int = 16, tile: int = 48) -> Image.Image:
     """Each filter min-max normalised over its three channels to an RGB tile, enlarged with
     nearest-neighbour (a 3x3 filter is nine blocks, not a blur), in a grid."""
-    filters = weights[:MOST_FILTERS].transpose(0, 2, 3, 1)  # (n, k, k, RGB)
+    filters = weights[:MOST_FILTERS].transpose(0, 2, 3, 1)  # (n, k, k, channels)
+    if filters.shape[-1] < 3:  # grayscale input: each filter shown in gray
+        filters = np.repeat(filters.mean(-1, keepdims=True), 3, axis=-1)
+    filters = filters[..., :3]  # a stack's first three channels, as its thumbnails show it
     low = filters.min(axis=(1, 2, 3), keepdims=True)
     high = filters.max(axis=(1, 2, 3), keepdims=True)
     tiles = (filters - low) / np.maximum(high - low, 1e-12)
