@@ -255,3 +255,51 @@ def test_two_processes_under_torchrun_train_the_single_process_model(tmp_path):
     ddp = torch.load(out, weights_only=True)
     for name, tensor in single.state_dict().items():
         torch.testing.assert_close(ddp[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_a_balanced_sampler_draws_every_class_alike(tmp_path, monkeypatch):
+    from headstart.training import finetune
+
+    examples = stripes(tmp_path, n=40)
+    rare = [e for e in examples if e[1] == 0][:8] + [e for e in examples if e[1] == 1]  # 1:5
+    images = DecodedImages(72, "bilinear", None)
+    seen: list[int] = []
+    decode = finetune.decode_batch
+
+    def counting(images, batch):
+        pixels, labels = decode(images, batch)
+        seen.extend(labels.tolist())
+        return pixels, labels
+
+    monkeypatch.setattr(finetune, "decode_batch", counting)
+    plan = settings(epochs=2, balance="sampler", trainable_stages=0)
+    fine_tune(tiny_network(), rare, [], images, SIZE, plan)
+    assert len(seen) == 2 * (len(rare) // 8) * 8
+    assert 0.35 < np.mean(np.array(seen) == 0) < 0.65  # 1 in 6 without the sampler
+
+
+def test_early_stopping_keeps_the_best_epoch(data):
+    train, val, images = data
+    frozen_in_place = settings(epochs=5, lr=1e-12, head_lr_scale=1.0, patience=2)
+    result = fine_tune(tiny_network(), train, val, images, SIZE, frozen_in_place)
+    assert result.stopped == "early stopping"
+    assert result.best_epoch == 1 and len(result.history) == 3
+
+
+def test_dropout_and_drop_path_act_in_training_only():
+    backbone, _, _ = create_backbone(
+        "test_efficientnet", pretrained=False, drop_rate=0.5, drop_path_rate=0.3
+    )
+    pixels = torch.rand(2, 3, 64, 64)
+    backbone.train()
+    assert not torch.equal(backbone(pixels), backbone(pixels))
+    backbone.eval()
+    assert torch.equal(backbone(pixels), backbone(pixels))
+
+
+def test_bfloat16_trains_on_the_cpu_and_float16_is_refused_there(data):
+    train, val, images = data
+    result = fine_tune(tiny_network(), train, val, images, SIZE, settings(precision="bf16"))
+    assert all(np.isfinite(r["train_loss"]) for r in result.history)
+    with pytest.raises(HeadstartError, match="precision='fp16' needs a CUDA device"):
+        fine_tune(tiny_network(), train, val, images, SIZE, settings(precision="fp16"))
