@@ -41,6 +41,17 @@ def test_a_yaml_config_is_the_same_fit_as_its_flags(small_faces, tmp_path, capsy
     assert yaml.safe_load((latest / "config.yaml").read_text())["seed"] == 4
 
 
+def test_numbers_in_a_config_file_are_read_as_numbers(tmp_path):
+    from headstart.config import load_config
+
+    config = tmp_path / "fit.yaml"
+    config.write_text("lr: 1e-4\nweight-decay: 5e-5\nepochs: 3\nfreeze: 2\n")
+    assert load_config(config) == {"lr": 1e-4, "weight_decay": 5e-5, "epochs": 3, "freeze": 2}
+    config.write_text("lr: fast\n")
+    with pytest.raises(headstart.HeadstartError, match="lr='fast' is not a number"):
+        load_config(config)
+
+
 def test_a_config_file_with_an_unknown_setting_is_named(small_faces, tmp_path, capsys):
     config = tmp_path / "fit.yaml"
     config.write_text("learning_rate: 0.1\n")
@@ -51,10 +62,9 @@ def test_a_config_file_with_an_unknown_setting_is_named(small_faces, tmp_path, c
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (
-            dict(optimizer="lbfgs", strategy="fine-tune"),
-            "optimizer='lbfgs' with strategy='fine-tune'",
-        ),
+        (dict(optimizer="lbfgs", strategy="fine-tune"), "optimizer='lbfgs' cannot fine-tune"),
+        (dict(schedule="inverse-sqrt", warmup=0.0), "inverse-sqrt' needs a warm-up"),
+        (dict(clip_grad=0.0), "clip_grad=0.0 must be positive"),
         (dict(mixup=0.2, strategy="linear-probe"), "mixup/cutmix with strategy='linear-probe'"),
         (dict(freeze=99, strategy="fine-tune"), "freeze=99: this model has only"),
         (dict(freeze="all", unfreeze="gradual"), "nothing would ever be unfrozen"),
@@ -111,15 +121,13 @@ def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_pat
     )
     with pytest.raises(headstart.HeadstartError, match="pass --epochs N"):
         resume(first.run_dir)
-    longer = resume(first.run_dir, epochs=2, quiet=True)
-    assert longer.run_dir == first.run_dir
-    epochs = [
-        r["epoch"]
-        for r in map(json.loads, (first.run_dir / "metrics.jsonl").open())
-        if "epoch" in r
-    ]
-    assert epochs == [1, 2]
+    assert main(["fit", "--resume", str(first.run_dir), "--epochs", "2", "--quiet"]) == 0
+    records = [json.loads(line) for line in (first.run_dir / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records if "epoch" in r] == [1, 2]
+    assert sum(r.get("stage") == "linear-probe" for r in records) == 1  # not logged again
     assert (first.run_dir / "checkpoints" / "last.pt").exists()
+    with pytest.raises(headstart.HeadstartError, match="already trained 2 epochs"):
+        resume(first.run_dir, epochs=2)
 
 
 def test_resume_through_the_command_line_takes_no_other_settings(small_faces, tmp_path, capsys):

@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         err.print(
-            "[yellow]interrupted[/]: cached pixels and features are kept; "
-            "running the same command again resumes from them"
+            "[yellow]interrupted[/]: cached pixels and features are kept; a fine-tuning goes "
+            "on from its last epoch with `headstart fit --resume RUN`"
         )
         return 130
 
@@ -327,6 +327,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     if getattr(args, "resume", None):
         given = set(vars(args)) - {"command", "run", "resume", "data", "epochs", "quiet"}
+        given -= {"config"} if args.config is None else set()
         if args.data or given:
             raise HeadstartError(
                 "--resume RUN takes the data and settings the run was started with; "

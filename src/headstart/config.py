@@ -101,7 +101,7 @@ class FitConfig:
         from .training.finetune import PRECISIONS
         from .training.freezing import UNFREEZING
         from .training.imbalance import BALANCING
-        from .training.optim import OPTIMIZERS, SCHEDULES
+        from .training.optim import OPTIMIZERS, SCHEDULES, validate_optimization
 
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -119,12 +119,6 @@ class FitConfig:
             raise HeadstartError(
                 "strategy='linear-probe' needs pretrained weights: a probe on "
                 "random features learns nothing; use 'full' with --no-pretrained"
-            )
-        if self.optimizer == "lbfgs" and self.strategy != "linear-probe":
-            raise HeadstartError(
-                f"optimizer='lbfgs' with strategy={self.strategy!r}: L-BFGS fits the linear "
-                "probe's head on cached features (full batch); mini-batch fine-tuning needs "
-                "sgd, nesterov, adamw, adam, rmsprop, adagrad or novograd"
             )
         if self.compare_scratch and not self.pretrained:
             raise HeadstartError(
@@ -146,8 +140,8 @@ class FitConfig:
             )
         for name in ("epochs", "batch_size", "in_chans", "input_size", "patience"):
             _whole(name, getattr(self, name))
-        if self.input_size is not None and self.input_size < 16:
-            raise HeadstartError(f"input_size={self.input_size}: at least 16 pixels")
+        if self.input_size is not None and self.input_size < 32:
+            raise HeadstartError(f"input_size={self.input_size}: at least 32 pixels")
         if self.lr is not None and not 0 < self.lr < 1:
             raise HeadstartError(f"lr={self.lr!r} must be between 0 and 1 (try 3e-4)")
         for name in ("layer_decay", "momentum"):
@@ -158,10 +152,23 @@ class FitConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise HeadstartError(f"{name}={value!r} must be at least 0 and below 1")
-        for name in ("weight_decay", "head_l1", "mixup", "cutmix", "clip_grad"):
+        for name in ("weight_decay", "head_l1", "mixup", "cutmix"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise HeadstartError(f"{name}={value!r} must not be negative")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise HeadstartError(
+                f"clip_grad={self.clip_grad!r} must be positive (leave it unset for no clipping)"
+            )
+        validate_optimization(
+            self.optimizer,
+            self.schedule,
+            self.strategy,
+            lr=self.lr,
+            weight_decay=self.weight_decay or 0.0,
+            momentum=self.momentum,
+            warmup_fraction=self.warmup,
+        )
         if (self.mixup or self.cutmix) and self.strategy == "linear-probe":
             raise HeadstartError(
                 "mixup/cutmix with strategy='linear-probe': the probe is fitted on cached "
@@ -197,7 +204,21 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise HeadstartError(
             f"config file {path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
         )
-    return settings
+    types = {f.name: str(f.type) for f in fields(FitConfig)}
+    return {name: _typed(path, name, value, types[name]) for name, value in settings.items()}
+
+
+def _typed(path: Path, name: str, value: Any, kind: str) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: numbers are read as the field wants."""
+    if not isinstance(value, str) or "str" in kind:
+        return value
+    for number in (int, float):
+        if number.__name__ in kind:
+            try:
+                return number(value)
+            except ValueError:
+                continue
+    raise HeadstartError(f"config file {path}: {name}={value!r} is not a number")
 
 
 def save_config(config: FitConfig, path: Path, data: str | Path) -> None:

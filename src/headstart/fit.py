@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -100,9 +102,9 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
     """Go on with the run in ``run_dir`` after a crash or Ctrl-C, from its last finished epoch,
-    with the settings it was started with; or, given more ``epochs`` than it was planned for,
-    train a finished run longer ("leave it training"). The result is the run an uninterrupted
-    ``fit`` would have given, within noise."""
+    with the settings and the split it was started with; or, given more ``epochs`` than it has
+    trained, train it longer ("leave it training"). An interrupted run resumed ends where an
+    uninterrupted ``fit`` would have, within noise. Under ``torchrun``, as :func:`fit`."""
     run = RunDir(Path(run_dir))
     if not (run.path / "config.yaml").exists():
         raise HeadstartError(f"{run.path} is not a headstart run folder (no config.yaml)")
@@ -115,21 +117,31 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
             "was the linear probe alone); start a new `headstart fit`"
         )
     progress = run.read_json("progress.json") if (run.path / "progress.json").exists() else {}
-    done = progress.get("epoch", 0)
+    done, stopped = progress.get("epoch", 0), progress.get("stopped", "interrupted")
+    planned = plan.fine_tune.epochs
+    if epochs is None and stopped != "interrupted":
+        raise HeadstartError(
+            f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
+            f"(more than {done}) to train it longer"
+        )
     if epochs is not None and epochs <= done:
         raise HeadstartError(
             f"epochs={epochs}: the run has already trained {done} epochs; ask for more to go on"
         )
-    if epochs is None and progress.get("finished") and done >= plan.fine_tune.epochs:
+    if epochs is not None and epochs < planned and stopped == "interrupted":
         raise HeadstartError(
-            f"{run.path} finished its {plan.fine_tune.epochs} epochs "
-            f"({progress.get('stopped', 'finished')}); pass --epochs N (more than {done}) "
-            "to train longer"
+            f"epochs={epochs} is fewer than the {planned} this interrupted run planned: resume "
+            f"it without --epochs, or with more than {planned} to train longer"
         )
     config = replace(FitConfig(**saved), quiet=quiet, checks=False)
     if epochs is not None:
         config.epochs = epochs
     config.validate()
+    if distributed.init_from_environment() and not distributed.is_main():
+        with tempfile.TemporaryDirectory(prefix="headstart-rank-") as scratch:
+            copy_ = RunDir(Path(scratch) / run.path.name)
+            shutil.copytree(run.path, copy_.path)  # read the state; write nothing of the run
+            return _fit(data, replace(config, quiet=True), copy_, resumed=plan)
     return _fit(data, config, run, resumed=plan)
 
 
@@ -151,6 +163,8 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
         _log(config, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
     audit = _audit(dataset, features, images, run, config)
     dataset = audit.dataset
+    if resumed is not None:
+        _require_same_split(run, dataset)
     run.write_json("dataset.json", dataset.to_dict())
     _write_splits(run, dataset)
     _require_trainable(dataset)
@@ -159,7 +173,7 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
     board = TrainingBoard(run.path / "tensorboard")
     balance = choose_balancing(_train_counts(dataset), config.balance)
     probe = _fit_probe(dataset, features, index, config, balance[0]) if features else None
-    if probe is not None:
+    if probe is not None and resumed is None:
         run.log_metrics({"stage": "linear-probe", **_probe_record(probe)})
         board.probe(_probe_record(probe))
     if resumed is not None:
@@ -171,13 +185,16 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
         plan = _plan(config.strategy, dataset, probe, backbone, config, balance, domain)
         if plan.fine_tune and config.time_budget:
             plan.fine_tune.max_seconds = config.time_budget * 60
-        if plan.fine_tune and config.lr is None:
+        if plan.fine_tune and config.lr is None and distributed.is_main():
             _measure_lr(plan, dataset, ready, probe, run, config)
+        plan = distributed.agree(plan)  # every process trains the main process's plan
     run.write_json("plan.json", plan.to_dict())
     for reason in plan.reasons:
         _log(config, f"plan: {reason}")
     checks = CheckReport()
-    if config.checks:
+    if resumed is not None and (run.path / "checks.json").exists():
+        checks = CheckReport.read(run.path / "checks.json")  # as the run began
+    if config.checks and distributed.is_main():
         with torch.random.fork_rng(devices=_cuda_devices(backbone)):  # fit as without checks
             checks = sanity_checks(
                 dataset,
@@ -202,7 +219,10 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
         info={"weights": asdict(source), "strategy": "linear-probe" if probe else plan.strategy},
     )
     fixed = FixedBatch.choose(dataset.split("val"), dataset.classes, config.seed)
-    fixed.record(model, images, model.info["strategy"], 0)
+    if resumed is not None and (run.path / "fixed_batch.json").exists():
+        fixed.records = json.loads((run.path / "fixed_batch.json").read_text())["records"]
+    else:
+        fixed.record(model, images, model.info["strategy"], 0)
     scored: dict[str, Scored] = {}
     if features is not None:
         scored = {
@@ -210,7 +230,8 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
             for split in _EVALUATED
             if dataset.split(split)
         }
-        save(model, run.bundle)  # a usable model before any fine-tuning, whatever happens then
+        if resumed is None:  # a usable model before any fine-tuning, whatever happens then
+            save(model, run.bundle)
     probe_accuracy = scored["val"].scores["accuracy"] if scored else None
     stopped, diagnosis = "finished", None
     if plan.fine_tune is not None:
@@ -838,6 +859,20 @@ def _log_checks(config: FitConfig, checks: CheckReport) -> None:
     _log(config, f"sanity checks: {checks.headline()}; details in checks.json")
     for check in checks.failed:
         _log(config, f"[bold red]check failed[/] {check.title}: {check.summary}; {check.advice}")
+
+
+def _require_same_split(run: RunDir, dataset: Dataset) -> None:
+    """A resumed run must train and validate on the files it began with."""
+    with open(run.path / "splits.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        before = {(row["path"], row["label"], row["split"]) for row in csv.DictReader(f)}
+    now = {(str(s.path), s.label, s.split) for s in dataset.samples}
+    if before != now:
+        changed = sorted(before ^ now)
+        raise HeadstartError(
+            f"cannot resume {run.path}: the data changed since it began ({len(changed)} "
+            f"file(s) added, removed or moved, e.g. {changed[0][0]}); a resumed run must see "
+            "the same split: start a new fit"
+        )
 
 
 def _require_trainable(dataset: Dataset) -> None:

@@ -83,6 +83,12 @@ class CheckReport:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
+    @classmethod
+    def read(cls, path: str | Path) -> CheckReport:
+        """The report :meth:`write` wrote."""
+        data = json.loads(Path(path).read_text())
+        return cls([Check(**check) for check in data["checks"]], seconds=data.get("seconds", 0.0))
+
     def print(self, console: Console = out) -> None:
         table = Table(
             "", "check", "measured", "what to do", title="sanity checks", title_justify="left"

@@ -11,12 +11,24 @@ plan) is computed the same way in every process; only the main process writes th
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["barrier", "init_from_environment", "is_main", "local_device", "rank_and_size", "wrap"]
+T = TypeVar("T")
+
+__all__ = [
+    "agree",
+    "any_rank",
+    "barrier",
+    "init_from_environment",
+    "is_main",
+    "local_device",
+    "rank_and_size",
+    "wrap",
+]
 
 
 def init_from_environment() -> bool:
@@ -64,3 +76,27 @@ def wrap(model: nn.Module) -> nn.Module:
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true in any process: a stop one process decides (a loss that
+    became NaN on its share, a callback) must stop them all, or the others wait forever."""
+    if rank_and_size()[1] == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=local_device() if _nccl() else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def agree(value: T) -> T:
+    """The main process's ``value``, in every process: decisions (the plan, when to stop) are
+    taken once, so that clocks and floating-point differences cannot split the processes."""
+    if rank_and_size()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _nccl() -> bool:
+    return dist.get_backend() == "nccl"

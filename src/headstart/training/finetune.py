@@ -16,9 +16,12 @@ run would have drawn, and a distributed run augments every image as a single pro
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -88,10 +91,6 @@ class FineTuneSettings:
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
     precision: str = "auto"
-
-    @property
-    def flip(self) -> bool:
-        return "flip" not in self.augment.exclude
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,9 +171,11 @@ def fine_tune(
             raise HeadstartError(f"nothing to resume: no training state at {state}")
         run.load(state)
     result = run.result
-    started = time.perf_counter() - run.elapsed
+    # The time budget and the patience count from where this call began: a run trained
+    # longer gets its budget and its patience anew.
+    began, first = time.perf_counter(), run.epoch + 1
     try:
-        for epoch in range(run.epoch + 1, settings.epochs + 1):
+        for epoch in range(first, settings.epochs + 1):
             epoch_start = time.perf_counter()
             record = run.train_epoch(epoch, on_step, on_batch)
             if result.stopped.startswith("diverged"):
@@ -184,24 +185,32 @@ def fine_tune(
                 evaluated, val, images, input_size, precision=settings.precision
             )
             record["seconds"] = time.perf_counter() - epoch_start
+            record = distributed.agree(record)  # one set of numbers decides, in every process
             result.history.append(record)
             if record["val_accuracy"] > result.best_accuracy:
                 result.best_epoch, result.best_accuracy = epoch, record["val_accuracy"]
                 run.best_state = _copy_state(evaluated)
                 if checkpoint is not None and distributed.is_main():
-                    save_file(
-                        {k: v.cpu().contiguous() for k, v in run.best_state.items()}, checkpoint
-                    )
+                    _save_atomically(run.best_state, checkpoint)
             run.epoch = epoch
-            run.elapsed = time.perf_counter() - started
-            if state is not None and distributed.is_main():
-                run.save(state)
-            log(record)
-            if settings.patience is not None and epoch - result.best_epoch >= settings.patience:
-                result.stopped = "early stopping"
-                break
-            if settings.max_seconds and run.elapsed + run.elapsed / epoch > settings.max_seconds:
-                result.stopped = "time budget"
+            run.elapsed += record["seconds"]
+            with _deferred_interrupt():  # the state and the epoch's record, both or neither
+                if state is not None and distributed.is_main():
+                    run.save(state)
+                log(record)
+            spent = time.perf_counter() - began
+            done = epoch - first + 1
+            stop = None
+            if (
+                settings.patience is not None
+                and epoch - max(result.best_epoch, first - 1) >= settings.patience
+            ):
+                stop = "early stopping"
+            elif settings.max_seconds and spent + spent / done > settings.max_seconds:
+                stop = "time budget"
+            stop = distributed.agree(stop)  # the main process's clock decides
+            if stop:
+                result.stopped = stop
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
@@ -210,6 +219,29 @@ def fine_tune(
     model.load_state_dict(run.best_state)
     model.eval()
     return result
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Ctrl-C inside the block takes effect when it ends, so that what the block writes
+    together (the resumable state and the epoch's record) is never half written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
+    partial = path.with_suffix(".partial")
+    save_file({k: v.cpu().contiguous() for k, v in state.items()}, partial)
+    partial.replace(path)
 
 
 class _Training:
@@ -248,6 +280,12 @@ class _Training:
             weight_decay=settings.weight_decay,
             momentum=settings.momentum,
         )
+        world = distributed.rank_and_size()[1]
+        if settings.batch_size % world:
+            raise HeadstartError(
+                f"batch_size={settings.batch_size} does not split evenly over {world} "
+                f"processes: use a multiple of {world}"
+            )
         self.steps_per_epoch = max(1, len(train) // settings.batch_size)
         total = self.steps_per_epoch * settings.epochs
         self.schedule = Schedule(
@@ -319,10 +357,9 @@ class _Training:
             loss = self.loss_fn(logits.float(), targets)
             if settings.head_l1 > 0:
                 loss = loss + head_penalty(self.model.head, settings.head_l1, 0.0)
-            if not torch.isfinite(loss):
-                self.result.stopped = (
-                    f"diverged: the training loss became {loss.item()} in epoch {epoch}"
-                )
+            if distributed.any_rank(not torch.isfinite(loss)):
+                value = loss.item() if not torch.isfinite(loss) else "not finite"
+                self.result.stopped = f"diverged: the training loss became {value} in epoch {epoch}"
                 break
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -336,7 +373,13 @@ class _Training:
             self.step += 1
             if self.average is not None:
                 self.average.update(self.model, self.step)
-            on_batch(TrainingStep(self.step, epoch, loss.item(), lrs))
+            stop = None
+            try:
+                on_batch(TrainingStep(self.step, epoch, loss.item(), lrs))
+            except StopTraining as reason:
+                stop = str(reason)
+            if distributed.any_rank(stop is not None):  # one process's stop stops them all
+                raise StopTraining(stop or "stopped: another process stopped the training")
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())

@@ -168,6 +168,12 @@ def make_plan(
         )
 
     settings = None
+    unused = _fine_tuning_choices(config) if strategy == "linear-probe" else []
+    if unused:
+        reasons.append(
+            f"{', '.join(unused)} set, but the linear probe trains no network: they take effect "
+            "with --strategy fine-tune or full"
+        )
     if strategy in ("fine-tune", "full"):
         if short:
             trainable = min(SHORT_STAGES, stages)
@@ -256,3 +262,40 @@ def _apply_choices(
     if config.unfreeze == "gradual":
         reasons.append("gradual unfreezing: the top stage alone first, one more stage each epoch")
     reasons.append("augmentation: " + "; ".join(settings.augment.describe()))
+
+
+#: Settings that only a fine-tuning (or full training) uses.
+_FINE_TUNING_ONLY = (
+    "freeze",
+    "unfreeze",
+    "epochs",
+    "lr",
+    "layer_decay",
+    "optimizer",
+    "momentum",
+    "schedule",
+    "warmup",
+    "weight_decay",
+    "head_l1",
+    "label_smoothing",
+    "dropout",
+    "drop_path",
+    "mixup",
+    "cutmix",
+    "cutout",
+    "ema",
+    "clip_grad",
+    "patience",
+    "augment",
+    "policy",
+    "no_augment",
+    "vflip",
+    "precision",
+)
+
+
+def _fine_tuning_choices(config: FitConfig) -> list[str]:
+    """The fine-tuning settings ``config`` changed from their defaults."""
+    default = FitConfig()
+    changed = [n for n in _FINE_TUNING_ONLY if getattr(config, n) != getattr(default, n)]
+    return [n for n in changed if not (n == "optimizer" and config.optimizer == "lbfgs")]
