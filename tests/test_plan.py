@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from headstart.training.domain import DomainReport
 from headstart.training.plan import make_plan
 
 
@@ -59,7 +60,7 @@ def test_short_fine_tune_is_capped_in_time():
 def test_mirror_images_follow_the_measurement():
     assert plan(100, 0.95, mirror=True).test_time_flip
     digits = plan(100, 0.95, mirror=False)
-    assert not digits.test_time_flip and not digits.fine_tune.flip
+    assert not digits.test_time_flip and "flip" in digits.fine_tune.augment.exclude
     assert any("mirrored" in reason for reason in digits.reasons)
 
 
@@ -68,3 +69,55 @@ def test_requested_strategy_and_scratch_win_over_the_table():
     scratch = plan(100, None, pretrained=False)
     assert scratch.strategy == "full" and scratch.domain == "unknown"
     assert scratch.fine_tune.layer_decay == 1.0
+
+
+def low_resolution_gap(detail: float = 20.0) -> DomainReport:
+    return DomainReport(
+        images_measured=32,
+        stored_size=128,
+        effective_resolution=detail,
+        input_size=224,
+        low_resolution=True,
+        grayscale_share=0.0,
+        non_photographic_share=0.0,
+        channels=3,
+        notes=[f"the images hold about {detail:.0f} px of detail"],
+    )
+
+
+def test_low_resolution_images_unlike_the_pretraining_data_are_planned_at_their_size():
+    counts = {f"class{i}": 20 for i in range(8)}
+    common = dict(train_counts=counts, mirror_invariant=True, pretrained=True, stages=8)
+    first = make_plan("auto", probe_accuracy=0.70, gap=low_resolution_gap(), **common)
+    assert first.input_size == 96  # about five times the 20 px of detail, in steps of 32
+    assert any("domain: the images hold about 20 px" in r for r in first.reasons)
+
+    at_size = make_plan(
+        "auto", probe_accuracy=0.70, gap=low_resolution_gap(), resized_from=224, **common
+    )
+    tuned = at_size.fine_tune
+    assert at_size.strategy == "fine-tune" and at_size.input_size is None
+    assert tuned.trainable_stages is None and tuned.epochs == 20
+    assert tuned.layer_decay == 0.8 and tuned.patience == 8
+
+    # Features that already fit (faces at 24 px: a 99% probe) are left at the weights' size.
+    similar = make_plan("auto", probe_accuracy=0.99, gap=low_resolution_gap(24), **common)
+    assert similar.input_size is None
+
+
+def test_a_fit_on_low_resolution_data_looks_again_at_the_size_of_its_detail(
+    small_faces, tmp_path, monkeypatch
+):
+    import yaml
+
+    import headstart
+    from headstart.training import plan as planning
+
+    monkeypatch.setattr(planning, "SIMILAR_SKILL", 1.01)  # as if the probe were poor
+    result = headstart.fit(small_faces, epochs=1, runs_dir=tmp_path, checks=False, quiet=True)
+    side = result.model.preprocessing.input_size[-1]
+    assert side in (96, 128)  # about five times the faces' 24 px of detail
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["input_size"] == side  # what --resume will rebuild
+    assert any(r.startswith("first look at 224 px") for r in result.plan.reasons)
+    assert result.plan.fine_tune.epochs == 1 and result.plan.fine_tune.trainable_stages is None

@@ -117,7 +117,13 @@ def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_pat
     data = tmp_path / "faces"
     shutil.copytree(small_faces, data)
     first = headstart.fit(
-        data, strategy="fine-tune", epochs=1, freeze=6, patience=None, runs_dir=tmp_path, **QUICK
+        data,
+        strategy="fine-tune",
+        epochs=1,
+        freeze=6,
+        early_stopping=False,
+        runs_dir=tmp_path,
+        **QUICK,
     )
     with pytest.raises(headstart.HeadstartError, match="pass --epochs N"):
         resume(first.run_dir)

@@ -299,8 +299,8 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     add("--cutout", type=float, help="probability of erasing a random patch (default 0)")
     add("--ema", type=float, help="evaluate a moving average of the weights, e.g. 0.999")
     add("--clip-grad", type=float, help="clip the gradient norm to this value")
-    add("--patience", type=int, help="early stopping after this many epochs without gain")
-    add("--no-early-stopping", dest="patience", action="store_const", const=None)
+    add("--patience", type=int, help="early stopping after this many epochs without gain (3)")
+    add("--no-early-stopping", dest="early_stopping", action="store_false")
     aug = parser.add_argument_group("augmentation and class balance")
     add = aug.add_argument
     add("--augment", choices=PRESETS, help="augmentation preset (default light)")

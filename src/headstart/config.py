@@ -65,7 +65,8 @@ class FitConfig:
     cutout: float = 0.0  # probability of erasing a random patch of each image
     ema: float | None = None  # decay of a weight average that is evaluated (0.999); None: off
     clip_grad: float | None = None  # most gradient norm; None: no clipping
-    patience: int | None = 3  # early stopping: epochs without improvement; None: never
+    patience: int | None = None  # early stopping: epochs without gain; None: the plan's (3)
+    early_stopping: bool = True  # False: every planned epoch runs (the best is still kept)
     # Augmentation and balance.
     augment: str = "light"  # none | light | standard | strong
     policy: str | None = None  # autoaugment | randaugment | trivialaugment | augmix

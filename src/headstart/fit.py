@@ -145,7 +145,15 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     return _fit(data, config, run, resumed=plan)
 
 
-def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None) -> FitResult:
+def _fit(
+    data: str | Path,
+    config: FitConfig,
+    run: RunDir,
+    resumed: Plan | None,
+    first_look: Plan | None = None,
+) -> FitResult:
+    """The stages of a fit into ``run``; ``resumed`` is the plan of a run being resumed,
+    ``first_look`` the plan that sent this fit to another input size."""
     started = time.perf_counter()
     _seed_everything(config.seed)
     ready = prepare(data, config)
@@ -182,12 +190,27 @@ def _fit(data: str | Path, config: FitConfig, run: RunDir, resumed: Plan | None)
         plan.strategy = plan.evidence.get("trained_strategy", plan.strategy)
     else:
         domain = _measure_domain(dataset, ready, probe, config)
-        plan = _plan(config.strategy, dataset, probe, backbone, config, balance, domain)
+        resized_from = None
+        if first_look is not None:
+            resized_from = first_look.evidence["domain_gap"]["input_size"]
+        plan = _plan(
+            config.strategy, dataset, probe, backbone, config, balance, domain, resized_from
+        )
+        plan = distributed.agree(plan)  # every process follows the main process's plan
+        if plan.input_size is not None and plan.input_size != preprocessing.input_size[-1]:
+            for reason in plan.reasons:
+                _log(config, f"first look: {reason}")
+            board.close()
+            _start_again(run)
+            return _fit(data, replace(config, input_size=plan.input_size), run, None, plan)
+        if first_look is not None:
+            plan.evidence["first_look"] = first_look.evidence
+            plan.reasons[:0] = [f"first look at {resized_from} px: {r}" for r in first_look.reasons]
         if plan.fine_tune and config.time_budget:
             plan.fine_tune.max_seconds = config.time_budget * 60
         if plan.fine_tune and config.lr is None and distributed.is_main():
             _measure_lr(plan, dataset, ready, probe, run, config)
-        plan = distributed.agree(plan)  # every process trains the main process's plan
+        plan = distributed.agree(plan)  # with the main process's learning rate
     run.write_json("plan.json", plan.to_dict())
     for reason in plan.reasons:
         _log(config, f"plan: {reason}")
@@ -472,6 +495,7 @@ def _plan(
     config: FitConfig,
     balance: tuple[str, str] = ("none", ""),
     domain: DomainReport | None = None,
+    resized_from: int | None = None,
 ) -> Plan:
     """The plan for ``strategy`` from the measurements and the user's settings."""
     return make_plan(
@@ -484,7 +508,14 @@ def _plan(
         config=config,
         balance=balance,
         gap=domain,
+        resized_from=resized_from,
     )
+
+
+def _start_again(run: RunDir) -> None:
+    """Forget what a first look at another input size logged: the run records one fit."""
+    (run.path / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run.path / "tensorboard", ignore_errors=True)
 
 
 def _measure_domain(

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..data.images import UnreadableImage
+from ..drawing import caption_font, fit_text
 
 __all__ = ["Section", "Tile", "as_rgb", "render", "square"]
 
@@ -77,7 +78,7 @@ def render(
     columns: int = 10,
 ) -> Image.Image:
     """One image: a title, then each section's heading and its tiles, ``columns`` per row."""
-    font = _font()
+    font = caption_font()
     lines = max((len(t.caption) for s in sections for t in s.tiles), default=0)
     cell_height = TILE + lines * _LINE + _GAP
     cell_width = TILE + _GAP
@@ -93,7 +94,9 @@ def render(
     y = _MARGIN + 2 * _LINE
     for section in sections:
         color = _WARNING if section.warning else _TEXT
-        draw.text((_MARGIN, y), _fit(section.heading, width - 2 * _MARGIN), fill=color, font=font)
+        draw.text(
+            (_MARGIN, y), fit_text(section.heading, width - 2 * _MARGIN), fill=color, font=font
+        )
         y += _LINE + 4
         for index, tile in enumerate(section.tiles):
             row, column = divmod(index, columns)
@@ -103,19 +106,6 @@ def render(
             except UnreadableImage:  # an empty tile with a red outline
                 draw.rectangle((x, top, x + TILE - 1, top + TILE - 1), outline=_WARNING)
             for n, text in enumerate(tile.caption):
-                draw.text((x, top + TILE + n * _LINE), _fit(text, TILE), fill=_TEXT, font=font)
+                draw.text((x, top + TILE + n * _LINE), fit_text(text, TILE), fill=_TEXT, font=font)
         y += -(-len(section.tiles) // columns) * cell_height
     return sheet
-
-
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to about ``width`` pixels (6 per character at the default font)."""
-    most = max(4, width // 6)
-    return text if len(text) <= most else text[: most - 2] + ".."
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=11)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()

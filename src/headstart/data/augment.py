@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torchvision.transforms import v2
 
+from ..drawing import caption_font, fit_text
 from ..errors import HeadstartError
 
 __all__ = [
@@ -364,14 +365,14 @@ def write_preview(
     sheet = Image.new(
         "RGB", (_GAP + min(count, columns) * cell_width, top + rows * cell_height), "white"
     )
-    draw, font = ImageDraw.Draw(sheet), _font()
+    draw, font = ImageDraw.Draw(sheet), caption_font()
     if title:
         draw.text((_GAP, _GAP // 2), title, fill="black", font=font)
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         row, column = divmod(index, columns)
         x, y = _GAP + column * cell_width, top + row * cell_height
         sheet.paste(Image.fromarray(np.ascontiguousarray(image)), (x, y))
-        draw.text((x, y + height + 1), _fit(str(label), width), fill="black", font=font)
+        draw.text((x, y + height + 1), fit_text(str(label), width), fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
@@ -460,16 +461,3 @@ def _pct(fraction: float) -> str:
 
 def _range_pct(bounds: tuple[float, float]) -> str:
     return f"{100 * bounds[0]:g}-{100 * bounds[1]:g}%"
-
-
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to about ``width`` pixels (6 per character at the default font)."""
-    most = max(4, width // 6)
-    return text if len(text) <= most else text[: most - 2] + ".."
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=11)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()

@@ -41,6 +41,13 @@ PROBE_IS_ENOUGH = 0.98
 #: The short fine-tune: top stages trained, epochs, and a time cap that keeps a few hundred
 #: photos within minutes on a 2-core laptop.
 SHORT_STAGES, SHORT_EPOCHS, SHORT_SECONDS = 3, 6, 100.0
+#: Low-resolution images unlike the pretraining data (a probe skill below SIMILAR_SKILL with
+#: little detail): fed at about LOW_RES_SCALE times their detail (never below
+#: LOW_RES_SMALLEST), every stage fine-tuned for LOW_RES_EPOCHS epochs with a gentler decay and
+#: more patience. Measured on 20-px photos stored at 128 px (benchmarks/strategies.py): probe
+#: and a 5-epoch fine-tune at 224 px 71-72%; this plan 78% (see the issue's closing note).
+LOW_RES_SCALE, LOW_RES_SMALLEST = 5.0, 96
+LOW_RES_EPOCHS, LOW_RES_DECAY, LOW_RES_PATIENCE = 20, 0.8, 8
 #: The batch size the default learning rates were chosen for (the linear scaling rule's base).
 REFERENCE_BATCH = 32
 
@@ -54,6 +61,9 @@ class Plan:
     evidence: dict = field(default_factory=dict)
     fine_tune: FineTuneSettings | None = None
     test_time_flip: bool = False
+    # The input side the plan asks for, when it differs from the one measured with: fit then
+    # measures and plans again at this size (low-resolution images).
+    input_size: int | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -72,6 +82,7 @@ class Plan:
             dict(data.get("evidence") or {}),
             FineTuneSettings.from_dict(settings) if settings else None,
             bool(data.get("test_time_flip", False)),
+            data.get("input_size"),
         )
 
 
@@ -86,13 +97,17 @@ def make_plan(
     config: FitConfig | None = None,
     balance: tuple[str, str] = ("none", ""),
     gap: DomainReport | None = None,
+    resized_from: int | None = None,
 ) -> Plan:
     """Decide the strategy and its settings; every choice comes with the reason for it.
 
     ``config`` carries the user's explicit choices (they win over the table's defaults, and
     the plan says so); ``balance`` is the class-balance decision and its reason (see
     :func:`headstart.training.imbalance.choose_balancing`); ``gap`` how far the images sit
-    from the pretraining data (:func:`headstart.training.domain.measure_domain`).
+    from the pretraining data (:func:`headstart.training.domain.measure_domain`);
+    ``resized_from`` the input side of a first look that found the images low-resolution and
+    unlike the pretraining data (this plan is then the low-resolution one, see
+    :func:`low_resolution_input`).
     """
     config = config or FitConfig()
     epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
@@ -126,13 +141,35 @@ def make_plan(
         evidence["domain_gap"] = gap.to_dict()
         reasons += [f"domain: {note}" for note in gap.notes]
 
-    short = False
+    short = low_resolution = False
+    resize_to = None
     if not pretrained:
         strategy = "full"
         reasons.append("no pretrained weights (--no-pretrained): training every layer from scratch")
     elif requested != "auto":
         strategy = requested
         reasons.append(f"strategy {requested} was asked for")
+    elif resized_from is not None:
+        strategy, low_resolution = "fine-tune", True
+        reasons.append(
+            f"low resolution and unlike the pretraining data (see the first look at "
+            f"{resized_from} px): the images are fed at the size of their detail, and every "
+            f"stage is fine-tuned, longer ({LOW_RES_EPOCHS} epochs), with a gentler layer-wise "
+            "decay: the stem must adapt to blur it never saw"
+        )
+    elif (
+        domain == "different"
+        and gap is not None
+        and gap.low_resolution
+        and config.input_size is None
+        and (resize_to := low_resolution_input(gap)) < gap.input_size
+    ):
+        strategy = "fine-tune"
+        reasons.append(
+            f"the images hold about {gap.effective_resolution:.0f} px of detail and the probe "
+            f"finds the features a poor fit: measure and plan again at {resize_to} px, the "
+            "size of their detail (faster too)"
+        )
     elif domain != "different" and size == "small":
         if probe_accuracy is not None and probe_accuracy < PROBE_IS_ENOUGH:
             strategy, short = "fine-tune", True
@@ -177,7 +214,7 @@ def make_plan(
     if strategy in ("fine-tune", "full"):
         if short:
             trainable = min(SHORT_STAGES, stages)
-        elif strategy == "full" or domain == "different":
+        elif strategy == "full" or domain == "different" or low_resolution:
             trainable = None
         else:
             trainable = max(1, stages // 2)
@@ -190,9 +227,19 @@ def make_plan(
             )
             default_lr = scaled
         settings = FineTuneSettings(
-            epochs=epochs or (SHORT_EPOCHS if short else 10 if size == "small" else 8),
+            epochs=epochs
+            or (
+                SHORT_EPOCHS
+                if short
+                else LOW_RES_EPOCHS
+                if low_resolution
+                else 10
+                if size == "small"
+                else 8
+            ),
             lr=lr or default_lr,
-            layer_decay=1.0 if not pretrained else 0.6,
+            layer_decay=1.0 if not pretrained else LOW_RES_DECAY if low_resolution else 0.6,
+            patience=LOW_RES_PATIENCE if low_resolution else 3,
             trainable_stages=trainable,
             batch_size=batch_size,
             augment=AugmentSettings(exclude=() if flip else ("flip",)),
@@ -224,7 +271,15 @@ def make_plan(
                 "batch-norm statistics adapt to this data (large and unlike the pretraining "
                 "data, every layer trained)"
             )
-    return Plan(strategy, size, domain, reasons, evidence, settings, flip)
+    return Plan(strategy, size, domain, reasons, evidence, settings, flip, resize_to)
+
+
+def low_resolution_input(gap: DomainReport) -> int:
+    """The input side for images with little detail: a few times their detail (the
+    backbone's filters need some pixels per feature), in steps of 32, at least
+    :data:`LOW_RES_SMALLEST`, at most the weights' own size."""
+    side = 32 * round(LOW_RES_SCALE * gap.effective_resolution / 32)
+    return int(min(gap.input_size, max(LOW_RES_SMALLEST, side)))
 
 
 def _apply_choices(
@@ -252,7 +307,11 @@ def _apply_choices(
     settings.schedule, settings.warmup_fraction = config.schedule, config.warmup
     settings.head_l1, settings.mixup, settings.cutmix = config.head_l1, config.mixup, config.cutmix
     settings.ema_decay, settings.clip_grad_norm = config.ema, config.clip_grad
-    settings.patience, settings.precision = config.patience, config.precision
+    settings.precision = config.precision
+    if config.patience is not None:
+        settings.patience = config.patience
+    if not config.early_stopping:
+        settings.patience = None
     asked = config.augmentation()
     excluded = tuple(dict.fromkeys([*asked.exclude, *(() if flip else ("flip",))]))
     settings.augment = replace(asked, exclude=excluded)
