@@ -91,6 +91,9 @@ class FineTuneSettings:
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
     precision: str = "auto"
+    # Validation averages each image's logits with its mirror's, as the model's predictions
+    # will: the epoch kept is the best one as it will be used.
+    test_time_flip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,7 +185,12 @@ def fine_tune(
                 break
             evaluated = run.evaluated()
             record["val_loss"], record["val_accuracy"] = evaluate_pixels(
-                evaluated, val, images, input_size, precision=settings.precision
+                evaluated,
+                val,
+                images,
+                input_size,
+                precision=settings.precision,
+                flip=settings.test_time_flip,
             )
             record["seconds"] = time.perf_counter() - epoch_start
             record = distributed.agree(record)  # one set of numbers decides, in every process
@@ -510,16 +518,21 @@ def evaluate_pixels(
     batch_size: int = 64,
     *,
     precision: str = "auto",
+    flip: bool = False,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on centre crops (no augmentation)."""
+    """Mean cross-entropy and accuracy on centre crops (no augmentation); with ``flip``, of
+    the logits averaged with the mirrored crops' (test-time flip, as the bundle predicts)."""
     model.eval()
     device = next(model.parameters()).device
     height, width = input_size
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     loss_sum, correct = 0.0, 0
     for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
+        crops = torch.stack([center_crop(p, height, width) for p in pixels])
         with autocast(device, precision):
-            logits = model(torch.stack([center_crop(p, height, width) for p in pixels])).float()
+            logits = model(crops).float()
+            if flip:
+                logits = (logits + model(crops.flip(-1)).float()) / 2
         labels = labels.to(device)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())

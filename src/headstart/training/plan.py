@@ -244,6 +244,7 @@ def make_plan(
             batch_size=batch_size,
             augment=AugmentSettings(exclude=() if flip else ("flip",)),
             max_seconds=SHORT_SECONDS if short else None,
+            test_time_flip=flip,
             # Pretrained statistics stay, except where the whole model trains on plenty of
             # different data: there, batch statistics adapt the network to the new domain.
             frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
