@@ -189,7 +189,8 @@ def _fit(
         plan.fine_tune.epochs = config.epochs or plan.fine_tune.epochs
         plan.strategy = plan.evidence.get("trained_strategy", plan.strategy)
     else:
-        domain = _measure_domain(dataset, ready, probe, config)
+        # Measured once, at the weights' own size (a second look reads the first one's).
+        domain = _measure_domain(dataset, ready, probe, config) if first_look is None else None
         resized_from = None
         if first_look is not None:
             resized_from = first_look.evidence["domain_gap"]["input_size"]

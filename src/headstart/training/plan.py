@@ -194,6 +194,9 @@ def make_plan(
         strategy = "fine-tune"
         reasons.append("large and similar: fine-tune the top half of the body")
 
+    if resize_to is not None:  # a first look: the plan that counts is made at resize_to
+        return Plan(strategy, size, domain, reasons, evidence, input_size=resize_to)
+
     flip = True if mirror_invariant is None else mirror_invariant
     if mirror_invariant is not None:
         reasons.append(
@@ -251,9 +254,9 @@ def make_plan(
         )
         _apply_choices(settings, config, stages, flip, balance, reasons)
         trainable = settings.trainable_stages
-        shown = "every" if trainable is None else f"the top {trainable} of {stages}"
+        shown = "every stage" if trainable is None else f"the top {trainable} of {stages} stages"
         reasons.append(
-            f"training {shown} stages for up to {settings.epochs} epochs, "
+            f"training {shown} for up to {settings.epochs} epochs, "
             f"learning rate {settings.lr:g} at the top, {settings.optimizer}, "
             f"{settings.schedule} schedule with warm-up, "
             + (
@@ -272,7 +275,7 @@ def make_plan(
                 "batch-norm statistics adapt to this data (large and unlike the pretraining "
                 "data, every layer trained)"
             )
-    return Plan(strategy, size, domain, reasons, evidence, settings, flip, resize_to)
+    return Plan(strategy, size, domain, reasons, evidence, settings, flip)
 
 
 def low_resolution_input(gap: DomainReport) -> int:
