@@ -253,8 +253,10 @@ def test_two_processes_under_torchrun_train_the_single_process_model(tmp_path):
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
     ddp = torch.load(out, weights_only=True)
+    # Within float noise: the shards' gradients are summed in another order than the whole
+    # batch's, and Adam divides by the gradients' own small scale.
     for name, tensor in single.state_dict().items():
-        torch.testing.assert_close(ddp[name], tensor, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ddp[name], tensor, rtol=1e-3, atol=1e-4)
 
 
 def test_a_balanced_sampler_draws_every_class_alike(tmp_path, monkeypatch):

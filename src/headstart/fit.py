@@ -10,6 +10,7 @@ Everything a stage decides or measures is written to the run folder as it happen
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -18,6 +19,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -90,14 +92,11 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     config = replace(config or FitConfig(), **settings)
     config.validate()
     resolve_precision(config.precision, _device(config.device))
-    if distributed.init_from_environment() and not distributed.is_main():
-        # Every process computes what the main one does; only the main one keeps it.
-        with tempfile.TemporaryDirectory(prefix="headstart-rank-") as scratch:
-            config = replace(config, runs_dir=scratch, quiet=True)
-            run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
-            return _fit(data, config, run, resumed=None)
-    run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
-    return _fit(data, config, run, resumed=None)
+    with _scratch_unless_main() as scratch:
+        if scratch is not None:
+            config = replace(config, runs_dir=str(scratch), quiet=True)
+        run = RunDir.create(config.runs_dir, config.name, Path(str(data)).stem)
+        return _fit(data, config, run, resumed=None)
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
@@ -137,12 +136,22 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     if epochs is not None:
         config.epochs = epochs
     config.validate()
+    with _scratch_unless_main() as scratch:
+        if scratch is not None:  # read the state from a copy; write nothing of the run
+            run = RunDir(shutil.copytree(run.path, scratch / run.path.name))
+            config = replace(config, quiet=True)
+        return _fit(data, config, run, resumed=plan)
+
+
+@contextlib.contextmanager
+def _scratch_unless_main() -> Iterator[Path | None]:
+    """Under torchrun, a throwaway folder for every process but the main one: each computes
+    what the main one does, and only the main one keeps it. None in the main process."""
     if distributed.init_from_environment() and not distributed.is_main():
         with tempfile.TemporaryDirectory(prefix="headstart-rank-") as scratch:
-            copy_ = RunDir(Path(scratch) / run.path.name)
-            shutil.copytree(run.path, copy_.path)  # read the state; write nothing of the run
-            return _fit(data, replace(config, quiet=True), copy_, resumed=plan)
-    return _fit(data, config, run, resumed=plan)
+            yield Path(scratch)
+    else:
+        yield None
 
 
 def _fit(

@@ -264,14 +264,8 @@ class _Training:
         settings: FineTuneSettings,
         seed: int,
     ):
-        self.model, self.train, self.images, self.settings, self.seed = (
-            model,
-            train,
-            images,
-            settings,
-            seed,
-        )
-        self.input_size = input_size
+        self.model, self.train, self.images = model, train, images
+        self.settings, self.seed = settings, seed
         self.device = next(model.parameters()).device
         channels = model.normalize.mean.shape[1]
         self.augment = build_augmentation(*input_size, settings.augment, channels=channels)
