@@ -4,7 +4,7 @@ Writes a folder of distinct, realistic JPEG photos in class folders (random rota
 scikit-image's sample photos, colour-shifted, at varied sizes, aspect ratios and JPEG quality;
 one class per source photo), then, with empty caches:
 
-1. runs ``headstart.audit.audit`` on it, which extracts the features (both views, as ``fit``
+1. runs ``headstart.auditing.audit`` on it, which extracts the features (both views, as ``fit``
    does) and then does everything else; its own timings split the two;
 2. extracts the features again as ``fit`` would, to show they come from the cache.
 
@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from headstart.audit import audit
 from PIL import Image, ImageEnhance
 from skimage import data as samples
 
-from headstart.audit import audit
 from headstart.data.decoded import DecodedImages
 from headstart.features import VIEWS, extract_features, feature_stores
+from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
 
 SOURCES = (
@@ -116,7 +117,9 @@ def main() -> None:
             preprocessing.resize_size, preprocessing.interpolation, cache / "pixels"
         )
         paths = [s.path for s in report.dataset.samples]
-        again = extract_features(backbone, preprocessing, paths, images, stores, views=VIEWS)
+        again = extract_features(
+            backbone, InputPipeline(preprocessing), paths, images, stores, views=VIEWS
+        )
         print(
             f"fit's extraction afterwards: {again.seconds:.1f} s, "
             f"{again.computed} of {len(paths)} images through the network"

@@ -64,7 +64,7 @@ def main() -> None:
         checks = json.loads((result.run_dir / "checks.json").read_text())
         overhead = (with_checks - without) / without
         print(
-            f"{name:<14} {result.plan.strategy:<13} {cold:>8.0f}s {with_checks:>7.0f}s "
+            f"{name:<14} {result.strategy:<13} {cold:>8.0f}s {with_checks:>7.0f}s "
             f"{without:>7.0f}s {checks['seconds']:>6.1f}s {overhead:>8.1%}"
         )
         print(f"  checks: {', '.join(c['name'] + '=' + c['status'] for c in checks['checks'])}")

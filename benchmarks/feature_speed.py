@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from headstart.data.transforms import Normalize, center_crop
 from PIL import Image
 from skimage import data as samples
 
 from headstart.data.decoded import DecodedImages
-from headstart.data.transforms import Normalize, center_crop
 from headstart.features import FeatureStore, extract_features
+from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
 
 
@@ -90,14 +91,24 @@ def main() -> None:
         identity = {"arch": args.arch, "weights": source.location}
         stores = {"plain": FeatureStore(folder / "cache" / "features", identity)}
         cold = extract_features(
-            backbone, preprocessing, paths, images, stores, batch_size=args.batch_size
+            backbone,
+            InputPipeline(preprocessing),
+            paths,
+            images,
+            stores,
+            batch_size=args.batch_size,
         )
         extraction = len(cold.paths) / cold.seconds
 
         # 3. Again, with both caches warm (a fresh store object reads the shards from disk).
         stores = {"plain": FeatureStore(folder / "cache" / "features", identity)}
         warm = extract_features(
-            backbone, preprocessing, paths, images, stores, batch_size=args.batch_size
+            backbone,
+            InputPipeline(preprocessing),
+            paths,
+            images,
+            stores,
+            batch_size=args.batch_size,
         )
 
     print(f"forward pass on decoded tensors: {forward:7.1f} images/s")

@@ -3,7 +3,7 @@
 For each dataset (the LFW faces of the tests, and a subset of scikit-learn's digits), with
 ``strategy="fine-tune"`` and the same split and seed:
 
-1. ``headstart.fit.lr_find``: the range test's suggestion and its cost;
+1. ``headstart.lr_find``: the range test's suggestion and its cost;
 2. ``fit`` with the plan's default learning rate;
 3. ``fit`` with the suggested learning rate;
 
@@ -17,15 +17,13 @@ Usage: python benchmarks/lr_find_benefit.py [--digits-per-class 30] [--steps 60]
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
+import headstart
 from headstart.demo import demo_dataset
-
-fit_module = importlib.import_module("headstart.fit")  # the module, not the function
 
 
 def digits_subset(root: Path, per_class: int) -> Path:
@@ -40,7 +38,7 @@ def digits_subset(root: Path, per_class: int) -> Path:
 
 
 def one_fit(data: Path, runs: Path, seed: int, lr: float | None) -> dict:
-    result = fit_module.fit(
+    result = headstart.fit(
         data,
         strategy="fine-tune",
         lr=lr,
@@ -53,7 +51,7 @@ def one_fit(data: Path, runs: Path, seed: int, lr: float | None) -> dict:
     seconds = sum(json.loads(line).get("seconds", 0.0) for line in lines)
     return {
         "lr": result.plan.fine_tune.lr if result.plan.fine_tune else lr,
-        "strategy": result.plan.strategy,
+        "strategy": result.strategy,
         "fine_tune_s": seconds,
         "fit_s": result.seconds,
         "val": result.scores["val"]["accuracy"],
@@ -74,7 +72,7 @@ def main() -> None:
     }
     for name, data in datasets.items():
         for seed in args.seeds:
-            found = fit_module.lr_find(
+            found = headstart.lr_find(
                 data,
                 strategy="fine-tune",
                 steps=args.steps,

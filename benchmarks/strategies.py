@@ -86,9 +86,9 @@ def main() -> None:
             seconds, result = run(data, work / "runs", strategy, **settings)
             accuracy = result.scores["val"]["accuracy"]
             scores[strategy] = accuracy
-            print(f"  {strategy:<13} {accuracy:>8.1%} {seconds:>8.1f}  {result.plan.strategy}")
+            print(f"  {strategy:<13} {accuracy:>8.1%} {seconds:>8.1f}  {result.strategy}")
             if strategy == "auto":
-                picked = result.plan.strategy
+                picked = result.strategy
         best = max(scores, key=scores.get)
         gap = 100 * (scores[best] - scores["auto"])
         good = gap <= TOLERANCE_POINTS

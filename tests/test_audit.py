@@ -23,14 +23,16 @@ import pytest
 from PIL import Image
 from skimage import data as photos
 
-from headstart.audit import AuditReport, audit, audit_dataset, check_leakage
+from headstart import audit
+from headstart.auditing import AuditReport, audit_dataset, check_leakage
 from headstart.cli import main
 from headstart.data import discover
 from headstart.data.decoded import DecodedImages
 from headstart.errors import HeadstartError
 from headstart.features import VIEWS, extract_features, feature_stores
-from headstart.fit import default_cache_dir
+from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
+from headstart.stages.data import default_cache_dir
 
 # scikit-image photos that ship with the package (no download): a small third class.
 SCENES = (
@@ -314,7 +316,9 @@ def test_features_are_left_in_the_cache_for_fit(planted, report):
     stores = feature_stores(cache / "features", architecture, source, preprocessing)
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
     paths = [s.path for s in report.dataset.samples]
-    again = extract_features(backbone, preprocessing, paths, images, stores, views=VIEWS)
+    again = extract_features(
+        backbone, InputPipeline(preprocessing), paths, images, stores, views=VIEWS
+    )
     assert again.computed == 0
 
 
@@ -380,7 +384,7 @@ def test_cli_audit_prints_writes_and_fixes_the_split(planted, capsys, tmp_path):
 def test_label_check_needs_independent_images_not_only_many(tmp_path):
     # Copies share a fold: a dataset that is mostly copies of a few images has too few
     # independent groups to cross-validate, and the check says so instead of failing.
-    from headstart.audit.labels import label_issues
+    from headstart.auditing.labels import label_issues
     from headstart.data.sources import Sample
 
     rng = np.random.default_rng(0)
@@ -392,8 +396,8 @@ def test_label_check_needs_independent_images_not_only_many(tmp_path):
 
 
 def test_a_folder_of_look_alikes_proposes_a_bounded_number_of_pairs(tmp_path):
-    from headstart.audit.duplicates import CANDIDATES_PER_IMAGE, _hash_pairs
-    from headstart.audit.pixels import ImageStats
+    from headstart.auditing.duplicates import CANDIDATES_PER_IMAGE, _hash_pairs
+    from headstart.auditing.pixels import ImageStats
     from headstart.data.sources import Sample
 
     look_alike = ImageStats(64, 64, "RGB", 3, 40.0, 0x0F0F, 0xF0F0, np.zeros((64, 64), np.uint8))

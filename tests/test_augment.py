@@ -15,8 +15,8 @@ from headstart.data.augment import (
     denormalize,
     write_preview,
 )
-from headstart.data.transforms import Normalize, train_augmentation
 from headstart.errors import HeadstartError
+from headstart.inputs import Normalize
 
 SIZE = (48, 64)  # output height, width: small keeps every test fast
 
@@ -77,7 +77,7 @@ def test_light_is_the_augmentation_fine_tuning_always_used():
         torch.manual_seed(seed)
         assert torch.equal(light(image), old)
         torch.manual_seed(seed)
-        assert torch.equal(train_augmentation(*SIZE)(image), old)
+        assert torch.equal(build_augmentation(*SIZE, AugmentSettings("light"))(image), old)
 
 
 def test_light_crops_and_flips_about_half_the_images():

@@ -12,13 +12,13 @@ import timm
 import torch
 from PIL import Image
 
-from headstart.audit.pixels import measure
-from headstart.audit.views import square
+from headstart.auditing.pixels import measure
+from headstart.auditing.views import square
 from headstart.data import discover
 from headstart.data.decoded import DecodedImages
 from headstart.data.images import UnreadableImage, detect_channels, load_pixels
-from headstart.data.transforms import Normalize, center_crop
 from headstart.errors import HeadstartError
+from headstart.inputs import Normalize, center_crop
 from headstart.models import create_backbone
 from headstart.models.weights import save_weights
 from headstart.report.records import read_thumbnails, save_thumbnails

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import headstart
+from headstart import check
 from headstart.checks import FixedBatch, feature_baselines
 from headstart.checks import suite as check_suite
 from headstart.classifier import new_head
 from headstart.cli import main
 from headstart.data.sources import Sample
-from headstart.data.transforms import Normalize
-from headstart.fit import check
+from headstart.inputs import Normalize
 from headstart.training import finetune
 
 #: Small batches keep every training step of the checks cheap.

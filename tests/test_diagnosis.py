@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import headstart
-from headstart.classifier import Classifier
+from headstart.classifier import Classifier, layer_groups
 from headstart.data.decoded import DecodedImages
 from headstart.diagnosis import diagnose, smoothing_floor
+from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
 from headstart.training.finetune import FineTuneSettings, fine_tune
 
@@ -197,7 +198,9 @@ def test_real_curves_of_a_slow_start_say_train_longer(small_faces):
     model = Classifier(backbone, torch.nn.Linear(backbone.num_features, 2), preprocessing)
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
     examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
-    settings = FineTuneSettings(epochs=3, batch_size=8, lr=1e-4, trainable_stages=1)
-    result = fine_tune(model, examples[::2], examples[1::2], images, (224, 224), settings)
+    top_stage = len(layer_groups(backbone)) - 1  # every stage frozen but the top one
+    settings = FineTuneSettings(epochs=3, batch_size=8, lr=1e-4, freeze=top_stage)
+    inputs = InputPipeline(preprocessing)
+    result = fine_tune(model, examples[::2], examples[1::2], images, inputs, settings)
     diagnosis = diagnose(result.history, n_classes=2, label_smoothing=settings.label_smoothing)
     assert diagnosis.verdict == "still improving", diagnosis.lines()

@@ -95,20 +95,18 @@ def test_extra_channels_are_reported_and_scratch_suggested_only_when_honest():
 
 
 def test_feature_shift_is_larger_for_digits_than_for_photos():
-    backbone, preprocessing, _ = create_backbone("efficientnet_lite0")  # ImageNet statistics
+    backbone, _, _ = create_backbone("efficientnet_lite0")  # ImageNet statistics
     photos = [
         getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")
     ]
     digits = [(d * 255 / 16).astype(np.uint8) for d in load_digits().images[:4]]
 
     def shift(images: list[np.ndarray]) -> float | None:
-        return measure_domain(
-            images, backbone=backbone, mean=preprocessing.mean, std=preprocessing.std
-        ).feature_shift
+        return measure_domain(images, backbone=backbone).feature_shift
 
     on_photos, on_digits = shift(photos), shift(digits)
     assert on_photos is not None and on_digits is not None
-    assert on_photos < 0.5 < 1.0 < on_digits
+    assert on_photos < 0.6 < 1.0 < on_digits
 
 
 def test_bad_parameters_are_refused_with_the_value():

@@ -16,7 +16,9 @@ import headstart
 from headstart.classifier import Classifier, layer_groups
 from headstart.data.decoded import DecodedImages
 from headstart.features import FeatureStore, extract_features
+from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
+from headstart.training.callbacks import Checkpoints, OnBatch, TrainingStep
 from headstart.training.finetune import FineTuneSettings, fine_tune
 
 
@@ -106,7 +108,7 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
 
     def run():
         store = {"plain": FeatureStore(tmp_path / "features", identity)}
-        return extract_features(backbone, preprocessing, paths, images, store)
+        return extract_features(backbone, InputPipeline(preprocessing), paths, images, store)
 
     first, second = run(), run()
     assert first.computed == 8 and second.computed == 0
@@ -115,7 +117,7 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     twin = tmp_path / "renamed.png"
     shutil.copy(paths[0], twin)
     store = {"plain": FeatureStore(tmp_path / "features", identity)}
-    third = extract_features(backbone, preprocessing, [twin], images, store)
+    third = extract_features(backbone, InputPipeline(preprocessing), [twin], images, store)
     assert third.computed == 0
     assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
 
@@ -183,25 +185,22 @@ def test_ctrl_c_during_training_keeps_the_best_model(small_faces, tmp_path):
     model = Classifier(backbone, torch.nn.Linear(backbone.num_features, 2), preprocessing)
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
     examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
-    steps = 0
 
-    def press_ctrl_c_in_epoch_two(n: int) -> None:
-        nonlocal steps
-        steps += n
-        if steps == 2:
+    def press_ctrl_c_in_epoch_two(step: TrainingStep) -> None:
+        if step.step == 2:
             raise KeyboardInterrupt
 
-    settings = FineTuneSettings(epochs=5, batch_size=24, trainable_stages=1)
+    top_stage = len(layer_groups(backbone)) - 1  # every stage frozen but the top one
+    settings = FineTuneSettings(epochs=5, batch_size=24, freeze=top_stage)
     checkpoint = tmp_path / "best.safetensors"
     result = fine_tune(
         model,
         examples[::2],
         examples[1::2],
         images,
-        (224, 224),
+        InputPipeline(preprocessing),
         settings,
-        checkpoint=checkpoint,
-        on_step=press_ctrl_c_in_epoch_two,
+        callbacks=[Checkpoints(best=checkpoint), OnBatch(press_ctrl_c_in_epoch_two)],
     )
     assert result.stopped == "interrupted"
     assert result.best_epoch == 1 and len(result.history) == 1
@@ -224,10 +223,16 @@ def test_training_that_diverges_stops_and_keeps_the_model_it_had(small_faces, tm
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
     examples = [(p, int(p.parent.name != "face")) for p in sorted(small_faces.rglob("*.png"))]
-    settings = FineTuneSettings(epochs=3, batch_size=16, lr=1e30, warmup_fraction=0.0)
+    settings = FineTuneSettings(epochs=3, batch_size=16, lr=1e30, warmup=0.0)
     checkpoint = tmp_path / "best.safetensors"
     result = fine_tune(
-        model, examples[::2], examples[1::2], images, (224, 224), settings, checkpoint=checkpoint
+        model,
+        examples[::2],
+        examples[1::2],
+        images,
+        InputPipeline(preprocessing),
+        settings,
+        callbacks=[Checkpoints(best=checkpoint)],
     )
     assert result.stopped.startswith("diverged")
     kept = load_file(checkpoint) if result.best_epoch else before  # the best epoch, or none

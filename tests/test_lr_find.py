@@ -15,12 +15,14 @@ import headstart
 from headstart.classifier import Classifier
 from headstart.cli import main
 from headstart.data.decoded import DecodedImages
+from headstart.inputs import InputPipeline
 from headstart.models import Preprocessing, create_backbone
 from headstart.training.finetune import FineTuneSettings
 from headstart.training.lr_find import LRFindResult, lr_range_test
 
 #: Small crops keep every step cheap: the faces are 25 px photos anyway.
-SIZE = (64, 64)
+#: 64 x 64 crops, normalised around 0.5: the inputs of the tiny network.
+INPUTS = InputPipeline(Preprocessing((3, 64, 64), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9))
 
 
 def examples(folder: Path) -> list[tuple[Path, int]]:
@@ -41,7 +43,7 @@ def classifier(backbone: torch.nn.Module, preprocessing: Preprocessing) -> Class
 def tiny(tmp_path: Path) -> tuple[Classifier, DecodedImages]:
     """timm's tiny test EfficientNet (batch norm included), random weights: cheap steps."""
     torch.manual_seed(0)
-    preprocessing = Preprocessing((3, *SIZE), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9)
+    preprocessing = INPUTS.preprocessing
     backbone = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
     images = DecodedImages(preprocessing.resize_size, "bicubic", tmp_path / "pixels")
     return classifier(backbone, preprocessing), images
@@ -51,7 +53,7 @@ def test_the_sweep_is_exponential_and_covers_the_range(tiny, small_faces):
     model, images = tiny
     settings = FineTuneSettings(batch_size=8)
     result = lr_range_test(
-        model, examples(small_faces), images, SIZE, settings, start=1e-6, end=10.0, steps=20
+        model, examples(small_faces), images, INPUTS, settings, start=1e-6, end=10.0, steps=20
     )
     assert result.lrs[0] == pytest.approx(1e-6)
     ratios = np.diff(np.log(result.lrs))
@@ -72,7 +74,7 @@ def test_the_model_and_random_state_are_left_exactly_as_they_were(tiny, small_fa
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     lr_range_test(
-        model, examples(small_faces), images, SIZE, FineTuneSettings(batch_size=8), steps=12
+        model, examples(small_faces), images, INPUTS, FineTuneSettings(batch_size=8), steps=12
     )
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -89,12 +91,12 @@ def test_on_a_frozen_body_the_suggestion_is_a_rate_that_trains_a_head(small_face
     # by ~0.1 and the logits explode. A good rate lies in between.
     backbone, preprocessing, _ = create_backbone("efficientnet_lite0")
     images = DecodedImages(72, "bicubic", tmp_path / "pixels")
-    settings = FineTuneSettings(batch_size=16, trainable_stages=0, head_lr_scale=1.0)
+    settings = FineTuneSettings(batch_size=16, freeze="all", head_lr_scale=1.0)
     result = lr_range_test(
         classifier(backbone, preprocessing),
         examples(small_faces),
         images,
-        SIZE,
+        INPUTS,
         settings,
         start=1e-6,
         end=1.0,
@@ -113,7 +115,7 @@ def test_when_every_parameter_is_frozen_it_says_so_instead_of_suggesting(tiny, s
     model, images = tiny
     model.requires_grad_(False)
     result = lr_range_test(
-        model, examples(small_faces), images, SIZE, FineTuneSettings(batch_size=8), steps=12
+        model, examples(small_faces), images, INPUTS, FineTuneSettings(batch_size=8), steps=12
     )
     assert result.suggestion is None
     assert result.rule.startswith("nothing trains")
@@ -137,7 +139,7 @@ def test_the_command_line_writes_the_numbers_and_the_plot(small_faces, tmp_path,
 
 def test_the_command_line_refuses_too_few_steps(small_faces, capsys):
     assert main(["lr-find", str(small_faces), "--steps", "3"]) == 2
-    assert "--steps 3" in capsys.readouterr().err
+    assert "steps=3: a range test needs at least 10" in capsys.readouterr().err
 
 
 def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
@@ -148,7 +150,7 @@ def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
     assert not (short.run_dir / "lr_find.json").exists()
     assert any("without a range test" in reason for reason in short.plan.reasons)
 
-    fit_module = importlib.import_module("headstart.fit")
+    fit_module = importlib.import_module("headstart.stages.plan")
     monkeypatch.setattr(fit_module, "LR_FIND_STEPS", 12)  # cheap next to this fine-tuning
     monkeypatch.setattr(fit_module, "LR_FIND_SHARE", 10.0)
     measured = headstart.fit(small_faces, runs_dir=tmp_path / "long", checks=False, **settings)

@@ -8,15 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from headstart.config import OPTIMIZERS, SCHEDULES, FitConfig
 from headstart.errors import HeadstartError
-from headstart.training.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    Schedule,
-    create_optimizer,
-    scale_lr,
-    validate_optimization,
-)
+from headstart.training.optim import Schedule, create_optimizer, scale_lr
 
 TRAINABLE = [name for name in OPTIMIZERS if name != "lbfgs"]
 
@@ -230,8 +224,8 @@ def test_lbfgs_is_refused_for_fine_tuning_with_the_reason():
     with pytest.raises(HeadstartError, match=r"optimizer='lbfgs'.*linear-probe"):
         create_optimizer(layerwise_groups(network()), "lbfgs")
     with pytest.raises(HeadstartError, match="optimizer='lbfgs'"):
-        validate_optimization("lbfgs", "cosine", "fine-tune")
-    validate_optimization("lbfgs", "cosine", "linear-probe")  # what the probe already does
+        FitConfig.of(optimizer="lbfgs", strategy="fine-tune")
+    FitConfig.of(optimizer="lbfgs", strategy="linear-probe")  # what the probe already does
 
 
 def test_bad_names_and_values_are_refused_naming_the_parameter():
@@ -250,6 +244,6 @@ def test_bad_names_and_values_are_refused_naming_the_parameter():
     with pytest.raises(HeadstartError, match="warmup_steps=11"):
         Schedule(optimizer, "cosine", total_steps=10, warmup_steps=11)
     with pytest.raises(HeadstartError, match="schedule='inverse-sqrt' needs a warm-up"):
-        validate_optimization("adamw", "inverse-sqrt", "fine-tune", warmup_fraction=0.0)
+        FitConfig.of(schedule="inverse-sqrt", warmup=0.0)
     with pytest.raises(HeadstartError, match="lr=0"):
-        validate_optimization("adamw", "cosine", "full", lr=0)
+        FitConfig.of(strategy="full", lr=0)

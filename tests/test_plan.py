@@ -42,7 +42,8 @@ def test_each_cell_of_the_decision_table(per_class, probe, strategy, trainable):
     chosen = plan(per_class, probe)
     assert chosen.strategy == strategy
     if strategy != "linear-probe":
-        assert chosen.fine_tune.trainable_stages == trainable
+        frozen = "none" if trainable is None else 8 - trainable  # of the 8 stages
+        assert chosen.fine_tune.freeze == frozen
     assert len(chosen.reasons) >= 3 and chosen.evidence["probe_cv_accuracy"] == probe
 
 
@@ -97,7 +98,7 @@ def test_low_resolution_images_unlike_the_pretraining_data_are_planned_at_their_
     )
     tuned = at_size.fine_tune
     assert at_size.strategy == "fine-tune" and at_size.input_size is None
-    assert tuned.trainable_stages is None and tuned.epochs == 20
+    assert tuned.freeze == "none" and tuned.epochs == 20
     assert tuned.layer_decay == 0.8 and tuned.patience == 8
 
     # Features that already fit (faces at 24 px: a 99% probe) are left at the weights' size.
@@ -108,7 +109,7 @@ def test_low_resolution_images_unlike_the_pretraining_data_are_planned_at_their_
 def test_a_fit_on_low_resolution_data_looks_again_at_the_size_of_its_detail(
     small_faces, tmp_path, monkeypatch
 ):
-    import yaml
+    import json
 
     import headstart
     from headstart.training import plan as planning
@@ -117,7 +118,7 @@ def test_a_fit_on_low_resolution_data_looks_again_at_the_size_of_its_detail(
     result = headstart.fit(small_faces, epochs=1, runs_dir=tmp_path, checks=False, quiet=True)
     side = result.model.preprocessing.input_size[-1]
     assert side in (96, 128)  # about five times the faces' 24 px of detail
-    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    saved = json.loads((result.run_dir / "plan.json").read_text())
     assert saved["input_size"] == side  # what --resume will rebuild
     assert any(r.startswith("first look at 224 px") for r in result.plan.reasons)
-    assert result.plan.fine_tune.epochs == 1 and result.plan.fine_tune.trainable_stages is None
+    assert result.plan.fine_tune.epochs == 1 and result.plan.fine_tune.freeze == "none"

@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 import headstart
-from headstart.classifier import layer_groups
+from headstart import resume
 from headstart.cli import main
-from headstart.fit import resume
 
 QUICK = dict(checks=False, quiet=True)
 
@@ -64,7 +63,7 @@ def test_a_config_file_with_an_unknown_setting_is_named(small_faces, tmp_path, c
     [
         (dict(optimizer="lbfgs", strategy="fine-tune"), "optimizer='lbfgs' cannot fine-tune"),
         (dict(schedule="inverse-sqrt", warmup=0.0), "inverse-sqrt' needs a warm-up"),
-        (dict(clip_grad=0.0), "clip_grad=0.0 must be positive"),
+        (dict(clip_grad=0.0), "clip_grad=0.0 must be a number above 0"),
         (dict(mixup=0.2, strategy="linear-probe"), "mixup/cutmix with strategy='linear-probe'"),
         (dict(freeze=99, strategy="fine-tune"), "freeze=99: this model has only"),
         (dict(freeze="all", unfreeze="gradual"), "nothing would ever be unfrozen"),
@@ -103,10 +102,9 @@ def test_every_choice_is_written_into_the_plan(small_faces, tmp_path):
     plan = json.loads((result.run_dir / "plan.json").read_text())
     tuned = plan["fine_tune"]
     assert tuned["optimizer"] == "nesterov" and tuned["schedule"] == "one-cycle"
-    assert tuned["mixup"] == 0.2 and tuned["ema_decay"] == 0.9 and tuned["clip_grad_norm"] == 1.0
+    assert tuned["mixup"] == 0.2 and tuned["ema"] == 0.9 and tuned["clip_grad"] == 1.0
     assert tuned["augment"]["preset"] == "standard" and "colour" in tuned["augment"]["exclude"]
-    stages = len(layer_groups(result.model.network.backbone))
-    assert tuned["trainable_stages"] == stages - 4  # the bottom 4 frozen
+    assert tuned["freeze"] == 4  # the bottom 4 stages frozen, the same name all the way down
     reasons = " ".join(plan["reasons"])
     assert "freeze=4 was asked for" in reasons
     assert "linear scaling rule" in reasons  # batches of 16, not 32: the default rate halves

@@ -24,7 +24,7 @@ from headstart.report.calibration import calibrate, ece, fit_temperature
 from headstart.report.records import softmax
 
 #: The module, not the function of the same name that ``headstart`` exports.
-fit_module = importlib.import_module("headstart.fit")
+fit_module = importlib.import_module("headstart.stages.plan")
 
 #: What fit always writes; every other file of a run folder may be absent.
 CORE = ("config.json", "dataset.json", "plan.json", "summary.json", "metrics.jsonl")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from headstart.classifier import Classifier, layer_groups, new_head
 from headstart.data.augment import AugmentSettings
 from headstart.data.decoded import DecodedImages
 from headstart.errors import HeadstartError
-from headstart.models import create_backbone
-from headstart.training.finetune import FineTuneSettings, StopTraining, fine_tune
+from headstart.inputs import InputPipeline
+from headstart.models import Preprocessing, create_backbone
+from headstart.training.callbacks import Checkpoints, OnBatch, StopTraining
+from headstart.training.finetune import FineTuneSettings, fine_tune
 from headstart.training.freezing import parameter_groups, trainable_stages_for
 
-SIZE = (64, 64)
+STAGES = 6  # test_efficientnet's stages (timm's group_matcher)
 
 
 def stripes(root: Path, n: int = 16) -> list[tuple[Path, int]]:
@@ -56,6 +59,15 @@ def tiny_network(seed: int = 0) -> Classifier:
     return Classifier(backbone, new_head(backbone.num_features, [8, 8]), preprocessing)
 
 
+def crops_of(side: int, preprocessing: Preprocessing) -> InputPipeline:
+    """The network's inputs as ``side`` x ``side`` centre crops."""
+    return InputPipeline(replace(preprocessing, input_size=(3, side, side)))
+
+
+#: 64 x 64 crops of the 72-pixel decoded stripes.
+INPUTS = crops_of(64, create_backbone("test_efficientnet", pretrained=False)[1])
+
+
 def settings(**changes) -> FineTuneSettings:
     quick = dict(epochs=2, batch_size=8, lr=3e-3, patience=None, augment=AugmentSettings("light"))
     return FineTuneSettings(**(quick | changes))
@@ -83,7 +95,7 @@ def test_frozen_stages_and_their_statistics_stay_bit_identical(data):
     before = snapshot(model)
     # Statistics adapt where stages train, so a frozen stage's batch norm is really tested.
     fine_tune(
-        model, train, val, images, SIZE, settings(trainable_stages=2, frozen_norm_statistics=False)
+        model, train, val, images, INPUTS, settings(freeze=STAGES - 2, frozen_norm_statistics=False)
     )
     after = snapshot(model)
     stages = stage_names(model)
@@ -98,13 +110,13 @@ def test_frozen_stages_and_their_statistics_stay_bit_identical(data):
 def test_learning_rates_decay_layer_by_layer_as_planned(data):
     train, val, images = data
     model = tiny_network()
-    plan = settings(lr=1e-3, head_lr_scale=3.0, layer_decay=0.5, trainable_stages=3)
+    plan = settings(lr=1e-3, head_lr_scale=3.0, layer_decay=0.5, freeze=STAGES - 3)
     groups = parameter_groups(model, plan)
     assert [g["name"] for g in groups] == ["head", "stage 5", "stage 4", "stage 3"]
     assert [g["lr"] for g in groups] == pytest.approx([3e-3, 1e-3, 5e-4, 2.5e-4])
 
     seen = []
-    fine_tune(model, train, val, images, SIZE, plan, on_batch=seen.append)
+    fine_tune(model, train, val, images, INPUTS, plan, callbacks=[OnBatch(seen.append)])
     for step in seen:  # the schedule scales every group alike: the ratios hold at every step
         assert step.lrs["stage 4"] / step.lrs["stage 5"] == pytest.approx(0.5)
         assert step.lrs["head"] / step.lrs["stage 5"] == pytest.approx(3.0)
@@ -117,8 +129,8 @@ def test_gradual_unfreezing_releases_one_stage_per_epoch(data):
     model = tiny_network()
     stages = stage_names(model)
     before = snapshot(model)
-    plan = settings(epochs=1, trainable_stages=3, unfreeze="gradual")
-    result = fine_tune(model, train, val, images, SIZE, plan)
+    plan = settings(epochs=1, freeze=STAGES - 3, unfreeze="gradual")
+    result = fine_tune(model, train, val, images, INPUTS, plan)
     after = snapshot(model)
     weights = [sorted(n for n in names if n.endswith("weight")) for names in stages]
     assert any(not torch.equal(before[n], after[n]) for n in weights[-1])  # the top trained
@@ -130,17 +142,19 @@ def test_gradual_unfreezing_releases_one_stage_per_epoch(data):
         train,
         val,
         images,
-        SIZE,
-        settings(epochs=3, trainable_stages=3, unfreeze="gradual"),
+        INPUTS,
+        settings(epochs=3, freeze=STAGES - 3, unfreeze="gradual"),
     )
     assert [r["stages_trained"] for r in longer.history] == [1, 2, 3]
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(data, tmp_path):
     train, val, images = data
-    plan = settings(epochs=3, trainable_stages=2, ema_decay=0.9, mixup=0.2)
+    plan = settings(epochs=3, freeze=STAGES - 2, ema=0.9, mixup=0.2)
     whole = tiny_network()
-    expected = fine_tune(whole, train, val, images, SIZE, plan, state=tmp_path / "whole.pt")
+    expected = fine_tune(
+        whole, train, val, images, INPUTS, plan, callbacks=[Checkpoints(state=tmp_path / "w.pt")]
+    )
 
     def ctrl_c_in_epoch_two(step):
         if step.epoch == 2:
@@ -148,13 +162,16 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(data, tmp_path):
 
     broken = tiny_network()
     state = tmp_path / "broken.pt"
+    saving = Checkpoints(state=state)
     first = fine_tune(
-        broken, train, val, images, SIZE, plan, state=state, on_batch=ctrl_c_in_epoch_two
+        broken, train, val, images, INPUTS, plan, callbacks=[saving, OnBatch(ctrl_c_in_epoch_two)]
     )
     assert first.stopped == "interrupted" and len(first.history) == 1
 
     resumed_model = tiny_network()
-    resumed = fine_tune(resumed_model, train, val, images, SIZE, plan, state=state, resume=True)
+    resumed = fine_tune(
+        resumed_model, train, val, images, INPUTS, plan, callbacks=[saving], resume_from=state
+    )
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.best_epoch == expected.best_epoch
     for name, tensor in whole.state_dict().items():
@@ -164,9 +181,10 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(data, tmp_path):
 def test_a_finished_run_can_train_longer_but_not_with_other_settings(data, tmp_path):
     train, val, images = data
     state = tmp_path / "state.pt"
-    fine_tune(tiny_network(), train, val, images, SIZE, settings(epochs=2), state=state)
+    saving = [Checkpoints(state=state)]
+    fine_tune(tiny_network(), train, val, images, INPUTS, settings(epochs=2), callbacks=saving)
     longer = fine_tune(
-        tiny_network(), train, val, images, SIZE, settings(epochs=3), state=state, resume=True
+        tiny_network(), train, val, images, INPUTS, settings(epochs=3), resume_from=state
     )
     assert [r["epoch"] for r in longer.history] == [1, 2, 3]
     with pytest.raises(HeadstartError, match="weight_decay"):
@@ -175,10 +193,9 @@ def test_a_finished_run_can_train_longer_but_not_with_other_settings(data, tmp_p
             train,
             val,
             images,
-            SIZE,
+            INPUTS,
             settings(epochs=4, weight_decay=0.5),
-            state=state,
-            resume=True,
+            resume_from=state,
         )
 
 
@@ -189,7 +206,9 @@ def test_a_callback_can_stop_training_and_the_best_model_is_kept(data):
         if step.step == 3:
             raise StopTraining("stopped: enough")
 
-    result = fine_tune(tiny_network(), train, val, images, SIZE, settings(epochs=3), on_batch=stop)
+    result = fine_tune(
+        tiny_network(), train, val, images, INPUTS, settings(epochs=3), callbacks=[OnBatch(stop)]
+    )
     assert result.stopped == "stopped: enough"
 
 
@@ -206,14 +225,14 @@ DISTRIBUTED = textwrap.dedent(
     import sys, torch
     sys.path.insert(0, {tests!r})
     from pathlib import Path
-    from test_training import data_for_processes, tiny_network, settings, SIZE
+    from test_training import data_for_processes, tiny_network, settings, INPUTS, STAGES
     from headstart.training import distributed
     from headstart.training.finetune import fine_tune
 
     distributed.init_from_environment()
     train, val, images = data_for_processes(Path({root!r}))
     model = tiny_network()
-    fine_tune(model, train, val, images, SIZE, settings(epochs=2, trainable_stages=3))
+    fine_tune(model, train, val, images, INPUTS, settings(epochs=2, freeze=STAGES - 3))
     if distributed.is_main():
         torch.save(model.state_dict(), {out!r})
     """
@@ -230,7 +249,7 @@ def test_two_processes_under_torchrun_train_the_single_process_model(tmp_path):
     root.mkdir()
     train, val, images = data_for_processes(root)
     single = tiny_network()
-    fine_tune(single, train, val, images, SIZE, settings(epochs=2, trainable_stages=3))
+    fine_tune(single, train, val, images, INPUTS, settings(epochs=2, freeze=STAGES - 3))
 
     script = tmp_path / "train.py"
     out = tmp_path / "ddp.pt"
@@ -274,8 +293,8 @@ def test_a_balanced_sampler_draws_every_class_alike(tmp_path, monkeypatch):
         return pixels, labels
 
     monkeypatch.setattr(finetune, "decode_batch", counting)
-    plan = settings(epochs=2, balance="sampler", trainable_stages=0)
-    fine_tune(tiny_network(), rare, [], images, SIZE, plan)
+    plan = settings(epochs=2, balance="sampler", freeze="all")
+    fine_tune(tiny_network(), rare, [], images, INPUTS, plan)
     assert len(seen) == 2 * (len(rare) // 8) * 8
     assert 0.35 < np.mean(np.array(seen) == 0) < 0.65  # 1 in 6 without the sampler
 
@@ -283,7 +302,7 @@ def test_a_balanced_sampler_draws_every_class_alike(tmp_path, monkeypatch):
 def test_early_stopping_keeps_the_best_epoch(data):
     train, val, images = data
     frozen_in_place = settings(epochs=5, lr=1e-12, head_lr_scale=1.0, patience=2)
-    result = fine_tune(tiny_network(), train, val, images, SIZE, frozen_in_place)
+    result = fine_tune(tiny_network(), train, val, images, INPUTS, frozen_in_place)
     assert result.stopped == "early stopping"
     assert result.best_epoch == 1 and len(result.history) == 3
 
@@ -301,7 +320,7 @@ def test_dropout_and_drop_path_act_in_training_only():
 
 def test_bfloat16_trains_on_the_cpu_and_float16_is_refused_there(data):
     train, val, images = data
-    result = fine_tune(tiny_network(), train, val, images, SIZE, settings(precision="bf16"))
+    result = fine_tune(tiny_network(), train, val, images, INPUTS, settings(precision="bf16"))
     assert all(np.isfinite(r["train_loss"]) for r in result.history)
     with pytest.raises(HeadstartError, match="precision='fp16' needs a CUDA device"):
-        fine_tune(tiny_network(), train, val, images, SIZE, settings(precision="fp16"))
+        fine_tune(tiny_network(), train, val, images, INPUTS, settings(precision="fp16"))

@@ -2,7 +2,7 @@
 
 A bundle is a folder with two files: ``model.safetensors`` (every weight, no pickle) and
 ``headstart.json`` (architecture, classes, preprocessing, how predictions are made, versions).
-It is all ``predict``, ``evaluate`` and ``export`` need; nothing comes from the run that made it.
+It is all ``predict`` and ``evaluate`` need; nothing comes from the run that made it.
 """
 
 from __future__ import annotations
@@ -17,22 +17,21 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from ._version import __version__
 from .classifier import Classifier
-from .data.decoded import DecodedImages, prefetch, resize_shortest_side
-from .data.images import UnreadableImage, to_rgb
+from .data.decoded import prefetch
+from .data.images import UnreadableImage
 from .data.sources import Skipped
-from .data.transforms import center_crop
 from .errors import HeadstartError
+from .inputs import ImageLike, InputPipeline
 from .models import Preprocessing, create_backbone
+from .runfolder import MODEL
 
-__all__ = ["Model", "Prediction", "load", "save"]
+__all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
 
 BUNDLE_FORMAT = 1
-_WEIGHTS = "model.safetensors"
-_META = "headstart.json"
-
-ImageLike = str | Path | Image.Image | np.ndarray
+WEIGHTS = "model.safetensors"
+META = "headstart.json"
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,17 @@ class Model:
     ):
         self.network = network.eval()
         self.classes = tuple(classes)
-        self.preprocessing = preprocessing
+        self.inputs = InputPipeline(preprocessing, test_time_flip)
         self.architecture = architecture
-        self.test_time_flip = test_time_flip
         self.info = dict(info or {})
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.inputs.preprocessing
+
+    @property
+    def test_time_flip(self) -> bool:
+        return self.inputs.test_time_flip
 
     def predict(
         self, images: ImageLike | Iterable[ImageLike], *, top_k: int = 1
@@ -76,18 +82,14 @@ class Model:
         """Class probabilities, ``(n_images, n_classes)``, columns in ``self.classes`` order."""
         if isinstance(images, str | Path | Image.Image | np.ndarray):
             images = [images]
-        pixels = [self._pixels(image) for image in images]
-        return self.probabilities(pixels)
+        decoder = self.inputs.decoder()
+        return self.probabilities([self.inputs.pixels(image, decoder) for image in images])
 
     def predict_files(
         self, paths: Sequence[Path], *, top_k: int = 1, batch_size: int = 32
     ) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
         """Predict every readable file; the unreadable ones come back with the reason."""
-        decoder = DecodedImages(
-            self.preprocessing.resize_size,
-            self.preprocessing.interpolation,
-            channels=self.preprocessing.input_size[0],
-        )
+        decoder = self.inputs.decoder()
         predictions, skipped = [], []
 
         def load(batch: Sequence[Path]) -> list[tuple[Path, np.ndarray | UnreadableImage]]:
@@ -111,44 +113,11 @@ class Model:
     @torch.inference_mode()
     def probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Class probabilities of already decoded pixels (shortest side = resize size)."""
-        _, height, width = self.preprocessing.input_size
         out = []
         for start in range(0, len(pixels), batch_size):
-            batch = torch.stack(
-                [center_crop(p, height, width) for p in pixels[start : start + batch_size]]
-            )
-            logits = self.network(batch)
-            if self.test_time_flip:
-                logits = (logits + self.network(batch.flip(-1))) / 2
-            out.append(logits.softmax(-1).double().cpu().numpy())
+            batch = self.inputs.batch(pixels[start : start + batch_size])
+            out.append(self.inputs.logits(self.network, batch).softmax(-1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
-
-    def _pixels(self, image: ImageLike) -> np.ndarray:
-        size, interpolation = self.preprocessing.resize_size, self.preprocessing.interpolation
-        if isinstance(image, str | Path):
-            channels = self.preprocessing.input_size[0]
-            return DecodedImages(size, interpolation, channels=channels).get(image)
-        channels = self.preprocessing.input_size[0]
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != channels or image.dtype != np.uint8:
-                kind = "RGB" if channels == 3 else f"with {channels} channels"
-                raise HeadstartError(
-                    f"an array image must be (H, W, {channels}) uint8 {kind}, "
-                    f"got {image.shape} {image.dtype}"
-                )
-            if channels != 3:  # a stack: already the channels the network takes
-                return resize_shortest_side(image, size, interpolation)
-            image = Image.fromarray(image)
-        elif channels != 3:
-            raise HeadstartError(
-                f"this model takes {channels}-channel images: pass a file or an "
-                f"(H, W, {channels}) uint8 array, not a PIL image"
-            )
-        try:
-            rgb = to_rgb(image)  # EXIF rotation, transparency, 16-bit: as for a file
-        except ValueError as error:
-            raise HeadstartError(f"cannot classify this image: {error}") from None
-        return resize_shortest_side(rgb, size, interpolation)
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, len(self.classes)))
@@ -164,7 +133,7 @@ def save(model: Model, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
-    save_file(state, directory / _WEIGHTS)
+    save_file(state, directory / WEIGHTS)
     meta = {
         "format": BUNDLE_FORMAT,
         "headstart_version": __version__,
@@ -176,21 +145,21 @@ def save(model: Model, directory: str | Path) -> Path:
         "num_features": int(model.network.head.in_features),
         **model.info,
     }
-    (directory / _META).write_text(json.dumps(meta, indent=2))
+    (directory / META).write_text(json.dumps(meta, indent=2))
     return directory
 
 
 def load(bundle: str | Path) -> Model:
     """Load a model bundle written by ``headstart fit`` (the ``model`` folder of a run)."""
     directory = Path(bundle)
-    if (directory / "model" / _META).exists():  # a run folder: use its bundle
+    if (directory / MODEL / META).exists():  # a run folder: use its bundle
         directory = directory / "model"
-    if not (directory / _META).exists():
-        raise HeadstartError(f"{bundle}: not a headstart model bundle (no {_META} inside)")
+    if not (directory / META).exists():
+        raise HeadstartError(f"{bundle}: not a headstart model bundle (no {META} inside)")
     try:
-        meta = json.loads((directory / _META).read_text())
+        meta = json.loads((directory / META).read_text())
     except json.JSONDecodeError as error:
-        raise HeadstartError(f"{directory / _META}: not valid JSON ({error})") from None
+        raise HeadstartError(f"{directory / META}: not valid JSON ({error})") from None
     if meta.get("format", 0) > BUNDLE_FORMAT:
         raise HeadstartError(
             f"{bundle}: written by a newer headstart "
@@ -202,7 +171,7 @@ def load(bundle: str | Path) -> Model:
     )
     head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
     network = Classifier(backbone, head, preprocessing)
-    network.load_state_dict(load_file(directory / _WEIGHTS))
+    network.load_state_dict(load_file(directory / WEIGHTS))
     info = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
     return Model(
         network,

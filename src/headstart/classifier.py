@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.transforms import Normalize
+from .inputs import Normalize
 from .models import Preprocessing
 
 __all__ = ["Classifier", "layer_groups", "new_head"]

@@ -1,5 +1,10 @@
 """The ``headstart`` command line: ``fit``, ``audit``, ``check``, ``lr-find``, ``report``,
-``predict``, ``evaluate``, ``models``, ``demo``."""
+``predict``, ``evaluate``, ``models``, ``demo``.
+
+Every setting of a fit is a flag built from the settings table (:mod:`headstart.config`), so
+a flag, a ``FitConfig`` field and a YAML key always share a name, a type and a default.
+Nothing heavy is imported until a command runs: ``headstart --help`` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
+from .config import COMMANDS, GROUPS, Setting, default_of, settings_table
 from .console import err, out
 
 __all__ = ["main"]
@@ -52,17 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "CSV of path,label[,split].",
     )
     fit.add_argument("data", nargs="?", help="folder or CSV file (not with --resume)")
-    _fit_options(fit)
-    _only_given(fit)  # FitConfig holds the defaults, so a --config file can supply any value
-    fit.add_argument(
-        "--config", metavar="YAML", help="settings from a YAML file (flags given here win)"
-    )
     fit.add_argument(
         "--resume",
         metavar="RUN",
         help="go on with an interrupted run from its last epoch (with --epochs N: train a "
         "finished run longer)",
     )
+    _settings(fit, "fit")
     fit.set_defaults(run=_fit)
 
     preview = commands.add_parser(
@@ -75,9 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("data", help="folder or CSV file, as for fit")
     preview.add_argument("--out", default="augment-preview.png", help="PNG file to write")
     preview.add_argument("--images", type=int, default=32, help="how many (default 32)")
-    _fit_options(preview)
-    _only_given(preview)
-    preview.add_argument("--config", metavar="YAML", help="settings from a YAML file")
+    _settings(preview, "augment-preview")
     preview.set_defaults(run=_augment_preview)
 
     audit = commands.add_parser(
@@ -97,9 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write path,label,split with every duplicate group in one split; "
         "then `headstart fit CSV`",
     )
-    _data_options(
-        audit, without_backbone="no backbone: duplicates from bytes and perceptual hashes only"
-    )
+    _settings(audit, "audit")
     audit.set_defaults(run=_audit)
 
     lr_find = commands.add_parser(
@@ -112,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     lr_find.add_argument("data", help="folder or CSV file, as for fit")
     lr_find.add_argument("--steps", type=int, default=100, help="batches at most (default 100)")
     lr_find.add_argument("--out", help="folder for the files (default: runs/lr-find-<data>-<n>)")
-    _fine_tuning_options(lr_find)
+    _settings(lr_find, "lr-find")
     lr_find.set_defaults(run=_lr_find)
 
     check = commands.add_parser(
@@ -129,8 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--steps", type=int, default=20, help="fine-tuning steps watched for a falling loss"
     )
-    check.add_argument("--lr", type=float, help="learning rate to check (default: the plan's)")
-    _fine_tuning_options(check)
+    _settings(check, "check")
     check.set_defaults(run=_check)
 
     report = commands.add_parser(
@@ -181,153 +178,89 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_options(parser: argparse.ArgumentParser, *, without_backbone: str) -> None:
-    """What every command that reads a dataset through a backbone shares with ``fit``: the
-    same values give the same split, the same network and the same caches."""
-    add = parser.add_argument
-    add(
-        "--arch",
-        default="efficientnet_lite0",
-        help="any timm architecture (see `headstart models`)",
-    )
-    add("--weights", help="weights file (.safetensors, or a state dict loaded with weights_only)")
-    add("--no-pretrained", dest="pretrained", action="store_false", help=without_backbone)
-    add("--batch-size", type=int, default=32)
-    add("--val-fraction", type=float, default=0.2, help="share of each class for validation")
-    add("--test-fraction", type=float, default=0.0, help="share of each class held out for test")
-    add("--seed", type=int, default=0, help="the split's seed (and training's)")
-    add("--cache-dir", help="pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache)")
-    add("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    add("--quiet", action="store_true", help="no progress bars or plan messages")
+def _settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per setting this command takes, from the settings table (its name, help,
+    choices and default), grouped as the table groups them; and ``--config YAML``.
 
-
-def _fine_tuning_options(parser: argparse.ArgumentParser) -> None:
-    """For the commands that try fit's fine-tuning without fitting (lr-find, check)."""
+    A flag that is not given is left out of the parsed arguments, so that a ``--config``
+    file can supply the value and FitConfig holds every default.
+    """
+    table = settings_table()
+    for group, title in GROUPS.items():
+        if command not in COMMANDS[group]:
+            continue
+        section = parser.add_argument_group(title)
+        for name, described in table.items():
+            if described.group == group:
+                _flag(section, name, described)
     parser.add_argument(
-        "--strategy",
-        choices=("auto", "fine-tune", "full"),
-        default="auto",
-        help="which fine-tuning to try (auto: fit's plan; fine-tune if it would only probe)",
-    )
-    _data_options(parser, without_backbone="random initialisation, as fit --no-pretrained")
-
-
-def _fit_options(parser: argparse.ArgumentParser) -> None:
-    from .training.plan import STRATEGIES
-
-    _data_options(parser, without_backbone="random initialisation: train from scratch on purpose")
-    add = parser.add_argument
-    add(
-        "--strategy",
-        choices=STRATEGIES,
-        default="auto",
-        help="auto (default) decides from the data; see the plan in the run folder",
-    )
-    add("--epochs", type=int, help="fine-tuning epochs (default: from the plan)")
-    add("--lr", type=float, help="fine-tuning learning rate (default: from the plan)")
-    _training_options(parser)
-    add("--runs-dir", default="runs", help="where run folders are made (default: runs)")
-    add("--name", help="run folder name (default: <data>-<n>)")
-    add("--time-budget", type=float, help="minutes of fine-tuning at most")
-    add(
-        "--compare-scratch",
-        action="store_true",
-        help="also train the same network from random weights with the same budget, and "
-        "report what transfer bought (start, slope, final accuracy)",
-    )
-    add(
-        "--no-checks",
-        dest="checks",
-        action="store_false",
-        help="skip the sanity checks before training (see `headstart check`)",
-    )
-    add(
-        "--allow-leakage",
-        action="store_true",
-        help="train even when copies of an image span train and validation/test (the audit "
-        "refuses by default: the held-out score would be flattered)",
+        "--config",
+        metavar="YAML",
+        default=argparse.SUPPRESS,
+        help="settings from a YAML file (flags given here win)",
     )
 
 
-def _only_given(parser: argparse.ArgumentParser) -> None:
-    """Leave options that were not given out of the parsed namespace (defaults: FitConfig)."""
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            action.default = argparse.SUPPRESS
+def _flag(section: argparse._ArgumentGroup, name: str, described: Setting) -> None:
+    option = "--" + name.replace("_", "-")
+    common = {"dest": name, "default": argparse.SUPPRESS}
+    default = default_of(name)
+    if described.kind == "bool":
+        if default:
+            help_text = described.help.removeprefix("False: ")
+            section.add_argument(
+                f"--no-{option[2:]}", action="store_false", help=help_text, **common
+            )
+        else:
+            section.add_argument(option, action="store_true", help=described.help, **common)
+        return
+    shown = f" (default {default})" if default not in (None, []) else ""
+    help_text = described.help + shown
+    if described.kind == "names":
+        section.add_argument(
+            option,
+            action="append",
+            choices=described.choices,
+            metavar=described.metavar,
+            help=f"{help_text}: {', '.join(described.choices or ())}",
+            **common,
+        )
+        return
+    kinds = {"int": int, "float": float, "str": str, "freeze": _stages_or_word}
+    choices = [c for c in described.choices if c is not None] if described.choices else None
+    section.add_argument(
+        option,
+        type=kinds[described.kind],
+        choices=choices,
+        metavar=described.metavar,
+        help=help_text,
+        **common,
+    )
 
 
-def _config_from(args: argparse.Namespace, *extra: str):
+def _stages_or_word(text: str) -> int | str:
+    """``--freeze 3`` is a number of stages; ``--freeze all`` a word."""
+    return int(text) if text.isdigit() else text
+
+
+def _config_from(args: argparse.Namespace, *command_only: str):
     """The FitConfig of a command line: the --config file, then the flags given."""
     from .config import FitConfig, load_config
 
     settings = load_config(args.config) if getattr(args, "config", None) else {}
-    ignored = {"data", "command", "run", "config", "resume", *extra}
+    ignored = {"data", "command", "run", "config", "resume", *command_only}
     settings |= {k: v for k, v in vars(args).items() if k not in ignored}
-    return FitConfig(**settings)
-
-
-def _training_options(parser: argparse.ArgumentParser) -> None:
-    """Every lever of the recipe; each defaults to the plan's choice (see plan.json)."""
-    from .data.augment import POLICIES, PRESETS, TRANSFORMS
-    from .training.finetune import PRECISIONS
-    from .training.freezing import UNFREEZING
-    from .training.imbalance import BALANCING
-    from .training.optim import OPTIMIZERS, SCHEDULES
-
-    group = parser.add_argument_group("training (defaults: the plan's)")
-    add = group.add_argument
-    add("--freeze", help="'all' (head only), 'none', or how many bottom stages stay frozen")
-    add("--unfreeze", choices=UNFREEZING, help="gradual: top stage first, one more each epoch")
-    add("--layer-decay", type=float, help="each stage's learning rate over the one above")
-    add("--optimizer", choices=OPTIMIZERS, help="default adamw (lbfgs: linear probe only)")
-    add("--momentum", type=float, help="for sgd, nesterov and rmsprop (default 0.9)")
-    add("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
-    add("--warmup", type=float, help="share of the steps for a linear warm-up (default 0.1)")
-    add("--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA, fp32 on CPU")
-    add("--in-chans", type=int, help="input channels (default: 3, or what the files hold)")
-    add("--input-size", type=int, help="input side in pixels (default: the weights' own)")
-    reg = parser.add_argument_group("regularisation")
-    add = reg.add_argument
-    add("--weight-decay", type=float, help="default 0.02; never on biases and norm layers")
-    add("--head-l1", type=float, help="L1 on the head's weights (with weight decay: elastic net)")
-    add("--probe-penalty", choices=("l2", "l1", "elasticnet"), help="the linear probe's penalty")
-    add("--label-smoothing", type=float, help="default 0.1")
-    add("--dropout", type=float, help="dropout before the head (default: the architecture's)")
-    add("--drop-path", type=float, help="stochastic depth rate (default: the architecture's)")
-    add("--mixup", type=float, help="Mixup alpha, e.g. 0.2 (default off)")
-    add("--cutmix", type=float, help="CutMix alpha, e.g. 1.0 (default off)")
-    add("--cutout", type=float, help="probability of erasing a random patch (default 0)")
-    add("--ema", type=float, help="evaluate a moving average of the weights, e.g. 0.999")
-    add("--clip-grad", type=float, help="clip the gradient norm to this value")
-    add("--patience", type=int, help="early stopping after this many epochs without gain (3)")
-    add("--no-early-stopping", dest="early_stopping", action="store_false")
-    aug = parser.add_argument_group("augmentation and class balance")
-    add = aug.add_argument
-    add("--augment", choices=PRESETS, help="augmentation preset (default light)")
-    add("--policy", choices=POLICIES, help="a learned augmentation policy on top")
-    add(
-        "--no-augment",
-        action="append",
-        choices=TRANSFORMS,
-        metavar="TRANSFORM",
-        help=f"never apply this transform (it would change a label): {', '.join(TRANSFORMS)}",
-    )
-    add("--vflip", action="store_true", help="vertical flips too (images without an up)")
-    add(
-        "--balance",
-        choices=BALANCING,
-        help="class imbalance: auto (by the ratio), none, weighted-loss or sampler",
-    )
+    return FitConfig.of(**settings)
 
 
 def _fit(args: argparse.Namespace) -> int:
     from .errors import HeadstartError
-    from .fit import fit, resume
+    from .printing import print_fit_summary
+    from .recipe import fit, resume
     from .training import distributed
 
     if getattr(args, "resume", None):
         given = set(vars(args)) - {"command", "run", "resume", "data", "epochs", "quiet"}
-        given -= {"config"} if args.config is None else set()
         if args.data or given:
             raise HeadstartError(
                 "--resume RUN takes the data and settings the run was started with; "
@@ -353,62 +286,16 @@ def _augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_fit_summary(result) -> None:
-    from rich.table import Table
-
-    out.print()
-    out.print(f"[bold]strategy[/]: {result.plan.strategy}")
-    for reason in result.plan.reasons:
-        out.print(f"  - {reason}", soft_wrap=True)
-    for split, scores in result.scores.items():
-        out.print(
-            f"\n[bold]{split}[/]: accuracy {scores['accuracy']:.1%}, balanced "
-            f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
-            f"({scores['n']} images)"
-        )
-        if split == "val" and "test" not in result.scores:
-            out.print("  (validation also chose the model; --test-fraction holds out a test set)")
-        table = Table()
-        for column in ("class", "recall", "precision", "images"):
-            table.add_column(column, justify="left" if column == "class" else "right")
-        for name, row in scores["per_class"].items():
-            table.add_row(
-                name, f"{row['recall']:.1%}", f"{row['precision']:.1%}", str(row["support"])
-            )
-        out.print(table)
-    if result.skipped:
-        out.print(
-            f"[yellow]{len(result.skipped)} file(s) skipped[/] "
-            f"(listed in {result.run_dir / 'dataset.json'}):"
-        )
-        for skip in result.skipped[:10]:
-            out.print(f"  {skip.path}: {skip.reason}", soft_wrap=True)
-    if result.stopped != "finished":
-        out.print(f"[yellow]training stopped early: {result.stopped}[/]; best model kept")
-    out.print(f"time: {result.seconds:.0f} s; model bundle: [bold]{result.run_dir / 'model'}[/]")
-
-
 def _audit(args: argparse.Namespace) -> int:
-    from .audit import audit, print_summary
-    from .run import new_folder
+    from .api import audit
+    from .auditing import print_summary
+    from .runfolder import AUDIT_JSON, new_folder
 
-    report = audit(
-        args.data,
-        arch=args.arch,
-        weights=args.weights,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        pretrained=args.pretrained,
-        batch_size=args.batch_size,
-        device=args.device,
-        quiet=args.quiet,
-    )
+    report = audit(args.data, _config_from(args, "out", "fix_split"))
     folder = Path(args.out) if args.out else new_folder("runs", f"audit-{Path(args.data).stem}")
     report.write(folder)
     print_summary(report)
-    out.print(f"\nwritten: {folder / 'audit.json'}, and the image grids beside it")
+    out.print(f"\nwritten: {folder / AUDIT_JSON}, and the image grids beside it")
     if args.fix_split:
         path = report.write_split(args.fix_split)
         out.print(
@@ -419,16 +306,10 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from .errors import HeadstartError
-    from .fit import lr_find
-    from .run import new_folder
+    from .api import lr_find
+    from .runfolder import new_folder
 
-    if args.steps < 10:
-        raise HeadstartError(f"--steps {args.steps}: a range test needs at least 10 (try 100)")
-    settings = {
-        k: v for k, v in vars(args).items() if k not in ("data", "command", "run", "steps", "out")
-    }
-    result = lr_find(args.data, steps=args.steps, **settings)
+    result = lr_find(args.data, _config_from(args, "steps", "out"), steps=args.steps)
     folder = Path(args.out) if args.out else new_folder("runs", f"lr-find-{Path(args.data).stem}")
     data, plot = result.save(folder)
     if result.suggestion is None:
@@ -449,15 +330,15 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .fit import check
+    from .api import check
+    from .runfolder import CHECKS
 
-    settings = {k: v for k, v in vars(args).items() if k not in ("data", "command", "run", "out")}
-    report = check(args.data, **settings)
+    report = check(args.data, _config_from(args, "steps", "out"), steps=args.steps)
     report.print()
     out.print(f"{report.headline()} in {report.seconds:.0f} s")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        out.print(f"written: {report.write(Path(args.out) / 'checks.json')}")
+        out.print(f"written: {report.write(Path(args.out) / CHECKS)}")
     return 0 if report.passed else 1
 
 
@@ -513,7 +394,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .api import evaluate
 
     scores, skipped = evaluate(args.bundle, args.data, split=args.split)
     from rich.table import Table

@@ -17,8 +17,8 @@ every layer and the batch-norm statistics trained, as training from scratch need
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -26,7 +26,9 @@ from .classifier import Classifier, new_head
 from .config import FitConfig
 from .data.decoded import DecodedImages
 from .data.sources import Dataset
-from .models import Preprocessing, create_backbone
+from .inputs import InputPipeline
+from .models import create_backbone
+from .training.callbacks import Callback, Training
 from .training.finetune import FineTuneSettings, evaluate_pixels, fine_tune
 from .training.plan import make_plan
 
@@ -66,25 +68,23 @@ def scratch_settings(
         stages=1,
         config=FitConfig(pretrained=False, epochs=epochs, batch_size=batch_size),
     ).fine_tune
-    settings.max_seconds = max_seconds
-    settings.patience = settings.epochs
-    return settings
+    return replace(settings, max_seconds=max_seconds, patience=settings.epochs)
 
 
 def train_from_scratch(
     arch: str,
     dataset: Dataset,
     images: DecodedImages,
-    preprocessing: Preprocessing,
+    inputs: InputPipeline,
     settings: FineTuneSettings,
     *,
     device: torch.device,
     seed: int = 0,
-    on_step: Callable[[int], None] = lambda n: None,
+    callbacks: Sequence[Callback] = (),
 ) -> Curve:
     """The from-scratch learning curve: ``arch`` with random weights, trained with
-    ``settings`` (see :func:`scratch_settings`)."""
-    channels, size, _ = preprocessing.input_size
+    ``settings`` (see :func:`scratch_settings`); ``callbacks`` watch the training."""
+    channels, size, _ = inputs.preprocessing.input_size
     backbone, _, _ = create_backbone(arch, pretrained=False, in_chans=channels, input_size=size)
     index = {name: i for i, name in enumerate(dataset.classes)}
     counts = dataset.counts()["train"]
@@ -93,30 +93,32 @@ def train_from_scratch(
         for split in ("train", "val")
     }
     head = new_head(backbone.num_features, [counts[c] for c in dataset.classes])
-    network = Classifier(backbone, head, preprocessing).to(device)
-    _, height, width = preprocessing.input_size
+    network = Classifier(backbone, head, inputs.preprocessing).to(device)
     curve = Curve()
-    _, accuracy = evaluate_pixels(network, examples["val"], images, (height, width))
+    _, accuracy = evaluate_pixels(network, examples["val"], images, inputs)
     curve.add(0, accuracy, 0.0)
-    elapsed = 0.0
-
-    def log(record: dict) -> None:
-        nonlocal elapsed
-        elapsed += record["seconds"]
-        curve.add(record["epoch"], record["val_accuracy"], elapsed)
-
     fine_tune(
         network,
         examples["train"],
         examples["val"],
         images,
-        (height, width),
+        inputs,
         settings,
         seed=seed,
-        log=log,
-        on_step=on_step,
+        callbacks=[_Follow(curve), *callbacks],
     )
     return curve
+
+
+class _Follow(Callback):
+    """Each epoch's validation accuracy onto the curve, with the training time so far."""
+
+    def __init__(self, curve: Curve):
+        self.curve, self.elapsed = curve, 0.0
+
+    def on_epoch_end(self, record: dict, training: Training) -> None:
+        self.elapsed += record["seconds"]
+        self.curve.add(record["epoch"], record["val_accuracy"], self.elapsed)
 
 
 def compare(transfer: Curve, scratch: Curve, chance: float) -> dict:

@@ -1,240 +1,751 @@
-"""Every setting of a fit, in one dataclass; checked up front; read from and written to YAML.
+"""Every setting of a fit, in one table: its name, type, allowed values, default and help.
 
-A YAML file holds the same names as :class:`FitConfig` (``weight_decay`` or ``weight-decay``),
-so ``headstart fit DATA --config run.yaml`` and the matching flags are the same fit; flags
-given on the command line win over the file. Every run saves its resolved settings as
-``config.yaml`` (and ``config.json``), which ``--resume`` reads back.
+:class:`FitConfig` *is* the table (scikit-learn keeps its ``_parameter_constraints`` beside
+``__init__``; here each field carries its constraint). Everything else is derived from it:
+
+- :meth:`FitConfig.validate` checks every value against its constraint, then the few rules
+  that join several settings;
+- the command line (:func:`headstart.cli.main`) has one flag per setting, with the setting's
+  help, choices and default (``weight_decay`` is ``--weight-decay``);
+- a YAML file holds the same names (``weight_decay:`` or ``weight-decay:``), read by
+  :func:`load_config`; every run saves its resolved settings as ``config.yaml``;
+- the plan (:mod:`headstart.training.plan`) copies the fine-tuning settings the user gave into
+  :class:`~headstart.training.finetune.FineTuneSettings`, whose fields have the same names.
+
+Adding a setting is one field here, the code that uses it and a test. ``None`` as a default
+means "the plan decides" (and the plan says what it decided and why).
+
+This module imports nothing heavy: ``headstart --help`` is built from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import Any
 
 from .errors import HeadstartError
 
-if TYPE_CHECKING:
-    from .data.augment import AugmentSettings
+__all__ = [
+    "BALANCING",
+    "OPTIMIZERS",
+    "PENALTIES",
+    "POLICIES",
+    "PRECISIONS",
+    "PRESETS",
+    "SCHEDULES",
+    "STRATEGIES",
+    "TRANSFORMS",
+    "UNFREEZING",
+    "FitConfig",
+    "Setting",
+    "load_config",
+    "save_config",
+    "settings_table",
+]
 
-__all__ = ["FitConfig", "load_config", "save_config"]
-
+# The vocabularies: each is defined here once, and the module that implements it reads it from
+# here (a test checks that each implementation knows every name).
 STRATEGIES = ("auto", "linear-probe", "fine-tune", "full")
+OPTIMIZERS = ("sgd", "nesterov", "adamw", "adam", "rmsprop", "adagrad", "novograd", "lbfgs")
+SCHEDULES = ("cosine", "step", "linear", "inverse-sqrt", "one-cycle", "constant")
+#: Numeric precision of the forward pass: ``auto`` is bfloat16 on CUDA devices that have it,
+#: float16 with loss scaling on older CUDA devices, float32 on the CPU.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: How the trained stages are released: all at once, or gradually (top first, one per epoch).
+UNFREEZING = ("none", "gradual")
+BALANCING = ("auto", "none", "weighted-loss", "sampler")
+#: The linear probe's penalties on the head's weights; "l1" and "elasticnet" make it sparse.
+PENALTIES = ("l2", "l1", "elasticnet")
+PRESETS = ("none", "light", "standard", "strong")
+POLICIES = ("autoaugment", "randaugment", "trivialaugment", "augmix")
+#: Every random operation of the augmentation, by the name that excludes (or includes) it.
+TRANSFORMS = (
+    "crop",
+    "flip",
+    "vflip",
+    "rotate",
+    "shift",
+    "shear",
+    "scale",
+    "colour",
+    "blur",
+    "noise",
+    "resolution",
+)
+
+#: The groups of settings, in the order ``--help`` lists them; the commands that take each.
+GROUPS = {
+    "data": "the data and the network",
+    "training": "training (defaults: the plan's)",
+    "regularisation": "regularisation",
+    "augmentation": "augmentation and class balance",
+    "run": "the run",
+}
+_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview")
+_TRAINS = ("fit", "check", "lr-find", "augment-preview")
+COMMANDS = {
+    "data": _READS_DATA,
+    "training": _TRAINS,
+    "regularisation": _TRAINS,
+    "augmentation": _TRAINS,
+    "run": ("fit",),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The constraint, help and place of one setting (the metadata of a FitConfig field)."""
+
+    help: str
+    group: str
+    # "str" | "int" | "float" | "bool" | "names" (a list of strings) | "freeze"; by default,
+    # read off the field's type annotation
+    kind: str = ""
+    optional: bool = False  # None is allowed: the plan (or the weights) decides
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"  # which ends of [low, high] are allowed: both | left | right | neither
+    fine_tuning: bool = False  # only a fine-tuning (or full training) uses it
+    metavar: str | None = None
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if it is allowed (a digit string for ``freeze`` becomes a number), else a
+        HeadstartError that names the setting, the value and what is allowed."""
+        if value is None:
+            if self.optional:
+                return None
+            raise HeadstartError(f"{name}=None: {self.describe()} is required")
+        checker = _KINDS[self.kind]
+        value = checker(name, value, self)
+        if self.choices is not None and self.kind != "names" and value not in self.choices:
+            raise HeadstartError(_not_one_of(name, value, self.choices))
+        if self.kind in ("int", "float") and not self._inside(value):
+            raise HeadstartError(f"{name}={value!r} must be {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        """What is allowed, in words: "a number above 0 and below 1", "one of a, b"."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        noun = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(
+            self.kind, "a value"
+        )
+        if self.kind == "freeze":
+            return "'all', 'none' or a number of bottom stages"
+        bounds = []
+        if self.low is not None:
+            left = self.closed in ("both", "left")
+            bounds.append(f"{'at least' if left else 'above'} {self.low:g}")
+        if self.high is not None:
+            right = self.closed in ("both", "right")
+            bounds.append(f"{'at most' if right else 'below'} {self.high:g}")
+        return " ".join([noun, " and ".join(bounds)]).strip()
+
+    def _inside(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and (value < self.low or (value == self.low and not left)):
+            return False
+        return not (
+            self.high is not None and (value > self.high or (value == self.high and not right))
+        )
+
+
+def setting(default: Any, help: str, *, group: str, **constraint) -> Any:
+    """A FitConfig field whose metadata is its :class:`Setting`."""
+    described = Setting(help, group, **constraint)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"setting": described})
+    return field(default=default, metadata={"setting": described})
+
+
+def _fine(default: Any, help: str, **constraint) -> Any:
+    """A setting of the fine-tuning: the plan copies it into FineTuneSettings."""
+    return setting(default, help, fine_tuning=True, **constraint)
 
 
 @dataclass
 class FitConfig:
-    """Every setting of a fit. The resolved values are saved as ``config.yaml`` in the run.
-
-    ``None`` means "the plan decides" (and the plan says what it decided and why).
-    """
+    """Every setting of a fit; the resolved values are saved as ``config.yaml`` in the run."""
 
     # The data and the network.
-    arch: str = "efficientnet_lite0"
-    weights: str | None = None  # a weights file; otherwise built-in or hub weights
-    pretrained: bool = True  # False: random initialisation, on purpose
-    in_chans: int | None = None  # input channels; None: 3, or what the files hold
-    input_size: int | None = None  # input side in pixels; None: the weights' own
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    seed: int = 0
+    arch: str = setting(
+        "efficientnet_lite0", "any timm architecture (see `headstart models`)", group="data"
+    )
+    weights: str | None = setting(
+        None,
+        "weights file (.safetensors, or a state dict read with weights_only); default: the "
+        "built-in weights, else the Hugging Face hub",
+        group="data",
+        optional=True,
+        metavar="FILE",
+    )
+    pretrained: bool = setting(
+        True, "False: random initialisation, to train from scratch on purpose", group="data"
+    )
+    in_chans: int | None = setting(
+        None,
+        "input channels (default: 3, or what the files hold)",
+        group="data",
+        optional=True,
+        low=1,
+    )
+    input_size: int | None = setting(
+        None,
+        "input side in pixels (default: the weights' own)",
+        group="data",
+        optional=True,
+        low=32,
+    )
+    val_fraction: float = setting(
+        0.2,
+        "share of each class held out for validation (which chooses and checks the model)",
+        group="data",
+        low=0,
+        high=1,
+        closed="neither",
+    )
+    test_fraction: float = setting(
+        0.0, "share of each class held out for test", group="data", low=0, high=1, closed="left"
+    )
+    seed: int = setting(0, "the split's seed, and training's", group="data")
+    batch_size: int = setting(32, "images per batch", group="data", low=1)
+    cache_dir: str | None = setting(
+        None,
+        "pixel and feature cache (default: $HEADSTART_CACHE or ~/.cache/headstart)",
+        group="data",
+        optional=True,
+        metavar="DIR",
+    )
+    device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group="data")
+    quiet: bool = setting(False, "no progress bars or plan messages", group="data")
+
     # What trains, and how.
-    strategy: str = "auto"  # auto | linear-probe | fine-tune | full
-    freeze: str | int | None = None  # "all" | "none" | bottom stages frozen; None: plan
-    unfreeze: str = "none"  # "none" | "gradual" (top stage first, one more per epoch)
-    epochs: int | None = None  # fine-tuning epochs; None: from the plan
-    lr: float | None = None  # fine-tuning learning rate (top stage); None: from the plan
-    layer_decay: float | None = None  # each stage's rate over the one above; None: plan
-    batch_size: int = 32
-    optimizer: str = "adamw"  # sgd | nesterov | adamw | adam | rmsprop | adagrad | novograd
-    momentum: float = 0.9
-    schedule: str = "cosine"  # cosine | step | linear | inverse-sqrt | one-cycle | constant
-    warmup: float = 0.1  # share of the steps spent warming the learning rate up from zero
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    strategy: str = setting(
+        "auto",
+        "auto decides from the data (see the plan in the run folder)",
+        group="training",
+        choices=STRATEGIES,
+    )
+    freeze: str | int | None = _fine(
+        None,
+        "'all' (head only), 'none', or how many bottom stages stay frozen",
+        group="training",
+        kind="freeze",
+        optional=True,
+    )
+    unfreeze: str = _fine(
+        "none",
+        "gradual: the top stage first, one more each epoch",
+        group="training",
+        choices=UNFREEZING,
+    )
+    epochs: int | None = _fine(
+        None, "fine-tuning epochs (default: the plan's)", group="training", optional=True, low=1
+    )
+    lr: float | None = _fine(
+        None,
+        "fine-tuning learning rate of the top stage (default: the plan's, or the range test's)",
+        group="training",
+        optional=True,
+        low=0,
+        high=1,
+        closed="neither",
+    )
+    layer_decay: float | None = _fine(
+        None,
+        "each stage's learning rate over the one above (default: the plan's)",
+        group="training",
+        optional=True,
+        low=0,
+        high=1,
+    )
+    optimizer: str = _fine(
+        "adamw",
+        "the optimiser (lbfgs: the linear probe's own solver)",
+        group="training",
+        choices=OPTIMIZERS,
+    )
+    momentum: float = _fine(
+        0.9,
+        "momentum of sgd, nesterov and rmsprop",
+        group="training",
+        low=0,
+        high=1,
+        closed="left",
+    )
+    schedule: str = _fine("cosine", "learning-rate schedule", group="training", choices=SCHEDULES)
+    warmup: float = _fine(
+        0.1,
+        "share of the steps for a linear warm-up from zero",
+        group="training",
+        low=0,
+        high=1,
+        closed="left",
+    )
+    precision: str = _fine(
+        "auto",
+        "auto: bf16 (or fp16) on CUDA, fp32 on the CPU",
+        group="training",
+        choices=PRECISIONS,
+    )
+
     # Regularisation.
-    weight_decay: float | None = None  # None: the plan's (0.02)
-    head_l1: float = 0.0  # L1 on the head's weights (with weight decay: elastic net)
-    probe_penalty: str = "l2"  # the linear probe's penalty: l2 | l1 | elasticnet
-    label_smoothing: float | None = None  # None: the plan's (0.1)
-    dropout: float | None = None  # before the head; None: the architecture's default
-    drop_path: float | None = None  # stochastic depth; None: the architecture's default
-    mixup: float = 0.0  # Mixup alpha (0.2 is typical); 0: off
-    cutmix: float = 0.0  # CutMix alpha (1.0 is typical); 0: off
-    cutout: float = 0.0  # probability of erasing a random patch of each image
-    ema: float | None = None  # decay of a weight average that is evaluated (0.999); None: off
-    clip_grad: float | None = None  # most gradient norm; None: no clipping
-    patience: int | None = None  # early stopping: epochs without gain; None: the plan's (3)
-    early_stopping: bool = True  # False: every planned epoch runs (the best is still kept)
+    weight_decay: float | None = _fine(
+        None,
+        "decoupled weight decay (default: the plan's 0.02); never on biases and norm layers",
+        group="regularisation",
+        optional=True,
+        low=0,
+    )
+    head_l1: float = _fine(
+        0.0,
+        "L1 on the head's weights (with weight decay: elastic net)",
+        group="regularisation",
+        low=0,
+    )
+    probe_penalty: str = setting(
+        "l2", "the linear probe's penalty", group="regularisation", choices=PENALTIES
+    )
+    label_smoothing: float | None = _fine(
+        None,
+        "label smoothing (default: the plan's 0.1)",
+        group="regularisation",
+        optional=True,
+        low=0,
+        high=1,
+        closed="left",
+    )
+    dropout: float | None = setting(
+        None,
+        "dropout before the head (default: the architecture's)",
+        group="regularisation",
+        optional=True,
+        low=0,
+        high=1,
+        closed="left",
+        fine_tuning=True,
+    )
+    drop_path: float | None = setting(
+        None,
+        "stochastic depth rate (default: the architecture's)",
+        group="regularisation",
+        optional=True,
+        low=0,
+        high=1,
+        closed="left",
+        fine_tuning=True,
+    )
+    mixup: float = _fine(0.0, "Mixup alpha, e.g. 0.2 (0: off)", group="regularisation", low=0)
+    cutmix: float = _fine(0.0, "CutMix alpha, e.g. 1.0 (0: off)", group="regularisation", low=0)
+    cutout: float = setting(
+        0.0,
+        "probability of erasing a random patch of each image",
+        group="regularisation",
+        low=0,
+        high=1,
+        closed="left",
+        fine_tuning=True,
+    )
+    ema: float | None = _fine(
+        None,
+        "evaluate and keep a moving average of the weights with this decay, e.g. 0.999",
+        group="regularisation",
+        optional=True,
+        low=0,
+        high=1,
+        closed="left",
+    )
+    clip_grad: float | None = _fine(
+        None,
+        "clip the gradient norm to this value (default: no clipping)",
+        group="regularisation",
+        optional=True,
+        low=0,
+        closed="neither",
+    )
+    patience: int | None = _fine(
+        None,
+        "early stopping after this many epochs without gain (default: the plan's)",
+        group="regularisation",
+        optional=True,
+        low=1,
+    )
+    early_stopping: bool = setting(
+        True,
+        "False: every planned epoch runs (the best is still kept)",
+        group="regularisation",
+        fine_tuning=True,
+    )
+
     # Augmentation and balance.
-    augment: str = "light"  # none | light | standard | strong
-    policy: str | None = None  # autoaugment | randaugment | trivialaugment | augmix
-    no_augment: list[str] = field(default_factory=list)  # transforms that change a label
-    vflip: bool = False  # vertical flips too (aerial, microscopy: images without an up)
-    balance: str = "auto"  # auto | none | weighted-loss | sampler
+    augment: str = setting(
+        "light", "augmentation preset", group="augmentation", choices=PRESETS, fine_tuning=True
+    )
+    policy: str | None = setting(
+        None,
+        "a learned augmentation policy on top",
+        group="augmentation",
+        optional=True,
+        choices=(None, *POLICIES),
+        fine_tuning=True,
+    )
+    no_augment: list[str] = setting(
+        [],
+        "never apply this transform (it would change a label); repeat for several",
+        group="augmentation",
+        kind="names",
+        choices=TRANSFORMS,
+        metavar="TRANSFORM",
+        fine_tuning=True,
+    )
+    vflip: bool = setting(
+        False,
+        "vertical flips too (aerial, microscopy: images without an up)",
+        group="augmentation",
+        fine_tuning=True,
+    )
+    balance: str = setting(
+        "auto",
+        "class imbalance: auto (by the ratio), none, weighted-loss or sampler",
+        group="augmentation",
+        choices=BALANCING,
+    )
+
     # The run.
-    runs_dir: str = "runs"
-    name: str | None = None
-    cache_dir: str | None = None  # None: headstart.fit.default_cache_dir()
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    time_budget: float | None = None  # minutes of fine-tuning at most
-    allow_leakage: bool = False  # train even when duplicates span train and val/test
-    checks: bool = True  # sanity checks before training (checks.json)
-    compare_scratch: bool = False  # also train from random weights, same budget; compare
-    quiet: bool = False
+    runs_dir: str = setting("runs", "where run folders are made", group="run", metavar="DIR")
+    name: str | None = setting(
+        None, "run folder name (default: <data>-<n>)", group="run", optional=True
+    )
+    time_budget: float | None = setting(
+        None,
+        "minutes of fine-tuning at most",
+        group="run",
+        optional=True,
+        low=0,
+        closed="neither",
+    )
+    allow_leakage: bool = setting(
+        False,
+        "train even when copies of an image span train and validation/test (the held-out "
+        "score is then flattered)",
+        group="run",
+    )
+    checks: bool = setting(
+        True,
+        "False: skip the sanity checks before training (see `headstart check`)",
+        group="run",
+    )
+    compare_scratch: bool = setting(
+        False,
+        "also train the same network from random weights with the same budget, and report "
+        "what transfer bought",
+        group="run",
+    )
 
-    def augmentation(self) -> AugmentSettings:
-        """The augmentation these settings ask for (the plan may exclude flips as well)."""
-        from .data.augment import AugmentSettings
+    @classmethod
+    def of(cls, config: FitConfig | None = None, /, **settings: Any) -> FitConfig:
+        """``config`` (or the defaults) with ``settings`` over it, validated: the one way the
+        public functions turn their arguments into a configuration."""
+        table = settings_table()
+        for name in settings:
+            if name not in table:
+                raise HeadstartError(_unknown_setting(name, table))
+        return replace(config or cls(), **settings).validate()
 
-        return AugmentSettings(
-            preset=self.augment,
-            policy=self.policy,
-            exclude=tuple(self.no_augment),
-            include=("vflip",) if self.vflip else (),
-            cutout=self.cutout,
+    def validate(self) -> FitConfig:
+        """Check every value against its constraint, then the rules that join settings;
+        refuse the first problem with a message that names the setting. Returns ``self``,
+        with ``freeze`` digits as a number."""
+        for name, described in settings_table().items():
+            setattr(self, name, described.check(name, getattr(self, name)))
+        for rule in _RULES:
+            problem = rule(self)
+            if problem:
+                raise HeadstartError(problem)
+        return self
+
+    def changed(self) -> dict[str, Any]:
+        """The settings that differ from their defaults."""
+        default = FitConfig()
+        return {
+            name: getattr(self, name)
+            for name in settings_table()
+            if getattr(self, name) != getattr(default, name)
+        }
+
+
+def settings_table() -> dict[str, Setting]:
+    """Every setting by name, in FitConfig's order."""
+    if not _TABLE:
+        for item in fields(FitConfig):
+            described = item.metadata["setting"]
+            if not described.kind:
+                described = replace(described, kind=_kind_of(str(item.type)))
+            _TABLE[item.name] = described
+    return dict(_TABLE)
+
+
+_TABLE: dict[str, Setting] = {}
+
+
+def _kind_of(annotation: str) -> str:
+    """The kind of value a field's annotation ("float | None", "list[str]") asks for."""
+    for kind in ("bool", "list", "int", "float"):
+        if kind in annotation:
+            return "names" if kind == "list" else kind
+    return "str"
+
+
+def default_of(name: str) -> Any:
+    """The default of setting ``name``."""
+    for item in fields(FitConfig):
+        if item.name == name:
+            return item.default_factory() if item.default is MISSING else item.default
+    raise KeyError(name)
+
+
+# --- The rules that join several settings ---------------------------------------------------
+
+
+def _probe_needs_pretrained(config: FitConfig) -> str | None:
+    if config.strategy == "linear-probe" and not config.pretrained:
+        return (
+            "strategy='linear-probe' needs pretrained weights: a probe on random features "
+            "learns nothing; use 'full' with --no-pretrained"
         )
+    return None
 
-    def validate(self) -> None:
-        """Refuse impossible values and combinations before anything runs."""
-        from .data.augment import POLICIES, PRESETS, TRANSFORMS
-        from .training.finetune import PRECISIONS
-        from .training.freezing import UNFREEZING
-        from .training.imbalance import BALANCING
-        from .training.optim import OPTIMIZERS, SCHEDULES, validate_optimization
 
-        _one_of("strategy", self.strategy, STRATEGIES)
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _one_of("unfreeze", self.unfreeze, UNFREEZING)
-        _one_of("precision", self.precision, PRECISIONS)
-        _one_of("balance", self.balance, BALANCING)
-        _one_of("probe_penalty", self.probe_penalty, ("l2", "l1", "elasticnet"))
-        _one_of("augment", self.augment, PRESETS)
-        _one_of("policy", self.policy, (None, *POLICIES))
-        for name in self.no_augment:
-            _one_of("no_augment", name, TRANSFORMS)
-        self.augmentation().validate()
-        if self.strategy == "linear-probe" and not self.pretrained:
-            raise HeadstartError(
-                "strategy='linear-probe' needs pretrained weights: a probe on "
-                "random features learns nothing; use 'full' with --no-pretrained"
-            )
-        if self.compare_scratch and not self.pretrained:
-            raise HeadstartError(
-                "compare_scratch=True compares pretrained weights with random ones: it needs "
-                "pretrained=True"
-            )
-        if self.weights and not self.pretrained:
-            raise HeadstartError("weights=... and pretrained=False contradict each other")
-        if isinstance(self.freeze, str) and self.freeze not in ("all", "none"):
-            if not self.freeze.isdigit():
-                raise HeadstartError(
-                    f"freeze={self.freeze!r}: expected 'all', 'none' or a number of bottom stages"
-                )
-            self.freeze = int(self.freeze)
-        if self.freeze == "all" and self.unfreeze == "gradual":
-            raise HeadstartError(
-                "freeze='all' with unfreeze='gradual': nothing would ever be unfrozen; "
-                "freeze fewer stages (a number, or 'none')"
-            )
-        for name in ("epochs", "batch_size", "in_chans", "input_size", "patience"):
-            _whole(name, getattr(self, name))
-        if self.input_size is not None and self.input_size < 32:
-            raise HeadstartError(f"input_size={self.input_size}: at least 32 pixels")
-        if self.lr is not None and not 0 < self.lr < 1:
-            raise HeadstartError(f"lr={self.lr!r} must be between 0 and 1 (try 3e-4)")
-        for name in ("layer_decay", "momentum"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise HeadstartError(f"{name}={value!r} must be between 0 and 1")
-        for name in ("warmup", "dropout", "drop_path", "cutout", "label_smoothing", "ema"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise HeadstartError(f"{name}={value!r} must be at least 0 and below 1")
-        for name in ("weight_decay", "head_l1", "mixup", "cutmix"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise HeadstartError(f"{name}={value!r} must not be negative")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise HeadstartError(
-                f"clip_grad={self.clip_grad!r} must be positive (leave it unset for no clipping)"
-            )
-        validate_optimization(
-            self.optimizer,
-            self.schedule,
-            self.strategy,
-            lr=self.lr,
-            weight_decay=self.weight_decay or 0.0,
-            momentum=self.momentum,
-            warmup_fraction=self.warmup,
+def _scratch_comparison_needs_pretrained(config: FitConfig) -> str | None:
+    if config.compare_scratch and not config.pretrained:
+        return (
+            "compare_scratch=True compares pretrained weights with random ones: it needs "
+            "pretrained=True"
         )
-        if (self.mixup or self.cutmix) and self.strategy == "linear-probe":
-            raise HeadstartError(
-                "mixup/cutmix with strategy='linear-probe': the probe is fitted on cached "
-                "features of unmixed images; mix with fine-tune or full"
-            )
-        if not 0 < self.val_fraction < 1:
-            raise HeadstartError(
-                f"val_fraction={self.val_fraction!r} must be in (0, 1): "
-                "validation is how headstart chooses and checks the model"
-            )
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise HeadstartError(f"time_budget={self.time_budget!r} minutes must be positive")
+    return None
+
+
+def _weights_need_pretrained(config: FitConfig) -> str | None:
+    if config.weights and not config.pretrained:
+        return "weights=... and pretrained=False contradict each other"
+    return None
+
+
+def _gradual_needs_something_to_unfreeze(config: FitConfig) -> str | None:
+    if config.freeze == "all" and config.unfreeze == "gradual":
+        return (
+            "freeze='all' with unfreeze='gradual': nothing would ever be unfrozen; freeze "
+            "fewer stages (a number, or 'none')"
+        )
+    return None
+
+
+def _lbfgs_only_probes(config: FitConfig) -> str | None:
+    if config.optimizer == "lbfgs" and config.strategy != "linear-probe":
+        return (
+            "optimizer='lbfgs' cannot fine-tune: L-BFGS needs the full-batch loss, not "
+            "mini-batches of augmented images; it suits a linear head on cached features, which "
+            "is what --strategy linear-probe fits (scikit-learn's lbfgs solver). Use one of "
+            f"{', '.join(o for o in OPTIMIZERS if o != 'lbfgs')} to fine-tune "
+            f"(strategy={config.strategy!r})"
+        )
+    return None
+
+
+def _nesterov_needs_momentum(config: FitConfig) -> str | None:
+    if config.optimizer == "nesterov" and config.momentum == 0:
+        return "momentum=0 does not work with optimizer='nesterov'; use 0.9"
+    return None
+
+
+def _inverse_sqrt_needs_warmup(config: FitConfig) -> str | None:
+    if config.schedule == "inverse-sqrt" and config.warmup == 0:
+        return (
+            "schedule='inverse-sqrt' needs a warm-up (warmup > 0, e.g. 0.1): the rate is "
+            "peak * sqrt(warmup / step), so without one it halves by the fourth step"
+        )
+    return None
+
+
+def _probe_does_not_mix(config: FitConfig) -> str | None:
+    if (config.mixup or config.cutmix) and config.strategy == "linear-probe":
+        return (
+            "mixup/cutmix with strategy='linear-probe': the probe is fitted on cached features "
+            "of unmixed images; mix with fine-tune or full"
+        )
+    return None
+
+
+def _vflip_is_included_or_excluded(config: FitConfig) -> str | None:
+    if config.vflip and "vflip" in config.no_augment:
+        return "vflip=True and 'vflip' in no_augment: pick one"
+    return None
+
+
+def _some_images_train(config: FitConfig) -> str | None:
+    if config.val_fraction + config.test_fraction >= 1:
+        return (
+            f"val_fraction + test_fraction = {config.val_fraction} + {config.test_fraction} "
+            "leaves no images for training; their sum must be below 1"
+        )
+    return None
+
+
+def _device_is_named(config: FitConfig) -> str | None:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
+        return f"device={config.device!r}; expected auto, cpu, cuda or cuda:N"
+    return None
+
+
+_RULES = (
+    _device_is_named,
+    _probe_needs_pretrained,
+    _scratch_comparison_needs_pretrained,
+    _weights_need_pretrained,
+    _gradual_needs_something_to_unfreeze,
+    _lbfgs_only_probes,
+    _nesterov_needs_momentum,
+    _inverse_sqrt_needs_warmup,
+    _probe_does_not_mix,
+    _vflip_is_included_or_excluded,
+    _some_images_train,
+)
+
+
+# --- Types ----------------------------------------------------------------------------------
+
+
+def _as_str(name: str, value: Any, described: Setting) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise HeadstartError(f"{name}={value!r} must be {_text_of(described)}")
+    return value
+
+
+def _text_of(described: Setting) -> str:
+    return described.describe() if described.choices else "text"
+
+
+def _as_int(name: str, value: Any, described: Setting) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HeadstartError(f"{name}={value!r} must be {described.describe()}")
+    return value
+
+
+def _as_float(name: str, value: Any, described: Setting) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HeadstartError(f"{name}={value!r} must be {described.describe()}")
+    return value
+
+
+def _as_bool(name: str, value: Any, described: Setting) -> bool:
+    if not isinstance(value, bool):
+        raise HeadstartError(f"{name}={value!r} must be true or false")
+    return value
+
+
+def _as_names(name: str, value: Any, described: Setting) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise HeadstartError(f"{name}={value!r} must be a list of names ({described.describe()})")
+    for item in value:
+        if item not in (described.choices or ()):
+            raise HeadstartError(_not_one_of(name, item, described.choices or ()))
+    return list(value)
+
+
+def _as_freeze(name: str, value: Any, described: Setting) -> str | int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value in ("all", "none") or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ):
+        return value
+    raise HeadstartError(f"{name}={value!r}: expected 'all', 'none' or a number of bottom stages")
+
+
+_KINDS = {
+    "str": _as_str,
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "names": _as_names,
+    "freeze": _as_freeze,
+}
+
+
+def _not_one_of(name: str, value: Any, allowed: tuple) -> str:
+    shown = ", ".join(str(a) for a in allowed)
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed if a], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{name}={value!r} is not one of {shown}{hint}"
+
+
+def _unknown_setting(name: str, table: Mapping[str, Setting]) -> str:
+    close = difflib.get_close_matches(name, list(table), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown setting {name!r}{hint} (known: {', '.join(table)})"
+
+
+# --- YAML -----------------------------------------------------------------------------------
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """The settings in a YAML file, as :class:`FitConfig` keyword arguments (checked names)."""
+    import yaml
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise HeadstartError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise HeadstartError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as error:
-        raise HeadstartError(f"config file {path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise HeadstartError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise HeadstartError(f"config file {path}: expected a mapping of setting: value")
     settings = {str(key).replace("-", "_"): value for key, value in data.items()}
     settings.pop("data", None)  # saved with runs; the data is an argument
-    known = {f.name for f in fields(FitConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise HeadstartError(
-            f"config file {path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
-        )
-    types = {f.name: str(f.type) for f in fields(FitConfig)}
-    return {name: _typed(path, name, value, types[name]) for name, value in settings.items()}
+    table = settings_table()
+    for name in settings:
+        if name not in table:
+            raise HeadstartError(f"config file {path}: {_unknown_setting(name, table)}")
+    try:
+        return {name: _from_yaml(name, value, table[name]) for name, value in settings.items()}
+    except HeadstartError as error:
+        raise HeadstartError(f"config file {path}: {error}") from None
 
 
-def _typed(path: Path, name: str, value: Any, kind: str) -> Any:
-    """YAML 1.1 reads ``1e-4`` (no dot) as a string: numbers are read as the field wants."""
-    if not isinstance(value, str) or "str" in kind:
-        return value
-    for number in (int, float):
-        if number.__name__ in kind:
-            try:
-                return number(value)
-            except ValueError:
-                continue
-    raise HeadstartError(f"config file {path}: {name}={value!r} is not a number")
+def _from_yaml(name: str, value: Any, described: Setting) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: numbers are read as the setting wants.
+    The value is then checked as any other (a list where a number belongs is refused)."""
+    if isinstance(value, str) and described.kind in ("int", "float"):
+        try:
+            value = int(value) if described.kind == "int" else float(value)
+        except ValueError:
+            raise HeadstartError(f"{name}={value!r} is not a number") from None
+    if isinstance(value, int) and not isinstance(value, bool) and described.kind == "float":
+        value = float(value)
+    return described.check(name, value)
 
 
 def save_config(config: FitConfig, path: Path, data: str | Path) -> None:
     """``config`` as YAML (with the data it was fitted on), readable by :func:`load_config`."""
+    import yaml
+
     values = {"data": str(Path(data).resolve()), **asdict(config)}
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
     path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-
-
-def _one_of(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        shown = ", ".join(str(a) for a in allowed)
-        raise HeadstartError(f"{name}={value!r} is not one of {shown}")
-
-
-def _whole(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise HeadstartError(f"{name}={value!r} must be a whole number of at least 1")

@@ -15,8 +15,10 @@ from PIL import Image
 
 from .console import err, out
 from .errors import HeadstartError
-from .fit import FitResult, default_cache_dir, fit
-from .run import new_folder
+from .printing import print_comparison, print_fit_summary
+from .recipe import FitResult, fit
+from .runfolder import new_folder
+from .stages.data import default_cache_dir
 
 __all__ = ["demo_dataset", "run_demo"]
 
@@ -58,8 +60,6 @@ def demo_dataset(name: str, root: Path | None = None) -> Path:
 def run_demo(
     name: str = "lfw", *, runs_dir: str = "runs", compare_scratch: bool = True
 ) -> FitResult:
-    from .cli import print_fit_summary
-
     data = demo_dataset(name)
     err.print(f"[bold]demo[/]: {name} written to {data}; fitting with defaults")
     if compare_scratch:
@@ -79,34 +79,3 @@ def run_demo(
         print_comparison(result.run_dir)
     out.print(f"\nreport: {result.run_dir / 'report.html'}")
     return result
-
-
-def print_comparison(run_dir: Path) -> None:
-    """The three benefits of transfer, from a run's ``compare_scratch.json``."""
-    import json
-
-    from rich.table import Table
-
-    comparison = json.loads((run_dir / "compare_scratch.json").read_text())
-    table = Table(
-        "validation accuracy",
-        "pretrained (transfer)",
-        "random init (scratch)",
-        "",
-        title="transfer learning vs training from scratch",
-        title_justify="left",
-    )
-    names = {
-        "start": "start (after the first epoch)",
-        "slope": "gain above chance per epoch",
-        "final": "final (best epoch)",
-    }
-    for key, benefit in comparison["benefits"].items():
-        table.add_row(
-            names[key],
-            f"{benefit['transfer']:.1%}",
-            f"{benefit['scratch']:.1%}",
-            "[green]transfer ahead[/]" if benefit["holds"] else "[yellow]not ahead[/]",
-        )
-    out.print(table)
-    out.print(comparison["summary"])

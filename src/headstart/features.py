@@ -25,14 +25,13 @@ from safetensors.numpy import load_file, save_file
 from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash, prefetch
 from .data.images import UnreadableImage
 from .data.sources import Skipped
-from .data.transforms import Normalize, center_crop
+from .inputs import VIEWS, InputPipeline, view
 from .models import Preprocessing, WeightsSource
 
 __all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features", "feature_stores"]
 
-#: The views a feature can be computed from. "hflip" is the mirror image: averaging the two
-#: is the cheapest test-time augmentation, and training on both doubles a small dataset.
-VIEWS = ("plain", "hflip")
+# VIEWS: the views a feature can be computed from. "hflip" is the mirror image: averaging the
+# two is the cheapest test-time augmentation, and training on both doubles a small dataset.
 
 # Shards are written every this many images, so an interrupted extraction keeps its work.
 _SHARD_SIZE = 1024
@@ -124,7 +123,7 @@ class ExtractedFeatures:
 @torch.inference_mode()
 def extract_features(
     backbone: torch.nn.Module,
-    preprocessing: Preprocessing,
+    inputs: InputPipeline,
     paths: Sequence[Path],
     images: DecodedImages,
     stores: dict[str, FeatureStore] | None = None,
@@ -143,9 +142,8 @@ def extract_features(
     if unknown:
         raise ValueError(f"views={sorted(unknown)}; expected some of {VIEWS}")
     stores = stores or {}
-    _, height, width = preprocessing.input_size
     device = next(backbone.parameters()).device
-    normalize = Normalize(preprocessing.mean, preprocessing.std).to(device)
+    normalize = inputs.normalizer().to(device)
     backbone = backbone.eval().to(memory_format=torch.channels_last)
 
     keys: dict[Path, str] = {}
@@ -163,7 +161,7 @@ def extract_features(
         good, crops, bad = [], [], []
         for path in batch:
             try:
-                crops.append(center_crop(images.get(path), height, width))
+                crops.append(inputs.crop(images.get(path)))
                 good.append(path)
             except UnreadableImage as error:
                 bad.append(Skipped(path, error.reason))
@@ -178,13 +176,12 @@ def extract_features(
             for failed in bad:
                 keys.pop(failed.path)
             if crops is not None:
-                inputs = normalize(crops)
-                for view in views:
-                    batch = inputs.flip(-1) if view == "hflip" else inputs
-                    vectors = backbone(batch).float().cpu().numpy()
+                normalised = normalize(crops)
+                for name in views:
+                    vectors = backbone(view(normalised, name)).float().cpu().numpy()
                     for path, vector in zip(good, vectors, strict=True):
-                        computed[view][keys[path]] = vector
-                        unsaved[view].append(keys[path])
+                        computed[name][keys[path]] = vector
+                        unsaved[name].append(keys[path])
             if on_batch:
                 on_batch(len(good) + len(bad))
             if sum(map(len, unsaved.values())) >= _SHARD_SIZE:
@@ -195,12 +192,12 @@ def extract_features(
 
     kept = [p for p in paths if p in keys]
     arrays = {}
-    for view in views:
-        found = computed[view]
+    for name in views:
+        found = computed[name]
         rows = [
-            found[keys[p]] if keys[p] in found else stores[view].get([keys[p]])[0] for p in kept
+            found[keys[p]] if keys[p] in found else stores[name].get([keys[p]])[0] for p in kept
         ]
-        arrays[view] = np.stack(rows) if rows else np.zeros((0, backbone.num_features), np.float32)
+        arrays[name] = np.stack(rows) if rows else np.zeros((0, backbone.num_features), np.float32)
     return ExtractedFeatures(kept, arrays, skipped, time.perf_counter() - start, len(todo))
 
 
@@ -209,9 +206,9 @@ def _flush(
     unsaved: dict[str, list[str]],
     stores: dict[str, FeatureStore],
 ) -> None:
-    for view, keys in unsaved.items():
-        store = stores.get(view)
+    for name, keys in unsaved.items():
+        store = stores.get(name)
         new = [key for key in dict.fromkeys(keys) if store is not None and key not in store]
         if new:
-            store.add(new, np.stack([computed[view][key] for key in new]))
+            store.add(new, np.stack([computed[name][key] for key in new]))
         keys.clear()

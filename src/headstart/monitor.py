@@ -21,13 +21,14 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from .classifier import Classifier
-from .training.finetune import TrainingStep
+from .training.callbacks import Callback, FineTuneResult, Training, TrainingStep
 
 __all__ = ["TrainingBoard"]
 
 
-class TrainingBoard:
-    """The event files of one run, in ``folder`` (a run's ``tensorboard/``)."""
+class TrainingBoard(Callback):
+    """The event files of one run, in ``folder`` (a run's ``tensorboard/``); as a callback of
+    the fine-tuning, its steps, epochs and first batch."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -84,6 +85,18 @@ class TrainingBoard:
         self.writer.add_scalar("accuracy/val", record["val_accuracy"], self.step)
         self.writer.add_scalar("accuracy/train", record["train_accuracy"], self.step)
         self.writer.flush()  # a live view: each epoch is on disk as soon as it ends
+
+    def on_train_begin(self, training: Training) -> None:
+        self.watch_inputs(training.model)
+
+    def on_batch_end(self, step: TrainingStep) -> None:
+        self.batch(step)
+
+    def on_epoch_end(self, record: dict, training: Training) -> None:
+        self.epoch(record)
+
+    def on_train_end(self, result: FineTuneResult) -> None:
+        self.unwatch()
 
     def close(self) -> None:
         self.unwatch()

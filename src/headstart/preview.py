@@ -16,8 +16,11 @@ import torch
 from .config import FitConfig
 from .data.augment import build_augmentation, denormalize, write_preview
 from .data.images import UnreadableImage
-from .data.transforms import Normalize, to_tensor
 from .errors import HeadstartError
+from .inputs import to_tensor
+from .stages.data import prepare
+from .training.plan import requested_augmentation
+from .training.regularise import BatchMixer
 
 __all__ = ["augment_preview"]
 
@@ -28,17 +31,12 @@ def augment_preview(data: str | Path, config: FitConfig, out: str | Path, images
     The augmentation is the one ``config`` asks for; ``fit`` may in addition turn flips off
     when its probe finds the task is not mirror-invariant (the plan says so).
     """
-    from .fit import prepare
-    from .training.regularise import BatchMixer
-
     config.validate()
     if images < 1:
         raise HeadstartError(f"images={images!r}: at least 1")
-    ready = prepare(data, config)
-    preprocessing = ready.preprocessing
-    channels, height, width = preprocessing.input_size
-    settings = config.augmentation()
-    augment = build_augmentation(height, width, settings, channels=channels)
+    ready = prepare(data, config, read=False)
+    channels, height, width = ready.preprocessing.input_size
+    augment = build_augmentation(height, width, requested_augmentation(config), channels=channels)
     train = ready.dataset.split("train")
     rng = np.random.default_rng(config.seed)
     chosen = [train[i] for i in rng.permutation(len(train))[:images]]
@@ -59,9 +57,8 @@ def augment_preview(data: str | Path, config: FitConfig, out: str | Path, images
         mixer = BatchMixer(len(index), mixup=config.mixup, cutmix=config.cutmix)
         batch, targets = mixer(batch, torch.tensor([index[label] for label in labels]))
         captions = [_mixed_caption(row, ready.dataset.classes) for row in targets]
-    normalize = Normalize(preprocessing.mean, preprocessing.std)
-    entering = normalize(batch)  # the exact tensor the backbone receives
-    shown = denormalize(entering, preprocessing.mean, preprocessing.std)
+    entering = ready.inputs.normalizer()(batch)  # the exact tensor the backbone receives
+    shown = denormalize(entering, ready.preprocessing.mean, ready.preprocessing.std)
     return write_preview(shown, captions, Path(out))
 
 

@@ -131,6 +131,17 @@ def _linear_baseline(probe_right: np.ndarray, majority_right: np.ndarray) -> Che
         return Check(
             "linear-baseline", "linear model on features", "pass", summary, measured=measured
         )
+    could_tell, _ = _paired(1.0 - majority_right)  # a perfect model's gain
+    if not could_tell:
+        return Check(
+            "linear-baseline",
+            "linear model on features",
+            "skip",
+            f"{summary}: {len(gain)} validation images cannot tell them apart (not even a "
+            "perfect model would beat the majority class beyond noise)",
+            "hold out more images for validation (--val-fraction) to check this",
+            measured,
+        )
     return Check(
         "linear-baseline",
         "linear model on features",

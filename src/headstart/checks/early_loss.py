@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..training.finetune import StopTraining, TrainingStep
+from ..training.callbacks import Callback, StopTraining, TrainingStep
 from .core import Check
 
 __all__ = ["EarlyLoss"]
@@ -35,8 +35,9 @@ DIVERGED = 2.0
 HOLDS = 0.1
 
 
-class EarlyLoss:
-    """An ``on_batch`` callback of :func:`~headstart.training.finetune.fine_tune`."""
+class EarlyLoss(Callback):
+    """A callback of :func:`~headstart.training.finetune.fine_tune` that watches the first
+    steps; :meth:`check` gives the verdict."""
 
     def __init__(self, n_classes: int, lr: float, window: int = WINDOW):
         self.scale = math.log(max(n_classes, 2))
@@ -46,7 +47,7 @@ class EarlyLoss:
         self.stopped: str | None = None
         self._average = 0.0
 
-    def __call__(self, step: TrainingStep) -> None:
+    def on_batch_end(self, step: TrainingStep) -> None:
         if len(self.losses) >= self.window:
             return
         loss = step.loss

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.decoded import DecodedImages
 from ..data.sources import Sample
+from ..inputs import InputPipeline
+from ..training.callbacks import Callback, Training
 from .core import Check
 
 __all__ = ["FixedBatch", "spread_over_classes"]
@@ -57,13 +60,30 @@ class FixedBatch:
     def choose(cls, val: Sequence[Sample], classes: Sequence[str], seed: int = 0) -> FixedBatch:
         return cls(spread_over_classes(val, FIXED_BATCH_SIZE, seed), classes)
 
-    def record(self, model, images: DecodedImages, stage: str, epoch: int) -> None:
-        """Predict the batch with ``model`` (a :class:`~headstart.bundle.Model`)."""
+    @torch.inference_mode()
+    def record(
+        self,
+        network: torch.nn.Module,
+        inputs: InputPipeline,
+        images: DecodedImages,
+        stage: str,
+        epoch: int,
+    ) -> None:
+        """Predict the batch with ``network`` as the model bundle would (``inputs``' views)."""
         pixels = [images.get(sample.path) for sample in self.samples]
-        probabilities = model.probabilities(pixels)
+        was_training = network.training
+        network.eval()
+        logits = inputs.logits(network, inputs.batch(pixels))
+        network.train(was_training)
+        probabilities = logits.softmax(-1).double().cpu().numpy()
         self.records.append(
             {"stage": stage, "epoch": epoch, "probabilities": probabilities.round(4).tolist()}
         )
+
+    def watch(self, inputs: InputPipeline, images: DecodedImages, stage: str) -> Callback:
+        """A callback that records the batch after every epoch of a fine-tuning, predicted
+        by the network that validation scores (the weight average, when there is one)."""
+        return _EveryEpoch(self, inputs, images, stage)
 
     def check(self) -> Check:
         """Fails if some epoch predicted one class for the whole (multi-class) batch."""
@@ -128,3 +148,13 @@ class FixedBatch:
     def _accuracy(self, record: dict) -> float:
         predicted = np.asarray(record["probabilities"]).argmax(1)
         return float((predicted == np.asarray(self.labels)).mean())
+
+
+class _EveryEpoch(Callback):
+    def __init__(self, batch: FixedBatch, inputs: InputPipeline, images: DecodedImages, stage: str):
+        self.batch, self.inputs, self.images, self.stage = batch, inputs, images, stage
+
+    def on_epoch_end(self, record: dict, training: Training) -> None:
+        self.batch.record(
+            training.evaluated(), self.inputs, self.images, self.stage, record["epoch"]
+        )

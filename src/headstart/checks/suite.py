@@ -12,14 +12,9 @@ from ..classifier import Classifier, new_head
 from ..data.decoded import DecodedImages
 from ..data.sources import Dataset
 from ..features import ExtractedFeatures
-from ..models import Preprocessing
-from ..training.finetune import (
-    FineTuneSettings,
-    NothingToTrain,
-    StopTraining,
-    TrainingStep,
-    fine_tune,
-)
+from ..inputs import InputPipeline
+from ..training.callbacks import Callback, StopTraining, TrainingStep
+from ..training.finetune import FineTuneSettings, NothingToTrain, fine_tune
 from ..training.probe import ProbeResult
 from .baselines import MOST_ROWS, feature_baselines, head_logits, majority_baseline
 from .core import Check, CheckReport
@@ -36,7 +31,7 @@ TRIAL_IMAGES = 10
 def sanity_checks(
     dataset: Dataset,
     backbone: torch.nn.Module,
-    preprocessing: Preprocessing,
+    inputs: InputPipeline,
     images: DecodedImages,
     *,
     features: ExtractedFeatures | None,
@@ -111,14 +106,13 @@ def sanity_checks(
             rows = features.rows([s.path for s in picked])
             cached = head_logits(probe.head, features.views["plain"][rows]).argmax(1)
         device = next(backbone.parameters()).device
-        start = Classifier(backbone, new_head(width, counts), preprocessing).to(device)
-        _, height, width_px = preprocessing.input_size
+        start = Classifier(backbone, new_head(width, counts), inputs.preprocessing).to(device)
         report.extend(
             training_trial(
                 start,
                 examples,
                 images,
-                (height, width_px),
+                inputs,
                 settings,
                 probe_head=probe.head if probe is not None else None,
                 cached_predictions=cached,
@@ -128,7 +122,7 @@ def sanity_checks(
         if watch_steps:
             start_head = probe.head if probe is not None else new_head(width, counts)
             first = _first_steps(
-                start, start_head, dataset, images, (height, width_px), settings, watch_steps, seed
+                start, start_head, dataset, images, inputs, settings, watch_steps, seed
             )
             report.extend([first])
     report.seconds = time.perf_counter() - started
@@ -140,7 +134,7 @@ def _first_steps(
     head: torch.nn.Linear,
     dataset: Dataset,
     images: DecodedImages,
-    input_size: tuple[int, int],
+    inputs: InputPipeline,
     settings: FineTuneSettings,
     steps: int,
     seed: int,
@@ -154,22 +148,16 @@ def _first_steps(
     trained = copy.deepcopy(network)
     trained.head = copy.deepcopy(head).to(next(trained.parameters()).device)
     watch = EarlyLoss(len(index), settings.lr, window=steps)
-
-    def watch_then_stop(step: TrainingStep) -> None:
-        watch(step)
-        if step.step >= steps:
-            raise StopTraining(f"watched {steps} steps")
-
     try:
         fine_tune(
             trained,
             examples["train"],
             examples["val"],
             images,
-            input_size,
+            inputs,
             settings,
             seed=seed,
-            on_batch=watch_then_stop,
+            callbacks=[watch, _StopAfter(steps)],
         )
     except NothingToTrain as error:
         return Check(
@@ -181,3 +169,12 @@ def _first_steps(
             {"steps": 0},
         )
     return watch.check()
+
+
+class _StopAfter(Callback):
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_batch_end(self, step: TrainingStep) -> None:
+        if step.step >= self.steps:
+            raise StopTraining(f"watched {self.steps} steps")

@@ -34,6 +34,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.transforms import v2
 
+from ..config import POLICIES, PRESETS, TRANSFORMS
 from ..drawing import caption_font, fit_text
 from ..errors import HeadstartError
 
@@ -47,22 +48,8 @@ __all__ = [
     "write_preview",
 ]
 
-PRESETS: tuple[str, ...] = ("none", "light", "standard", "strong")
-POLICIES: tuple[str, ...] = ("autoaugment", "randaugment", "trivialaugment", "augmix")
-#: The names ``exclude`` accepts: each random operation, presets' and policies' alike.
-TRANSFORMS: tuple[str, ...] = (
-    "crop",
-    "flip",
-    "vflip",
-    "rotate",
-    "shift",
-    "shear",
-    "scale",
-    "colour",
-    "blur",
-    "noise",
-    "resolution",
-)
+# PRESETS, POLICIES and TRANSFORMS (the names ``exclude`` accepts: each random operation,
+# presets' and policies' alike) are the settings' vocabularies, defined in headstart.config.
 #: Operations that change the meaning of most images: applied only when named in ``include``.
 OPT_IN: tuple[str, ...] = ("vflip",)
 

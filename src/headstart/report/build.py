@@ -11,15 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import HeadstartError
+from ..runfolder import CONFIG_JSON, SUMMARY
 from . import results, summary, training
-from .folder import RunFolder
+from .folder import ReportedRun
 from .html import Html, note, page
 
 __all__ = ["SECTIONS", "build_report"]
 
 #: (anchor, heading, how it is drawn), in the order a reader wants them: the result, then how
 #: it was reached, then how far to trust it.
-SECTIONS: list[tuple[str, str, Callable[[RunFolder], Html]]] = [
+SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
     ("headline", "Headline", summary.headline),
     ("plan", "The plan and why", summary.plan),
     ("audit", "Data audit", summary.audit),
@@ -41,8 +42,8 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
 
     Reads only the run folder: the report can be rebuilt after the data has moved.
     """
-    folder = RunFolder(Path(run))
-    if not folder.exists("summary.json") and not folder.exists("config.json"):
+    folder = ReportedRun(Path(run))
+    if not folder.exists(SUMMARY) and not folder.exists(CONFIG_JSON):
         raise HeadstartError(f"{run} is not a run folder (no summary.json or config.json)")
     sections = [(anchor, heading, _draw(draw, folder)) for anchor, heading, draw in SECTIONS]
     built = time.strftime("%Y-%m-%d %H:%M")
@@ -54,7 +55,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     return target
 
 
-def _draw(draw: Callable[[RunFolder], Html], folder: RunFolder) -> Html:
+def _draw(draw: Callable[[ReportedRun], Html], folder: ReportedRun) -> Html:
     """One section; a damaged file spoils only its own section."""
     try:
         return draw(folder)

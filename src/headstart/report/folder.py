@@ -1,60 +1,22 @@
-"""The run folder as the report reads it: each file loaded once, absent files as None, and the
+"""The run folder as the report reads it (each file loaded once, absent files as None), and the
 numbers written the same way everywhere."""
 
 from __future__ import annotations
 
-import json
 import math
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .records import PREDICTIONS, THUMBNAILS, SplitPredictions, read_predictions, read_thumbnails
+from ..runfolder import PREDICTIONS, THUMBNAILS, RunFolder
+from .records import SplitPredictions, read_predictions, read_thumbnails
 
-__all__ = ["RunFolder", "duration", "number", "percent"]
+__all__ = ["ReportedRun", "duration", "number", "percent"]
 
 
-class RunFolder:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._json: dict[str, Any] = {}
-
-    def exists(self, name: str) -> bool:
-        return (self.path / name).exists()
-
-    def json(self, name: str) -> Any:
-        """The content of ``name`` (relative to the run), or None when it is absent."""
-        if name not in self._json:
-            file = self.path / name
-            try:
-                self._json[name] = json.loads(file.read_text()) if file.exists() else None
-            except ValueError as error:
-                raise ValueError(f"{name} is not valid JSON ({error})") from None
-        return self._json[name]
-
-    @cached_property
-    def metrics(self) -> list[dict]:
-        """The lines of ``metrics.jsonl``; a line cut short by a crash is skipped."""
-        file = self.path / "metrics.jsonl"
-        if not file.exists():
-            return []
-        records = []
-        for line in file.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-        return records
-
-    @property
-    def epochs(self) -> list[dict]:
-        return [r for r in self.metrics if "epoch" in r]
-
-    @property
-    def probe(self) -> dict | None:
-        return next((r for r in self.metrics if r.get("stage") == "linear-probe"), None)
+class ReportedRun(RunFolder):
+    """A run folder as the report reads it: also its predictions and thumbnails, loaded once."""
 
     @cached_property
     def predictions(self) -> dict[str, SplitPredictions]:
@@ -63,15 +25,6 @@ class RunFolder:
     @cached_property
     def thumbnails(self) -> dict[str, np.ndarray]:
         return read_thumbnails(self.path) if self.exists(THUMBNAILS) else {}
-
-    @property
-    def classes(self) -> list[str]:
-        dataset = self.json("dataset.json") or {}
-        return list(dataset.get("classes") or [])
-
-    @property
-    def scores(self) -> dict[str, dict]:
-        return (self.json("summary.json") or {}).get("scores") or {}
 
 
 def percent(value: float | None, digits: int = 1) -> str:

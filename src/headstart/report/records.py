@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..audit.views import square
+from ..auditing.views import square
 from ..data.images import UnreadableImage
+from ..runfolder import PREDICTIONS, THUMBNAILS
 
 __all__ = [
-    "PREDICTIONS",
-    "THUMBNAILS",
     "SplitPredictions",
     "examples_to_show",
     "read_predictions",
@@ -31,8 +30,6 @@ __all__ = [
     "write_predictions",
 ]
 
-PREDICTIONS = "predictions.npz"
-THUMBNAILS = "thumbnails.npz"
 _FIELDS = ("paths", "labels", "logits", "classes")
 #: Logits more than this far below their row's largest are raised to it: a probability of
 #: e^-100 is zero for every purpose, and the loss and calibration stay finite.

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import plots
 from .calibration import calibrate, ece
-from .folder import RunFolder, percent
+from .folder import ReportedRun, percent
 from .html import Html, figure, image, join, note, paragraph, table, tag
 from .images import png
 from .records import SplitPredictions, confident_mistakes, highest_loss, softmax
@@ -27,7 +27,7 @@ EXAMPLES = 16
 _SPLITS = {"val": "validation", "test": "test"}
 
 
-def confusion(run: RunFolder) -> Html:
+def confusion(run: ReportedRun) -> Html:
     classes, parts = run.classes, []
     for split, name in _SPLITS.items():
         scores = run.scores.get(split)
@@ -75,7 +75,7 @@ def _confused_pairs(matrix: np.ndarray, classes: list[str]) -> Html:
     )
 
 
-def per_class(run: RunFolder) -> Html:
+def per_class(run: ReportedRun) -> Html:
     parts = []
     for split, name in _SPLITS.items():
         scores = run.scores.get(split)
@@ -130,7 +130,7 @@ def per_class(run: RunFolder) -> Html:
     return join(parts)
 
 
-def calibration(run: RunFolder) -> Html:
+def calibration(run: ReportedRun) -> Html:
     val = run.predictions.get("val")
     if val is None:
         return note("predictions.npz is missing: no per-image predictions were saved")
@@ -202,7 +202,7 @@ def calibration(run: RunFolder) -> Html:
     return join(parts)
 
 
-def examples(run: RunFolder) -> Html:
+def examples(run: ReportedRun) -> Html:
     val = run.predictions.get("val")
     if val is None:
         return note("predictions.npz is missing: no per-image predictions were saved")
@@ -234,7 +234,7 @@ def examples(run: RunFolder) -> Html:
     return join(parts)
 
 
-def _tiles(run: RunFolder, predictions: SplitPredictions, rows: list[int]) -> Html:
+def _tiles(run: ReportedRun, predictions: SplitPredictions, rows: list[int]) -> Html:
     classes, probabilities = predictions.classes, predictions.probabilities
     tiles = []
     for i in rows:
@@ -257,7 +257,7 @@ def _tiles(run: RunFolder, predictions: SplitPredictions, rows: list[int]) -> Ht
     return tag("div", join(tiles), class_="tiles")
 
 
-def thumbnail(run: RunFolder, path: str) -> Html:
+def thumbnail(run: ReportedRun, path: str) -> Html:
     """The image's thumbnail from thumbnails.npz, or a grey box that says it is missing."""
     pixels = run.thumbnails.get(path)
     if pixels is None:

@@ -3,8 +3,20 @@ data, and the sanity checks run before training."""
 
 from __future__ import annotations
 
-from .. import __version__
-from .folder import RunFolder, duration, number, percent
+from .._version import __version__
+from ..runfolder import (
+    AUDIT,
+    AUDIT_JSON,
+    CHECKS,
+    CONFIG_JSON,
+    DATASET,
+    DIAGNOSIS,
+    DUPLICATES_GRID,
+    LABEL_ISSUES_GRID,
+    PLAN,
+    SUMMARY,
+)
+from .folder import ReportedRun, duration, number, percent
 from .html import Html, badge, bullets, escape, figure, join, note, paragraph, table, tag
 from .images import fit_png
 
@@ -14,11 +26,11 @@ __all__ = ["audit", "checks", "headline", "plan"]
 _NAMES = 12
 
 
-def headline(run: RunFolder) -> Html:
-    config = run.json("config.json") or {}
-    dataset = run.json("dataset.json") or {}
-    summary = run.json("summary.json") or {}
-    plan = run.json("plan.json") or {}
+def headline(run: ReportedRun) -> Html:
+    config = run.json(CONFIG_JSON) or {}
+    dataset = run.json(DATASET) or {}
+    summary = run.json(SUMMARY) or {}
+    plan = run.json(PLAN) or {}
     counts = dataset.get("counts") or {}
     sizes = ", ".join(
         f"{sum(counts[split].values()):,} {split}"
@@ -49,7 +61,7 @@ def headline(run: RunFolder) -> Html:
         ("time", duration(summary.get("seconds"))),
         ("stopped", summary.get("stopped", "–")),
         ("diagnosis", _verdict(run, summary)),
-        ("sanity checks", _checks_line(run.json("checks.json"))),
+        ("sanity checks", _checks_line(run.json(CHECKS))),
     ]
     if summary.get("skipped"):
         rows.append(
@@ -64,8 +76,8 @@ def _strategy(summary: dict, plan: dict, config: dict) -> str:
     return f"{strategy}, {config.get('arch', 'unknown architecture')} with {weights} weights"
 
 
-def _verdict(run: RunFolder, summary: dict) -> object:
-    diagnosis = run.json("diagnosis.json") or summary.get("diagnosis")
+def _verdict(run: ReportedRun, summary: dict) -> object:
+    diagnosis = run.json(DIAGNOSIS) or summary.get("diagnosis")
     if not diagnosis:
         return "none: no fine-tuning, so no training curves to read"
     return join([tag("strong", diagnosis["verdict"]), " (see the training curves)"])
@@ -81,8 +93,8 @@ def _checks_line(checks: dict | None) -> object:
     return join([badge("pass"), f" none of {len(statuses)} failed"])
 
 
-def plan(run: RunFolder) -> Html:
-    plan = run.json("plan.json")
+def plan(run: ReportedRun) -> Html:
+    plan = run.json(PLAN)
     if plan is None:
         return note("plan.json is missing: the run stopped before planning")
     parts = [
@@ -124,8 +136,8 @@ def _evidence(key: str, value: object) -> str:
     return number(value)
 
 
-def audit(run: RunFolder) -> Html:
-    data = run.json("audit/audit.json")
+def audit(run: ReportedRun) -> Html:
+    data = run.json(f"{AUDIT}/{AUDIT_JSON}")
     if data is None:
         return note("audit/audit.json is missing: this run was not audited")
     duplicates = data.get("duplicates") or {}
@@ -155,11 +167,14 @@ def audit(run: RunFolder) -> Html:
     if remarks:
         parts.append(bullets(remarks))
     for file, caption in (
-        ("duplicates.png", "Duplicate groups, leaks first (audit/duplicates.png)"),
-        ("label-issues.png", "Suspected label errors, most likely first (audit/label-issues.png)"),
+        (DUPLICATES_GRID, f"Duplicate groups, leaks first ({AUDIT}/{DUPLICATES_GRID})"),
+        (
+            LABEL_ISSUES_GRID,
+            f"Suspected label errors, most likely first ({AUDIT}/{LABEL_ISSUES_GRID})",
+        ),
     ):
-        if run.exists(f"audit/{file}"):
-            pixels, cut = fit_png(run.path / "audit" / file)
+        if run.exists(f"{AUDIT}/{file}"):
+            pixels, cut = fit_png(run.audit / file)
             more = "; cut off at the bottom here, the file shows all" if cut else ""
             parts.append(figure(pixels, caption, caption + more))
     parts.append(note("contact sheets of every class: audit/contact-sheets/ in the run folder"))
@@ -170,8 +185,8 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} : 1"
 
 
-def checks(run: RunFolder) -> Html:
-    data = run.json("checks.json")
+def checks(run: ReportedRun) -> Html:
+    data = run.json(CHECKS)
     if data is None:
         return note("checks.json is missing: the sanity checks did not run in this fit")
     found = data.get("checks") or []
@@ -199,7 +214,7 @@ def checks(run: RunFolder) -> Html:
     )
 
 
-def subtitle(run: RunFolder, built: str) -> Html:
+def subtitle(run: ReportedRun, built: str) -> Html:
     return escape(
         f"run folder {run.path.resolve()} · report built {built} by headstart {__version__}"
     )

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bundle import WEIGHTS
 from ..diagnosis import smoothing_floor
+from ..runfolder import (
+    COMPARE_SCRATCH,
+    CONFIG_JSON,
+    DIAGNOSIS,
+    FIXED_BATCH,
+    LR_FIND,
+    MODEL,
+    PLAN,
+    SUMMARY,
+)
 from . import plots
-from .folder import RunFolder, duration, number, percent
+from .folder import ReportedRun, duration, number, percent
 from .html import Cell, Html, badge, bullets, figure, image, join, note, paragraph, table, tag
 from .images import MOST_FILTERS, filter_grid, first_layer, png
 from .results import thumbnail
@@ -21,8 +32,8 @@ MOST_EPOCH_ROWS = 40
 _URGENT = {"diverging": "fail", "train-eval mismatch": "fail", "converged": "pass"}
 
 
-def lr_find(run: RunFolder) -> Html:
-    data = run.json("lr_find.json")
+def lr_find(run: ReportedRun) -> Html:
+    data = run.json(LR_FIND)
     if data is None:
         return note(
             "lr_find.json is missing: the learning-rate range test was not run with this fit"
@@ -62,9 +73,9 @@ def lr_find(run: RunFolder) -> Html:
     return join(parts)
 
 
-def curves(run: RunFolder) -> Html:
+def curves(run: ReportedRun) -> Html:
     epochs, probe = run.epochs, run.probe
-    plan = run.json("plan.json") or {}
+    plan = run.json(PLAN) or {}
     if not epochs:
         reference = (
             f" (its cross-validated accuracy {percent(probe['cv_accuracy'])})" if probe else ""
@@ -126,8 +137,8 @@ def _epoch_table(epochs: list[dict]) -> Html:
     return join(parts)
 
 
-def _diagnosis(run: RunFolder) -> Html:
-    diagnosis = run.json("diagnosis.json") or (run.json("summary.json") or {}).get("diagnosis")
+def _diagnosis(run: ReportedRun) -> Html:
+    diagnosis = run.json(DIAGNOSIS) or (run.json(SUMMARY) or {}).get("diagnosis")
     if not diagnosis:
         return note("diagnosis.json is missing")
     findings = [
@@ -150,10 +161,10 @@ def _diagnosis(run: RunFolder) -> Html:
     return join(findings)
 
 
-def filters(run: RunFolder) -> Html:
-    weights = run.path / "model" / "model.safetensors"
+def filters(run: ReportedRun) -> Html:
+    weights = run.bundle / WEIGHTS
     if not weights.exists():
-        return note("model/model.safetensors is missing: no model was saved")
+        return note(f"{MODEL}/{WEIGHTS} is missing: no model was saved")
     found = first_layer(weights)
     if found is None:
         return note("the model has no convolution over the 3 colour channels to draw")
@@ -161,10 +172,11 @@ def filters(run: RunFolder) -> Html:
     count, _, height, width = tensor.shape
     shown = f"the first {MOST_FILTERS} of {count}" if count > MOST_FILTERS else f"all {count}"
     grid = filter_grid(tensor)
-    plan = run.json("plan.json") or {}
+    plan = run.json(PLAN) or {}
     settings = plan.get("fine_tune") or {}
-    trained_here = bool(settings) and settings.get("trainable_stages") is None
-    config = run.json("config.json") or {}
+    kept = (run.json(SUMMARY) or {}).get("strategy", plan.get("strategy"))
+    trained_here = kept != "linear-probe" and settings.get("freeze") in ("none", 0)
+    config = run.json(CONFIG_JSON) or {}
     origin = (
         "trained in this run"
         if trained_here
@@ -195,8 +207,8 @@ def filters(run: RunFolder) -> Html:
     )
 
 
-def fixed_batch(run: RunFolder) -> Html:
-    data = run.json("fixed_batch.json")
+def fixed_batch(run: ReportedRun) -> Html:
+    data = run.json(FIXED_BATCH)
     if data is None:
         return note("fixed_batch.json is missing: predictions on a fixed batch were not recorded")
     classes, records = data["classes"], data.get("records") or []
@@ -235,8 +247,8 @@ def fixed_batch(run: RunFolder) -> Html:
     )
 
 
-def compare_scratch(run: RunFolder) -> Html:
-    data = run.json("compare_scratch.json")
+def compare_scratch(run: ReportedRun) -> Html:
+    data = run.json(COMPARE_SCRATCH)
     if data is None:
         return note(
             "not compared with training from scratch in this run (fit --compare-scratch "

@@ -30,6 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.images import UnreadableImage, load_image
 from ..errors import HeadstartError
+from ..inputs import InputPipeline
+from ..models import Preprocessing
 
 __all__ = ["DomainReport", "effective_resolution", "feature_shift", "measure_domain"]
 
@@ -103,8 +105,7 @@ def measure_domain(
     sample: int = 64,
     seed: int = 0,
     backbone: nn.Module | None = None,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    inputs: InputPipeline | None = None,
     probe_skill: float | None = None,
     images_per_class: float | None = None,
 ) -> DomainReport:
@@ -116,7 +117,8 @@ def measure_domain(
         input_size: the side of the backbone's input (``Preprocessing.input_size[-1]``).
         sample: at most this many images, drawn at random with ``seed``, are measured.
         backbone: when given, the feature shift at its last batch-norm layer is measured too
-            (``mean`` and ``std`` are its input normalisation; RGB only).
+            (RGB only), on the images as ``inputs`` prepares them for it (default: as its
+            weights' preprocessing says).
         probe_skill: the cross-validated linear probe's accuracy above chance (0 guessing,
             1 perfect), and ``images_per_class``: with both, the report says when training
             from scratch is the honest option.
@@ -163,7 +165,8 @@ def measure_domain(
         channels=max(channels),
     )
     if backbone is not None and report.channels <= 3:
-        report.feature_shift = feature_shift(backbone, pixels, input_size, mean, std)
+        inputs = inputs or InputPipeline(Preprocessing.from_model(backbone))
+        report.feature_shift = feature_shift(backbone, pixels, inputs)
     report.train_from_scratch = (
         probe_skill is not None
         and images_per_class is not None
@@ -212,24 +215,23 @@ def effective_resolution(pixels: np.ndarray) -> float:
 def feature_shift(
     backbone: nn.Module,
     pixels: Sequence[np.ndarray],
-    input_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    inputs: InputPipeline,
 ) -> float | None:
     """How far the activations entering ``backbone``'s last batch-norm layer are from that
     layer's running statistics (ImageNet's, for pretrained weights), per channel: the mean's
     distance in running standard deviations plus half the absolute log ratio of the
     variances, averaged over channels. 0 for data like the pretraining data; with the built-in
-    efficientnet_lite0, about 0.35 on eight varied photos, 0.5 on 20 px thumbnails of them and
-    1.3 on rendered digits. ``None`` when the backbone has no batch norm."""
+    efficientnet_lite0, about 0.35 on eight varied photos, 0.7 on 20 px thumbnails of them and
+    1.35 on rendered digits, measured on the crops the network sees. ``None`` when the
+    backbone has no batch norm."""
     norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms:
         return None
     last = norms[-1]
     seen: list[torch.Tensor] = []
     hook = last.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
-    batch = torch.stack([_network_input(p, input_size) for p in pixels])
-    batch = (batch - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    crops = inputs.batch([inputs.pixels(np.ascontiguousarray(p[..., :3])) for p in pixels])
+    batch = inputs.normalizer()(crops)
     was_training = backbone.training
     backbone.eval()
     try:
@@ -299,18 +301,6 @@ def _non_photographic(pixels: np.ndarray) -> bool:
     for neighbour in (rgb[:-2, 1:-1], rgb[2:, 1:-1], rgb[1:-1, :-2], rgb[1:-1, 2:]):
         flat &= (centre == neighbour).all(-1)
     return bool(flat.size) and float(flat.mean()) >= FLAT_SHARE
-
-
-def _network_input(pixels: np.ndarray, size: int) -> torch.Tensor:
-    image = Image.fromarray(np.ascontiguousarray(pixels[..., :3]))
-    scale = size / min(image.size)
-    resized = image.resize(
-        (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-        Image.Resampling.BICUBIC,
-    )
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    crop = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32)
-    return torch.from_numpy(crop / 255).permute(2, 0, 1)
 
 
 def _notes(report: DomainReport, skill: float | None, per_class: float | None) -> list[str]:

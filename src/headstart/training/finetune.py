@@ -4,10 +4,12 @@ The head arrives already trained (a linear probe on cached features), so the bod
 are not disturbed by gradients from a random head, and the body's learning rate decays layer by
 layer towards the stem: early layers hold general features and move least.
 
-Every knob of the recipe lives in :class:`FineTuneSettings`: which stages train and when
+Every knob of the recipe lives in :class:`FineTuneSettings`, under the name the setting has
+from the command line down (:class:`headstart.config.FitConfig`): which stages train and when
 (:mod:`.freezing`), the optimiser and schedule (:mod:`.optim`), the regularisers
 (:mod:`.regularise`), class balance (:mod:`.imbalance`) and augmentation
-(:mod:`headstart.data.augment`). The loop itself only runs them.
+(:mod:`headstart.data.augment`). The loop itself only runs them, and fires named events for
+everything around it (:mod:`.callbacks`: progress, checkpoints, logs, monitoring, checks).
 
 Randomness is drawn per epoch, per batch and per image from the seed, never carried over from
 step to step: a run resumed from its last epoch (``resume=True``) draws what an uninterrupted
@@ -21,66 +23,61 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..classifier import Classifier, layer_groups
+from ..config import PRECISIONS
 from ..data.augment import AugmentSettings, build_augmentation
 from ..data.decoded import DecodedImages, prefetch
-from ..data.transforms import center_crop, to_tensor
 from ..errors import HeadstartError
+from ..inputs import InputPipeline, to_tensor
 from . import distributed
+from .callbacks import Callback, FineTuneResult, StopTraining, TrainingStep
 from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
 from .imbalance import balanced_order, class_weights
 from .optim import Schedule, create_optimizer
 from .regularise import BatchMixer, WeightAverage, clip_gradients, head_penalty
 
 __all__ = [
-    "PRECISIONS",
     "FineTuneResult",
     "FineTuneSettings",
     "NothingToTrain",
-    "StopTraining",
-    "TrainingStep",
+    "Training",
     "autocast",
     "decode_batch",
     "evaluate_pixels",
     "fine_tune",
-    "parameter_groups",
-    "train_mode",
+    "resolve_precision",
 ]
 
-#: Numeric precision of the forward pass: ``auto`` is bfloat16 on CUDA devices that have it,
-#: float16 with loss scaling on older CUDA devices, float32 on the CPU (where bfloat16 is slower
-#: on most processors).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-
-@dataclass
+@dataclass(frozen=True)
 class FineTuneSettings:
+    """How one fine-tuning trains: the plan's decision, as data (``plan.json``)."""
+
     epochs: int = 8
     lr: float = 3e-4  # the top stage's learning rate
     head_lr_scale: float = 3.0  # the (already trained) head moves a little faster
     layer_decay: float = 0.6  # each stage further down gets this factor of the one above
-    trainable_stages: int | None = None  # None: every stage
+    freeze: str | int = "none"  # "none" | "all" (the head only) | bottom stages frozen
     unfreeze: str = "none"  # "none" | "gradual": top stage first, one more per epoch
-    optimizer: str = "adamw"  # see headstart.training.optim.OPTIMIZERS
+    optimizer: str = "adamw"  # see headstart.config.OPTIMIZERS
     momentum: float = 0.9  # SGD, Nesterov and RMSProp
-    schedule: str = "cosine"  # see headstart.training.optim.SCHEDULES
-    warmup_fraction: float = 0.1  # of all steps, a linear warm-up from zero
+    schedule: str = "cosine"  # see headstart.config.SCHEDULES
+    warmup: float = 0.1  # share of all steps spent in a linear warm-up from zero
     weight_decay: float = 0.02  # decoupled (AdamW) or L2; never on biases and norm layers
     head_l1: float = 0.0  # L1 penalty on the head's weights; with weight decay: elastic net
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Mixup's alpha; 0: off
     cutmix: float = 0.0  # CutMix's alpha; 0: off
-    ema_decay: float | None = None  # an exponential moving average of the weights is evaluated
-    clip_grad_norm: float | None = None  # gradients rescaled to at most this norm
+    ema: float | None = None  # decay of a moving average of the weights, which is evaluated
+    clip_grad: float | None = None  # gradients rescaled to at most this norm
     balance: str = "none"  # "none" | "weighted-loss" | "sampler"
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     batch_size: int = 32
@@ -91,9 +88,6 @@ class FineTuneSettings:
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
     precision: str = "auto"
-    # Validation averages each image's logits with its mirror's, as the model's predictions
-    # will: the epoch kept is the best one as it will be used.
-    test_time_flip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,30 +101,7 @@ class FineTuneSettings:
         return cls(**values, augment=AugmentSettings(**augment))
 
 
-@dataclass
-class FineTuneResult:
-    best_epoch: int
-    best_accuracy: float
-    history: list[dict] = field(default_factory=list)
-    # "finished" | "early stopping" | "time budget" | "interrupted" | "diverged: <why>"
-    stopped: str = "finished"
-
-
-@dataclass(frozen=True)
-class TrainingStep:
-    """One optimisation step, as live monitoring (TensorBoard) sees it."""
-
-    step: int  # counted from 1 over the whole run
-    epoch: int
-    loss: float  # the batch's training loss (label-smoothed, as optimised)
-    lrs: dict[str, float]  # parameter group ("head", "stage 6", ...) -> learning rate used
-
-
 Example = tuple[Path, int]
-
-
-class StopTraining(Exception):
-    """Raised by a callback to end training now; the message says why (``stopped``)."""
 
 
 class NothingToTrain(HeadstartError):
@@ -142,55 +113,47 @@ def fine_tune(
     train: Sequence[Example],
     val: Sequence[Example],
     images: DecodedImages,
-    input_size: tuple[int, int],
+    inputs: InputPipeline,
     settings: FineTuneSettings,
     *,
     seed: int = 0,
-    checkpoint: Path | None = None,
-    state: Path | None = None,
-    resume: bool = False,
-    log: Callable[[dict], None] = lambda record: None,
-    on_step: Callable[[int], None] = lambda n: None,
-    on_batch: Callable[[TrainingStep], None] = lambda step: None,
+    callbacks: Sequence[Callback] = (),
+    resume_from: Path | None = None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
-    ``checkpoint`` receives the best weights (safetensors) whenever they improve; ``state``
-    everything a later ``resume=True`` call needs to go on from the last finished epoch
-    (weights, optimiser, schedule, weight average, history), written after every epoch.
-    Resuming with more ``epochs`` than the state was planned for trains longer.
-
-    ``log`` receives each epoch's record, ``on_batch`` each step's loss and learning rates;
-    either may raise :class:`StopTraining` to end the run (the best model so far is kept).
-    Ctrl-C ends training after the current step; the best model so far is kept.
+    ``inputs`` says how images are cropped and which views validation averages (as the model
+    will predict). ``callbacks`` receive the loop's events (see :mod:`.callbacks`); any of them
+    may raise :class:`StopTraining` to end the run, and Ctrl-C ends it after the current step:
+    either way the best model so far is kept. ``resume_from`` is a state written by
+    :meth:`Training.save` (the :class:`~.callbacks.Checkpoints` callback writes one after every
+    epoch): training goes on from its last finished epoch, or trains longer when ``settings``
+    ask for more epochs than it was planned with.
 
     Under ``torchrun`` (a process group initialised, see :mod:`.distributed`) every process
     trains its share of each batch and gradients are averaged: the same model as one process
     training the whole batch, within noise.
     """
-    run = _Training(model, train, images, input_size, settings, seed)
-    if resume:
-        if state is None or not state.exists():
-            raise HeadstartError(f"nothing to resume: no training state at {state}")
-        run.load(state)
+    run = Training(model, train, images, inputs, settings, seed)
+    if resume_from is not None:
+        if not Path(resume_from).exists():
+            raise HeadstartError(f"nothing to resume: no training state at {resume_from}")
+        run.load(Path(resume_from))
     result = run.result
     # The time budget and the patience count from where this call began: a run trained
     # longer gets its budget and its patience anew.
     began, first = time.perf_counter(), run.epoch + 1
     try:
+        for callback in callbacks:
+            callback.on_train_begin(run)
         for epoch in range(first, settings.epochs + 1):
             epoch_start = time.perf_counter()
-            record = run.train_epoch(epoch, on_step, on_batch)
+            record = run.train_epoch(epoch, callbacks)
             if result.stopped.startswith("diverged"):
                 break
             evaluated = run.evaluated()
             record["val_loss"], record["val_accuracy"] = evaluate_pixels(
-                evaluated,
-                val,
-                images,
-                input_size,
-                precision=settings.precision,
-                flip=settings.test_time_flip,
+                evaluated, val, images, inputs, precision=settings.precision
             )
             record["seconds"] = time.perf_counter() - epoch_start
             record = distributed.agree(record)  # one set of numbers decides, in every process
@@ -198,14 +161,13 @@ def fine_tune(
             if record["val_accuracy"] > result.best_accuracy:
                 result.best_epoch, result.best_accuracy = epoch, record["val_accuracy"]
                 run.best_state = _copy_state(evaluated)
-                if checkpoint is not None and distributed.is_main():
-                    _save_atomically(run.best_state, checkpoint)
+                for callback in callbacks:
+                    callback.on_improved(epoch, run.best_state)
             run.epoch = epoch
             run.elapsed += record["seconds"]
             with _deferred_interrupt():  # the state and the epoch's record, both or neither
-                if state is not None and distributed.is_main():
-                    run.save(state)
-                log(record)
+                for callback in callbacks:
+                    callback.on_epoch_end(record, run)
             spent = time.perf_counter() - began
             done = epoch - first + 1
             stop = None
@@ -224,8 +186,11 @@ def fine_tune(
         result.stopped = "interrupted"
     except StopTraining as reason:
         result.stopped = str(reason)
-    model.load_state_dict(run.best_state)
-    model.eval()
+    finally:
+        model.load_state_dict(run.best_state)
+        model.eval()
+        for callback in callbacks:
+            callback.on_train_end(result)
     return result
 
 
@@ -246,13 +211,7 @@ def _deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
-    partial = path.with_suffix(".partial")
-    save_file({k: v.cpu().contiguous() for k, v in state.items()}, partial)
-    partial.replace(path)
-
-
-class _Training:
+class Training:
     """The state of one fine-tuning: what an epoch needs and what a resumed run restores."""
 
     def __init__(
@@ -260,7 +219,7 @@ class _Training:
         model: Classifier,
         train: Sequence[Example],
         images: DecodedImages,
-        input_size: tuple[int, int],
+        inputs: InputPipeline,
         settings: FineTuneSettings,
         seed: int,
     ):
@@ -268,7 +227,7 @@ class _Training:
         self.settings, self.seed = settings, seed
         self.device = next(model.parameters()).device
         channels = model.normalize.mean.shape[1]
-        self.augment = build_augmentation(*input_size, settings.augment, channels=channels)
+        self.augment = build_augmentation(*inputs.crop_size, settings.augment, channels=channels)
         self.stages = len(layer_groups(model.backbone))
         self.groups = parameter_groups(model, settings)
         if not any(p.requires_grad for group in self.groups for p in group["params"]):
@@ -294,7 +253,7 @@ class _Training:
             self.optimizer,
             settings.schedule,
             total_steps=total,
-            warmup_steps=int(settings.warmup_fraction * total),
+            warmup_steps=int(settings.warmup * total),
         )
         self.labels = np.array([label for _, label in train])
         n_classes = model.head.out_features
@@ -307,9 +266,7 @@ class _Training:
         self.mixing = settings.mixup > 0 or settings.cutmix > 0
         if self.mixing:  # refused now, not in the first step: Mixup with one class, say
             BatchMixer(n_classes, mixup=settings.mixup, cutmix=settings.cutmix)
-        self.average = (
-            WeightAverage(model, settings.ema_decay) if settings.ema_decay is not None else None
-        )
+        self.average = WeightAverage(model, settings.ema) if settings.ema is not None else None
         self.precision = resolve_precision(settings.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         model.to(memory_format=torch.channels_last)
@@ -321,12 +278,7 @@ class _Training:
         self.network: nn.Module = model
         self.network_stages = -1  # how many stages the distributed wrapper was built for
 
-    def train_epoch(
-        self,
-        epoch: int,
-        on_step: Callable[[int], None],
-        on_batch: Callable[[TrainingStep], None],
-    ) -> dict:
+    def train_epoch(self, epoch: int, callbacks: Sequence[Callback] = ()) -> dict:
         settings = self.settings
         trained = stages_trained(settings, self.stages, epoch)
         if settings.unfreeze == "gradual":
@@ -365,9 +317,9 @@ class _Training:
                 break
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if settings.clip_grad_norm is not None:
+            if settings.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.model.parameters(), settings.clip_grad_norm)
+                clip_gradients(self.model.parameters(), settings.clip_grad)
             lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -376,8 +328,10 @@ class _Training:
             if self.average is not None:
                 self.average.update(self.model, self.step)
             stop = None
+            step = TrainingStep(self.step, epoch, loss.item(), lrs)
             try:
-                on_batch(TrainingStep(self.step, epoch, loss.item(), lrs))
+                for callback in callbacks:
+                    callback.on_batch_end(step)
             except StopTraining as reason:
                 stop = str(reason)
             if distributed.any_rank(stop is not None):  # one process's stop stops them all
@@ -385,7 +339,6 @@ class _Training:
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
-            on_step(1)
         return {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
@@ -508,25 +461,20 @@ def evaluate_pixels(
     model: nn.Module,
     examples: Sequence[Example],
     images: DecodedImages,
-    input_size: tuple[int, int],
+    inputs: InputPipeline,
     batch_size: int = 64,
     *,
     precision: str = "auto",
-    flip: bool = False,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on centre crops (no augmentation); with ``flip``, of
-    the logits averaged with the mirrored crops' (test-time flip, as the bundle predicts)."""
+    """Mean cross-entropy and accuracy on the evaluation crops (no augmentation), of the
+    logits averaged over ``inputs.views``, as the model bundle predicts."""
     model.eval()
     device = next(model.parameters()).device
-    height, width = input_size
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     loss_sum, correct = 0.0, 0
     for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
-        crops = torch.stack([center_crop(p, height, width) for p in pixels])
         with autocast(device, precision):
-            logits = model(crops).float()
-            if flip:
-                logits = (logits + model(crops.flip(-1)).float()) / 2
+            logits = inputs.logits(model, inputs.batch(pixels))
         labels = labels.to(device)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())

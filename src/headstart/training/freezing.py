@@ -17,7 +17,7 @@ bit-identical to the pretrained ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -25,11 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..classifier import Classifier, layer_groups
 from ..errors import HeadstartError
 
-if TYPE_CHECKING:
-    from .finetune import FineTuneSettings
-
 __all__ = [
-    "UNFREEZING",
     "parameter_groups",
     "stages_trained",
     "train_mode",
@@ -37,8 +33,16 @@ __all__ = [
     "unfreeze",
 ]
 
-#: How the trained stages are released: all at once, or gradually (top first, one per epoch).
-UNFREEZING = ("none", "gradual")
+
+class Freezing(Protocol):
+    """What freezing reads of :class:`~headstart.training.finetune.FineTuneSettings`."""
+
+    freeze: str | int
+    unfreeze: str
+    lr: float
+    head_lr_scale: float
+    layer_decay: float
+    frozen_norm_statistics: bool
 
 
 def trainable_stages_for(freeze: str | int, stages: int) -> int | None:
@@ -64,17 +68,16 @@ def trainable_stages_for(freeze: str | int, stages: int) -> int | None:
     return stages - freeze
 
 
-def stages_trained(settings: FineTuneSettings, stages: int, epoch: int) -> int:
+def stages_trained(settings: Freezing, stages: int, epoch: int) -> int:
     """How many top stages train in ``epoch`` (from 1), with gradual unfreezing or without."""
-    planned = (
-        stages if settings.trainable_stages is None else min(settings.trainable_stages, stages)
-    )
+    trainable = trainable_stages_for(settings.freeze, stages)
+    planned = stages if trainable is None else trainable
     if settings.unfreeze == "gradual":
         return min(planned, epoch)
     return planned
 
 
-def parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict]:
+def parameter_groups(model: Classifier, settings: Freezing) -> list[dict]:
     """The optimiser's groups: the head, then the trained stages from the top down, each with
     its learning rate; the stages below the freeze depth are frozen (``requires_grad`` off).
 
@@ -82,7 +85,8 @@ def parameter_groups(model: Classifier, settings: FineTuneSettings) -> list[dict
     switches ``requires_grad``), so the optimiser and its state never need rebuilding.
     """
     stages = layer_groups(model.backbone)
-    trainable = len(stages) if settings.trainable_stages is None else settings.trainable_stages
+    trainable = trainable_stages_for(settings.freeze, len(stages))
+    trainable = len(stages) if trainable is None else trainable
     head = {"params": list(model.head.parameters()), "lr": settings.lr * settings.head_lr_scale}
     groups = [{"name": "head", **head}]  # names: for monitoring; torch keeps extra keys
     for depth, params in enumerate(reversed(stages)):  # depth 0 is the top stage
@@ -104,7 +108,7 @@ def unfreeze(groups: list[dict], trained: int) -> None:
         param.requires_grad_(True)
 
 
-def train_mode(model: nn.Module, settings: FineTuneSettings) -> None:
+def train_mode(model: nn.Module, settings: Freezing) -> None:
     """Train mode, except batch-norm layers of frozen stages, and of every stage when the
     settings keep the pretrained statistics.
 

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..config import BALANCING
 from ..errors import HeadstartError
 
-__all__ = ["BALANCING", "balanced_order", "choose_balancing", "class_weights"]
+__all__ = ["balanced_order", "choose_balancing", "class_weights"]
 
 #: What ``choose_balancing`` accepts; "auto" picks one of the others from the class counts.
-BALANCING = ("auto", "none", "weighted-loss", "sampler")
 #: Largest/smallest class ratio up to which "auto" leaves the data as it is.
 WEIGHTING_FROM = 3.0
 #: Ratio above which "auto" draws balanced batches instead of weighing the loss.

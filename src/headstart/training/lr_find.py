@@ -31,16 +31,11 @@ from torch import nn
 from ..classifier import Classifier
 from ..data.augment import build_augmentation
 from ..data.decoded import DecodedImages, prefetch
-from ..data.transforms import to_tensor
 from ..errors import HeadstartError
-from .finetune import (
-    Example,
-    FineTuneSettings,
-    autocast,
-    decode_batch,
-    parameter_groups,
-    train_mode,
-)
+from ..inputs import InputPipeline, to_tensor
+from ..runfolder import LR_FIND, LR_FIND_PLOT
+from .finetune import Example, FineTuneSettings, autocast, decode_batch
+from .freezing import parameter_groups, train_mode
 from .optim import create_optimizer
 
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find"]
@@ -86,7 +81,7 @@ class LRFindResult:
         """Write ``lr_find.json`` and ``lr_find.png`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        data = folder / "lr_find.json"
+        data = folder / LR_FIND
         # NaN and infinity are not JSON: a diverged step's loss is written as null.
         clean = {
             key: [v if np.isfinite(v) else None for v in value]
@@ -95,7 +90,7 @@ class LRFindResult:
             for key, value in self.to_dict().items()
         }
         data.write_text(json.dumps(clean, indent=2) + "\n")
-        return data, plot_lr_find(self, folder / "lr_find.png")
+        return data, plot_lr_find(self, folder / LR_FIND_PLOT)
 
     def describe(self) -> str:
         """One line for a person: the suggestion and the rule, or why there is none."""
@@ -108,7 +103,7 @@ def lr_range_test(
     model: Classifier,
     train: Sequence[Example],
     images: DecodedImages,
-    input_size: tuple[int, int],
+    inputs: InputPipeline,
     settings: FineTuneSettings,
     *,
     start: float = 1e-7,
@@ -153,7 +148,7 @@ def lr_range_test(
                     lrs,
                     train,
                     images,
-                    input_size,
+                    inputs,
                     settings,
                     seed,
                     losses,
@@ -197,7 +192,7 @@ def _sweep(
     lrs: np.ndarray,
     train: Sequence[Example],
     images: DecodedImages,
-    input_size: tuple[int, int],
+    inputs: InputPipeline,
     settings: FineTuneSettings,
     seed: int,
     losses: list[float],
@@ -213,7 +208,7 @@ def _sweep(
     scales = [group["lr"] for group in optimizer.param_groups]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     channels = model.normalize.mean.shape[1]
-    augment = build_augmentation(*input_size, settings.augment, channels=channels)
+    augment = build_augmentation(*inputs.crop_size, settings.augment, channels=channels)
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
     train_mode(model, settings)
@@ -234,9 +229,9 @@ def _sweep(
         ):
             for group, scale in zip(optimizer.param_groups, scales, strict=True):
                 group["lr"] = scale * lrs[step]
-            inputs = torch.stack([augment(to_tensor(p)) for p in pixels])
+            batch = torch.stack([augment(to_tensor(p)) for p in pixels])
             with autocast(device):
-                logits = model(inputs)
+                logits = model(batch)
             loss = loss_fn(logits.float(), labels.to(device))
             value = loss.item()
             losses.append(value)

@@ -26,19 +26,10 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.optim.lr_scheduler import OneCycleLR
 
+from ..config import OPTIMIZERS, SCHEDULES
 from ..errors import HeadstartError
 
-__all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "Schedule",
-    "create_optimizer",
-    "scale_lr",
-    "validate_optimization",
-]
-
-OPTIMIZERS = ("sgd", "nesterov", "adamw", "adam", "rmsprop", "adagrad", "novograd", "lbfgs")
-SCHEDULES = ("cosine", "step", "linear", "inverse-sqrt", "one-cycle", "constant")
+__all__ = ["Schedule", "create_optimizer", "scale_lr"]
 
 _TIMM_OPTIMIZERS = {
     "sgd": "momentum",  # timm's "momentum": SGD with classical momentum
@@ -262,37 +253,6 @@ def scale_lr(lr: float, batch_size: int, reference_batch_size: int = 32) -> floa
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeadstartError(f"{parameter}={value!r} must be a whole number, 1 or more")
     return lr * batch_size / reference_batch_size
-
-
-def validate_optimization(
-    optimizer: str,
-    schedule: str,
-    strategy: str,
-    *,
-    lr: float | None = None,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
-    warmup_fraction: float = 0.0,
-) -> None:
-    """Refuse, before any work, a choice that cannot run or would silently do nothing useful.
-
-    ``lbfgs`` is accepted only with ``strategy='linear-probe'`` (what the probe already uses);
-    ``inverse-sqrt`` needs a warm-up, its time scale; the numbers must be in range.
-    """
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    if optimizer == "lbfgs" and strategy != "linear-probe":
-        raise HeadstartError(f"{_LBFGS_REFUSAL} (strategy={strategy!r})")
-    if lr is not None:
-        _check_range("lr", lr, low=0.0, low_open=True)
-    _check_range("weight_decay", weight_decay, low=0.0)
-    _check_momentum(optimizer, momentum)
-    _check_range("warmup_fraction", warmup_fraction, low=0.0, high=1.0)
-    if schedule == "inverse-sqrt" and warmup_fraction == 0:
-        raise HeadstartError(
-            "schedule='inverse-sqrt' needs a warm-up (warmup_fraction > 0, e.g. 0.1): the rate "
-            "is peak * sqrt(warmup / step), so without one it halves by the fourth step"
-        )
 
 
 def _split_weight_decay(groups: Sequence[dict], weight_decay: float) -> list[dict]:

@@ -16,18 +16,18 @@ flattered by memorisation), as skill above chance: 0 is guessing, 1 is perfect.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from ..config import STRATEGIES, FitConfig
+from ..config import FitConfig, settings_table
 from ..data.augment import AugmentSettings
 from .domain import DomainReport
 from .finetune import FineTuneSettings
 from .freezing import trainable_stages_for
 from .optim import scale_lr
 
-__all__ = ["STRATEGIES", "Plan", "make_plan"]
+__all__ = ["Plan", "make_plan", "requested_augmentation"]
 
 #: Median training images per class from which a dataset counts as large: with fewer, more
 #: trainable layers overfit faster than they help (the classic table's "small").
@@ -52,17 +52,20 @@ LOW_RES_EPOCHS, LOW_RES_DECAY, LOW_RES_PATIENCE = 20, 0.8, 8
 REFERENCE_BATCH = 32
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What a fit will do and why, decided once before training (``plan.json``)."""
+
     strategy: str  # "linear-probe" | "fine-tune" | "full"
     size: str  # "small" | "large"
     domain: str  # "similar" | "different" | "unknown"
-    reasons: list[str]
+    reasons: tuple[str, ...]
     evidence: dict = field(default_factory=dict)
     fine_tune: FineTuneSettings | None = None
     test_time_flip: bool = False
-    # The input side the plan asks for, when it differs from the one measured with: fit then
-    # measures and plans again at this size (low-resolution images).
+    # The input side the plan trains at, when it is not the weights' own: a plan that asks for
+    # another size than the one it measured with makes the fit take a second look at that
+    # size (low-resolution images) and plan again.
     input_size: int | None = None
 
     def to_dict(self) -> dict:
@@ -78,11 +81,17 @@ class Plan:
             data["strategy"],
             data["size"],
             data["domain"],
-            list(data["reasons"]),
+            tuple(data["reasons"]),
             dict(data.get("evidence") or {}),
             FineTuneSettings.from_dict(settings) if settings else None,
             bool(data.get("test_time_flip", False)),
             data.get("input_size"),
+        )
+
+    def adding(self, *reasons: str, **evidence) -> Plan:
+        """This plan with more reasons and evidence (a new plan: plans are never changed)."""
+        return replace(
+            self, reasons=(*self.reasons, *reasons), evidence={**self.evidence, **evidence}
         )
 
 
@@ -110,7 +119,7 @@ def make_plan(
     :func:`low_resolution_input`).
     """
     config = config or FitConfig()
-    epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
+    lr, batch_size = config.lr, config.batch_size
     n_classes = len(train_counts)
     per_class = float(np.median(list(train_counts.values())))
     chance = 1.0 / n_classes
@@ -195,7 +204,7 @@ def make_plan(
         reasons.append("large and similar: fine-tune the top half of the body")
 
     if resize_to is not None:  # a first look: the plan that counts is made at resize_to
-        return Plan(strategy, size, domain, reasons, evidence, input_size=resize_to)
+        return Plan(strategy, size, domain, tuple(reasons), evidence, input_size=resize_to)
 
     flip = True if mirror_invariant is None else mirror_invariant
     if mirror_invariant is not None:
@@ -216,11 +225,11 @@ def make_plan(
         )
     if strategy in ("fine-tune", "full"):
         if short:
-            trainable = min(SHORT_STAGES, stages)
+            freeze: str | int = max(0, stages - SHORT_STAGES)
         elif strategy == "full" or domain == "different" or low_resolution:
-            trainable = None
+            freeze = "none"
         else:
-            trainable = max(1, stages // 2)
+            freeze = stages - max(1, stages // 2)
         default_lr = 1e-3 if not pretrained else 3e-4 if strategy == "full" else 2e-4
         if lr is None and batch_size != REFERENCE_BATCH:
             scaled = scale_lr(default_lr, batch_size, REFERENCE_BATCH)
@@ -229,31 +238,25 @@ def make_plan(
                 f"{batch_size} (linear scaling rule, reference {REFERENCE_BATCH})"
             )
             default_lr = scaled
-        settings = FineTuneSettings(
-            epochs=epochs
-            or (
-                SHORT_EPOCHS
-                if short
-                else LOW_RES_EPOCHS
-                if low_resolution
-                else 10
-                if size == "small"
-                else 8
-            ),
-            lr=lr or default_lr,
+        planned = FineTuneSettings(
+            epochs=SHORT_EPOCHS
+            if short
+            else LOW_RES_EPOCHS
+            if low_resolution
+            else 10
+            if size == "small"
+            else 8,
+            lr=default_lr,
             layer_decay=1.0 if not pretrained else LOW_RES_DECAY if low_resolution else 0.6,
             patience=LOW_RES_PATIENCE if low_resolution else 3,
-            trainable_stages=trainable,
-            batch_size=batch_size,
-            augment=AugmentSettings(exclude=() if flip else ("flip",)),
+            freeze=freeze,
             max_seconds=SHORT_SECONDS if short else None,
-            test_time_flip=flip,
             # Pretrained statistics stay, except where the whole model trains on plenty of
             # different data: there, batch statistics adapt the network to the new domain.
             frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
         )
-        _apply_choices(settings, config, stages, flip, balance, reasons)
-        trainable = settings.trainable_stages
+        settings = _with_choices(planned, config, stages, flip, balance, reasons)
+        trainable = trainable_stages_for(settings.freeze, stages)
         shown = "every stage" if trainable is None else f"the top {trainable} of {stages} stages"
         reasons.append(
             f"training {shown} for up to {settings.epochs} epochs, "
@@ -275,7 +278,7 @@ def make_plan(
                 "batch-norm statistics adapt to this data (large and unlike the pretraining "
                 "data, every layer trained)"
             )
-    return Plan(strategy, size, domain, reasons, evidence, settings, flip)
+    return Plan(strategy, size, domain, tuple(reasons), evidence, settings, flip)
 
 
 def low_resolution_input(gap: DomainReport) -> int:
@@ -286,79 +289,66 @@ def low_resolution_input(gap: DomainReport) -> int:
     return int(min(gap.input_size, max(LOW_RES_SMALLEST, side)))
 
 
-def _apply_choices(
-    settings: FineTuneSettings,
+def requested_augmentation(config: FitConfig, *, flip: bool = True) -> AugmentSettings:
+    """The augmentation ``config`` asks for; without ``flip`` (the task is not the same in a
+    mirror, as the probe measures), flips are excluded too."""
+    exclude = tuple(dict.fromkeys([*config.no_augment, *(() if flip else ("flip",))]))
+    return AugmentSettings(
+        preset=config.augment,
+        policy=config.policy,
+        exclude=exclude,
+        include=("vflip",) if config.vflip else (),
+        cutout=config.cutout,
+    )
+
+
+#: The settings that the plan resolves rather than copies: augment (with policy, no_augment,
+#: vflip and cutout), balance, freeze (checked against the model's stages), early_stopping.
+_RESOLVED = ("augment", "balance", "freeze")
+
+
+def _with_choices(
+    planned: FineTuneSettings,
     config: FitConfig,
     stages: int,
     flip: bool,
     balance: tuple[str, str],
     reasons: list[str],
-) -> None:
-    """The user's explicit choices over the table's defaults, each one said in the plan."""
+) -> FineTuneSettings:
+    """The user's explicit choices over the table's defaults, each one said in the plan.
+
+    A fine-tuning setting has the same name in FitConfig and FineTuneSettings: every one the
+    user gave (not None) is copied as it is; the few in ``_RESOLVED`` are turned into what
+    the loop needs first.
+    """
+    shared = {f.name for f in fields(FineTuneSettings)} & set(settings_table())
+    given = {
+        name: getattr(config, name)
+        for name in sorted(shared - set(_RESOLVED))
+        if getattr(config, name) is not None
+    }
     if config.freeze is not None:
-        settings.trainable_stages = trainable_stages_for(config.freeze, stages)
+        trainable_stages_for(config.freeze, stages)  # a depth beyond the model is refused
+        given["freeze"] = config.freeze
         reasons.append(f"freeze={config.freeze!r} was asked for")
-    if config.layer_decay is not None:
-        settings.layer_decay = config.layer_decay
-    for name, value in (
-        ("weight_decay", config.weight_decay),
-        ("label_smoothing", config.label_smoothing),
-    ):
-        if value is not None:
-            setattr(settings, name, value)
-    settings.unfreeze = config.unfreeze
-    settings.optimizer, settings.momentum = config.optimizer, config.momentum
-    settings.schedule, settings.warmup_fraction = config.schedule, config.warmup
-    settings.head_l1, settings.mixup, settings.cutmix = config.head_l1, config.mixup, config.cutmix
-    settings.ema_decay, settings.clip_grad_norm = config.ema, config.clip_grad
-    settings.precision = config.precision
-    if config.patience is not None:
-        settings.patience = config.patience
     if not config.early_stopping:
-        settings.patience = None
-    asked = config.augmentation()
-    excluded = tuple(dict.fromkeys([*asked.exclude, *(() if flip else ("flip",))]))
-    settings.augment = replace(asked, exclude=excluded)
-    settings.balance = balance[0]
+        given["patience"] = None
+    settings = replace(
+        planned,
+        **given,
+        augment=requested_augmentation(config, flip=flip),
+        balance=balance[0],
+    )
     if balance[1]:
         reasons.append(balance[1])
     if config.unfreeze == "gradual":
         reasons.append("gradual unfreezing: the top stage alone first, one more stage each epoch")
     reasons.append("augmentation: " + "; ".join(settings.augment.describe()))
-
-
-#: Settings that only a fine-tuning (or full training) uses.
-_FINE_TUNING_ONLY = (
-    "freeze",
-    "unfreeze",
-    "epochs",
-    "lr",
-    "layer_decay",
-    "optimizer",
-    "momentum",
-    "schedule",
-    "warmup",
-    "weight_decay",
-    "head_l1",
-    "label_smoothing",
-    "dropout",
-    "drop_path",
-    "mixup",
-    "cutmix",
-    "cutout",
-    "ema",
-    "clip_grad",
-    "patience",
-    "augment",
-    "policy",
-    "no_augment",
-    "vflip",
-    "precision",
-)
+    return settings
 
 
 def _fine_tuning_choices(config: FitConfig) -> list[str]:
     """The fine-tuning settings ``config`` changed from their defaults."""
-    default = FitConfig()
-    changed = [n for n in _FINE_TUNING_ONLY if getattr(config, n) != getattr(default, n)]
+    table = settings_table()
+    changed = [name for name in config.changed() if table[name].fine_tuning]
     return [n for n in changed if not (n == "optimizer" and config.optimizer == "lbfgs")]

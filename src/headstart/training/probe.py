@@ -19,9 +19,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
+from ..config import PENALTIES
 from ..errors import HeadstartError
 
-__all__ = ["MIRROR_TOLERANCE", "PENALTIES", "ProbeResult", "fit_probe"]
+__all__ = ["MIRROR_TOLERANCE", "ProbeResult", "fit_probe"]
 
 #: Inverse regularisation strengths tried by cross-validation (on standardised features),
 #: strongest first: each fit starts from the previous solution, so the path costs little more
@@ -30,8 +31,6 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: How much out-of-fold accuracy a probe may lose on mirrored images for the task to still
 #: count as mirror-invariant (photos of objects lose ~0; digits and text lose a lot).
 MIRROR_TOLERANCE = 0.02
-#: The probe's penalties on the head's weights; "l1" and "elasticnet" make it sparse.
-PENALTIES = ("l2", "l1", "elasticnet")
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""The audit's two front doors: from a folder (``audit``), or from what ``fit`` already has.
+"""The audit of a discovered dataset whose features are already extracted.
 
 The expensive part of an audit is the backbone's forward pass; it is done once, by the same
 :func:`~headstart.features.extract_features` call with the same caches as ``fit``, so an audit
-followed by a fit (or a fit, which audits first) computes every feature once. The rest reads
-small thumbnails and feature vectors: a few percent of the extraction's time.
+(:func:`headstart.audit`) followed by a fit (or a fit, which audits first) computes every
+feature once. The rest reads small thumbnails and feature vectors: a few percent of the
+extraction's time.
 """
 
 from __future__ import annotations
@@ -26,56 +27,7 @@ from .pixels import measure
 from .properties import OUTLIER_NEIGHBOUR, image_properties
 from .report import AuditReport
 
-__all__ = ["audit", "audit_dataset"]
-
-
-def audit(
-    data: str | Path,
-    *,
-    arch: str = "efficientnet_lite0",
-    weights: str | Path | None = None,
-    pretrained: bool = True,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
-    quiet: bool = False,
-) -> AuditReport:
-    """Audit the dataset at ``data`` (class folders, train/val folders, or a CSV).
-
-    The arguments are those of ``fit``: given the same values, the audit judges the split
-    that ``fit`` will train on, and its features are computed (or read from the cache)
-    exactly as ``fit`` computes them, and left in the cache for it. ``pretrained=False``
-    audits from pixels alone (see :func:`audit_dataset`).
-    """
-    from ..fit import FitConfig, prepare
-
-    started = time.perf_counter()
-    config = FitConfig(
-        arch=arch,
-        weights=None if weights is None else str(weights),
-        pretrained=pretrained,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        cache_dir=None if cache_dir is None else str(cache_dir),
-        batch_size=batch_size,
-        device=device,
-        quiet=quiet,
-    )
-    config.validate()
-    ready = prepare(data, config).read(config)
-    extracted = ready.features
-    features = None
-    if extracted is not None:
-        features = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
-    report = audit_dataset(ready.dataset, features, ready.images, seed=seed, quiet=quiet)
-    if extracted is not None:
-        report.timings = {"features": extracted.seconds, **report.timings}
-    report.seconds = time.perf_counter() - started
-    return report
+__all__ = ["audit_dataset"]
 
 
 def audit_dataset(

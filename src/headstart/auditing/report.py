@@ -15,6 +15,7 @@ from ..console import out
 from ..data.decoded import DecodedImages
 from ..data.sources import Dataset, Sample, Skipped
 from ..errors import HeadstartError
+from ..runfolder import AUDIT_JSON, CONTACT_SHEETS, DUPLICATES_GRID, LABEL_ISSUES_GRID
 from . import duplicates as _duplicates
 from .balance import Balance
 from .duplicates import DuplicateGroup
@@ -138,7 +139,7 @@ class AuditReport:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "audit.json"
+        target = folder / AUDIT_JSON
         partial = target.with_suffix(".partial")
         partial.write_text(json.dumps(_clean(self.to_dict()), indent=2) + "\n")
         partial.replace(target)
@@ -146,7 +147,7 @@ class AuditReport:
             return folder
         pixels = self.images.get
 
-        sheets = folder / "contact-sheets"
+        sheets = folder / CONTACT_SHEETS
         sheets.mkdir(exist_ok=True)
         for name in self.dataset.classes:
             members = [s for s in self.dataset.samples if s.label == name]
@@ -181,7 +182,7 @@ class AuditReport:
                     )
                 )
             title = f"{len(self.duplicates)} duplicate groups, {len(self.leaks)} leak across splits"
-            render(title, sections, pixels).save(folder / "duplicates.png")
+            render(title, sections, pixels).save(folder / DUPLICATES_GRID)
 
         if self.label_issues:
             tiles = [
@@ -199,7 +200,7 @@ class AuditReport:
                 f"{len(self.label_issues)} suspected label errors, most likely first "
                 "(label: as given; ->: the cross-validated probe's prediction)"
             )
-            render(title, [Section("", tiles)], pixels).save(folder / "label-issues.png")
+            render(title, [Section("", tiles)], pixels).save(folder / LABEL_ISSUES_GRID)
         return folder
 
 

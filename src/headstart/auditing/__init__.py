@@ -5,14 +5,14 @@ unusable files (with their cause), exact and near duplicates (flagged where they
 splits or disagree on the label), class balance, image sizes and modes, blank images and
 outliers, and likely label errors, as counts, file lists, image grids and ``audit.json``.
 
->>> from headstart.audit import audit, check_leakage
->>> report = audit("photos/")                        # doctest: +SKIP
+>>> import headstart
+>>> report = headstart.audit("photos/")              # doctest: +SKIP
 >>> report.leaks                                     # doctest: +SKIP
 >>> report.write("runs/audit-photos")                # doctest: +SKIP
 >>> report.write_split("split.csv")                  # doctest: +SKIP
 """
 
-from .core import audit, audit_dataset
+from .core import audit_dataset
 from .duplicates import DuplicateGroup
 from .labels import LabelIssue
 from .report import AuditReport, check_leakage, print_summary
@@ -21,7 +21,6 @@ __all__ = [
     "AuditReport",
     "DuplicateGroup",
     "LabelIssue",
-    "audit",
     "audit_dataset",
     "check_leakage",
     "print_summary",

@@ -1,0 +1,75 @@
+"""What the command line prints about a finished fit: the plan, the scores, and what transfer
+bought against training from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .console import out
+from .recipe import FitResult
+from .runfolder import COMPARE_SCRATCH, DATASET, MODEL, RunFolder
+
+__all__ = ["print_comparison", "print_fit_summary"]
+
+
+def print_fit_summary(result: FitResult) -> None:
+    """The plan, the scores per split and class, skipped files and where the model is."""
+    out.print()
+    out.print(f"[bold]strategy[/]: {result.strategy}")
+    for reason in (*result.plan.reasons, *([result.why_kept] if result.why_kept else [])):
+        out.print(f"  - {reason}", soft_wrap=True)
+    for split, scores in result.scores.items():
+        out.print(
+            f"\n[bold]{split}[/]: accuracy {scores['accuracy']:.1%}, balanced "
+            f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
+            f"({scores['n']} images)"
+        )
+        if split == "val" and "test" not in result.scores:
+            out.print("  (validation also chose the model; --test-fraction holds out a test set)")
+        table = Table()
+        for column in ("class", "recall", "precision", "images"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for name, row in scores["per_class"].items():
+            table.add_row(
+                name, f"{row['recall']:.1%}", f"{row['precision']:.1%}", str(row["support"])
+            )
+        out.print(table)
+    if result.skipped:
+        out.print(
+            f"[yellow]{len(result.skipped)} file(s) skipped[/] "
+            f"(listed in {result.run_dir / DATASET}):"
+        )
+        for skip in result.skipped[:10]:
+            out.print(f"  {skip.path}: {skip.reason}", soft_wrap=True)
+    if result.stopped != "finished":
+        out.print(f"[yellow]training stopped early: {result.stopped}[/]; best model kept")
+    out.print(f"time: {result.seconds:.0f} s; model bundle: [bold]{result.run_dir / MODEL}[/]")
+
+
+def print_comparison(run_dir: Path) -> None:
+    """The three benefits of transfer, from a run's ``compare_scratch.json``."""
+    comparison = RunFolder(run_dir).json(COMPARE_SCRATCH)
+    table = Table(
+        "validation accuracy",
+        "pretrained (transfer)",
+        "random init (scratch)",
+        "",
+        title="transfer learning vs training from scratch",
+        title_justify="left",
+    )
+    names = {
+        "start": "start (after the first epoch)",
+        "slope": "gain above chance per epoch",
+        "final": "final (best epoch)",
+    }
+    for key, benefit in comparison["benefits"].items():
+        table.add_row(
+            names[key],
+            f"{benefit['transfer']:.1%}",
+            f"{benefit['scratch']:.1%}",
+            "[green]transfer ahead[/]" if benefit["holds"] else "[yellow]not ahead[/]",
+        )
+    out.print(table)
+    out.print(comparison["summary"])

@@ -1,0 +1,215 @@
+"""``headstart fit``: from a folder of labelled images to a trained, evaluated model bundle.
+
+The recipe, stage by stage (each a module of :mod:`headstart.stages` with plain inputs and
+outputs)::
+
+    data -> audit -> plan -> checks -> train -> evaluate -> report
+
+Everything a stage decides or measures is written to the run folder as it happens; the plan is
+decided once, before training, and written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .bundle import Model, save
+from .checks import CheckReport
+from .config import FitConfig, load_config, save_config
+from .console import say
+from .data.sources import Dataset, Skipped
+from .errors import HeadstartError
+from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, RunFolder
+from .stages import checks as checking
+from .stages.audit import audit_data
+from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
+from .stages.evaluate import choose, compare_with_scratch
+from .stages.plan import Decision, decide, probe_features
+from .stages.report import write_results
+from .stages.train import train
+from .training import distributed
+from .training.finetune import resolve_precision
+from .training.plan import Plan
+
+__all__ = ["FitResult", "fit", "resume"]
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: Model
+    plan: Plan
+    strategy: str  # what was kept: the plan's strategy, or the linear probe when it scored higher
+    scores: dict[str, dict]  # split -> classification_metrics(...)
+    seconds: float
+    skipped: list[Skipped] = field(default_factory=list)
+    stopped: str = "finished"
+    dataset: Dataset | None = None
+    why_kept: str | None = None  # why the linear probe was kept instead of the plan's model
+
+
+def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
+    """Train a classifier on ``data`` (class folders, train/val folders, or a CSV).
+
+    ``settings`` override fields of :class:`~headstart.config.FitConfig`, e.g.
+    ``fit("photos", strategy="full")``. Launched by ``torchrun``, every process runs this and
+    the fine-tuning is shared between them (see :mod:`headstart.training.distributed`); the
+    main process writes the run.
+    """
+    config = FitConfig.of(config, **settings)
+    resolve_precision(config.precision, device_of(config.device))
+    with _scratch_unless_main() as scratch:
+        if scratch is not None:
+            config = replace(config, runs_dir=str(scratch), quiet=True)
+        run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
+        run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
+        save_config(config, run / CONFIG_YAML, data)
+        return _fit(data, config, run)
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
+    """Go on with the run in ``run_dir`` after a crash or Ctrl-C, from its last finished epoch,
+    with the settings and the split it was started with; or, given more ``epochs`` than it has
+    trained, train it longer ("leave it training"). An interrupted run resumed ends where an
+    uninterrupted ``fit`` would have, within noise. Under ``torchrun``, as :func:`fit`."""
+    run = RunFolder(Path(run_dir))
+    if not run.exists(CONFIG_YAML):
+        raise HeadstartError(f"{run.path} is not a headstart run folder (no {CONFIG_YAML})")
+    saved = load_config(run / CONFIG_YAML)
+    data = run.json(CONFIG_JSON)["data"]
+    plan = Plan.from_dict(run.json(PLAN)) if run.exists(PLAN) else None
+    if plan is None or plan.fine_tune is None or not run.training_state.exists():
+        raise HeadstartError(
+            f"{run.path} has no fine-tuning to resume (it stopped before training, or its plan "
+            "was the linear probe alone); start a new `headstart fit`"
+        )
+    progress = run.json(PROGRESS) or {}
+    done, stopped = progress.get("epoch", 0), progress.get("stopped", "interrupted")
+    planned = plan.fine_tune.epochs
+    if epochs is None and stopped != "interrupted":
+        raise HeadstartError(
+            f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
+            f"(more than {done}) to train it longer"
+        )
+    if epochs is not None and epochs <= done:
+        raise HeadstartError(
+            f"epochs={epochs}: the run has already trained {done} epochs; ask for more to go on"
+        )
+    if epochs is not None and epochs < planned and stopped == "interrupted":
+        raise HeadstartError(
+            f"epochs={epochs} is fewer than the {planned} this interrupted run planned: resume "
+            f"it without --epochs, or with more than {planned} to train longer"
+        )
+    config = FitConfig.of(FitConfig(**saved), quiet=quiet, checks=False)
+    if epochs is not None:
+        config = FitConfig.of(config, epochs=epochs)
+        plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
+    with _scratch_unless_main() as scratch:
+        if scratch is not None:  # read the state from a copy; write nothing of the run
+            run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
+            config = replace(config, quiet=True)
+        return _fit(data, config, run, resumed=plan)
+
+
+def _fit(
+    data: str | Path, config: FitConfig, run: RunFolder, resumed: Plan | None = None
+) -> FitResult:
+    """The stages of a fit into ``run``; ``resumed`` is the plan of a run being resumed."""
+    started = time.perf_counter()
+    ready = prepare(data, config)
+    _say_what_runs(run, ready, config)
+    audit = audit_data(ready, run, config)
+    record_split(run, ready.dataset, resuming=resumed is not None)
+    require_trainable(ready.dataset)
+    decision = _decide(ready, run, config, resumed)
+    checks = _checks_before_training(decision, run, config, resumed is not None)
+    trained = train(decision, run, config, resuming=resumed is not None)
+    choice = choose(trained.probe, trained.tuned)
+    if choice.why:
+        say(config.quiet, f"plan: {choice.why}")
+    save(choice.kept.model, run.bundle)
+    if config.checks and checks is not None:
+        checks = checking.after_training(checks, trained.watch, trained.stopped, trained.fixed)
+        checking.say_checks(config.quiet, checks)
+    if config.compare_scratch:
+        probe_accuracy = trained.probe.val_accuracy if trained.probe else None
+        compare_with_scratch(run, decision.ready, decision.plan, probe_accuracy, config)
+    seconds = time.perf_counter() - started
+    write_results(
+        run, decision.ready, decision.plan, audit, checks, trained, choice, seconds, config
+    )
+    kept = choice.kept
+    return FitResult(
+        run.path,
+        kept.model,
+        decision.plan,
+        kept.strategy,
+        {split: scored.scores for split, scored in kept.scored.items()},
+        seconds,
+        list(decision.ready.dataset.skipped),
+        trained.stopped,
+        decision.ready.dataset,
+        choice.why,
+    )
+
+
+def _say_what_runs(run: RunFolder, ready: Prepared, config: FitConfig) -> None:
+    built = f" as {ready.architecture}" if ready.architecture != config.arch else ""
+    where = f"run folder [bold]{run.path}[/]; {config.arch}{built}, {ready.source.describe()}"
+    say(config.quiet, where)
+    for skip in ready.dataset.skipped:
+        say(config.quiet, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
+
+
+def _decide(ready: Prepared, run: RunFolder, config: FitConfig, resumed: Plan | None) -> Decision:
+    """The plan, decided now and written once (with the range test it ran), or, for a
+    resumed run, the plan it began with."""
+    if resumed is None:
+        decision = decide(ready, config)
+        run.write_json(PLAN, decision.plan.to_dict())
+        if decision.lr_find is not None:
+            decision.lr_find.save(run.path)
+    else:
+        decision = _resumed_decision(ready, config, resumed)
+    for reason in decision.plan.reasons:
+        say(config.quiet, f"plan: {reason}")
+    return decision
+
+
+def _checks_before_training(
+    decision: Decision, run: RunFolder, config: FitConfig, resuming: bool
+) -> CheckReport | None:
+    """The sanity checks, run by the main process (a resumed run keeps its own)."""
+    if resuming:
+        return CheckReport.read(run / CHECKS) if run.exists(CHECKS) else None
+    if not (config.checks and distributed.is_main()):
+        return None
+    checks = checking.before_training(decision, config)
+    checks.write(run / CHECKS)
+    checking.say_checks(config.quiet, checks, " before training")
+    return checks
+
+
+def _resumed_decision(ready: Prepared, config: FitConfig, plan: Plan) -> Decision:
+    """The decision a resumed run trains by: its own plan, on the data it began with (at the
+    input size its plan chose), with the probe fitted again (the same, from the cache)."""
+    if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
+        ready = look_again(ready, config, plan.input_size)
+    return Decision(plan, ready, probe_features(ready, config))
+
+
+@contextlib.contextmanager
+def _scratch_unless_main() -> Iterator[Path | None]:
+    """Under torchrun, a throwaway folder for every process but the main one: each computes
+    what the main one does, and only the main one keeps it. None in the main process."""
+    if distributed.init_from_environment() and not distributed.is_main():
+        with tempfile.TemporaryDirectory(prefix="headstart-rank-") as scratch:
+            yield Path(scratch)
+    else:
+        yield None

@@ -1,0 +1,233 @@
+"""A run is a folder that holds everything it produced: the single source of truth.
+
+This module owns the folder's layout: every file name is defined here, and both the stages
+that write a run and the commands that read one (``report``, ``predict``, ``--resume``) go
+through :class:`RunFolder`::
+
+    runs/<name>/
+        config.yaml, config.json    the resolved settings (config.yaml is what --resume reads)
+        dataset.json, splits.csv    classes, counts, skipped files; which file went where
+        audit/                      audit.json, contact sheets, duplicate and label-issue grids
+        plan.json                   the strategy, its settings and why (written once)
+        checks.json                 the sanity checks
+        lr_find.json, lr_find.png   the learning-rate range test, when fit ran it
+        metrics.jsonl               one line per stage or epoch, appended as it happens
+        progress.json               how far the fine-tuning got
+        fixed_batch.json            a fixed validation batch predicted at every epoch
+        diagnosis.json              what the training curves show
+        compare_scratch.json        transfer against training from scratch
+        checkpoints/                best.safetensors, last.pt (the state --resume goes on from)
+        tensorboard/                event files
+        model/                      the bundle: model.safetensors and headstart.json
+        predictions.npz             validation and test log-probabilities
+        thumbnails.npz              the images the report shows
+        summary.json                the final scores and what was kept
+        report.html                 everything above, for a person
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import HeadstartError
+
+__all__ = [
+    "AUDIT_JSON",
+    "CHECKS",
+    "COMPARE_SCRATCH",
+    "CONFIG_JSON",
+    "CONFIG_YAML",
+    "DATASET",
+    "DIAGNOSIS",
+    "DUPLICATES_GRID",
+    "FIXED_BATCH",
+    "LABEL_ISSUES_GRID",
+    "LR_FIND",
+    "LR_FIND_PLOT",
+    "METRICS",
+    "PLAN",
+    "PREDICTIONS",
+    "PROGRESS",
+    "REPORT",
+    "SPLITS",
+    "SUMMARY",
+    "THUMBNAILS",
+    "RunFolder",
+    "new_folder",
+]
+
+CONFIG_YAML = "config.yaml"
+CONFIG_JSON = "config.json"
+DATASET = "dataset.json"
+SPLITS = "splits.csv"
+AUDIT = "audit"
+AUDIT_JSON = "audit.json"
+DUPLICATES_GRID = "duplicates.png"
+LABEL_ISSUES_GRID = "label-issues.png"
+CONTACT_SHEETS = "contact-sheets"
+PLAN = "plan.json"
+CHECKS = "checks.json"
+LR_FIND = "lr_find.json"
+LR_FIND_PLOT = "lr_find.png"
+METRICS = "metrics.jsonl"
+PROGRESS = "progress.json"
+FIXED_BATCH = "fixed_batch.json"
+DIAGNOSIS = "diagnosis.json"
+COMPARE_SCRATCH = "compare_scratch.json"
+CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "best.safetensors"
+TRAINING_STATE = "last.pt"
+TENSORBOARD = "tensorboard"
+MODEL = "model"
+PREDICTIONS = "predictions.npz"
+THUMBNAILS = "thumbnails.npz"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+
+
+def new_folder(root: str | Path, stem: str) -> Path:
+    """A folder ``<root>/<stem>-<n>`` that does not exist yet, with the first free ``n``.
+
+    Only the name is chosen: the caller creates it. ``stem`` is reduced to file-name-safe
+    characters.
+    """
+    root = Path(root)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "run"
+    n = 1
+    while (root / f"{stem}-{n}").exists():
+        n += 1
+    return root / f"{stem}-{n}"
+
+
+class RunFolder:
+    """One run's folder: where each file lives, and reading and writing them."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._json: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, root: str | Path, name: str | None, data_name: str) -> RunFolder:
+        """A new, empty run folder. Without a name: ``<data>-<n>``, never reusing a folder."""
+        if name:
+            path = Path(root) / name
+            if path.exists() and any(path.iterdir()):
+                raise HeadstartError(f"run folder {path} already exists; choose another --name")
+        else:
+            path = new_folder(root, data_name)
+        try:
+            (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise HeadstartError(
+                f"cannot create the run folder {path}: {error.strerror or error}"
+            ) from None
+        return cls(path)
+
+    # --- Where things are -------------------------------------------------------------------
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def bundle(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def audit(self) -> Path:
+        return self.path / AUDIT
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / CHECKPOINTS / BEST_CHECKPOINT
+
+    @property
+    def training_state(self) -> Path:
+        """Everything ``--resume`` needs (weights, optimiser, schedule), after every epoch."""
+        return self.path / CHECKPOINTS / TRAINING_STATE
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    # --- Writing ----------------------------------------------------------------------------
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """``data`` as ``name``, written whole or not at all (a partial file, then a rename)."""
+        target = self.path / name
+        partial = target.with_suffix(".partial")
+        partial.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
+        partial.replace(target)
+        self._json.pop(name, None)
+        return target
+
+    def log_metrics(self, record: dict) -> None:
+        """Append one line to ``metrics.jsonl``, flushed at once so a crash loses nothing."""
+        line = json.dumps(_clean({"time": time.time(), **record}))
+        with open(self.path / METRICS, "a") as file:
+            file.write(line + "\n")
+        self.__dict__.pop("metrics", None)
+
+    # --- Reading ----------------------------------------------------------------------------
+
+    def json(self, name: str) -> Any:
+        """The content of ``name`` (relative to the run), or None when it is absent."""
+        if name not in self._json:
+            file = self.path / name
+            try:
+                self._json[name] = json.loads(file.read_text()) if file.exists() else None
+            except ValueError as error:
+                raise ValueError(f"{name} is not valid JSON ({error})") from None
+        return self._json[name]
+
+    @cached_property
+    def metrics(self) -> list[dict]:
+        """The lines of ``metrics.jsonl``; a line cut short by a crash is skipped."""
+        file = self.path / METRICS
+        if not file.exists():
+            return []
+        records = []
+        for line in file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    @property
+    def epochs(self) -> list[dict]:
+        return [r for r in self.metrics if "epoch" in r]
+
+    @property
+    def probe(self) -> dict | None:
+        return next((r for r in self.metrics if r.get("stage") == "linear-probe"), None)
+
+    @property
+    def classes(self) -> list[str]:
+        dataset = self.json(DATASET) or {}
+        return list(dataset.get("classes") or [])
+
+    @property
+    def scores(self) -> dict[str, dict]:
+        return (self.json(SUMMARY) or {}).get("scores") or {}
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: paths as strings, NaN and infinity as null (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,161 @@
+"""The evaluate stage: score each candidate model on validation (and test), keep the better
+one, and, when asked, measure what transfer bought against training from scratch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..bundle import Model
+from ..compare import Curve, compare, scratch_settings, train_from_scratch
+from ..config import FitConfig
+from ..console import say
+from ..data.sources import Sample
+from ..metrics import classification_metrics
+from ..runfolder import COMPARE_SCRATCH, RunFolder
+from ..training.callbacks import Progress
+from ..training.plan import Plan
+from .data import Prepared, device_of
+
+__all__ = [
+    "EVALUATED",
+    "Candidate",
+    "Choice",
+    "Scored",
+    "choose",
+    "compare_with_scratch",
+    "score_features",
+    "score_pixels",
+]
+
+#: The splits scored at the end: validation (also used to choose the model) and test.
+EVALUATED = ("val", "test")
+
+
+@dataclass
+class Scored:
+    """One split's predictions (as log-probabilities) and their scores."""
+
+    samples: list[Sample]
+    labels: np.ndarray
+    log_probabilities: np.ndarray
+    scores: dict
+
+    @classmethod
+    def of(cls, log_probabilities: np.ndarray, samples: list[Sample], ready: Prepared) -> Scored:
+        labels = np.array([ready.index[s.label] for s in samples])
+        predicted = log_probabilities.argmax(1)
+        scores = classification_metrics(labels, predicted, ready.dataset.classes)
+        return cls(samples, labels, log_probabilities, scores)
+
+
+@dataclass
+class Candidate:
+    """A trained model, what trained it, and its scores by split."""
+
+    model: Model
+    strategy: str
+    scored: dict[str, Scored]
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.scored["val"].scores["accuracy"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    kept: Candidate
+    why: str | None = None  # said when the plan's model was not the one kept
+
+
+def score_features(model: Model, ready: Prepared) -> dict[str, Scored]:
+    """Scores of a model whose body is the frozen backbone, from the cached features: the
+    same logits as running the network on the images (the same views averaged), without
+    running it."""
+    head, features = model.network.head, ready.features
+    scored = {}
+    for split in _splits(ready):
+        samples = ready.dataset.split(split)
+        rows = features.rows([s.path for s in samples])
+        with torch.inference_mode():
+            device = head.weight.device
+            logits = None
+            for view in model.inputs.views:
+                these = head(torch.from_numpy(features.views[view][rows]).to(device))
+                logits = these if logits is None else logits + these
+            logits = logits / len(model.inputs.views)
+        log_probabilities = logits.log_softmax(1).double().cpu().numpy()
+        scored[split] = Scored.of(log_probabilities, samples, ready)
+    return scored
+
+
+def score_pixels(model: Model, ready: Prepared) -> dict[str, Scored]:
+    """Scores of a model on the decoded images, as the bundle predicts them."""
+    scored = {}
+    for split in _splits(ready):
+        samples = ready.dataset.split(split)
+        probabilities = []
+        for start in range(0, len(samples), 256):  # bounded memory on large splits
+            pixels = [ready.images.get(s.path) for s in samples[start : start + 256]]
+            probabilities.append(model.probabilities(pixels))
+        log_probabilities = np.log(np.clip(np.concatenate(probabilities), 1e-300, None))
+        scored[split] = Scored.of(log_probabilities, samples, ready)
+    return scored
+
+
+def _splits(ready: Prepared) -> list[str]:
+    return [split for split in EVALUATED if ready.dataset.split(split)]
+
+
+def choose(probe: Candidate | None, tuned: Candidate | None) -> Choice:
+    """The fine-tuned model unless the probe scores higher on validation."""
+    if tuned is None:
+        return Choice(probe)
+    if probe is None or tuned.val_accuracy >= probe.val_accuracy:
+        return Choice(tuned)
+    return Choice(
+        probe,
+        f"{tuned.strategy} reached {tuned.val_accuracy:.1%} on validation, below the "
+        f"linear probe's {probe.val_accuracy:.1%}: kept the probe",
+    )
+
+
+def compare_with_scratch(
+    run: RunFolder,
+    ready: Prepared,
+    plan: Plan,
+    probe_accuracy: float | None,
+    config: FitConfig,
+) -> dict:
+    """Train the same architecture from random weights with the same budget; write and
+    return ``compare_scratch.json``."""
+    transfer = Curve()
+    if probe_accuracy is not None:
+        transfer.add(0, probe_accuracy, 0.0)
+    elapsed = 0.0
+    for record in run.epochs:
+        elapsed += record["seconds"]
+        transfer.add(record["epoch"], record["val_accuracy"], elapsed)
+    settings = scratch_settings(
+        ready.dataset,
+        epochs=plan.fine_tune.epochs if plan.fine_tune else None,  # None: the scratch plan's
+        batch_size=config.batch_size,
+        max_seconds=config.time_budget * 60 if config.time_budget else None,
+    )
+    say(config.quiet, f"compare: the same {settings.epochs} epochs from random initialisation")
+    scratch = train_from_scratch(
+        ready.architecture,  # the network built: built-in weights may need a variant of the name
+        ready.dataset,
+        ready.images,
+        ready.inputs.with_flip(plan.test_time_flip),
+        settings,
+        device=device_of(config.device),
+        seed=config.seed,
+        callbacks=[Progress("from scratch", quiet=config.quiet)],
+    )
+    comparison = compare(transfer, scratch, chance=1 / len(ready.dataset.classes))
+    run.write_json(COMPARE_SCRATCH, comparison)
+    say(config.quiet, f"compare: {comparison['summary']}")
+    return comparison

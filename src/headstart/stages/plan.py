@@ -1,0 +1,238 @@
+"""The plan stage: measure, then decide once what to train and how, and why.
+
+In order: the linear probe on the cached features (how well the pretrained features already
+fit the task), the domain measurements (why the images differ from the pretraining data), the
+plan from the decision table (:func:`headstart.training.plan.make_plan`), a second look at
+another input size when the plan asks for one (low-resolution images), the time budget, and
+the learning-rate range test when it is cheap next to the fine-tuning. Each step feeds the
+plan before it is final; after :func:`decide` the plan does not change.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..classifier import Classifier, layer_groups, new_head
+from ..config import FitConfig
+from ..console import progress_bar, say
+from ..errors import HeadstartError
+from ..training import distributed
+from ..training.domain import DomainReport, measure_domain
+from ..training.finetune import FineTuneSettings
+from ..training.imbalance import choose_balancing
+from ..training.lr_find import LRFindResult, lr_range_test
+from ..training.plan import Plan, make_plan
+from ..training.probe import ProbeResult, fit_probe
+from .data import Prepared, device_of, look_again, prepare, require_trainable
+
+__all__ = [
+    "DOMAIN_SAMPLE",
+    "LR_FIND_SHARE",
+    "LR_FIND_STEPS",
+    "Decision",
+    "decide",
+    "fine_tuning_plan",
+    "probe_features",
+    "probe_record",
+    "range_test",
+]
+
+#: Images the domain measurements look at: enough for stable medians, and a forward pass of
+#: them costs about a second on a laptop CPU.
+DOMAIN_SAMPLE = 32
+#: ``fit`` runs the learning-rate range test itself when its steps cost at most a tenth of
+#: the planned fine-tuning (measured: 50 steps resolve the curve; a few hundred images
+#: fine-tune in 30-70 steps, so the test would cost several times the training there).
+LR_FIND_STEPS, LR_FIND_SHARE = 50, 0.1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The final plan and what it was decided on."""
+
+    plan: Plan
+    ready: Prepared  # the data and network the plan trains (another input size, after a look)
+    probe: ProbeResult | None  # the linear probe on ``ready``'s features
+    lr_find: LRFindResult | None = None  # the range test, when it ran
+
+
+def decide(ready: Prepared, config: FitConfig) -> Decision:
+    """Probe, measure and plan; look again at another input size when the plan asks."""
+    probe = probe_features(ready, config)
+    domain = _measure_domain(ready, probe, config)
+    plan = distributed.agree(_plan(config.strategy, ready, probe, config, domain))
+    if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
+        for reason in plan.reasons:
+            say(config.quiet, f"first look: {reason}")
+        first, size = plan, ready.preprocessing.input_size[-1]
+        ready = look_again(ready, config, plan.input_size)
+        probe = probe_features(ready, config)
+        plan = _plan(config.strategy, ready, probe, config, domain=None, resized_from=size)
+        plan = replace(
+            plan,
+            reasons=(*[f"first look at {size} px: {r}" for r in first.reasons], *plan.reasons),
+            evidence={**plan.evidence, "first_look": first.evidence},
+            input_size=first.input_size,  # what the plan trains at (and --resume reads)
+        )
+    if plan.fine_tune and config.time_budget:
+        plan = replace(plan, fine_tune=replace(plan.fine_tune, max_seconds=config.time_budget * 60))
+    lr_find = None
+    if plan.fine_tune and config.lr is None and distributed.is_main():
+        plan, lr_find = _measure_lr(plan, ready, probe, config)
+    plan = distributed.agree(plan)  # with the main process's learning rate
+    return Decision(plan, ready, probe, lr_find)
+
+
+def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
+    """The linear probe on the training split's cached features (class-weighted when the
+    classes are imbalanced); None without features (random initialisation)."""
+    if ready.features is None:
+        return None
+    balance = choose_balancing(ready.train_counts, config.balance)[0]
+    train = ready.dataset.split("train")
+    rows = ready.features.rows([s.path for s in train])
+    labels = np.array([ready.index[s.label] for s in train])
+    return fit_probe(
+        ready.features.views["plain"][rows],
+        labels,
+        len(ready.index),
+        mirrored=ready.features.views["hflip"][rows],
+        seed=config.seed,
+        penalty=config.probe_penalty,
+        balanced=balance != "none",
+    )
+
+
+def probe_record(probe: ProbeResult) -> dict:
+    """The probe's cross-validated result, as ``metrics.jsonl`` and TensorBoard record it."""
+    return {
+        "C": probe.C,
+        "cv_accuracy": probe.cv_accuracy,
+        "cv_mirrored_accuracy": probe.cv_mirrored_accuracy,
+        "trained_on_mirrored": probe.mirrored,
+        "cv_log_loss": probe.cv_log_loss,
+        "folds": probe.folds,
+    }
+
+
+def _plan(
+    strategy: str,
+    ready: Prepared,
+    probe: ProbeResult | None,
+    config: FitConfig,
+    domain: DomainReport | None = None,
+    resized_from: int | None = None,
+) -> Plan:
+    """The plan for ``strategy`` from the measurements and the user's settings."""
+    return make_plan(
+        strategy,
+        train_counts=ready.dataset.counts()["train"],
+        probe_accuracy=probe.cv_accuracy if probe else None,
+        mirror_invariant=probe.mirror_invariant if probe else None,
+        pretrained=config.pretrained,
+        stages=len(layer_groups(ready.backbone)),
+        config=config,
+        balance=choose_balancing(ready.train_counts, config.balance),
+        gap=domain,
+        resized_from=resized_from,
+    )
+
+
+def _measure_domain(
+    ready: Prepared, probe: ProbeResult | None, config: FitConfig
+) -> DomainReport | None:
+    """How far the training images are from the pretraining data (see
+    :mod:`headstart.training.domain`), on a sample; None when no image can be measured."""
+    counts = ready.train_counts
+    chance = 1 / len(counts)
+    skill = None
+    if probe is not None and np.isfinite(probe.cv_accuracy):
+        skill = (probe.cv_accuracy - chance) / (1 - chance)
+    try:
+        return measure_domain(
+            [s.path for s in ready.dataset.split("train")],
+            input_size=ready.preprocessing.input_size[-1],
+            sample=DOMAIN_SAMPLE,
+            seed=config.seed,
+            backbone=ready.backbone if config.pretrained else None,
+            inputs=ready.inputs,
+            probe_skill=skill,
+            images_per_class=float(np.median(counts)),
+        )
+    except HeadstartError:
+        return None
+
+
+def _measure_lr(
+    plan: Plan, ready: Prepared, probe: ProbeResult | None, config: FitConfig
+) -> tuple[Plan, LRFindResult | None]:
+    """The plan with the range test's suggestion (kept within 10x of the default) in place of
+    its default learning rate when the test is cheap next to the fine-tuning; why, either way."""
+    settings = plan.fine_tune
+    planned = settings.epochs * max(1, len(ready.dataset.split("train")) // settings.batch_size)
+    if settings.max_seconds is not None or planned * LR_FIND_SHARE < LR_FIND_STEPS:
+        return plan.adding(
+            f"learning rate {settings.lr:g} from the plan, without a range test: its "
+            f"{LR_FIND_STEPS} steps would cost more than {LR_FIND_SHARE:.0%} of this "
+            f"{'time-capped ' if settings.max_seconds else ''}fine-tuning ({planned} steps); "
+            "`headstart lr-find` runs it"
+        ), None
+    result = range_test(ready, probe, settings, LR_FIND_STEPS, config)
+    if result.suggestion is None:
+        return plan.adding(
+            f"learning rate {settings.lr:g} from the plan: the range test found none "
+            f"({result.rule}); see lr_find.png"
+        ), result
+    chosen = float(np.clip(result.suggestion, settings.lr / 10, settings.lr * 10))
+    clipped = "" if chosen == result.suggestion else ", kept within 10x of the default"
+    plan = plan.adding(
+        f"learning rate {chosen:.2g} from the range test ({result.rule}: "
+        f"{result.suggestion:.2g}{clipped}; the plan's default was {settings.lr:g}); "
+        "see lr_find.png",
+        lr_find_suggestion=result.suggestion,
+    )
+    return replace(plan, fine_tune=replace(settings, lr=chosen)), result
+
+
+def range_test(
+    ready: Prepared,
+    probe: ProbeResult | None,
+    settings: FineTuneSettings,
+    steps: int,
+    config: FitConfig,
+) -> LRFindResult:
+    """The range test from the head fine-tuning starts with, on a copy of the network."""
+    head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
+    # A copy, as the test trains one: feature extraction leaves inference-mode tensors.
+    network = copy.deepcopy(Classifier(ready.backbone, head, ready.preprocessing))
+    network.to(device_of(config.device))
+    train = [(s.path, ready.index[s.label]) for s in ready.dataset.split("train")]
+    with progress_bar("lr-find", steps, quiet=config.quiet) as advance:
+        return lr_range_test(
+            network,
+            train,
+            ready.images,
+            ready.inputs,
+            settings,
+            steps=steps,
+            seed=config.seed,
+            on_step=advance,
+        )
+
+
+def fine_tuning_plan(
+    data: str | Path, config: FitConfig
+) -> tuple[Prepared, ProbeResult | None, Plan]:
+    """What ``fit`` would prepare, probe and plan, with a fine-tuning in the plan even where
+    ``fit`` would stop at the probe: for the commands that try the fine-tuning alone."""
+    ready = prepare(data, config)
+    require_trainable(ready.dataset)
+    probe = probe_features(ready, config)
+    plan = _plan(config.strategy, ready, probe, config)
+    if plan.fine_tune is None:
+        plan = _plan("fine-tune", ready, probe, config)
+    return ready, probe, plan

@@ -1,0 +1,163 @@
+"""The train stage: the linear probe's model first (usable before any fine-tuning), then the
+planned fine-tuning, watched by callbacks: checkpoints and the resumable state, the metrics
+log, TensorBoard, the sanity checks' watch on the first steps and the fixed batch, progress."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+from ..bundle import Model, save
+from ..checks import EarlyLoss, FixedBatch
+from ..classifier import Classifier, new_head
+from ..config import FitConfig
+from ..console import say
+from ..diagnosis import Diagnosis, diagnose
+from ..monitor import TrainingBoard
+from ..runfolder import DIAGNOSIS, FIXED_BATCH, RunFolder
+from ..training.callbacks import (
+    Callback,
+    Checkpoints,
+    FineTuneResult,
+    MetricsLog,
+    Progress,
+    Training,
+)
+from ..training.finetune import FineTuneSettings, fine_tune
+from .data import device_of
+from .evaluate import Candidate, score_features, score_pixels
+from .plan import Decision, probe_record
+
+__all__ = ["Trained", "train"]
+
+
+@dataclass
+class Trained:
+    """What the train stage produced: the probe's model and the fine-tuned one (either may be
+    missing), how the fine-tuning ended, and the watchers whose verdicts the checks read."""
+
+    probe: Candidate | None
+    tuned: Candidate | None
+    fixed: FixedBatch
+    watch: EarlyLoss | None = None
+    stopped: str = "finished"
+    diagnosis: Diagnosis | None = None
+
+
+def train(decision: Decision, run: RunFolder, config: FitConfig, *, resuming: bool) -> Trained:
+    """The probe's model (scored on the cached features and saved at once), then the planned
+    fine-tuning of a copy of it, if any (scored on the images, its curves diagnosed)."""
+    ready, probe, plan = decision.ready, decision.probe, decision.plan
+    inputs = ready.inputs.with_flip(plan.test_time_flip)
+    model = _starting_model(decision, config)
+    fixed = FixedBatch.choose(ready.dataset.split("val"), ready.dataset.classes, config.seed)
+    if resuming and run.exists(FIXED_BATCH):
+        fixed.records = run.json(FIXED_BATCH)["records"]
+    else:
+        fixed.record(model.network, inputs, ready.images, model.info["strategy"], 0)
+    trained = Trained(None, None, fixed)
+    with TrainingBoard(run.tensorboard) as board:
+        if probe is not None and not resuming:
+            run.log_metrics({"stage": "linear-probe", **probe_record(probe)})
+            board.probe(probe_record(probe))
+        if ready.features is not None:
+            trained.probe = Candidate(model, "linear-probe", score_features(model, ready))
+            if not resuming:  # a usable model before any fine-tuning, whatever happens then
+                save(model, run.bundle)
+        if plan.fine_tune is None:
+            return trained
+        trained.watch = EarlyLoss(len(ready.index), plan.fine_tune.lr)
+        tuned = copy.deepcopy(model)
+        tuned.info["strategy"] = plan.strategy
+        callbacks: list[Callback] = [
+            Checkpoints(best=run.best_checkpoint, state=run.training_state),
+            MetricsLog(run, plan.strategy),
+            board,
+            fixed.watch(inputs, ready.images, plan.strategy),
+            _EpochLine(config.quiet),
+            trained.watch,
+            Progress(plan.strategy, quiet=config.quiet),
+        ]
+        result = _fine_tune(tuned, decision, run, config, callbacks, resuming)
+    trained.tuned = Candidate(tuned, plan.strategy, score_pixels(tuned, ready))
+    trained.stopped = result.stopped
+    trained.diagnosis = _diagnose(result, len(ready.index), plan.fine_tune)
+    run.write_json(DIAGNOSIS, trained.diagnosis.to_dict())
+    for line in trained.diagnosis.lines():
+        say(config.quiet, f"diagnosis: {line}")
+    return trained
+
+
+def _starting_model(decision: Decision, config: FitConfig) -> Model:
+    """The backbone with the probe's head (or a new one, without features): the linear
+    probe's model, and where fine-tuning starts."""
+    ready, probe, plan = decision.ready, decision.probe, decision.plan
+    head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
+    network = Classifier(ready.backbone, copy.deepcopy(head), ready.preprocessing)
+    return Model(
+        network.to(device_of(config.device)),
+        ready.dataset.classes,
+        ready.preprocessing,
+        architecture=ready.architecture,
+        test_time_flip=plan.test_time_flip,
+        info={
+            "weights": asdict(ready.source),
+            "strategy": "linear-probe" if probe else plan.strategy,
+        },
+    )
+
+
+def _fine_tune(
+    model: Model,
+    decision: Decision,
+    run: RunFolder,
+    config: FitConfig,
+    callbacks: list[Callback],
+    resuming: bool,
+) -> FineTuneResult:
+    ready, plan = decision.ready, decision.plan
+    examples = {
+        split: [(s.path, ready.index[s.label]) for s in ready.dataset.split(split)]
+        for split in ("train", "val")
+    }
+    result = fine_tune(
+        model.network,
+        examples["train"],
+        examples["val"],
+        ready.images,
+        ready.inputs.with_flip(plan.test_time_flip),
+        plan.fine_tune,
+        seed=config.seed,
+        callbacks=callbacks,
+        resume_from=run.training_state if resuming else None,
+    )
+    if result.stopped != "finished":
+        say(
+            config.quiet,
+            f"training stopped ({result.stopped}); best epoch {result.best_epoch} kept",
+        )
+    return result
+
+
+def _diagnose(result: FineTuneResult, classes: int, settings: FineTuneSettings) -> Diagnosis:
+    return diagnose(
+        result.history,
+        n_classes=classes,
+        label_smoothing=settings.label_smoothing,
+        stopped=result.stopped,
+        lr=settings.lr,
+    )
+
+
+class _EpochLine(Callback):
+    """One line per epoch on the console."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def on_epoch_end(self, record: dict, training: Training) -> None:
+        say(
+            self.quiet,
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
+            f"val loss {record['val_loss']:.3f}, val accuracy {record['val_accuracy']:.1%}",
+        )

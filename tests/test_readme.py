@@ -1,0 +1,106 @@
+"""The README's examples, run as written: its command lines, then its Python, in a folder set up
+as the README describes (``photos/<class>/``, ``new_photos/``, ``held_out/<class>/``)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from headstart.cli import main
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def code_blocks(language: str, after: str) -> list[str]:
+    """The README's ``language`` code blocks in the section headed ``after``."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(after) :]
+    section = section[: section.find("\n## ", 1)]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
+def commands() -> list[str]:
+    (block,) = code_blocks("bash", "## Use")
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, faces: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """photos/ (12 images a class), new_photos/ (JPEGs to label), held_out/ (4 a class),
+    fit.yaml; the working directory for the test."""
+    for label in ("face", "not-face"):
+        images = sorted((faces / label).glob("*.png"))
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        (tmp_path / "held_out" / label).mkdir(parents=True)
+        for image in images[:12]:
+            shutil.copy(image, tmp_path / "photos" / label / image.name)
+        for image in images[12:16]:
+            shutil.copy(image, tmp_path / "held_out" / label / image.name)
+    (tmp_path / "new_photos").mkdir()
+    for i, image in enumerate(sorted(faces.rglob("*.png"))[-3:], start=1):
+        Image.open(image).convert("RGB").save(tmp_path / "new_photos" / f"{i}.jpg")
+    (tmp_path / "fit.yaml").write_text("strategy: linear-probe\nweight-decay: 0.05\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_line(line: str) -> int:
+    """One README command line through the command line's ``main``, with its redirection."""
+    words = shlex.split(line, comments=True)
+    assert words[0] == "headstart", line
+    target = None
+    if ">" in words:
+        words, target = words[: words.index(">")], words[words.index(">") + 1]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output) if target else contextlib.nullcontext():
+        code = main([*words[1:], "--quiet"] if _takes_quiet(words) else words[1:])
+    if target:
+        Path(target).write_text(output.getvalue())
+    return code
+
+
+def _takes_quiet(words: list[str]) -> bool:
+    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview")
+
+
+def test_the_command_lines_then_the_python_run_as_written(workspace):
+    for line in commands():
+        if line.startswith("torchrun"):
+            continue  # tests/test_readme.py::test_the_distributed_command_runs_as_written
+        assert run_line(line) == 0, line
+    assert (workspace / "runs" / "photos-1" / "report.html").exists()
+    assert (workspace / "lr" / "lr_find.png").exists()
+    rows = list(csv.DictReader((workspace / "predictions.csv").open()))
+    assert len(rows) == 3 and {"label1", "probability1"} <= set(rows[0])
+
+    (python,) = code_blocks("python", "## Use")
+    namespace: dict = {}
+    exec(compile(python, str(README), "exec"), namespace)
+    assert namespace["result"].scores["val"]["accuracy"] > 0.5
+    assert namespace["longer"].plan.fine_tune.epochs == 10
+
+
+@pytest.mark.slow
+def test_the_distributed_command_runs_as_written(workspace):
+    (line,) = [line for line in commands() if line.startswith("torchrun")]
+    words = shlex.split(line, comments=True)
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", *words[1:], "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert (workspace / "runs" / "photos-1" / "model" / "model.safetensors").exists()
