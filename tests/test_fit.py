@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import headstart
 from headstart.classifier import Classifier, layer_groups
+from headstart.data import discover
 from headstart.data.decoded import DecodedImages
 from headstart.features import FeatureStore, extract_features
 from headstart.inputs import InputPipeline
@@ -156,6 +158,28 @@ def test_fit_audits_first_and_refuses_to_train_on_a_leak(faces, tmp_path):
     result = headstart.fit(data, runs_dir=tmp_path / "runs", quiet=True, allow_leakage=True)
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["audit"]["leaks"] == 2 and summary["audit"]["unusable"] == 0
+
+
+def test_copies_that_headstart_itself_split_apart_are_put_on_one_side(small_faces, tmp_path):
+    data = tmp_path / "faces"
+    shutil.copytree(small_faces, data)
+    for label in ("face", "not-face"):  # six copies of one image each: some land in val
+        original = sorted((data / label).glob("*.png"))[0]
+        for n in range(6):
+            shutil.copy(original, data / label / f"copy-{n}-{original.name}")
+    drawn = {s.path.name: s.split for s in discover(data).samples}
+    assert {"train", "val"} <= {split for name, split in drawn.items() if "copy-" in name}
+
+    result = headstart.fit(data, runs_dir=tmp_path / "runs", quiet=True)  # no refusal
+    with open(result.run_dir / "splits.csv", newline="") as file:
+        split_of = {Path(row["path"]).name: row["split"] for row in csv.DictReader(file)}
+    for label in ("face", "not-face"):
+        original = sorted((small_faces / label).glob("*.png"))[0].name
+        copies = [name for name in split_of if name.endswith(original)]
+        assert len(copies) == 7 and {split_of[name] for name in copies} == {"train"}
+    audit = json.loads((result.run_dir / "audit" / "audit.json").read_text())
+    assert audit["duplicates"]["leaks"] == 0
+    assert any("moved into train" in note for note in audit["notes"])
 
 
 def test_fine_tune_trains_the_top_and_leaves_the_stem_alone(small_faces, tmp_path):

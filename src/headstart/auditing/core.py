@@ -26,6 +26,7 @@ from .neighbours import neighbours
 from .pixels import measure
 from .properties import OUTLIER_NEIGHBOUR, image_properties
 from .report import AuditReport
+from .split import keep_together
 
 __all__ = ["audit_dataset"]
 
@@ -81,6 +82,18 @@ def audit_dataset(
             k=OUTLIER_NEIGHBOUR,
         )
     groups = find_duplicates(samples, keys, stats, nearest, featured)
+    dataset, groups, moved = keep_together(dataset, groups)
+    if moved:
+        renamed = {old: new for old, new in zip(samples, dataset.samples, strict=True)}
+        samples = list(dataset.samples)
+        stats = {renamed[s]: value for s, value in stats.items()}
+        keys = {renamed[s]: value for s, value in keys.items()}
+        featured = [renamed[s] for s in featured]
+        notes.append(
+            f"{moved} held-out file(s) were copies of training images: headstart had split "
+            "them itself, so they were moved into train (the held-out score then measures "
+            "generalisation, not memory)"
+        )
     timings["duplicates"] = _lap(started, timings)
 
     isolation = dict(zip(featured, nearest.kth, strict=True)) if nearest else None

@@ -1,10 +1,16 @@
-"""A split without leaks, written as a CSV that ``headstart fit`` reads; no file is touched.
+"""Splits without leaks: copies of one image on one side.
 
-Every duplicate group is put in one split: train when any of its copies is in train (the model
-learns from that image anyway; a held-out copy would only measure memory), else the group's
-first held-out split. Identical copies (same bytes, same label) are listed once: a second copy
-adds weight, not information. Near copies stay, together. Files that cannot be read are left
-out, as ``fit`` would leave them out.
+Where headstart chose the split itself (class folders, CSV rows without a split, a val or test
+split carved from train), :func:`keep_together` moves the held-out copies of a duplicate group
+into train, where the other copy already is: the held-out score then measures generalisation,
+not memory. A split the data gives is never changed; its leaks are reported, and ``fit``
+refuses them unless told otherwise.
+
+For those, :func:`fixed_split` proposes a split without leaks, written as a CSV that
+``headstart fit`` reads (no file is touched): every duplicate group in one split, train when
+any of its copies is in train, else the group's first held-out split. Identical copies (same
+bytes, same label) are listed once: a second copy adds weight, not information. Near copies
+stay, together. Files that cannot be read are left out, as ``fit`` would leave them out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,29 @@ from pathlib import Path
 from ..data.sources import SPLITS, Dataset, Sample
 from .duplicates import DuplicateGroup
 
-__all__ = ["fixed_split", "write_split"]
+__all__ = ["fixed_split", "keep_together", "write_split"]
+
+
+def keep_together(
+    dataset: Dataset, groups: Sequence[DuplicateGroup]
+) -> tuple[Dataset, list[DuplicateGroup], int]:
+    """``dataset`` with the held-out copies that headstart placed (``dataset.split_here``) of
+    every group that has a copy in train moved into train; the groups as they now stand, and
+    how many files moved. Groups with a held-out copy the data placed are left as they are."""
+    moved: dict[Sample, Sample] = {}
+    for group in groups:
+        held_out = [s for s in group.samples if s.split != "train"]
+        if not group.leaks or any(s.path not in dataset.split_here for s in held_out):
+            continue
+        moved.update({s: replace(s, split="train") for s in held_out})
+    if not moved:
+        return dataset, list(groups), 0
+    # The same order as before, each sample in its place: only some splits changed.
+    samples = tuple(moved.get(s, s) for s in dataset.samples)
+    regrouped = [
+        replace(group, samples=tuple(moved.get(s, s) for s in group.samples)) for group in groups
+    ]
+    return replace(dataset, samples=samples), regrouped, len(moved)
 
 
 def fixed_split(

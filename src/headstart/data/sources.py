@@ -66,6 +66,9 @@ class Dataset:
     samples: tuple[Sample, ...]
     skipped: tuple[Skipped, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The files whose split headstart chose (the rest were given by the data): only these
+    # may be moved, to keep copies of one image on one side (see headstart.auditing.split).
+    split_here: frozenset[Path] = frozenset()
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split ("train", "val" or "test"), in a stable order."""
@@ -195,6 +198,7 @@ def discover(
         test_fraction = 0.0
     samples, split_warnings = _assign_splits(files, classes, val_fraction, test_fraction, seed)
     warnings += split_warnings
+    chosen = frozenset(path for path, _, split in files if split is None)
     per_split = Counter((s.split, s.label) for s in samples)
     for label in classes:
         if per_split["train", label] == 0:
@@ -215,6 +219,7 @@ def discover(
         samples=tuple(samples),
         skipped=tuple(sorted(found.skipped, key=lambda item: str(item.path))),
         warnings=tuple(found.warnings + warnings),
+        split_here=chosen,
     )
 
 
