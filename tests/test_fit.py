@@ -275,3 +275,20 @@ def test_from_scratch_skips_unreadable_files_too(small_faces, tmp_path):
     assert [skip.path.name for skip in result.skipped] == ["cut.png"]
     assert result.plan.strategy == "full"
     assert (result.run_dir / "model" / "model.safetensors").exists()
+
+
+def test_the_same_fit_twice_predicts_the_same_bytes(small_faces, tmp_path, capsys):
+    """No decision depends on the clock or the machine's load: same data, flags and seed, the
+    same model, to the last digit of its predictions."""
+    from headstart.cli import main
+
+    outputs = []
+    for name in ("first", "second"):
+        fit = ["fit", str(small_faces), "--strategy", "fine-tune", "--epochs", "1"]
+        assert main([*fit, "--runs-dir", str(tmp_path), "--name", name, "--quiet"]) == 0
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / name), str(small_faces), "--csv"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") > len(
+        list(small_faces.rglob("*.png"))
+    )

@@ -53,9 +53,18 @@ def test_similarity_is_skill_above_chance_not_raw_accuracy():
     assert plan(100, 0.96, classes=10).domain == "similar"
 
 
-def test_short_fine_tune_is_capped_in_time():
-    assert plan(100, 0.95).fine_tune.max_seconds is not None
-    assert plan(1000, 0.99).fine_tune.max_seconds is None
+def test_fine_tuning_is_planned_only_where_validation_can_show_its_gain():
+    counts = {"cats": 800, "dogs": 800}
+    common = dict(train_counts=counts, mirror_invariant=True, pretrained=True, stages=8)
+    # 99.4% out-of-fold on 400 validation images: about 2.4 errors to fix, none to show.
+    near_perfect = make_plan("auto", probe_accuracy=0.994, val_images=400, **common)
+    assert near_perfect.strategy == "linear-probe" and near_perfect.fine_tune is None
+    assert any("too few for validation" in reason for reason in near_perfect.reasons)
+    # 90% on the same 400 images: about 40 errors, a fine-tuning can show what it fixes.
+    assert make_plan("auto", probe_accuracy=0.90, val_images=400, **common).fine_tune
+    # Asked for, it trains anyway.
+    asked = make_plan("fine-tune", probe_accuracy=0.994, val_images=400, **common)
+    assert asked.strategy == "fine-tune"
 
 
 def test_mirror_images_follow_the_measurement():
@@ -122,3 +131,34 @@ def test_a_fit_on_low_resolution_data_looks_again_at_the_size_of_its_detail(
     assert saved["input_size"] == side  # what --resume will rebuild
     assert any(r.startswith("first look at 224 px") for r in result.plan.reasons)
     assert result.plan.fine_tune.epochs == 1 and result.plan.fine_tune.freeze == "none"
+
+
+def test_a_time_budget_becomes_a_number_of_epochs_when_the_plan_is_made():
+    from headstart.stages.plan import within_budget
+    from headstart.training.cost import Cost
+
+    planned = make_plan(
+        "fine-tune",
+        train_counts={"a": 100, "b": 100},
+        probe_accuracy=0.9,
+        mirror_invariant=True,
+        pretrained=True,
+        stages=8,
+        val_images=50,
+    )
+    # Epochs of 10 s (9 steps of 1 s and 1 s of validation), 5 s to score at the end.
+    cost = Cost(
+        steps_per_epoch=9,
+        epochs=planned.fine_tune.epochs,
+        step_seconds=1.0,
+        validation_seconds=1.0,
+        scoring_seconds=5.0,
+    )
+    plenty, _ = within_budget(planned, cost, seconds=600)
+    assert plenty.fine_tune.epochs == planned.fine_tune.epochs
+    tight, tight_cost = within_budget(planned, cost, seconds=45)
+    assert tight.fine_tune.epochs == 4 and tight_cost.seconds == 45
+    assert tight.evidence["budget"]["epochs_that_fit"] == 4
+    none, _ = within_budget(planned, cost, seconds=12)
+    assert none.strategy == "linear-probe" and none.fine_tune is None
+    assert any("less than one epoch" in reason for reason in none.reasons)

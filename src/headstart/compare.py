@@ -53,9 +53,7 @@ class Curve:
         self.seconds.append(seconds)
 
 
-def scratch_settings(
-    dataset: Dataset, *, epochs: int | None, batch_size: int, max_seconds: float | None
-) -> FineTuneSettings:
+def scratch_settings(dataset: Dataset, *, epochs: int | None, batch_size: int) -> FineTuneSettings:
     """How a from-scratch run trains: the plan for random weights (every layer, batch-norm
     statistics from the batches), for ``epochs`` (None: the plan's own), never stopped early:
     the comparison wants the whole curve, not its best point."""
@@ -68,7 +66,7 @@ def scratch_settings(
         stages=1,
         config=FitConfig(pretrained=False, epochs=epochs, batch_size=batch_size),
     ).fine_tune
-    return replace(settings, max_seconds=max_seconds, patience=settings.epochs)
+    return replace(settings, patience=None)
 
 
 def train_from_scratch(

@@ -290,6 +290,14 @@ class FitConfig:
         high=1,
         closed="left",
     )
+    train_size: int | None = _fine(
+        None,
+        "side of the training crops in pixels; predictions use the full input size "
+        "(default: the plan's)",
+        group="training",
+        optional=True,
+        low=32,
+    )
     precision: str = _fine(
         "auto",
         "auto: bf16 (or fp16) on CUDA, fp32 on the CPU",
@@ -426,7 +434,7 @@ class FitConfig:
     )
     time_budget: float | None = setting(
         None,
-        "minutes of fine-tuning at most",
+        "minutes the whole fit may take: the plan fits its fine-tuning epochs into what is left",
         group="run",
         optional=True,
         low=0,

@@ -183,7 +183,7 @@ def diagnose(
         )
         if finding
     ]
-    if stopped in ("time budget", "interrupted"):
+    if stopped == "interrupted":
         findings = [_note_stop(f, stopped) for f in findings]
     return Diagnosis(findings or [_converged(curves)], label_smoothing, n_classes)
 
@@ -426,7 +426,10 @@ def _still_improving(curves: _Curves) -> Finding | None:
         f"{curves.val_loss[start]:.3f} and accuracy {curves.val_accuracy[start]:.1%} to "
         f"{curves.val_loss[-1]:.3f} and {curves.val_accuracy[-1]:.1%}, its best so far"
     )
-    advice = f"train longer (more than {len(curves.epochs)} epochs: --epochs)"
+    advice = (
+        f"train longer: `headstart fit --resume RUN --epochs {2 * len(curves.epochs)}` goes on "
+        f"from epoch {len(curves.epochs)} of this run"
+    )
     evidence = curves.last() | {
         "train_loss_fall_per_epoch": fall,
         "val_loss_fall_per_epoch": val_fall,
@@ -466,10 +469,10 @@ def _too_short(curves: _Curves) -> Finding:
 
 
 def _note_stop(finding: Finding, stopped: str) -> Finding:
-    """A run cut short by its time budget or Ctrl-C: the advice says what cut it."""
+    """A run cut short by Ctrl-C: the advice says what cut it and how to go on."""
     if finding.verdict not in ("still improving", "underfitting"):
         return finding
-    cause = "a larger --time-budget" if stopped == "time budget" else "letting it finish"
+    cause = "`headstart fit --resume RUN` goes on from the last epoch"
     return Finding(
         finding.verdict,
         f"{finding.summary} (stopped early: {stopped})",

@@ -51,7 +51,7 @@ class FitResult:
     skipped: list[Skipped] = field(default_factory=list)
     stopped: str = "finished"
     dataset: Dataset | None = None
-    why_kept: str | None = None  # why the linear probe was kept instead of the plan's model
+    why_kept: str | None = None  # what decided between the linear probe and the fine-tuning
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
@@ -127,7 +127,7 @@ def _fit(
     audit = audit_data(ready, run, config)
     record_split(run, ready.dataset, resuming=resumed is not None)
     require_trainable(ready.dataset)
-    decision = _decide(ready, run, config, resumed)
+    decision = _decide(ready, run, config, resumed, time.perf_counter() - started)
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resuming=resumed is not None)
     choice = choose(trained.probe, trained.tuned)
@@ -167,11 +167,13 @@ def _say_what_runs(run: RunFolder, ready: Prepared, config: FitConfig) -> None:
         say(config.quiet, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
 
 
-def _decide(ready: Prepared, run: RunFolder, config: FitConfig, resumed: Plan | None) -> Decision:
+def _decide(
+    ready: Prepared, run: RunFolder, config: FitConfig, resumed: Plan | None, spent: float
+) -> Decision:
     """The plan, decided now and written once (with the range test it ran), or, for a
-    resumed run, the plan it began with."""
+    resumed run, the plan it began with; ``spent``: seconds the fit has run so far."""
     if resumed is None:
-        decision = decide(ready, config)
+        decision = decide(ready, config, spent)
         run.write_json(PLAN, decision.plan.to_dict())
         if decision.lr_find is not None:
             decision.lr_find.save(run.path)

@@ -163,6 +163,7 @@ th, td { padding: .3rem .65rem; border-bottom: 1px solid var(--line); text-align
   vertical-align: top; }
 th { background: #f1f3f4; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.text { text-align: left; white-space: normal; overflow-wrap: anywhere; }
 table.facts { width: 100%; }
 table.facts th { background: none; white-space: nowrap; width: 12rem; font-weight: 600; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 3px; font-size: .75rem;

@@ -17,7 +17,19 @@ from ..runfolder import (
     SUMMARY,
 )
 from .folder import ReportedRun, duration, number, percent
-from .html import Html, badge, bullets, escape, figure, join, note, paragraph, table, tag
+from .html import (
+    Cell,
+    Html,
+    badge,
+    bullets,
+    escape,
+    figure,
+    join,
+    note,
+    paragraph,
+    table,
+    tag,
+)
 from .images import fit_png
 
 __all__ = ["audit", "checks", "headline", "plan"]
@@ -111,7 +123,7 @@ def plan(run: ReportedRun) -> Html:
             tag("h3", "The evidence"),
             table(
                 ["measurement", "value"],
-                [(key.replace("_", " "), _evidence(key, v)) for key, v in evidence.items()],
+                [(name, _evidence(key, v)) for name, key, v in _flattened(evidence)],
                 "lr",
             ),
         ]
@@ -121,19 +133,43 @@ def plan(run: ReportedRun) -> Html:
             tag("h3", "Fine-tuning settings"),
             table(
                 ["setting", "value"],
-                [(key.replace("_", " "), number(v)) for key, v in settings.items()],
+                [(name, _evidence(key, v)) for name, key, v in _flattened(settings)],
                 "lr",
             ),
         ]
+    kept = ((run.json(SUMMARY) or {}).get("kept") or {}).get("why")
+    if kept:
+        parts += [tag("h3", "The model kept"), paragraph(kept)]
     flip = "yes" if plan.get("test_time_flip") else "no"
     parts.append(note(f"predictions average the image and its mirror image: {flip}"))
     return join(parts)
 
 
-def _evidence(key: str, value: object) -> str:
+def _evidence(key: str, value: object) -> object:
+    """A measured value for the evidence table: numbers right-aligned, words left, wrapping."""
     if isinstance(value, float) and ("accuracy" in key or "skill" in key):
         return percent(value) if "accuracy" in key else f"{value:.2f}"
+    if isinstance(value, str | list | tuple):
+        return Cell(number(value), "text")
     return number(value)
+
+
+#: Longest list the evidence table shows item by item; longer ones are counted.
+_MOST_ITEMS = 8
+
+
+def _flattened(values: dict, prefix: str = "") -> list[tuple[str, str, object]]:
+    """``(shown name, key, value)`` rows of a nested mapping: ``domain gap · input size``."""
+    rows: list[tuple[str, str, object]] = []
+    for key, value in values.items():
+        name = f"{prefix}{key.replace('_', ' ')}"
+        if isinstance(value, dict):
+            rows += _flattened(value, f"{name} · ")
+        elif isinstance(value, list | tuple) and len(value) > _MOST_ITEMS:
+            rows.append((name, key, f"{len(value)} values (see plan.json)"))
+        else:
+            rows.append((name, key, value))
+    return rows
 
 
 def audit(run: ReportedRun) -> Html:

@@ -21,6 +21,7 @@ from ..config import FitConfig
 from ..console import progress_bar, say
 from ..errors import HeadstartError
 from ..training import distributed
+from ..training.cost import Cost, measure_cost
 from ..training.domain import DomainReport, measure_domain
 from ..training.finetune import FineTuneSettings
 from ..training.imbalance import choose_balancing
@@ -39,6 +40,7 @@ __all__ = [
     "probe_features",
     "probe_record",
     "range_test",
+    "within_budget",
 ]
 
 #: Images the domain measurements look at: enough for stable medians, and a forward pass of
@@ -60,8 +62,10 @@ class Decision:
     lr_find: LRFindResult | None = None  # the range test, when it ran
 
 
-def decide(ready: Prepared, config: FitConfig) -> Decision:
-    """Probe, measure and plan; look again at another input size when the plan asks."""
+def decide(ready: Prepared, config: FitConfig, spent: float = 0.0) -> Decision:
+    """Probe, measure and plan; look again at another input size when the plan asks; say
+    what the fine-tuning will cost, and fit it into the time budget (``spent``: seconds the
+    fit has run so far)."""
     probe = probe_features(ready, config)
     domain = _measure_domain(ready, probe, config)
     plan = distributed.agree(_plan(config.strategy, ready, probe, config, domain))
@@ -78,8 +82,8 @@ def decide(ready: Prepared, config: FitConfig) -> Decision:
             evidence={**plan.evidence, "first_look": first.evidence},
             input_size=first.input_size,  # what the plan trains at (and --resume reads)
         )
-    if plan.fine_tune and config.time_budget:
-        plan = replace(plan, fine_tune=replace(plan.fine_tune, max_seconds=config.time_budget * 60))
+    if plan.fine_tune:
+        plan = _costed(plan, ready, probe, config, spent)
     lr_find = None
     if plan.fine_tune and config.lr is None and distributed.is_main():
         plan, lr_find = _measure_lr(plan, ready, probe, config)
@@ -139,6 +143,7 @@ def _plan(
         balance=choose_balancing(ready.train_counts, config.balance),
         gap=domain,
         resized_from=resized_from,
+        val_images=len(ready.dataset.split("val")),
     )
 
 
@@ -174,12 +179,11 @@ def _measure_lr(
     its default learning rate when the test is cheap next to the fine-tuning; why, either way."""
     settings = plan.fine_tune
     planned = settings.epochs * max(1, len(ready.dataset.split("train")) // settings.batch_size)
-    if settings.max_seconds is not None or planned * LR_FIND_SHARE < LR_FIND_STEPS:
+    if planned * LR_FIND_SHARE < LR_FIND_STEPS:
         return plan.adding(
             f"learning rate {settings.lr:g} from the plan, without a range test: its "
             f"{LR_FIND_STEPS} steps would cost more than {LR_FIND_SHARE:.0%} of this "
-            f"{'time-capped ' if settings.max_seconds else ''}fine-tuning ({planned} steps); "
-            "`headstart lr-find` runs it"
+            f"fine-tuning ({planned} steps); `headstart lr-find` runs it"
         ), None
     result = range_test(ready, probe, settings, LR_FIND_STEPS, config)
     if result.suggestion is None:
@@ -196,6 +200,67 @@ def _measure_lr(
         lr_find_suggestion=result.suggestion,
     )
     return replace(plan, fine_tune=replace(settings, lr=chosen)), result
+
+
+def _costed(
+    plan: Plan, ready: Prepared, probe: ProbeResult | None, config: FitConfig, spent: float
+) -> Plan:
+    """The plan with what its fine-tuning costs here (measured, said, recorded) and, under a
+    time budget, as many epochs as fit in what is left of it."""
+    settings = plan.fine_tune
+    cost = None
+    if distributed.is_main():
+        head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
+        network = Classifier(ready.backbone, copy.deepcopy(head), ready.preprocessing)
+        train = [(s.path, ready.index[s.label]) for s in ready.dataset.split("train")]
+        held_out = (len(ready.dataset.split("val")), len(ready.dataset.split("test")))
+        inputs = ready.inputs.with_flip(plan.test_time_flip)
+        cost = measure_cost(network, train, held_out, ready.images, inputs, settings, config.seed)
+    cost = distributed.agree(cost)
+    if config.time_budget:
+        plan, cost = within_budget(plan, cost, config.time_budget * 60 - spent)
+        settings = plan.fine_tune
+        if settings is None:
+            return plan
+    size = f" at {settings.train_size} px" if settings.train_size else ""
+    return plan.adding(
+        f"cost: {cost.epochs} epochs of {cost.steps_per_epoch} steps of {settings.batch_size} "
+        f"images{size}, {cost.step_seconds:.2f} s a step and {cost.validation_seconds:.0f} s of "
+        f"validation an epoch on this machine: about {_minutes(cost.seconds)} (measured now; "
+        "without --time-budget the plan does not depend on it)",
+        cost=cost.to_dict(),
+    )
+
+
+def within_budget(plan: Plan, cost: Cost, seconds: float) -> tuple[Plan, Cost]:
+    """As many whole epochs as fit in ``seconds``; none (the probe) when not even one does."""
+    fit = int((seconds - cost.scoring_seconds) // cost.epoch_seconds)
+    budget = {"seconds_left": seconds, "epochs_that_fit": max(fit, 0)}
+    if fit >= cost.epochs:
+        return plan.adding(
+            f"time budget: {_minutes(seconds)} left, enough for the {cost.epochs} planned epochs",
+            budget=budget,
+        ), cost
+    if fit >= 1 or (plan.strategy == "full" and "probe_cv_accuracy" not in plan.evidence):
+        epochs = max(fit, 1)
+        plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
+        return plan.adding(
+            f"time budget: {_minutes(seconds)} left: {epochs} of the {cost.epochs} planned "
+            f"epochs fit (about {_minutes(cost.epoch_seconds)} each)",
+            budget=budget,
+        ), cost.with_epochs(epochs)
+    probe_only = replace(plan, strategy="linear-probe", fine_tune=None)
+    return probe_only.adding(
+        f"time budget: {_minutes(seconds)} left, less than one epoch of fine-tuning (about "
+        f"{_minutes(cost.epoch_seconds)}): the linear probe is the model",
+        budget=budget,
+    ), cost
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    return f"{seconds / 60:.1f} min"
 
 
 def range_test(

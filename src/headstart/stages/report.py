@@ -44,7 +44,7 @@ def write_results(
         "scores": {split: scored.scores for split, scored in kept.scored.items()},
         "strategy": kept.strategy,
         "reasons": [*plan.reasons, *([choice.why] if choice.why else [])],
-        "kept": choice.why,
+        "kept": {"strategy": kept.strategy, "why": choice.why, "evidence": choice.evidence},
         "seconds": seconds,
         "stopped": trained.stopped,
         "diagnosis": trained.diagnosis.to_dict() if trained.diagnosis else None,

@@ -66,7 +66,7 @@ class FineTuneResult:
     best_epoch: int
     best_accuracy: float
     history: list[dict] = field(default_factory=list)
-    # "finished" | "early stopping" | "time budget" | "interrupted" | "diverged: <why>"
+    # "finished" | "early stopping" | "interrupted" | "diverged: <why>" | "stopped: <why>"
     stopped: str = "finished"
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "evaluate_pixels",
     "fine_tune",
     "resolve_precision",
+    "training_crop",
 ]
 
 
@@ -82,7 +83,11 @@ class FineTuneSettings:
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     batch_size: int = 32
     patience: int | None = 3  # epochs without a better validation score; None: never stop
-    max_seconds: float | None = None
+    # The side of the training crops; None: the network's input size. Smaller crops cost less
+    # (the square of the side), and a network that trains on random crops smaller than it
+    # will see does well at the full size (FixRes, Touvron et al. 2019): validation and
+    # predictions always use the full input size.
+    train_size: int | None = None
     # Batch-norm layers keep their pretrained running statistics (eval mode) while their
     # scale and shift train, as Keras's fine-tuning guide advises; False: statistics from
     # each batch, as training from scratch needs.
@@ -140,9 +145,8 @@ def fine_tune(
             raise HeadstartError(f"nothing to resume: no training state at {resume_from}")
         run.load(Path(resume_from))
     result = run.result
-    # The time budget and the patience count from where this call began: a run trained
-    # longer gets its budget and its patience anew.
-    began, first = time.perf_counter(), run.epoch + 1
+    # The patience counts from where this call began: a run trained longer gets it anew.
+    first = run.epoch + 1
     try:
         for callback in callbacks:
             callback.on_train_begin(run)
@@ -168,19 +172,11 @@ def fine_tune(
             with _deferred_interrupt():  # the state and the epoch's record, both or neither
                 for callback in callbacks:
                     callback.on_epoch_end(record, run)
-            spent = time.perf_counter() - began
-            done = epoch - first + 1
-            stop = None
             if (
                 settings.patience is not None
                 and epoch - max(result.best_epoch, first - 1) >= settings.patience
             ):
-                stop = "early stopping"
-            elif settings.max_seconds and spent + spent / done > settings.max_seconds:
-                stop = "time budget"
-            stop = distributed.agree(stop)  # the main process's clock decides
-            if stop:
-                result.stopped = stop
+                result.stopped = "early stopping"
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
@@ -227,7 +223,9 @@ class Training:
         self.settings, self.seed = settings, seed
         self.device = next(model.parameters()).device
         channels = model.normalize.mean.shape[1]
-        self.augment = build_augmentation(*inputs.crop_size, settings.augment, channels=channels)
+        self.augment = build_augmentation(
+            *training_crop(inputs, settings), settings.augment, channels=channels
+        )
         self.stages = len(layer_groups(model.backbone))
         self.groups = parameter_groups(model, settings)
         if not any(p.requires_grad for group in self.groups for p in group["params"]):
@@ -443,7 +441,7 @@ class Training:
 def _comparable(settings: FineTuneSettings) -> dict:
     """The settings a resumed run must share with the interrupted one, as JSON values."""
     values = json.loads(json.dumps(settings.to_dict()))
-    for free in ("epochs", "max_seconds", "patience"):
+    for free in ("epochs", "patience"):
         values.pop(free)
     return values
 
@@ -480,6 +478,16 @@ def evaluate_pixels(
         correct += int((logits.argmax(1) == labels).sum())
     n = max(len(examples), 1)
     return loss_sum / n, correct / n
+
+
+def training_crop(inputs: InputPipeline, settings: FineTuneSettings) -> tuple[int, int]:
+    """``(height, width)`` of the training crops: the input size, or ``train_size`` on the
+    shorter side with the input's aspect."""
+    height, width = inputs.crop_size
+    if settings.train_size is None:
+        return height, width
+    scale = settings.train_size / min(height, width)
+    return round(height * scale), round(width * scale)
 
 
 def decode_batch(images: DecodedImages, batch: Sequence[Example]) -> tuple[list, torch.Tensor]:

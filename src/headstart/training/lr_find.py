@@ -34,7 +34,7 @@ from ..data.decoded import DecodedImages, prefetch
 from ..errors import HeadstartError
 from ..inputs import InputPipeline, to_tensor
 from ..runfolder import LR_FIND, LR_FIND_PLOT
-from .finetune import Example, FineTuneSettings, autocast, decode_batch
+from .finetune import Example, FineTuneSettings, autocast, decode_batch, training_crop
 from .freezing import parameter_groups, train_mode
 from .optim import create_optimizer
 
@@ -208,7 +208,9 @@ def _sweep(
     scales = [group["lr"] for group in optimizer.param_groups]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     channels = model.normalize.mean.shape[1]
-    augment = build_augmentation(*inputs.crop_size, settings.augment, channels=channels)
+    augment = build_augmentation(
+        *training_crop(inputs, settings), settings.augment, channels=channels
+    )
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
     train_mode(model, settings)

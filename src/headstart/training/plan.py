@@ -38,9 +38,15 @@ SIMILAR_SKILL = 0.8
 #: fine-tune of the top stages is tried as well (look-alike classes often sit at 90-97%) and
 #: kept only if it beats the probe on validation.
 PROBE_IS_ENOUGH = 0.98
-#: The short fine-tune: top stages trained, epochs, and a time cap that keeps a few hundred
-#: photos within minutes on a 2-core laptop.
-SHORT_STAGES, SHORT_EPOCHS, SHORT_SECONDS = 3, 6, 100.0
+#: The short fine-tune: top stages trained, and epochs.
+SHORT_STAGES, SHORT_EPOCHS = 3, 6
+#: Fine-tuning is planned only where validation can show what it gains: the probe's expected
+#: errors on the validation images (from its out-of-fold accuracy), times the share of them a
+#: fine-tuning can be expected to fix, must reach RESOLVABLE images. A paired test needs about
+#: four more images right than wrong to tell two models apart beyond noise (see
+#: headstart.stages.evaluate.DECISIVE); with fewer, the choice would be made on noise, and
+#: the time spent on nothing that can be shown.
+EXPECTED_FIXED_SHARE, RESOLVABLE = 0.25, 4.0
 #: Low-resolution images unlike the pretraining data (a probe skill below SIMILAR_SKILL with
 #: little detail): fed at about LOW_RES_SCALE times their detail (never below
 #: LOW_RES_SMALLEST), every stage fine-tuned for LOW_RES_EPOCHS epochs with a gentler decay and
@@ -107,6 +113,7 @@ def make_plan(
     balance: tuple[str, str] = ("none", ""),
     gap: DomainReport | None = None,
     resized_from: int | None = None,
+    val_images: int | None = None,
 ) -> Plan:
     """Decide the strategy and its settings; every choice comes with the reason for it.
 
@@ -116,7 +123,8 @@ def make_plan(
     from the pretraining data (:func:`headstart.training.domain.measure_domain`);
     ``resized_from`` the input side of a first look that found the images low-resolution and
     unlike the pretraining data (this plan is then the low-resolution one, see
-    :func:`low_resolution_input`).
+    :func:`low_resolution_input`); ``val_images`` the size of the validation split, on which
+    a fine-tuning must be able to show its gain (see :data:`RESOLVABLE`).
     """
     config = config or FitConfig()
     lr, batch_size = config.lr, config.batch_size
@@ -178,6 +186,12 @@ def make_plan(
             f"the images hold about {gap.effective_resolution:.0f} px of detail and the probe "
             f"finds the features a poor fit: measure and plan again at {resize_to} px, the "
             "size of their detail (faster too)"
+        )
+    elif (unseen := _unresolvable_gain(probe_accuracy, val_images)) is not None:
+        strategy = "linear-probe"
+        reasons.append(unseen)
+        evidence["expected_fixed_images"] = (
+            EXPECTED_FIXED_SHARE * (1 - probe_accuracy) * (val_images or 0)
         )
     elif domain != "different" and size == "small":
         if probe_accuracy is not None and probe_accuracy < PROBE_IS_ENOUGH:
@@ -250,7 +264,6 @@ def make_plan(
             layer_decay=1.0 if not pretrained else LOW_RES_DECAY if low_resolution else 0.6,
             patience=LOW_RES_PATIENCE if low_resolution else 3,
             freeze=freeze,
-            max_seconds=SHORT_SECONDS if short else None,
             # Pretrained statistics stay, except where the whole model trains on plenty of
             # different data: there, batch statistics adapt the network to the new domain.
             frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
@@ -279,6 +292,23 @@ def make_plan(
                 "data, every layer trained)"
             )
     return Plan(strategy, size, domain, tuple(reasons), evidence, settings, flip)
+
+
+def _unresolvable_gain(probe_accuracy: float | None, val_images: int | None) -> str | None:
+    """Why a fine-tuning would gain less than validation can show; None when it could show."""
+    if probe_accuracy is None or not np.isfinite(probe_accuracy) or val_images is None:
+        return None
+    errors = (1 - probe_accuracy) * val_images
+    fixed = EXPECTED_FIXED_SHARE * errors
+    if fixed >= RESOLVABLE:
+        return None
+    return (
+        f"at {probe_accuracy:.1%} out-of-fold, the probe should get about {errors:.1f} of the "
+        f"{val_images} validation images wrong; a fine-tuning that fixed a "
+        f"{EXPECTED_FIXED_SHARE:.0%} share of them would gain about {fixed:.1f}, too few for "
+        f"validation to tell apart from noise (it takes about {RESOLVABLE:.0f}): the probe is "
+        "the model (--strategy fine-tune trains anyway; more validation images would show more)"
+    )
 
 
 def low_resolution_input(gap: DomainReport) -> int:
