@@ -488,6 +488,9 @@ def test_on_weak_features_the_list_of_wrong_labels_is_called_unreliable(
 def test_pictures_of_noise_get_no_wrong_labels_claimed_as_fact(tmp_path):
     # Pictures of noise say nothing about their class: the probe can only guess, and cleanlab,
     # taking its guesses for evidence, estimates that most labels are wrong.
+    from headstart.report.folder import ReportedRun
+    from headstart.report.summary import audit as audit_section
+
     rng = np.random.default_rng(0)
     for i in range(100):
         path = tmp_path / "noise" / f"class-{i % 4}" / f"{i:03d}.png"
@@ -498,6 +501,11 @@ def test_pictures_of_noise_get_no_wrong_labels_claimed_as_fact(tmp_path):
     assert check.estimated > 30 and not check.reliable
     assert "labels may be wrong (cleanlab's estimate" in report.headline()
     assert f"the list is unreliable: {check.why}" in report.headline()
+    # The run's report page says so next to the number.
+    report.write(tmp_path / "run" / "audit")
+    page = audit_section(ReportedRun(tmp_path / "run"))
+    assert f"about {check.estimated} (cleanlab" in page
+    assert "UNRELIABLE" in page and check.why in page
 
 
 def test_a_probe_that_answers_the_largest_class_is_not_trusted(tmp_path):
