@@ -247,6 +247,21 @@ def test_ranks_the_flipped_labels_and_suggests_the_true_class(planted, report):
     assert len(set(top) & (set(planted.flipped) | planted.conflicting)) >= 8
 
 
+def test_estimates_how_many_labels_are_wrong_and_lists_that_many(planted, report):
+    # Eleven labels are wrong: the ten flipped, and a face copied into the not-face folder.
+    wrong = set(planted.flipped) | planted.conflicting
+    check = report.label_check
+    assert check.reliable, check.why  # the probe agrees with 93% of the labels
+    assert len(wrong) - 2 <= check.estimated <= len(wrong) + 4  # 13 (a blank, a cell photo)
+    assert len(report.label_issues) == check.estimated
+    listed = {issue.sample.path for issue in report.label_issues}
+    assert len(wrong & listed) >= len(wrong) - 1
+    assert f"about {check.estimated} labels may be wrong (cleanlab's estimate" in report.headline()
+    assert "unreliable" not in report.headline()
+    assert report.counts()["label_issues"] == check.estimated
+    assert report.counts()["label_issues_reliable"] is True
+
+
 def test_reports_the_imbalance_and_the_class_too_small_to_validate(report):
     balance = report.balance
     assert balance.counts["train"]["scene"] < balance.counts["train"]["face"] / 4
@@ -273,7 +288,10 @@ def test_writes_audit_json_and_image_grids(report, tmp_path):
     folder = report.write(tmp_path / "audit")
     written = json.loads((folder / "audit.json").read_text())
     assert written["duplicates"]["leaks"] == len(report.leaks) == 8
-    assert written["label_issues"]["count"] == len(report.label_issues)
+    labels = written["label_issues"]
+    assert labels["count"] == labels["estimated_count"] == len(report.label_issues)
+    assert labels["reliable"] is True and labels["probe_accuracy"] >= labels["reliable_accuracy"]
+    assert labels["why"].startswith("the probe that judges the labels agrees with")
     assert {f["path"] for f in written["unusable"]["files"]} == {
         str(s.path) for s in report.unusable
     }
@@ -384,15 +402,15 @@ def test_cli_audit_prints_writes_and_fixes_the_split(planted, capsys, tmp_path):
 def test_label_check_needs_independent_images_not_only_many(tmp_path):
     # Copies share a fold: a dataset that is mostly copies of a few images has too few
     # independent groups to cross-validate, and the check says so instead of failing.
-    from headstart.auditing.labels import label_issues
+    from headstart.auditing.labels import LabelCheck, check_labels
     from headstart.data.sources import Sample
 
     rng = np.random.default_rng(0)
     samples = [Sample(tmp_path / f"{i}.png", "ab"[i % 2], "train") for i in range(40)]
     features = rng.normal(size=(40, 16)).astype(np.float32)
-    assert label_issues(samples, features, [0] * 40) is None
-    assert label_issues(samples, features, [i % 2 for i in range(40)]) is None
-    assert isinstance(label_issues(samples, features, [i % 4 for i in range(40)]), list)
+    assert check_labels(samples, features, [0] * 40) is None
+    assert check_labels(samples, features, [i % 2 for i in range(40)]) is None
+    assert isinstance(check_labels(samples, features, [i % 4 for i in range(40)]), LabelCheck)
 
 
 def test_a_folder_of_look_alikes_proposes_a_bounded_number_of_pairs(tmp_path):
@@ -434,3 +452,72 @@ def test_cli_audit_without_a_backbone_still_finds_copies(small_faces, tmp_path, 
     written = json.loads((out / "audit.json").read_text())
     assert written["duplicates"]["conflicting_labels"] == 1
     assert written["label_issues"] is None
+
+
+@pytest.fixture(scope="module")
+def few_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """15 handwritten digits a class (8x8 pixels), labelled right: too few to learn them well."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("few") / "digits"
+    for digit in range(10):
+        folder = root / str(digit)
+        folder.mkdir(parents=True)
+        for i in np.flatnonzero(digits.target == digit)[:15]:
+            Image.fromarray(np.uint8(digits.images[i] * 15)).save(folder / f"{i:04d}.png")
+    return root
+
+
+def test_on_weak_features_the_list_of_wrong_labels_is_called_unreliable(
+    few_digits, tmp_path, capsys
+):
+    # Every label is right, so every image the probe doubts is its own mistake: the audit
+    # gives cleanlab's estimate, and says the list is not to be believed, and why.
+    out = tmp_path / "audit"
+    assert main(["audit", str(few_digits), "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((out / "audit.json").read_text())["label_issues"]
+    assert written["reliable"] is False and written["probe_accuracy"] < 0.9  # 77% measured
+    assert written["estimated_count"] == written["count"] == len(written["list"]) > 0
+    assert written["why"].startswith("the probe that judges the labels agrees with only")
+    assert "labels may be wrong (cleanlab's estimate" in printed
+    assert "the list is unreliable: the probe that judges the labels agrees with only" in printed
+
+
+def test_pictures_of_noise_get_no_wrong_labels_claimed_as_fact(tmp_path):
+    # Pictures of noise say nothing about their class: the probe can only guess, and cleanlab,
+    # taking its guesses for evidence, estimates that most labels are wrong.
+    from headstart.report.folder import ReportedRun
+    from headstart.report.summary import audit as audit_section
+
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        path = tmp_path / "noise" / f"class-{i % 4}" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(path)
+    report = audit(tmp_path / "noise", quiet=True)
+    check = report.label_check
+    assert check.estimated > 30 and not check.reliable
+    assert "labels may be wrong (cleanlab's estimate" in report.headline()
+    assert f"the list is unreliable: {check.why}" in report.headline()
+    # The run's report page says so next to the number.
+    report.write(tmp_path / "run" / "audit")
+    page = audit_section(ReportedRun(tmp_path / "run"))
+    assert f"about {check.estimated} (cleanlab" in page
+    assert "UNRELIABLE" in page and check.why in page
+
+
+def test_a_probe_that_answers_the_largest_class_is_not_trusted(tmp_path):
+    # 200 images of one class, 10 of another, features that say nothing: always answering
+    # the large class is right 95% of the time, and would list the small class as mislabelled.
+    from headstart.auditing.labels import check_labels
+    from headstart.data.sources import Sample
+
+    samples = [Sample(tmp_path / f"{i}.png", "large", "train") for i in range(200)]
+    samples += [Sample(tmp_path / f"small-{i}.png", "small", "train") for i in range(10)]
+    features = np.random.default_rng(0).normal(size=(210, 32))
+    check = check_labels(samples, features)
+    assert check.probe_accuracy >= 0.9 and not check.reliable
+    assert "in an average class (balanced accuracy)" in check.why
+    assert "no better than always answering the largest class (95%)" in check.why

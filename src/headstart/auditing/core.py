@@ -21,7 +21,7 @@ from ..data.sources import Dataset
 from .balance import class_balance
 from .duplicates import CANDIDATES_PER_IMAGE, FEATURE_SIMILARITY, find_duplicates
 from .files import unusable
-from .labels import label_issues
+from .labels import check_labels
 from .neighbours import neighbours
 from .pixels import measure
 from .properties import OUTLIER_NEIGHBOUR, image_properties
@@ -99,12 +99,12 @@ def audit_dataset(
     isolation = dict(zip(featured, nearest.kth, strict=True)) if nearest else None
     properties = image_properties(stats, images.resize_size, isolation)
 
-    issues = None
+    check = None
     if matrix is not None:
         group_of = {s: i for i, group in enumerate(groups) for s in group.samples}
         ids = [group_of.get(s, len(groups) + i) for i, s in enumerate(featured)]
-        issues = label_issues(featured, matrix, ids, seed=seed)
-        if issues is None:
+        check = check_labels(featured, matrix, ids, seed=seed)
+        if check is None:
             notes.append(
                 "label errors not sought: too few classes or independent images "
                 "(copies count once) to cross-validate a probe"
@@ -117,7 +117,7 @@ def audit_dataset(
         duplicates=groups,
         balance=class_balance(dataset),
         properties=properties,
-        label_issues=issues,
+        label_check=check,
         notes=notes,
         seconds=time.perf_counter() - started,
         timings=timings,

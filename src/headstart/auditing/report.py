@@ -20,7 +20,7 @@ from . import duplicates as _duplicates
 from .balance import Balance
 from .duplicates import DuplicateGroup
 from .files import causes
-from .labels import LabelIssue
+from .labels import LabelCheck, LabelIssue
 from .properties import Properties
 from .split import fixed_split, write_split
 from .views import Section, Tile, render
@@ -42,12 +42,18 @@ class AuditReport:
     duplicates: list[DuplicateGroup]  # leaks first, then conflicting labels, then by size
     balance: Balance
     properties: Properties
-    label_issues: list[LabelIssue] | None  # most likely first; None: not sought (see notes)
+    label_check: LabelCheck | None  # None: labels not checked (see notes)
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     keys: dict[Sample, str] = field(default_factory=dict, repr=False)  # content hashes
     images: DecodedImages | None = field(default=None, repr=False)  # pixels for the grids
+
+    @property
+    def label_issues(self) -> list[LabelIssue] | None:
+        """The images whose label is most likely wrong, most likely first, as many as cleanlab
+        estimates are wrong; None when labels were not checked."""
+        return None if self.label_check is None else self.label_check.issues
 
     @property
     def leaks(self) -> list[DuplicateGroup]:
@@ -64,7 +70,7 @@ class AuditReport:
 
     def counts(self) -> dict:
         """The findings in numbers: what a run's summary keeps of the audit."""
-        groups = self.duplicates
+        groups, check = self.duplicates, self.label_check
         return {
             "unusable": len(self.unusable),
             "duplicate_groups": len(groups),
@@ -72,12 +78,14 @@ class AuditReport:
             "conflicting_labels": sum(g.conflicting_labels for g in groups),
             "imbalance_ratio": self.balance.ratio,
             "flagged": {kind: len(found) for kind, found in self.properties.flagged.items()},
-            "label_issues": None if self.label_issues is None else len(self.label_issues),
+            "label_issues": None if check is None else check.estimated,
+            "label_issues_reliable": None if check is None else check.reliable,
+            "probe_accuracy": None if check is None else round(check.probe_accuracy, 4),
         }
 
     def headline(self) -> str:
         """The findings in one line, for the log of a fit."""
-        groups, issues = self.duplicates, self.label_issues
+        groups = self.duplicates
         parts = [
             f"{len(self.unusable)} unusable files",
             f"{len(groups)} duplicate groups ({len(self.leaks)} leak across splits)",
@@ -86,13 +94,12 @@ class AuditReport:
         flagged = [f"{len(f)} {kind}" for kind, f in self.properties.flagged.items() if f]
         if flagged:
             parts.append("odd images: " + ", ".join(flagged))
-        if issues is not None:
-            parts.append(f"{len(issues)} suspected label errors")
+        if self.label_check is not None:
+            parts.append(self.label_check.headline())
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
         groups = self.duplicates
-        issues = self.label_issues
         return {
             "data": str(self.dataset.root),
             "layout": self.dataset.layout,
@@ -120,9 +127,7 @@ class AuditReport:
             },
             "balance": self.balance.to_dict(),
             "properties": self.properties.to_dict(),
-            "label_issues": None
-            if issues is None
-            else {"count": len(issues), "list": [issue.to_dict() for issue in issues]},
+            "label_issues": None if self.label_check is None else self.label_check.to_dict(),
             "warnings": list(self.dataset.warnings),
             "notes": list(self.notes),
             "seconds": round(self.seconds, 2),
@@ -184,7 +189,8 @@ class AuditReport:
             title = f"{len(self.duplicates)} duplicate groups, {len(self.leaks)} leak across splits"
             render(title, sections, pixels).save(folder / DUPLICATES_GRID)
 
-        if self.label_issues:
+        check = self.label_check
+        if check is not None and check.issues:
             tiles = [
                 Tile(
                     issue.sample.path,
@@ -194,13 +200,15 @@ class AuditReport:
                         issue.sample.path.name,
                     ),
                 )
-                for issue in self.label_issues[:MOST_DRAWN]
+                for issue in check.issues[:MOST_DRAWN]
             ]
             title = (
-                f"{len(self.label_issues)} suspected label errors, most likely first "
-                "(label: as given; ->: the cross-validated probe's prediction)"
+                f"about {check.estimated} labels may be wrong (cleanlab's estimate), most likely "
+                "first (label: as given; ->: the cross-validated probe's best other class)"
             )
-            render(title, [Section("", tiles)], pixels).save(folder / LABEL_ISSUES_GRID)
+            heading = "" if check.reliable else f"UNRELIABLE: {check.why}"
+            section = Section(heading, tiles, warning=not check.reliable)
+            render(title, [section], pixels).save(folder / LABEL_ISSUES_GRID)
         return folder
 
 
@@ -307,29 +315,38 @@ def print_summary(report: AuditReport, console: Console | None = None) -> None:
             _more(console, len(found), 3, indent="    ")
 
     console.print()
-    issues = report.label_issues
-    if issues is None:
-        console.print("label issues: not checked (see notes)")
-    elif issues:
-        console.print(
-            f"[bold yellow]label issues: {len(issues)} suspected[/] (confident learning on a "
-            "cross-validated linear probe), most likely first"
-        )
-        table = Table("file", "split", "label", "suggested", box=None, padding=(0, 1))
-        for issue in issues[:15]:
-            table.add_row(
-                str(issue.sample.path),
-                issue.sample.split,
-                f"{issue.sample.label} ({issue.given_probability:.0%})",
-                f"{issue.suggested} ({issue.suggested_probability:.0%})",
-            )
-        console.print(table)
-        _more(console, len(issues), 15)
-    else:
-        console.print("[green]label issues: none suspected[/]")
+    _print_label_check(report.label_check, console)
 
     for note in [*dataset.warnings, *report.notes]:
         console.print(f"[yellow]note[/]: {note}", soft_wrap=True)
+
+
+def _print_label_check(check: LabelCheck | None, console: Console) -> None:
+    if check is None:
+        console.print("label issues: not checked (see notes)")
+        return
+    color = "green" if check.reliable and not check.issues else "yellow"
+    console.print(f"[bold {color}]label issues: {check.headline()}[/]", soft_wrap=True)
+    if check.reliable and check.issues:
+        console.print(
+            f"  confident learning on a linear probe's predictions: {check.why}; the images "
+            "most likely wrong first",
+            soft_wrap=True,
+        )
+    elif not check.reliable:
+        console.print(f"  {check.advice}", soft_wrap=True)
+    if not check.issues:
+        return
+    table = Table("file", "split", "label", "suggested", box=None, padding=(0, 1))
+    for issue in check.issues[:15]:
+        table.add_row(
+            str(issue.sample.path),
+            issue.sample.split,
+            f"{issue.sample.label} ({issue.given_probability:.0%})",
+            f"{issue.suggested} ({issue.suggested_probability:.0%})",
+        )
+    console.print(table)
+    _more(console, len(check.issues), 15)
 
 
 def _more(console: Console, total: int, shown: int, indent: str = "  ") -> None:

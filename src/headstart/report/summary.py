@@ -191,10 +191,7 @@ def audit(run: ReportedRun) -> Html:
         ("groups leaking across splits", number(duplicates.get("leaks"))),
         ("groups with conflicting labels", number(duplicates.get("conflicting_labels"))),
         ("class imbalance (largest : smallest)", _ratio(balance.get("imbalance_ratio"))),
-        (
-            "suspected label errors",
-            "not sought" if issues is None else number(issues.get("count")),
-        ),
+        _label_errors(issues),
     ]
     rows += [(f"odd images: {kind}", f"{len(found):,}") for kind, found in flagged.items()]
     parts = [table(["finding", "count"], rows, "lr")]
@@ -206,7 +203,7 @@ def audit(run: ReportedRun) -> Html:
         (DUPLICATES_GRID, f"Duplicate groups, leaks first ({AUDIT}/{DUPLICATES_GRID})"),
         (
             LABEL_ISSUES_GRID,
-            f"Suspected label errors, most likely first ({AUDIT}/{LABEL_ISSUES_GRID})",
+            f"Labels most likely wrong, most likely first ({AUDIT}/{LABEL_ISSUES_GRID})",
         ),
     ):
         if run.exists(f"{AUDIT}/{file}"):
@@ -215,6 +212,18 @@ def audit(run: ReportedRun) -> Html:
             parts.append(figure(pixels, caption, caption + more))
     parts.append(note("contact sheets of every class: audit/contact-sheets/ in the run folder"))
     return join(parts)
+
+
+def _label_errors(found: dict | None) -> tuple[str, object]:
+    """The label check's row: cleanlab's estimate, and whether the probe behind it can be
+    trusted (audits written before the estimate was recorded show the list's length)."""
+    if found is None:
+        return ("labels likely wrong", "not sought")
+    if "estimated_count" not in found:
+        return ("suspected label errors", number(found.get("count")))
+    estimate = f"about {found['estimated_count']:,} (cleanlab's estimate)"
+    verdict = badge("pass", "RELIABLE") if found.get("reliable") else badge("fail", "UNRELIABLE")
+    return ("labels likely wrong", join([estimate, Html("<br>"), verdict, " ", found["why"]]))
 
 
 def _ratio(value: float | None) -> str:
