@@ -178,6 +178,36 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(data, tmp_path):
         torch.testing.assert_close(resumed_model.state_dict()[name], tensor)
 
 
+def test_an_interrupted_run_stops_early_where_an_uninterrupted_one_does(data, tmp_path):
+    """Early stopping counts from the best epoch, not from where the run was resumed."""
+    train, val, images = data
+    standing_still = settings(epochs=6, lr=1e-12, head_lr_scale=1.0, patience=2)
+    whole = fine_tune(tiny_network(), train, val, images, INPUTS, standing_still)
+    assert whole.stopped == "early stopping" and len(whole.history) == 3
+
+    def ctrl_c_in_epoch_three(step):
+        if step.epoch == 3:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state.pt"
+    saving = Checkpoints(state=state)
+    watched = [saving, OnBatch(ctrl_c_in_epoch_three)]
+    fine_tune(tiny_network(), train, val, images, INPUTS, standing_still, callbacks=watched)
+    resumed = fine_tune(
+        tiny_network(), train, val, images, INPUTS, standing_still, resume_from=state
+    )
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.stopped == "early stopping"
+
+
+def test_a_damaged_training_state_is_refused_in_one_line(data, tmp_path):
+    train, val, images = data
+    state = tmp_path / "last.pt"
+    state.write_bytes(b"PK\x03\x04 not a checkpoint at all")
+    with pytest.raises(HeadstartError, match=r"cannot resume from .*last\.pt: not a training"):
+        fine_tune(tiny_network(), train, val, images, INPUTS, settings(), resume_from=state)
+
+
 def test_a_finished_run_can_train_longer_but_not_with_other_settings(data, tmp_path):
     train, val, images = data
     state = tmp_path / "state.pt"

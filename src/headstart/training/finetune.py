@@ -145,7 +145,6 @@ def fine_tune(
             raise HeadstartError(f"nothing to resume: no training state at {resume_from}")
         run.load(Path(resume_from))
     result = run.result
-    # The patience counts from where this call began: a run trained longer gets it anew.
     first = run.epoch + 1
     try:
         for callback in callbacks:
@@ -174,7 +173,7 @@ def fine_tune(
                     callback.on_epoch_end(record, run)
             if (
                 settings.patience is not None
-                and epoch - max(result.best_epoch, first - 1) >= settings.patience
+                and epoch - max(result.best_epoch, run.patience_from) >= settings.patience
             ):
                 result.stopped = "early stopping"
                 break
@@ -273,6 +272,9 @@ class Training:
         # Until an epoch is scored, the best model is the one training started from.
         self.best_state: dict[str, torch.Tensor] = _copy_state(model)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        # Early stopping counts epochs without gain from the best epoch, or from here when
+        # later than it (a finished run trained longer starts its patience anew).
+        self.patience_from = 0
         self.network: nn.Module = model
         self.network_stages = -1  # how many stages the distributed wrapper was built for
 
@@ -406,8 +408,14 @@ class Training:
 
     def load(self, path: Path) -> None:
         """Go on from the state saved at ``path`` (read with ``weights_only=True``)."""
-        saved = torch.load(path, map_location=self.device, weights_only=True)
-        progress = json.loads(saved["progress"])
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            progress = json.loads(saved["progress"])
+        except Exception as error:  # a torn or foreign file: unpickling, zip or key errors
+            raise HeadstartError(
+                f"cannot resume from {path}: not a training state headstart wrote, or a damaged "
+                f"one ({type(error).__name__}); start a new fit"
+            ) from None
         if progress["settings"] != _comparable(self.settings):
             changed = sorted(
                 key
@@ -425,8 +433,10 @@ class Training:
         if self.average is not None:
             self.average.load_state_dict(saved["average"])
         if progress["planned_epochs"] != self.settings.epochs:
-            # Training longer than planned: the schedule is stretched over the new length.
+            # Training longer than planned: the schedule is stretched over the new length, and
+            # early stopping's patience counts anew. An interrupted run goes on as it was.
             self.schedule.extend(self.steps_per_epoch * self.settings.epochs)
+            self.patience_from = progress["epoch"]
         self.best_state = saved["best"]
         self.epoch, self.step, self.elapsed = (
             progress["epoch"],
