@@ -117,3 +117,36 @@ def test_demo_compares_transfer_with_scratch(capsys, tmp_path):
     assert "transfer learning vs training from scratch" in out
     assert "transfer gives a higher start" in out
     assert Path(tmp_path).joinpath("demo-lfw-1", "compare_scratch.json").exists()
+
+
+def test_a_refusal_leaves_nothing_behind_and_never_blocks_the_next_run(capsys, tmp_path, faces):
+    runs = tmp_path / "runs"
+    code, _, err = run(capsys, "fit", faces, "--arch", "resnet_18", "--runs-dir", runs)
+    assert code == 2 and not runs.exists()  # refused before anything was written
+
+    leaky = tmp_path / "leaky"  # a split the data gives, with a copy on both sides
+    for split, chosen in (("train", slice(0, 20)), ("val", slice(20, 26))):
+        for label in ("face", "not-face"):
+            (leaky / split / label).mkdir(parents=True)
+            for image in sorted((faces / label).glob("*.png"))[chosen]:
+                shutil.copy(image, leaky / split / label / image.name)
+    copy = sorted((faces / "face").glob("*.png"))[0]
+    shutil.copy(copy, leaky / "val" / "face" / "copy.png")
+    code, _, err = run(capsys, "fit", leaky, "--runs-dir", runs, "--name", "mine", "--quiet")
+    assert code == 2 and "--allow-leakage" in one_line_error(err)
+    assert (runs / "mine" / "failed.json").exists()  # the evidence stays, marked failed
+    code, _, _ = run(
+        capsys, "fit", leaky, "--runs-dir", runs, "--name", "mine", "--quiet", "--allow-leakage"
+    )
+    assert code == 0 and not (runs / "mine" / "failed.json").exists()
+    code, _, err = run(capsys, "fit", leaky, "--runs-dir", runs, "--name", "mine", "--quiet")
+    assert code == 2 and "already exists" in one_line_error(err)  # a finished run is kept
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, small_faces):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run(capsys, "fit", small_faces, "--runs-dir", blocker / "runs", "--quiet")
+    assert code == 2 and str(blocker) in one_line_error(err)
+    code, _, err = run(capsys, "audit", small_faces, "--out", blocker / "audit", "--quiet")
+    assert code == 2 and str(blocker) in one_line_error(err)

@@ -27,12 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from rich.markup import escape
+
     from .errors import HeadstartError
 
     try:
         return args.run(args) or 0
     except HeadstartError as error:
-        err.print(f"[red]error:[/] {error}", soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+        return 2
+    except OSError as error:  # a full disk, a read-only folder, a folder under a file ...
+        where = f": {error.filename}" if error.filename else ""
+        err.print(f"[red]error:[/] {escape(f'{error.strerror or error}{where}')}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print(

@@ -62,15 +62,19 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     the fine-tuning is shared between them (see :mod:`headstart.training.distributed`); the
     main process writes the run.
     """
+    started = time.perf_counter()
     config = FitConfig.of(config, **settings)
     resolve_precision(config.precision, device_of(config.device))
     with _scratch_unless_main() as scratch:
         if scratch is not None:
             config = replace(config, runs_dir=str(scratch), quiet=True)
+        # The data, the network and its weights first: what refuses to run writes nothing.
+        ready = prepare(data, config)
         run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
-        run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
-        save_config(config, run / CONFIG_YAML, data)
-        return _fit(data, config, run)
+        with run.marked_failed_on_error():
+            run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
+            save_config(config, run / CONFIG_YAML, data)
+            return _fit(ready, config, run, started)
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
@@ -114,15 +118,19 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         if scratch is not None:  # read the state from a copy; write nothing of the run
             run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
             config = replace(config, quiet=True)
-        return _fit(data, config, run, resumed=plan)
+        started = time.perf_counter()
+        return _fit(prepare(data, config), config, run, started, resumed=plan)
 
 
 def _fit(
-    data: str | Path, config: FitConfig, run: RunFolder, resumed: Plan | None = None
+    ready: Prepared,
+    config: FitConfig,
+    run: RunFolder,
+    started: float,
+    resumed: Plan | None = None,
 ) -> FitResult:
-    """The stages of a fit into ``run``; ``resumed`` is the plan of a run being resumed."""
-    started = time.perf_counter()
-    ready = prepare(data, config)
+    """The stages of a fit of ``ready`` (the data stage, done) into ``run``; ``resumed`` is
+    the plan of a run being resumed."""
     _say_what_runs(run, ready, config)
     audit = audit_data(ready, run, config)
     record_split(run, ready.dataset, resuming=resumed is not None)

@@ -23,14 +23,19 @@ through :class:`RunFolder`::
         thumbnails.npz              the images the report shows
         summary.json                the final scores and what was kept
         report.html                 everything above, for a person
+        failed.json                 why the run failed, when it did (such a folder never
+                                    blocks a new run of the same name)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import shutil
 import time
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ __all__ = [
     "DATASET",
     "DIAGNOSIS",
     "DUPLICATES_GRID",
+    "FAILED",
     "FIXED_BATCH",
     "LABEL_ISSUES_GRID",
     "LR_FIND",
@@ -89,6 +95,7 @@ PREDICTIONS = "predictions.npz"
 THUMBNAILS = "thumbnails.npz"
 SUMMARY = "summary.json"
 REPORT = "report.html"
+FAILED = "failed.json"
 
 
 def new_folder(root: str | Path, stem: str) -> Path:
@@ -114,11 +121,19 @@ class RunFolder:
 
     @classmethod
     def create(cls, root: str | Path, name: str | None, data_name: str) -> RunFolder:
-        """A new, empty run folder. Without a name: ``<data>-<n>``, never reusing a folder."""
+        """A new, empty run folder. Without a name: ``<data>-<n>``, never reusing a folder.
+        A named folder is reused when it is empty or holds a failed run (see
+        :meth:`marked_failed_on_error`), never when it holds a run that finished or can be
+        resumed."""
         if name:
             path = Path(root) / name
-            if path.exists() and any(path.iterdir()):
-                raise HeadstartError(f"run folder {path} already exists; choose another --name")
+            if path.is_dir() and (path / FAILED).exists():
+                shutil.rmtree(path, ignore_errors=True)
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise HeadstartError(
+                    f"run folder {path} already exists; choose another --name"
+                    + (" (or `headstart fit --resume` it)" if cls(path).resumable else "")
+                )
         else:
             path = new_folder(root, data_name)
         try:
@@ -157,6 +172,25 @@ class RunFolder:
 
     def exists(self, name: str) -> bool:
         return (self.path / name).exists()
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a fine-tuning left a state to go on from (``--resume``)."""
+        return self.training_state.exists()
+
+    @contextlib.contextmanager
+    def marked_failed_on_error(self) -> Iterator[None]:
+        """On any error in the block, mark the run failed (``failed.json``, with the reason),
+        so that it never blocks a new run of its name, unless it left a fine-tuning state to
+        resume from: then it stays a run that ``--resume`` goes on with. The error goes on."""
+        try:
+            yield
+        except BaseException as error:
+            if not self.resumable:
+                with contextlib.suppress(OSError):  # a full disk may refuse this too
+                    reason = str(error) or type(error).__name__
+                    self.write_json(FAILED, {"error": type(error).__name__, "reason": reason})
+            raise
 
     # --- Writing ----------------------------------------------------------------------------
 
