@@ -215,3 +215,17 @@ def _draw_labels(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_transfer_against_scratch_claims_only_what_was_measured():
+    from headstart.compare import Curve, compare
+
+    probe_only = Curve([0], [0.95], [0.0])  # a probe: no epochs of training
+    scratch = Curve([0, 1, 2], [0.5, 0.6, 0.7], [0.0, 10.0, 20.0])
+    result = compare(probe_only, scratch, chance=0.5)
+    slope = result["benefits"]["slope"]
+    assert slope["transfer"] is None and slope["holds"] is None
+    assert slope["scratch"] == pytest.approx(0.1)
+    assert result["benefits"]["start"]["holds"] and result["benefits"]["final"]["holds"]
+    assert "2 epochs" in result["summary"] and "no slope per epoch" in result["summary"]
+    assert "steeper" not in result["summary"]

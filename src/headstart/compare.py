@@ -120,38 +120,48 @@ class _Follow(Callback):
 
 
 def compare(transfer: Curve, scratch: Curve, chance: float) -> dict:
-    """The three benefits, with the numbers behind each (``compare_scratch.json``)."""
+    """The three benefits, with the numbers behind each (``compare_scratch.json``).
+
+    A benefit that cannot be measured says so instead of a number: a transfer run that only
+    fitted the linear probe has no epochs, so no slope per epoch to compare.
+    """
 
     def start(curve: Curve) -> float:
         trained = [a for e, a in zip(curve.epochs, curve.val_accuracy, strict=True) if e >= 1]
         return trained[0] if trained else curve.val_accuracy[-1]
 
-    def rise(curve: Curve) -> float:
+    def rise(curve: Curve) -> float | None:
         """Accuracy above chance gained per epoch by the end of the early epochs."""
         points = [(e, a) for e, a in zip(curve.epochs, curve.val_accuracy, strict=True) if e >= 1]
-        if not points:  # only trained the last layer: the probe's gain, within one epoch
-            return curve.val_accuracy[-1] - chance
+        if not points:  # only the probe: no network was trained epoch by epoch
+            return None
         epoch, accuracy = points[min(EARLY_EPOCHS, len(points)) - 1]
         return (accuracy - chance) / epoch
 
     benefits = {}
     for name, measure in (("start", start), ("slope", rise), ("final", _best)):
         ours, theirs = measure(transfer), measure(scratch)
-        benefits[name] = {"transfer": ours, "scratch": theirs, "holds": ours > theirs}
-    shown = [name for name, benefit in benefits.items() if benefit["holds"]]
+        holds = None if ours is None or theirs is None else ours > theirs
+        benefits[name] = {"transfer": ours, "scratch": theirs, "holds": holds}
     words = {
         "start": "a higher start",
         "slope": "a steeper curve",
         "final": "a higher final accuracy",
     }
+    shown = [name for name, benefit in benefits.items() if benefit["holds"]]
+    missing = [name for name, benefit in benefits.items() if benefit["holds"] is False]
     summary = (
         f"transfer gives {', '.join(words[n] for n in shown)}"
         if shown
-        else "transfer shows none of its three benefits on this data"
+        else "transfer shows none of its benefits on this data"
     )
-    missing = [words[n] for n in benefits if n not in shown]
     if shown and missing:
-        summary += f"; not {', '.join(missing)}"
+        summary += f"; not {', '.join(words[n] for n in missing)}"
+    epochs = len(scratch.epochs) - 1
+    summary += f" (scratch: {epochs} epoch{'s' if epochs != 1 else ''}"
+    if benefits["slope"]["holds"] is None:
+        summary += "; the transfer run only fitted the probe: no slope per epoch to compare"
+    summary += ")"
     return {
         "transfer": asdict(transfer),
         "scratch": asdict(scratch),

@@ -351,7 +351,8 @@ def _overfitting(curves: _Curves) -> Finding | None:
     ):
         signs.append(
             f"validation loss rose from {curves.val_loss[low]:.3f} (epoch {curves.epochs[low]})"
-            f" to {curves.val_loss[-1]:.3f} while the training loss kept falling"
+            f" to {curves.val_loss[-1]:.3f} while the training loss fell from "
+            f"{curves.train_loss[low]:.3f} to {curves.train_loss[-1]:.3f}"
         )
         evidence |= {"lowest_val_loss": curves.val_loss[low], "lowest_at_epoch": curves.epochs[low]}
     gaps = curves.accuracy_gaps()

@@ -64,12 +64,13 @@ def print_comparison(run_dir: Path) -> None:
         "slope": "gain above chance per epoch",
         "final": "final (best epoch)",
     }
+    verdicts = {True: "[green]transfer ahead[/]", False: "[yellow]not ahead[/]", None: "-"}
     for key, benefit in comparison["benefits"].items():
         table.add_row(
             names[key],
-            f"{benefit['transfer']:.1%}",
-            f"{benefit['scratch']:.1%}",
-            "[green]transfer ahead[/]" if benefit["holds"] else "[yellow]not ahead[/]",
+            "-" if benefit["transfer"] is None else f"{benefit['transfer']:.1%}",
+            "-" if benefit["scratch"] is None else f"{benefit['scratch']:.1%}",
+            verdicts[benefit["holds"]],
         )
     out.print(table)
     out.print(comparison["summary"])

@@ -271,7 +271,9 @@ def compare_scratch(run: ReportedRun) -> Html:
                 meaning,
                 show(benefit["transfer"]),
                 show(benefit["scratch"]),
-                badge("holds" if benefit["holds"] else "does not hold"),
+                "not measured"
+                if benefit["holds"] is None
+                else badge("holds" if benefit["holds"] else "does not hold"),
             )
         )
     return join(
