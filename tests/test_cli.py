@@ -150,3 +150,22 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, s
     assert code == 2 and str(blocker) in one_line_error(err)
     code, _, err = run(capsys, "audit", small_faces, "--out", blocker / "audit", "--quiet")
     assert code == 2 and str(blocker) in one_line_error(err)
+
+
+def test_a_class_too_small_to_validate_is_said_and_one_image_a_class_is_refused(
+    capsys, tmp_path, small_faces
+):
+    data = tmp_path / "data"
+    shutil.copytree(small_faces / "face", data / "face")
+    (data / "rare").mkdir()
+    shutil.copy(sorted((small_faces / "not-face").glob("*.png"))[0], data / "rare" / "one.png")
+    code, out, _ = run(capsys, "fit", data, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert code == 0 and "class 'rare' has 1 image: none left for validation" in out
+
+    single = tmp_path / "single"
+    for label in ("face", "not-face"):
+        (single / label).mkdir(parents=True)
+        shutil.copy(sorted((small_faces / label).glob("*.png"))[0], single / label / "1.png")
+    code, _, err = run(capsys, "fit", single, "--runs-dir", tmp_path / "runs2", "--quiet")
+    assert code == 2 and "no validation images" in one_line_error(err)
+    assert not (tmp_path / "runs2").exists()

@@ -43,6 +43,8 @@ def print_fit_summary(result: FitResult) -> None:
         )
         for skip in result.skipped[:10]:
             out.print(f"  {skip.path}: {skip.reason}", soft_wrap=True)
+    for warning in result.dataset.warnings if result.dataset else ():
+        out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     if result.stopped != "finished":
         out.print(f"[yellow]training stopped early: {result.stopped}[/]; best model kept")
     out.print(f"time: {result.seconds:.0f} s; model bundle: [bold]{result.run_dir / MODEL}[/]")

@@ -173,6 +173,8 @@ def _say_what_runs(run: RunFolder, ready: Prepared, config: FitConfig) -> None:
     say(config.quiet, where)
     for skip in ready.dataset.skipped:
         say(config.quiet, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
+    for warning in ready.dataset.warnings:
+        say(config.quiet, f"[yellow]warning[/]: {warning}")
 
 
 def _decide(

@@ -234,20 +234,24 @@ def _out_of_sample(
     None when the data cannot be cross-validated."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    # Folds are made of whole groups: there cannot be more folds than groups. A class smaller
-    # than the folds is still checked (scikit-learn warns that it is absent from some folds).
+    # Folds are made of whole groups: there cannot be more folds than groups. Stratified
+    # folds need every class in each of them: with a class of a single image, the folds are
+    # drawn without stratifying (that class is absent from the training side once).
     folds = min(FOLDS, len(np.unique(groups)))
     if classes < 2 or folds < 2:
         return None
-
+    smallest = int(np.bincount(labels, minlength=classes)[np.unique(labels)].min())
     probabilities = np.zeros((len(labels), classes))
-    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    if smallest >= 2:
+        splitter = StratifiedGroupKFold(min(folds, smallest), shuffle=True, random_state=seed)
+    else:
+        splitter = GroupKFold(folds)
     # One BLAS thread: on these matrix sizes (thousands x 1280) the threaded BLAS spends
     # more on synchronisation than it saves; one thread was 5 to 15 times faster, measured.
     with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():

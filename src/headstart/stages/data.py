@@ -112,6 +112,7 @@ def prepare(data: str | Path, config: FitConfig, *, read: bool = True) -> Prepar
     dataset = discover(
         data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
     )
+    require_trainable(dataset)  # before any image is read: a refusal costs nothing
     in_chans = config.in_chans or detect_channels([s.path for s in dataset.samples])
     ready = _network_for(dataset, replace(config, in_chans=in_chans))
     return ready.read(config) if read else ready
