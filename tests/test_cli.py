@@ -101,7 +101,10 @@ def test_models_lists_the_offline_weights(capsys):
     code, out, _ = run(capsys, "models", "efficientnet_lite*")
     assert code == 0
     line = next(line for line in out.splitlines() if "efficientnet_lite0 " in line)
-    assert "built-in" in line
+    assert "built-in" in line and "efficientnet_lite1" in out  # a pattern lists every match
+    code, out, _ = run(capsys, "models")  # no pattern: what can be used here, the rest counted
+    assert code == 0 and "efficientnet_lite0" in out and "efficientnet_lite1" not in out
+    assert "more without weights here" in out
 
 
 def test_demo_runs_offline(capsys, tmp_path):

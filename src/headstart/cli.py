@@ -169,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--available", action="store_true", help="only those with weights on this machine"
     )
+    models.add_argument("--all", action="store_true", help="every architecture timm knows")
     models.set_defaults(run=_models)
 
     demo = commands.add_parser("demo", help="the whole job on a built-in dataset, offline")
@@ -435,15 +436,24 @@ def _models(args: argparse.Namespace) -> int:
 
     from .models import list_models
 
-    models = list_models(args.pattern)
-    if args.available:
-        models = [m for m in models if m.weights]
+    found = list_models(args.pattern)
+    # Without a pattern, the hundreds of architectures without weights here are counted, not
+    # listed: a pattern (or --all) lists them.
+    shown = found if args.pattern and not args.available else [m for m in found if m.weights]
+    if getattr(args, "all", False):
+        shown = found
     table = Table("architecture", "weights on this machine", title_justify="left")
-    for info in models:
+    for info in shown:
         table.add_row(info.name, info.weights or "-")
     out.print(table)
+    hidden = len(found) - len(shown)
+    more = (
+        f"; {hidden} more without weights here (`headstart models PATTERN` or --all lists them)"
+        if hidden
+        else ""
+    )
     out.print(
-        f"{len(models)} architecture(s); with internet access, timm fetches any "
+        f"{len(shown)} architecture(s){more}; with internet access, timm fetches any "
         "pretrained weights from the Hugging Face hub"
     )
     return 0
