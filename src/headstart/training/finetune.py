@@ -386,7 +386,9 @@ class Training:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "average": self.average.state_dict() if self.average is not None else {},
-            "best": self.best_state,
+            # The best weights, unless they are the model's own (the last epoch was the best
+            # and no weight average is evaluated): the state file then holds one copy.
+            "best": {} if self._best_is_model() else self.best_state,
             "progress": json.dumps(
                 {
                     "epoch": self.epoch,
@@ -400,6 +402,9 @@ class Training:
                 }
             ),
         }
+
+    def _best_is_model(self) -> bool:
+        return self.average is None and self.result.best_epoch == self.epoch > 0
 
     def save(self, path: Path) -> None:
         partial = path.with_suffix(".partial")
@@ -437,7 +442,7 @@ class Training:
             # early stopping's patience counts anew. An interrupted run goes on as it was.
             self.schedule.extend(self.steps_per_epoch * self.settings.epochs)
             self.patience_from = progress["epoch"]
-        self.best_state = saved["best"]
+        self.best_state = saved["best"] or _copy_state(self.model)
         self.epoch, self.step, self.elapsed = (
             progress["epoch"],
             progress["step"],
