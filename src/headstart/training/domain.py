@@ -44,6 +44,9 @@ DETAIL_TAIL = 0.05
 #: Images larger than this are measured on a centre crop at their stored scale (detail per
 #: pixel does not depend on how much of the picture is looked at).
 MEASURED_SIDE = 256
+#: Images larger than this on a side are measured on their central part at their stored
+#: scale (colour, flatness, detail): a 144-megapixel photo is read once, never copied whole.
+MEASURED_REGION = 1024
 #: Effective resolution below this fraction of the backbone's input size counts as low.
 LOW_RESOLUTION = 0.5
 #: Mean absolute channel difference (0-255 levels) below which an image counts as grayscale.
@@ -139,19 +142,19 @@ def measure_domain(
         chosen = np.random.default_rng(seed).choice(len(items), sample, replace=False)
         items = [items[i] for i in sorted(chosen)]
 
-    pixels, channels = [], []
+    pixels, channels, stored = [], [], []
     for item in items:
         try:
             array, count = _read(item)
         except UnreadableImage:
             continue  # discovery and the audit report unreadable files
-        pixels.append(array)
+        stored.append(min(array.shape[:2]))
+        pixels.append(_central(array, MEASURED_REGION))  # bounded memory for huge photos
         channels.append(count)
     if not pixels:
         raise HeadstartError(f"none of the {len(items)} sampled images could be read")
 
-    stored = [min(p.shape[:2]) for p in pixels]
-    detail = [effective_resolution(p) for p in pixels]
+    detail = [effective_resolution(p, side) for p, side in zip(pixels, stored, strict=True)]
     gray = [_is_grayscale(p) for p in pixels]
     flat = [_non_photographic(p) for p in pixels]
     report = DomainReport(
@@ -177,7 +180,7 @@ def measure_domain(
     return report
 
 
-def effective_resolution(pixels: np.ndarray) -> float:
+def effective_resolution(pixels: np.ndarray, stored: int | None = None) -> float:
     """Pixels of real detail along the shortest side of one image (at most its stored size).
 
     The luminance of a centre crop (at most :data:`MEASURED_SIDE` px, at the stored scale) is
@@ -186,14 +189,17 @@ def effective_resolution(pixels: np.ndarray) -> float:
     :data:`DETAIL_TAIL` times the energy between ``s/2`` and ``s``, scaled back to the
     shortest side. Noise counts as detail; blank images read their stored size.
     """
-    luma = _luminance(pixels)
+    crop = _central(pixels, MEASURED_SIDE)
+    luma = _luminance(crop)
     height, width = luma.shape
-    stored = min(height, width)
-    side = min(stored, MEASURED_SIDE)
+    shortest = min(pixels.shape[:2])
+    stored = shortest if stored is None else stored  # pixels may be a central part of it
+    side = min(shortest, MEASURED_SIDE)
     if side < 16:
         return float(stored)  # too few frequencies to tell anything apart
     top, left = (height - side) // 2, (width - side) // 2
     crop = luma[top : top + side, left : left + side]
+    scale = stored / shortest
     window = np.hanning(side)
     power = np.abs(np.fft.fft2((crop - crop.mean()) * np.outer(window, window))) ** 2
     frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(side), np.fft.fftfreq(side), indexing="ij"))
@@ -208,7 +214,7 @@ def effective_resolution(pixels: np.ndarray) -> float:
         above = finer[k + 1] if k + 1 < len(finer) else 0.0
         octave = finer[max(k // 2, 1)] - above
         if above <= DETAIL_TAIL * octave:
-            return float(min(stored, 2 * k * stored / side))
+            return float(min(stored, 2 * k * shortest / side * scale))
     return float(stored)
 
 
@@ -279,6 +285,13 @@ def _read(item: ImageLike) -> tuple[np.ndarray, int]:
     except OSError:
         pass  # load_image says why
     return np.asarray(load_image(path)), 3 if bands in (1, 4) else max(bands, 3)
+
+
+def _central(pixels: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` part of an image (all of it when smaller)."""
+    height, width = pixels.shape[:2]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return pixels[top : top + side, left : left + side]
 
 
 def _luminance(pixels: np.ndarray) -> np.ndarray:
