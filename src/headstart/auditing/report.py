@@ -114,7 +114,7 @@ class AuditReport:
                     "hash_distance": _duplicates.HASH_DISTANCE,
                     "feature_similarity": _duplicates.FEATURE_SIMILARITY,
                     "max_zoom": _duplicates.MAX_ZOOM,
-                    "misalignment": _duplicates.MISALIGNMENT,
+                    "region_difference": _duplicates.REGION_DIFFERENCE,
                 },
                 "list": [g.to_dict() for g in groups],
             },
