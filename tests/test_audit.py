@@ -405,6 +405,38 @@ def with_corner_replaced(photo: Image.Image) -> Image.Image:
     return other
 
 
+def test_copies_across_splits_that_disagree_on_the_label_conflict_but_do_not_leak(tmp_path):
+    # A model that remembers the training copy's label gets the held-out copy wrong: the
+    # pair lowers the held-out score instead of flattering it. It is reported, not refused.
+    root = tmp_path / "pets"
+    for split, label, name in [
+        ("train", "cat", "chelsea"),
+        ("train", "cat", "astronaut"),
+        ("train", "dog", "coffee"),
+        ("train", "dog", "rocket"),
+        ("val", "cat", "camera"),
+        ("val", "dog", "clock"),
+    ]:
+        save(scene(name), root / split / label / f"{name}.png")
+    shutil.copyfile(root / "train/cat/chelsea.png", root / "val/dog/chelsea-again.png")
+    report = audit_pixels(root)
+    [group] = report.duplicates
+    assert group.conflicting_labels and not group.leaks
+    assert not report.leaks
+    check_leakage(report)  # fit trains on this split
+    assert report.counts()["conflicting_labels"] == 1
+
+    # A third copy, held out under the training copy's label, leaks.
+    shutil.copyfile(root / "train/cat/chelsea.png", root / "val/cat/chelsea-once-more.png")
+    report = audit_pixels(root)
+    [group] = report.duplicates
+    assert group.conflicting_labels and group.leaks
+    with pytest.raises(HeadstartError) as caught:
+        check_leakage(report)
+    assert "chelsea.png (train) = " in str(caught.value)
+    assert "chelsea-once-more.png (val)" in str(caught.value)  # the copy with its label
+
+
 def test_cli_audit_prints_writes_and_fixes_the_split(planted, capsys, tmp_path):
     code = main(
         [

@@ -138,11 +138,28 @@ class DuplicateGroup:
 
     @property
     def leaks(self) -> bool:
-        """A copy in train and another in val or test: the held-out score is flattered."""
-        return "train" in self.splits and len(self.splits) > 1
+        """A copy in train and another in val or test *with the same label*: the held-out
+        score is flattered, since a model that remembers the training copy gets it right.
+
+        Copies across splits that disagree on the label do not flatter it (remembering the
+        training copy's label gets the held-out copy wrong): they are conflicting labels,
+        reported as such, not a leak.
+        """
+        return self.leaking_pair is not None
+
+    @property
+    def leaking_pair(self) -> tuple[Sample, Sample] | None:
+        """A copy in train and one in val or test with its label (the first such), or None."""
+        held_out = [s for s in self.samples if s.split != "train"]
+        for train in (s for s in self.samples if s.split == "train"):
+            for other in held_out:
+                if other.label == train.label:
+                    return train, other
+        return None
 
     @property
     def conflicting_labels(self) -> bool:
+        """Copies filed under different labels: at least one of them is labelled wrong."""
         return len(self.labels) > 1
 
     def to_dict(self) -> dict:
