@@ -83,11 +83,7 @@ def plant_faults(root: Path) -> Planted:
         split = "val" if i % 100 >= 80 else "train"
         originals[f"{label}-{i:03d}.png"] = (image.resize((100, 100), Image.BICUBIC), split, label)
     for j, name in enumerate(SCENES):
-        pixels = getattr(photos, name)()
-        pixels = pixels[0] if isinstance(pixels, tuple) else pixels
-        image = Image.fromarray(pixels).convert("RGB")
-        image.thumbnail((480, 480))
-        originals[f"{name}.jpg"] = (image, "val" if j % 4 == 3 else "train", "scene")
+        originals[f"{name}.jpg"] = (scene(name), "val" if j % 4 == 3 else "train", "scene")
 
     def place(split: str, label: str, name: str) -> Path:
         path = root / split / label / name
@@ -174,6 +170,28 @@ def plant_faults(root: Path) -> Planted:
     planted.blank = place("train", "scene", "blank.png")
     Image.new("RGB", (200, 150), (128, 130, 127)).save(planted.blank)
     return planted
+
+
+def scene(name: str) -> Image.Image:
+    """One of scikit-image's sample photos, in RGB, at most 480 pixels a side."""
+    pixels = getattr(photos, name)()
+    pixels = pixels[0] if isinstance(pixels, tuple) else pixels
+    image = Image.fromarray(pixels).convert("RGB")
+    image.thumbnail((480, 480))
+    return image
+
+
+def save(image: Image.Image, path: Path, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def audit_pixels(root: Path) -> AuditReport:
+    """The audit from pixels alone (no backbone features): quick on a few made-up images."""
+    _, preprocessing, _ = create_backbone("efficientnet_lite0")
+    images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
+    return audit_dataset(discover(root), None, images, quiet=True)
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -376,6 +394,65 @@ def test_tiny_look_alikes_are_not_duplicates_but_their_copies_are(tmp_path):
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation)
     report = audit_dataset(discover(root), None, images, quiet=True)
     assert [{s.path for s in g.samples} for g in report.duplicates] == [{source, copy}]
+
+
+def test_photos_of_one_scene_that_differ_in_one_region_are_not_copies(tmp_path):
+    # Another photo of one scene (a hand with one more finger raised, an object moved) differs
+    # a lot in one place: here a corner, a sixteenth of the photo. Averaged over the whole
+    # photo that difference is as small as a copy's; in its own region it is not. A copy
+    # differs a little everywhere, and is still found.
+    root = tmp_path / "scenes"
+    copies, others = [], []
+    for name in ("astronaut", "camera", "rocket"):
+        photo = scene(name)
+        original = save(photo, root / name / "photo.png")
+        copies.append({original, save(photo, root / name / "photo-again.jpg", quality=60)})
+        others.append(save(with_corner_replaced(photo), root / name / "another-photo.png"))
+    report = audit_pixels(root)
+    found = [{s.path for s in group.samples} for group in report.duplicates]
+    assert sorted(found, key=sorted) == sorted(copies, key=sorted)
+
+
+def with_corner_replaced(photo: Image.Image) -> Image.Image:
+    """``photo`` with its bottom right corner (a quarter of each side) showing its middle."""
+    width, height = photo.size
+    side = min(width, height) // 4
+    other = photo.copy()
+    middle = photo.crop((width // 2, height // 2, width // 2 + side, height // 2 + side))
+    other.paste(middle, (width - side, height - side))
+    return other
+
+
+def test_copies_across_splits_that_disagree_on_the_label_conflict_but_do_not_leak(tmp_path):
+    # A model that remembers the training copy's label gets the held-out copy wrong: the
+    # pair lowers the held-out score instead of flattering it. It is reported, not refused.
+    root = tmp_path / "pets"
+    for split, label, name in [
+        ("train", "cat", "chelsea"),
+        ("train", "cat", "astronaut"),
+        ("train", "dog", "coffee"),
+        ("train", "dog", "rocket"),
+        ("val", "cat", "camera"),
+        ("val", "dog", "clock"),
+    ]:
+        save(scene(name), root / split / label / f"{name}.png")
+    shutil.copyfile(root / "train/cat/chelsea.png", root / "val/dog/chelsea-again.png")
+    report = audit_pixels(root)
+    [group] = report.duplicates
+    assert group.conflicting_labels and not group.leaks
+    assert not report.leaks
+    check_leakage(report)  # fit trains on this split
+    assert report.counts()["conflicting_labels"] == 1
+
+    # A third copy, held out under the training copy's label, leaks.
+    shutil.copyfile(root / "train/cat/chelsea.png", root / "val/cat/chelsea-once-more.png")
+    report = audit_pixels(root)
+    [group] = report.duplicates
+    assert group.conflicting_labels and group.leaks
+    with pytest.raises(HeadstartError) as caught:
+        check_leakage(report)
+    assert "chelsea.png (train) = " in str(caught.value)
+    assert "chelsea-once-more.png (val)" in str(caught.value)  # the copy with its label
 
 
 def test_cli_audit_prints_writes_and_fixes_the_split(planted, capsys, tmp_path):

@@ -31,8 +31,9 @@ def keep_together(
     dataset: Dataset, groups: Sequence[DuplicateGroup]
 ) -> tuple[Dataset, list[DuplicateGroup], int]:
     """``dataset`` with the held-out copies that headstart placed (``dataset.split_here``) of
-    every group that has a copy in train moved into train; the groups as they now stand, and
-    how many files moved. Groups with a held-out copy the data placed are left as they are."""
+    every group that leaks (:attr:`~.duplicates.DuplicateGroup.leaks`) moved into train; the
+    groups as they now stand, and how many files moved. Groups with a held-out copy the data
+    placed are left as they are, and so are copies that only disagree on the label."""
     moved: dict[Sample, Sample] = {}
     for group in groups:
         held_out = [s for s in group.samples if s.split != "train"]
