@@ -18,7 +18,13 @@ from headstart.data.decoded import DecodedImages
 from headstart.inputs import InputPipeline
 from headstart.models import Preprocessing, create_backbone
 from headstart.training.finetune import FineTuneSettings
-from headstart.training.lr_find import LRFindResult, lr_range_test
+from headstart.training.lr_find import (
+    HALFWAY_DOWN,
+    MIN_OVER_10,
+    LRFindResult,
+    lr_range_test,
+    suggest_lr,
+)
 
 #: Small crops keep every step cheap: the faces are 25 px photos anyway.
 #: 64 x 64 crops, normalised around 0.5: the inputs of the tiny network.
@@ -47,6 +53,81 @@ def tiny(tmp_path: Path) -> tuple[Classifier, DecodedImages]:
     backbone = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
     images = DecodedImages(preprocessing.resize_size, "bicubic", tmp_path / "pixels")
     return classifier(backbone, preprocessing), images
+
+
+#: fit's own range test: 50 steps from 1e-7 to 1.
+SWEEP = np.geomspace(1e-7, 1.0, 50)
+
+
+def batch_losses(curve: np.ndarray, noise: float, seed: int = 0) -> np.ndarray:
+    """What a sweep records: the loss the training is at, plus each batch's own noise."""
+    return curve + noise * np.random.default_rng(seed).standard_normal(curve.size)
+
+
+def explodes_above(lr: float) -> np.ndarray:
+    """Zero up to ``lr``, then a loss that grows fast with the learning rate: divergence."""
+    return np.where(lr < SWEEP, 3.0 * np.log10(SWEEP / lr) ** 2, 0.0)
+
+
+def test_a_curve_of_noise_whose_first_point_is_lowest_gives_no_suggestion():
+    # The failure fit met (a probe-trained head, already good): the loss only wobbles until
+    # it explodes, and the first batch happened to be easy. The smoothed loss is lowest at
+    # its first point, and "the rate of the lowest loss / 10" read 1e-8 off it.
+    losses = batch_losses(0.3 + explodes_above(1e-2), noise=0.05)
+    losses[0] = 0.1
+    result = suggest_lr(SWEEP, losses)
+    assert int(np.argmin(result.smoothed)) == 0
+    assert result.suggestion is None  # fit keeps the plan's default
+    assert result.rule.startswith("no descent beyond the noise")
+    assert result.describe().startswith("no suggestion: no descent beyond the noise")
+    assert result.alternatives[MIN_OVER_10] > 1e-7  # the first points are not judged at all
+
+
+def test_a_curve_of_noise_gives_no_suggestion_whatever_its_noise_does():
+    flat = np.full(SWEEP.size, 0.7)
+    for seed in range(20):
+        result = suggest_lr(SWEEP, batch_losses(flat, noise=0.1, seed=seed))
+        assert result.suggestion is None, (seed, result.rule)
+        assert result.noise == pytest.approx(0.1, rel=0.5)  # measured from the losses alone
+
+
+def test_a_u_shaped_curve_gives_a_rate_on_its_descent():
+    # The textbook curve: high and flat at tiny rates, falling, lowest near 1e-3, then rising.
+    lowest = 1e-3
+    curve = 0.4 + 0.1 * np.log10(SWEEP / lowest) ** 2
+    result = suggest_lr(SWEEP, batch_losses(curve, noise=0.05))
+    assert result.rule == HALFWAY_DOWN
+    assert 1e-6 < result.suggestion < lowest  # on the descent, below the bottom
+    assert result.descent > 10 * result.noise
+
+
+def test_the_suggestion_is_where_the_loss_falls_fastest_not_where_the_smoothing_lags():
+    # Flat, then a fall centred on 1e-4, then an explosion. The smoothed loss trails the
+    # batches by a decade of rates; read at the rates it stands for, it does not.
+    falls_at = 1e-4
+    curve = 0.5 + 1.5 / (1 + (SWEEP / falls_at) ** 1.3) + explodes_above(1e-2)
+    result = suggest_lr(SWEEP, batch_losses(curve, noise=0.05))
+    assert falls_at / 4 < result.suggestion < falls_at * 4  # trailing, it read 5e-4
+    assert result.valley[0] < result.suggestion < result.valley[1]
+
+
+def test_a_small_descent_under_much_noise_is_not_trusted_but_a_clear_one_is():
+    fall = 0.2 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2)
+    assert suggest_lr(SWEEP, batch_losses(0.5 + fall, noise=0.3)).suggestion is None
+    assert suggest_lr(SWEEP, batch_losses(0.5 + fall, noise=0.01)).suggestion is not None
+
+
+def test_a_flat_curve_gives_no_suggestion():
+    result = suggest_lr(SWEEP, np.full(SWEEP.size, 0.69))
+    assert result.suggestion is None
+    assert result.descent == pytest.approx(0.0, abs=1e-12)  # rounding, nothing more
+
+
+def test_every_rule_answers_and_the_one_that_decided_is_named():
+    curve = 0.5 + 1.5 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2)
+    result = suggest_lr(SWEEP, batch_losses(curve, noise=0.05))
+    assert result.alternatives[result.rule] == result.suggestion
+    assert len(result.alternatives) == 4  # halfway down, fastai's valley, steepest, minimum/10
 
 
 def test_the_sweep_is_exponential_and_covers_the_range(tiny, small_faces):
