@@ -70,16 +70,14 @@ def lr_find(data: dict) -> bytes:
     lrs = np.asarray(data["lrs"], dtype=float)
     losses = np.asarray([np.nan if v is None else v for v in data["losses"]], dtype=float)
     smoothed = np.asarray([np.nan if v is None else v for v in data["smoothed"]], dtype=float)
-    # Each smoothed loss at the LR it stands for (older files: at its last batch's LR).
-    centres = np.asarray(data.get("smoothed_lrs") or lrs, dtype=float)
     suggestion = data.get("suggestion")
     with _figure(3.6) as (figure, axes):
         axes.plot(lrs, losses, color="0.75", lw=1, label="loss of each batch")
-        axes.plot(centres, smoothed, color=TRANSFER, lw=2, label="smoothed loss")
+        axes.plot(lrs, smoothed, color=TRANSFER, lw=2, label="smoothed loss")
         finite = smoothed[np.isfinite(smoothed)]
         if suggestion is not None and finite.size:
             ok = np.isfinite(smoothed)
-            at = np.interp(np.log(suggestion), np.log(centres[ok]), smoothed[ok])
+            at = np.interp(np.log(suggestion), np.log(lrs[ok]), smoothed[ok])
             axes.axvline(suggestion, color=WRONG, ls="--", lw=1.2)
             axes.plot([suggestion], [at], "o", color=WRONG, label=f"suggested {suggestion:.2g}")
         axes.set_xscale("log")
