@@ -186,10 +186,12 @@ def _measure_lr(
             f"fine-tuning ({planned} steps); `headstart lr-find` runs it"
         ), None
     result = range_test(ready, probe, settings, LR_FIND_STEPS, config)
+    measured = {"rule": result.rule, "descent": result.descent, "noise": result.noise}
     if result.suggestion is None:
         return plan.adding(
             f"learning rate {settings.lr:g} from the plan: the range test found none "
-            f"({result.rule}); see lr_find.png"
+            f"({result.rule}); see lr_find.png",
+            lr_find=measured,
         ), result
     chosen = float(np.clip(result.suggestion, settings.lr / 10, settings.lr * 10))
     clipped = "" if chosen == result.suggestion else ", kept within 10x of the default"
@@ -197,7 +199,7 @@ def _measure_lr(
         f"learning rate {chosen:.2g} from the range test ({result.rule}: "
         f"{result.suggestion:.2g}{clipped}; the plan's default was {settings.lr:g}); "
         "see lr_find.png",
-        lr_find_suggestion=result.suggestion,
+        lr_find={"suggestion": result.suggestion, **measured},
     )
     return replace(plan, fine_tune=replace(settings, lr=chosen)), result
 
