@@ -32,10 +32,15 @@ __all__ = [
 
 #: The splits scored at the end: validation (also used to choose the model) and test.
 EVALUATED = ("val", "test")
-#: One model beats another on validation when McNemar's statistic, (fixed - broken) /
-#: sqrt(fixed + broken) over the images only one of them gets right, is at least this: about
-#: a 5% chance of a difference that large between two equally good models.
-DECISIVE = 2.0
+#: The fine-tuned model is kept when it is ahead of the linear probe on validation by at least
+#: this many standard errors of McNemar's statistic, (fixed - broken) / sqrt(fixed + broken),
+#: over the images only one of the two gets right: about a 5% chance that two equally good
+#: models differ that much, and never fewer than four images. Within noise the probe is kept:
+#: the fine-tuning's epoch was chosen as its best on these same images, which flatters its
+#: score, while the probe's strength was chosen by cross-validation on the training images.
+#: Measured: on 120 trash photos a class, a fine-tuning one image behind the probe on 142
+#: validation images was 2.4 points behind it on the 505 test photos.
+KEEP_FINE_TUNED = 2.0
 
 
 @dataclass
@@ -115,12 +120,12 @@ def _splits(ready: Prepared) -> list[str]:
 
 
 def choose(probe: Candidate | None, tuned: Candidate | None) -> Choice:
-    """The fine-tuned model, unless the linear probe is better on validation beyond noise.
+    """The fine-tuned model when it is ahead of the linear probe on validation beyond noise
+    (see :data:`KEEP_FINE_TUNED`), else the probe.
 
     Image by image (McNemar's test): only the images one model gets right and the other wrong
     tell them apart, so a difference of one or two images on a small validation set never
-    decides. Within noise, the plan's model is kept: the plan fine-tuned because the data
-    could show a gain. Every outcome is said, with the numbers.
+    decides. Every outcome is said, with the numbers.
     """
     if tuned is None or probe is None:
         return Choice(tuned or probe)
@@ -135,11 +140,14 @@ def choose(probe: Candidate | None, tuned: Candidate | None) -> Choice:
         f"{probe.val_accuracy:.1%} on {len(right)} validation images: it gets {fixed} right "
         f"that the probe gets wrong and {broken} the other way (McNemar z = {z:+.1f})"
     )
-    if z <= -DECISIVE:
-        return Choice(probe, f"{said}: worse beyond noise, kept the probe", evidence)
-    if z >= DECISIVE:
-        return Choice(tuned, f"{said}: better beyond noise, kept the {tuned.strategy}", evidence)
-    return Choice(tuned, f"{said}: within noise, kept the {tuned.strategy} as planned", evidence)
+    if z >= KEEP_FINE_TUNED:
+        return Choice(tuned, f"{said}: ahead beyond noise, kept the {tuned.strategy}", evidence)
+    return Choice(
+        probe,
+        f"{said}: not ahead beyond noise (z below {KEEP_FINE_TUNED:g}; its best epoch was "
+        "chosen on these images): kept the probe",
+        evidence,
+    )
 
 
 def compare_with_scratch(

@@ -44,7 +44,7 @@ SHORT_STAGES, SHORT_EPOCHS = 3, 6
 #: errors on the validation images (from its out-of-fold accuracy), times the share of them a
 #: fine-tuning can be expected to fix, must reach RESOLVABLE images. A paired test needs about
 #: four more images right than wrong to tell two models apart beyond noise (see
-#: headstart.stages.evaluate.DECISIVE); with fewer, the choice would be made on noise, and
+#: headstart.stages.evaluate.KEEP_FINE_TUNED); with fewer, the choice would be made on noise, and
 #: the time spent on nothing that can be shown.
 EXPECTED_FIXED_SHARE, RESOLVABLE = 0.25, 4.0
 #: Low-resolution images unlike the pretraining data (a probe skill below SIMILAR_SKILL with
