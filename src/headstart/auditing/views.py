@@ -6,6 +6,7 @@ drawn under them, and sections (a class, a duplicate group) have a heading line.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,14 +85,17 @@ def render(
     cell_width = TILE + _GAP
     used = max((min(len(s.tiles), columns) for s in sections), default=1)
     width = 2 * _MARGIN + max(used, 4) * cell_width
-    height = _MARGIN + 2 * _LINE
+    # The title wraps between words to the sheet's width (about 6 pixels a character).
+    title_lines = textwrap.wrap(title, max(20, (width - 2 * _MARGIN) // 6)) or [""]
+    height = _MARGIN + (len(title_lines) + 1) * _LINE
     for section in sections:
         rows = -(-len(section.tiles) // columns)
         height += _LINE + 4 + rows * cell_height
     sheet = Image.new("RGB", (width, height + _MARGIN), _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    draw.text((_MARGIN, _MARGIN), title, fill=_TEXT, font=font)
-    y = _MARGIN + 2 * _LINE
+    for n, line in enumerate(title_lines):
+        draw.text((_MARGIN, _MARGIN + n * _LINE), line, fill=_TEXT, font=font)
+    y = _MARGIN + (len(title_lines) + 1) * _LINE
     for section in sections:
         color = _WARNING if section.warning else _TEXT
         draw.text(
