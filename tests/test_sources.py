@@ -377,3 +377,18 @@ def test_split_names_are_checked():
     assert {name: dataset.split(name) for name in SPLITS} == {"train": [], "val": [], "test": []}
     with pytest.raises(ValueError, match="split='validation'"):
         dataset.split("validation")
+
+
+def test_a_gif_is_read_as_its_first_frame_and_unreadable_formats_are_listed(tmp_path):
+    for label in ("cats", "dogs"):
+        for i in range(3):
+            write_image(tmp_path / label / f"{i}.png")
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((10, 10, 10), (250, 0, 0))]
+    frames[0].save(tmp_path / "cats" / "moving.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "dogs" / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image, not listed")
+
+    dataset = discover(tmp_path)
+    assert tmp_path / "cats" / "moving.gif" in {s.path for s in dataset.samples}
+    reasons = {s.path.name: s.reason for s in dataset.skipped}
+    assert set(reasons) == {"phone.heic"} and "cannot read" in reasons["phone.heic"]

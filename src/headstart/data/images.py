@@ -31,6 +31,7 @@ from ..errors import HeadstartError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "UNSUPPORTED_IMAGES",
     "UnreadableImage",
     "detect_channels",
     "load_image",
@@ -41,9 +42,22 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".npy"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".npy"}
 )
-"""File name endings read as images (lower case; compare with ``suffix.lower()``)."""
+"""File name endings read as images (lower case; compare with ``suffix.lower()``). A GIF is
+read as its first frame, as a still photo of it would be."""
+
+UNSUPPORTED_IMAGES: dict[str, str] = {
+    **dict.fromkeys((".heic", ".heif", ".avif", ".jxl"), "a format Pillow cannot read here"),
+    **dict.fromkeys(
+        (".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"),
+        "a camera raw file: develop it to JPEG or TIFF first",
+    ),
+    ".svg": "a vector drawing: render it to PNG first",
+    ".psd": "a layered Photoshop file: export it to PNG or JPEG first",
+}
+"""Image files headstart cannot read, by ending, with the reason: they are listed as skipped
+rather than passed over in silence."""
 
 MAX_PIXELS = 160_000_000
 """Largest image accepted, in pixels, judged from the header before any pixel is decoded.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import HeadstartError
-from .images import IMAGE_EXTENSIONS, UnreadableImage, probe_image
+from .images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGES, UnreadableImage, probe_image
 
 __all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover"]
 
@@ -481,7 +481,13 @@ def _images_under(folder: Path, skipped: list[Skipped]) -> list[Path]:
     found = []
     for top, dirs, files in os.walk(folder, onerror=unlistable):
         dirs[:] = [d for d in dirs if not _hidden(d)]  # pruned in place: os.walk skips them
-        found += [Path(top, name) for name in files if not _hidden(name) and _is_image_name(name)]
+        visible = [name for name in files if not _hidden(name)]
+        found += [Path(top, name) for name in visible if _is_image_name(name)]
+        skipped += [
+            Skipped(Path(top, name), UNSUPPORTED_IMAGES[os.path.splitext(name)[1].lower()])
+            for name in visible
+            if os.path.splitext(name)[1].lower() in UNSUPPORTED_IMAGES
+        ]
     return sorted(found, key=str)
 
 
