@@ -143,7 +143,7 @@ def test_a_refusal_leaves_nothing_behind_and_never_blocks_the_next_run(capsys, t
     )
     assert code == 0 and not (runs / "mine" / "failed.json").exists()
     code, _, err = run(capsys, "fit", leaky, "--runs-dir", runs, "--name", "mine", "--quiet")
-    assert code == 2 and "already exists" in one_line_error(err)  # a finished run is kept
+    assert code == 2 and "already holds a finished run" in one_line_error(err)  # it is kept
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_line(capsys, tmp_path, small_faces):

@@ -71,7 +71,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         # The data, the network and its weights first: what refuses to run writes nothing.
         ready = prepare(data, config)
         run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
-        with run.marked_failed_on_error():
+        with run.running():
             run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
             save_config(config, run / CONFIG_YAML, data)
             return _fit(ready, config, run, started)
@@ -82,9 +82,9 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     with the settings and the split it was started with; or, given more ``epochs`` than it has
     trained, train it longer ("leave it training"). An interrupted run resumed ends where an
     uninterrupted ``fit`` would have, within noise. Under ``torchrun``, as :func:`fit`."""
-    run = RunFolder(Path(run_dir))
-    if not run.exists(CONFIG_YAML):
-        raise HeadstartError(f"{run.path} is not a headstart run folder (no {CONFIG_YAML})")
+    if not (Path(run_dir) / CONFIG_YAML).exists():
+        raise HeadstartError(f"{run_dir} is not a headstart run folder (no {CONFIG_YAML})")
+    run = RunFolder(run_dir)
     saved = load_config(run / CONFIG_YAML)
     data = run.json(CONFIG_JSON)["data"]
     plan = Plan.from_dict(run.json(PLAN)) if run.exists(PLAN) else None
@@ -118,8 +118,11 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         if scratch is not None:  # read the state from a copy; write nothing of the run
             run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
             config = replace(config, quiet=True)
+        else:
+            run = RunFolder.open(run.path)
         started = time.perf_counter()
-        return _fit(prepare(data, config), config, run, started, resumed=plan)
+        with run.running():
+            return _fit(prepare(data, config), config, run, started, resumed=plan)
 
 
 def _fit(
@@ -138,7 +141,7 @@ def _fit(
     decision = _decide(ready, run, config, resumed, time.perf_counter() - started)
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resuming=resumed is not None)
-    choice = choose(trained.probe, trained.tuned)
+    choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
     save(choice.kept.model, run.bundle)

@@ -25,11 +25,13 @@ through :class:`RunFolder`::
         report.html                 everything above, for a person
         failed.json                 why the run failed, when it did (such a folder never
                                     blocks a new run of the same name)
+        .lock                       held by the process running the fit
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -41,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HeadstartError
+
+try:  # advisory locks: a second process can tell a run folder is in use
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 __all__ = [
     "AUDIT_JSON",
@@ -96,6 +103,7 @@ THUMBNAILS = "thumbnails.npz"
 SUMMARY = "summary.json"
 REPORT = "report.html"
 FAILED = "failed.json"
+LOCK = ".lock"
 
 
 def new_folder(root: str | Path, stem: str) -> Path:
@@ -121,28 +129,83 @@ class RunFolder:
 
     @classmethod
     def create(cls, root: str | Path, name: str | None, data_name: str) -> RunFolder:
-        """A new, empty run folder. Without a name: ``<data>-<n>``, never reusing a folder.
-        A named folder is reused when it is empty or holds a failed run (see
-        :meth:`marked_failed_on_error`), never when it holds a run that finished or can be
-        resumed."""
+        """A new run folder, held by this process until it ends (so a second fit can tell it
+        is in use). Without a name: ``<root>/<data>-<n>``, the first ``n`` free.
+
+        A folder is free when it does not exist, or when the run in it failed (see
+        :meth:`running`) or was killed before it had anything to resume: its
+        contents are replaced. A run that finished, that can be resumed, or that another
+        process is running is never touched: a named one is refused.
+        """
         if name:
             path = Path(root) / name
-            if path.is_dir() and (path / FAILED).exists():
-                shutil.rmtree(path, ignore_errors=True)
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise HeadstartError(
-                    f"run folder {path} already exists; choose another --name"
-                    + (" (or `headstart fit --resume` it)" if cls(path).resumable else "")
-                )
-        else:
-            path = new_folder(root, data_name)
+            claimed = cls._claim(path)
+            if isinstance(claimed, str):
+                raise HeadstartError(f"run folder {path} {claimed}; choose another --name")
+            return claimed
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-") or "run"
+        for n in itertools.count(1):
+            claimed = cls._claim(Path(root) / f"{stem}-{n}")
+            if not isinstance(claimed, str):
+                return claimed
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        """An existing run folder, held by this process (``--resume``); refused when another
+        process is running it."""
+        run = cls(path)
+        if not run._lock():
+            raise HeadstartError(f"run folder {run.path} is in use by another headstart process")
+        return run
+
+    @classmethod
+    def _claim(cls, path: Path) -> RunFolder | str:
+        """``path`` as a fresh run folder held by this process, or why it is not free."""
         try:
-            (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise HeadstartError(
                 f"cannot create the run folder {path}: {error.strerror or error}"
             ) from None
-        return cls(path)
+        if not path.is_dir():
+            return "exists and is not a folder"
+        run = cls(path)
+        if not run._lock():
+            return "is in use by another headstart process"
+        if run.exists(SUMMARY) and not run.exists(FAILED):
+            run._unlock()
+            return "already holds a finished run"
+        if run.resumable and not run.exists(FAILED):
+            run._unlock()
+            return "holds a run that can go on (`headstart fit --resume` it)"
+        for child in path.iterdir():  # a failed or abandoned run: replaced
+            if child.is_dir():
+                shutil.rmtree(child)
+            elif child.name != LOCK:
+                child.unlink()
+        (path / CHECKPOINTS).mkdir()
+        return run
+
+    def _lock(self) -> bool:
+        """Hold ``.lock`` in the folder for as long as this process lives (the system lets go
+        of it when the process ends, however it ends)."""
+        if fcntl is None:  # no advisory locks here: nothing to tell runs apart with
+            return True
+        handle = open(self.path / LOCK, "a")  # noqa: SIM115 - held open on purpose
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._held = handle
+        return True
+
+    def _unlock(self) -> None:
+        held = getattr(self, "_held", None)
+        if held is not None:
+            held.close()
+            self._held = None
 
     # --- Where things are -------------------------------------------------------------------
 
@@ -179,10 +242,11 @@ class RunFolder:
         return self.training_state.exists()
 
     @contextlib.contextmanager
-    def marked_failed_on_error(self) -> Iterator[None]:
-        """On any error in the block, mark the run failed (``failed.json``, with the reason),
-        so that it never blocks a new run of its name, unless it left a fine-tuning state to
-        resume from: then it stays a run that ``--resume`` goes on with. The error goes on."""
+    def running(self) -> Iterator[None]:
+        """The block that runs the fit: the folder is let go of when it ends. On any error in
+        it, the run is marked failed (``failed.json``, with the reason), so that it never
+        blocks a new run of its name, unless it left a fine-tuning state to resume from: then
+        it stays a run that ``--resume`` goes on with. The error goes on."""
         try:
             yield
         except BaseException as error:
@@ -191,6 +255,8 @@ class RunFolder:
                     reason = str(error) or type(error).__name__
                     self.write_json(FAILED, {"error": type(error).__name__, "reason": reason})
             raise
+        finally:
+            self._unlock()
 
     # --- Writing ----------------------------------------------------------------------------
 
@@ -204,10 +270,22 @@ class RunFolder:
         return target
 
     def log_metrics(self, record: dict) -> None:
-        """Append one line to ``metrics.jsonl``, flushed at once so a crash loses nothing."""
+        """Append one line to ``metrics.jsonl``, flushed at once so a crash loses nothing (a
+        line a crash cut short is ended first, so that it spoils only itself)."""
         line = json.dumps(_clean({"time": time.time(), **record}))
-        with open(self.path / METRICS, "a") as file:
-            file.write(line + "\n")
+        file = self.path / METRICS
+        torn = file.exists() and file.stat().st_size and _last_byte(file) != b"\n"
+        with open(file, "a") as out:
+            out.write(("\n" if torn else "") + line + "\n")
+        self.__dict__.pop("metrics", None)
+
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """``metrics.jsonl`` made of ``records`` (a resumed run's history is the truth)."""
+        target = self.path / METRICS
+        partial = target.with_suffix(".partial")
+        lines = [json.dumps(_clean(record)) + "\n" for record in records]
+        partial.write_text("".join(lines))
+        partial.replace(target)
         self.__dict__.pop("metrics", None)
 
     # --- Reading ----------------------------------------------------------------------------
@@ -252,6 +330,12 @@ class RunFolder:
     @property
     def scores(self) -> dict[str, dict]:
         return (self.json(SUMMARY) or {}).get("scores") or {}
+
+
+def _last_byte(file: Path) -> bytes:
+    with open(file, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1)
 
 
 def _clean(value: Any) -> Any:

@@ -119,9 +119,10 @@ def _splits(ready: Prepared) -> list[str]:
     return [split for split in EVALUATED if ready.dataset.split(split)]
 
 
-def choose(probe: Candidate | None, tuned: Candidate | None) -> Choice:
+def choose(probe: Candidate | None, tuned: Candidate | None, *, asked: bool = False) -> Choice:
     """The fine-tuned model when it is ahead of the linear probe on validation beyond noise
-    (see :data:`KEEP_FINE_TUNED`), else the probe.
+    (see :data:`KEEP_FINE_TUNED`), else the probe; the fine-tuned model always when the user
+    ``asked`` for that strategy by name (what the probe would have done is still said).
 
     Image by image (McNemar's test): only the images one model gets right and the other wrong
     tell them apart, so a difference of one or two images on a small validation set never
@@ -142,6 +143,13 @@ def choose(probe: Candidate | None, tuned: Candidate | None) -> Choice:
     )
     if z >= KEEP_FINE_TUNED:
         return Choice(tuned, f"{said}: ahead beyond noise, kept the {tuned.strategy}", evidence)
+    if asked:
+        return Choice(
+            tuned,
+            f"{said}: not ahead beyond noise, kept the {tuned.strategy} as asked (with "
+            "--strategy auto the probe would have been kept)",
+            evidence,
+        )
     return Choice(
         probe,
         f"{said}: not ahead beyond noise (z below {KEEP_FINE_TUNED:g}; its best epoch was "

@@ -210,14 +210,14 @@ def _costed(
     """The plan with what its fine-tuning costs here (measured, said, recorded) and, under a
     time budget, as many epochs as fit in what is left of it."""
     settings = plan.fine_tune
-    cost = None
-    if distributed.is_main():
-        head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
-        network = Classifier(ready.backbone, copy.deepcopy(head), ready.preprocessing)
-        train = [(s.path, ready.index[s.label]) for s in ready.dataset.split("train")]
-        held_out = (len(ready.dataset.split("val")), len(ready.dataset.split("test")))
-        inputs = ready.inputs.with_flip(plan.test_time_flip)
-        cost = measure_cost(network, train, held_out, ready.images, inputs, settings, config.seed)
+    # Measured in every process under torchrun (the timed steps are real DDP steps, which
+    # need them all); the main process's numbers decide.
+    head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
+    network = Classifier(ready.backbone, copy.deepcopy(head), ready.preprocessing)
+    train = [(s.path, ready.index[s.label]) for s in ready.dataset.split("train")]
+    held_out = (len(ready.dataset.split("val")), len(ready.dataset.split("test")))
+    inputs = ready.inputs.with_flip(plan.test_time_flip)
+    cost = measure_cost(network, train, held_out, ready.images, inputs, settings, config.seed)
     cost = distributed.agree(cost)
     if config.time_budget:
         plan, cost = within_budget(plan, cost, config.time_budget * 60 - spent)

@@ -78,6 +78,8 @@ class Training(Protocol):
     settings: object  # its FineTuneSettings
     steps_per_epoch: int
     step: int  # optimisation steps taken so far
+    epoch: int  # epochs finished so far (more than 0 when resumed)
+    result: FineTuneResult  # the epochs' records so far
 
     def evaluated(self) -> torch.nn.Module:
         """The network validation scores: the weight average, when there is one."""
@@ -129,6 +131,15 @@ class MetricsLog(Callback):
 
     def __init__(self, run: RunFolder, stage: str):
         self.run, self.stage = run, stage
+
+    def on_train_begin(self, training: Training) -> None:
+        """A resumed run's epochs, as its saved state has them: a kill between the state and
+        the log line may have left one epoch out, or one the state does not have."""
+        if training.epoch == 0:
+            return
+        others = [r for r in self.run.metrics if "epoch" not in r]
+        epochs = [{"stage": self.stage, **r} for r in training.result.history]
+        self.run.rewrite_metrics(others + epochs)
 
     def on_epoch_end(self, record: dict, training: Training) -> None:
         self.run.log_metrics({"stage": self.stage, **record})

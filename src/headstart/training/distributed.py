@@ -70,12 +70,13 @@ def barrier() -> None:
 def wrap(model: nn.Module) -> nn.Module:
     """``model`` in DistributedDataParallel over its trainable parameters.
 
-    Buffers are not broadcast: batch-norm statistics are either frozen (the same everywhere)
-    or, when they adapt, each process's own, as in any DDP training without SyncBatchNorm.
+    Buffers are not synchronised before each forward pass: batch-norm statistics are either
+    frozen (the same everywhere) or, when they adapt, each process's own, as in any DDP
+    training without SyncBatchNorm. (They start equal: every process loads the same weights.)
     """
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def any_rank(flag: bool) -> bool:
