@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import COMMANDS, GROUPS, Setting, default_of, settings_table
-from .console import err, out
 
 __all__ = ["main"]
 
@@ -27,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from .console import err  # rich, like everything heavy, only once a command runs
     from .errors import HeadstartError
 
     try:
@@ -279,6 +279,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _augment_preview(args: argparse.Namespace) -> int:
+    from .console import out
     from .preview import augment_preview
 
     path = augment_preview(args.data, _config_from(args, "out", "images"), args.out, args.images)
@@ -289,6 +290,7 @@ def _augment_preview(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from .api import audit
     from .auditing import print_summary
+    from .console import out
     from .runfolder import AUDIT_JSON, new_folder
 
     report = audit(args.data, _config_from(args, "out", "fix_split"))
@@ -307,6 +309,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _lr_find(args: argparse.Namespace) -> int:
     from .api import lr_find
+    from .console import out
     from .runfolder import new_folder
 
     result = lr_find(args.data, _config_from(args, "steps", "out"), steps=args.steps)
@@ -331,6 +334,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .api import check
+    from .console import out
     from .runfolder import CHECKS
 
     report = check(args.data, _config_from(args, "steps", "out"), steps=args.steps)
@@ -343,6 +347,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .console import out
     from .report import build_report
 
     out.print(f"written: {build_report(args.run_dir, args.out)}")
@@ -351,6 +356,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .bundle import load
+    from .console import err, out
     from .data.images import IMAGE_EXTENSIONS
     from .errors import HeadstartError
 
@@ -395,6 +401,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
+    from .console import err, out
 
     scores, skipped = evaluate(args.bundle, args.data, split=args.split)
     from rich.table import Table
@@ -427,6 +434,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from .console import out
     from .models import list_models
 
     models = list_models(args.pattern)
