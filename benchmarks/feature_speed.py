@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from headstart.data.transforms import Normalize, center_crop
 from PIL import Image
 from skimage import data as samples
 
 from headstart.data.decoded import DecodedImages
 from headstart.features import FeatureStore, extract_features
-from headstart.inputs import InputPipeline
+from headstart.inputs import InputPipeline, Normalize, center_crop
 from headstart.models import create_backbone
 
 
