@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per image (default 1)")
     predict.add_argument("--csv", action="store_true", help="write CSV to stdout, not a table")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labelled images")
@@ -156,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="which images to score (default: test/ if DATA has one, else all)",
     )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.set_defaults(run=_evaluate)
 
     models = commands.add_parser("models", help="list architectures and where weights are")
@@ -376,7 +378,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise HeadstartError(f"{item}: no such file or folder")
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(args.inputs)}")
-    predictions, skipped = model.predict_files(paths, top_k=args.top_k)
+    predictions, skipped = model.predict_files(paths, top_k=args.top_k, quiet=args.quiet)
     if args.csv:
         writer = csv.writer(sys.stdout)
         k = max(1, min(args.top_k, len(model.classes)))
@@ -403,7 +405,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
     from .console import err, out
 
-    scores, skipped = evaluate(args.bundle, args.data, split=args.split)
+    scores, skipped = evaluate(args.bundle, args.data, split=args.split, quiet=args.quiet)
     from rich.table import Table
 
     out.print(

@@ -20,7 +20,7 @@ from the weights:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +29,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from .data.decoded import DecodedImages, resize_shortest_side
-from .data.images import to_rgb
+from .data.decoded import DecodedImages, prefetch, resize_shortest_side
+from .data.images import UnreadableImage, to_rgb
+from .data.sources import Skipped
 from .errors import HeadstartError
 from .models import Preprocessing
 
-__all__ = ["VIEWS", "InputPipeline", "Normalize", "center_crop", "to_tensor", "view"]
+__all__ = ["VIEWS", "Crops", "InputPipeline", "Normalize", "center_crop", "to_tensor", "view"]
 
 #: The views a prediction can average: the image as it is, and its mirror image.
 VIEWS = ("plain", "hflip")
@@ -77,6 +78,19 @@ class Normalize(torch.nn.Module):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.mean.device, non_blocking=True).float()
         return ((batch - self.mean) / self.scale).contiguous(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class Crops:
+    """The evaluation crops of one batch of files, and the files of it that could not be read."""
+
+    paths: list[Path]  # the files read, in the order given
+    pixels: torch.Tensor  # (len(paths), C, H, W) uint8
+    skipped: list[Skipped]
+
+    def __len__(self) -> int:
+        """Files handled, read or not: what a progress bar counts."""
+        return len(self.paths) + len(self.skipped)
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,29 @@ class InputPipeline:
     def batch(self, pixels: Sequence[np.ndarray]) -> torch.Tensor:
         """The evaluation crops of several images, stacked: ``(N, C, H, W)`` uint8."""
         return torch.stack([self.crop(p) for p in pixels])
+
+    def read(
+        self, paths: Sequence[Path], decoder: DecodedImages, batch_size: int
+    ) -> Iterator[Crops]:
+        """The evaluation crops of ``paths``, ``batch_size`` files at a time, in order.
+
+        Files are decoded and cropped in worker threads while the caller runs the network on
+        the batch before (:func:`~headstart.data.decoded.prefetch`).
+        """
+
+        def load(batch: Sequence[Path]) -> Crops:
+            good, crops, bad = [], [], []
+            for path in batch:
+                try:
+                    crops.append(self.crop(decoder.get(path)))
+                    good.append(path)
+                except UnreadableImage as error:
+                    bad.append(Skipped(path, error.reason))
+            empty = torch.zeros((0, self.channels, *self.crop_size), dtype=torch.uint8)
+            return Crops(good, torch.stack(crops) if crops else empty, bad)
+
+        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        yield from prefetch(load, batches)
 
     def normalizer(self) -> Normalize:
         return Normalize(self.preprocessing.mean, self.preprocessing.std)
