@@ -97,8 +97,11 @@ class Model:
         A progress bar on stderr counts the files, unless ``quiet``.
         """
         predictions, skipped = [], []
+        # On a CPU, decoding and the network take turns on every core (see map_batches).
+        overlap = next(self.network.parameters()).device.type != "cpu"
+        files = self.inputs.read(paths, self.inputs.decoder(), batch_size, overlap=overlap)
         with progress_bar("predict", len(paths), quiet=quiet) as advance:
-            for crops in self.inputs.read(paths, self.inputs.decoder(), batch_size):
+            for crops in files:
                 skipped += crops.skipped
                 if crops.paths:
                     top = self._top(self._probabilities(crops.pixels), top_k)

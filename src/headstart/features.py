@@ -25,7 +25,7 @@ from safetensors.numpy import load_file, save_file
 from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash
 from .data.images import UnreadableImage
 from .data.sources import Skipped
-from .inputs import VIEWS, InputPipeline, view
+from .inputs import VIEWS, InputPipeline, forward, view
 from .models import Preprocessing, WeightsSource
 
 __all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features", "feature_stores"]
@@ -160,14 +160,15 @@ def extract_features(
     computed: dict[str, dict[str, np.ndarray]] = {v: {} for v in views}
     unsaved: dict[str, list[str]] = {v: [] for v in views}
     try:
-        for crops in inputs.read(todo, images, batch_size):
+        # On a CPU, decoding and the network take turns on every core (see map_batches).
+        for crops in inputs.read(todo, images, batch_size, overlap=device.type != "cpu"):
             skipped.extend(crops.skipped)
             for failed in crops.skipped:
                 keys.pop(failed.path)
             if crops.paths:
                 normalised = normalize(crops.pixels)
                 for name in views:
-                    vectors = backbone(view(normalised, name)).float().cpu().numpy()
+                    vectors = forward(backbone, view(normalised, name)).float().cpu().numpy()
                     for path, vector in zip(crops.paths, vectors, strict=True):
                         computed[name][keys[path]] = vector
                         unsaved[name].append(keys[path])
