@@ -60,6 +60,13 @@ def test_every_check_passes_on_healthy_data(small_faces):
     assert report["majority-baseline"].status == "info"
 
 
+def test_check_shows_its_progress_on_stderr(small_faces, capsys):
+    check(small_faces, steps=2, batch_size=8)
+    err = capsys.readouterr().err
+    # The features, then the baselines, the trial and the two watched steps.
+    assert "features" in err and "checks" in err and "4/4" in err
+
+
 def test_shuffled_labels_fail_the_baselines(faces, tmp_path):
     shuffled = as_csv(faces, tmp_path / "shuffled.csv", shuffle=True)
     result = headstart.fit(shuffled, strategy="linear-probe", runs_dir=tmp_path, quiet=True)
@@ -92,7 +99,9 @@ def test_a_learning_rate_100x_too_high_is_caught_and_the_command_fails(
     # The plan fine-tunes at 2e-4.
     arguments = ["check", str(small_faces), "--lr", "0.02", "--batch-size", "8", "--quiet"]
     code = main([*arguments, "--out", str(tmp_path)])
-    assert code == 1 and "training loss falls" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert code == 1 and "training loss falls" in printed.out
+    assert "━" not in printed.err  # --quiet: no progress bar
     checks = json.loads((tmp_path / "checks.json").read_text())["checks"]
     falls = next(c for c in checks if c["name"] == "loss-falls")
     assert falls["status"] == "fail" and "diverged" in falls["summary"]

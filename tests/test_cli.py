@@ -75,6 +75,24 @@ def test_predict_reports_bad_files_and_predicts_the_rest(capsys, fitted, faces, 
     assert "broken.jpg" in err and "Traceback" not in err
 
 
+def test_predict_shows_progress_on_stderr_and_keeps_the_csv_clean(capsys, fitted, faces):
+    images = sorted((faces / "face").glob("*.png"))[:3]
+    code, out, err = run(capsys, "predict", fitted.run_dir, *images, "--csv")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header == "path,label1,probability1" and len(rows) == 3
+    assert "predict" in err and "3/3" in err  # the bar, finished, on stderr only
+    assert "predict" not in out and "━" not in out
+
+
+def test_quiet_predict_and_evaluate_print_only_results(capsys, fitted, faces, small_faces):
+    image = sorted((faces / "face").glob("*.png"))[0]
+    code, out, err = run(capsys, "predict", fitted.run_dir, image, "--csv", "--quiet")
+    assert code == 0 and out.startswith("path,") and err == ""
+    code, out, err = run(capsys, "evaluate", fitted.run_dir, small_faces, "--quiet")
+    assert code == 0 and "accuracy" in out and err == ""
+
+
 def test_predict_table(capsys, fitted, faces):
     image = sorted((faces / "not-face").glob("*.png"))[0]
     code, out, _ = run(capsys, "predict", fitted.run_dir / "model", image)
@@ -82,10 +100,11 @@ def test_predict_table(capsys, fitted, faces):
 
 
 def test_evaluate_prints_scores_and_confusion_matrix(capsys, fitted, small_faces):
-    code, out, _ = run(capsys, "evaluate", fitted.run_dir, small_faces)
+    code, out, err = run(capsys, "evaluate", fitted.run_dir, small_faces)
     assert code == 0
     assert "accuracy" in out and "on 48 images" in out
     assert "confusion matrix" in out
+    assert "predict" in err and "48/48" in err  # the progress bar, on stderr
 
 
 def test_evaluate_refuses_unknown_labels(capsys, fitted, small_faces, tmp_path):

@@ -82,6 +82,33 @@ def test_predict_accepts_files_arrays_and_pil_images(fitted, faces):
     assert abs(sum(p for _, p in top.top) - 1) < 1e-6
 
 
+def test_test_time_flip_averages_an_image_and_its_mirror(fitted, faces, tmp_path):
+    from PIL import Image
+
+    image = sorted((faces / "face").glob("*.png"))[0]
+    mirror = tmp_path / "mirror.png"
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirror)
+    trained = fitted.model
+    plain, flipping = (
+        headstart.Model(
+            trained.network,
+            trained.classes,
+            trained.preprocessing,
+            architecture=trained.architecture,
+            test_time_flip=flip,
+        )
+        for flip in (False, True)
+    )
+    averaged = np.log(plain.predict_proba([image, mirror])).mean(0)  # logits, up to a constant
+    expected = np.exp(averaged) / np.exp(averaged).sum()
+    assert np.allclose(flipping.predict_proba(image)[0], expected, atol=1e-6)
+    # The command line's way, files decoded in threads and batched, gives the same numbers.
+    (path, prediction), *_ = flipping.predict_files([image], top_k=2, quiet=True)[0]
+    probabilities = dict(prediction.top)
+    assert path == image
+    assert np.allclose([probabilities[c] for c in trained.classes], expected, atol=1e-6)
+
+
 def test_an_image_in_memory_is_read_as_its_file_would_be(fitted, faces, tmp_path):
     # Transparency onto white and EXIF rotation: the same decisions for PIL images as files.
     from PIL import Image

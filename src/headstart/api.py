@@ -58,7 +58,8 @@ def check(
     (``strategy="fine-tune"``) is tried, so that every check runs. Where ``fit`` watches its
     real training's first 100 steps for a falling loss, this runs and watches the first
     ``steps`` of the planned fine-tuning, at ``lr`` or the plan's default learning rate (``fit``
-    may take the range test's suggestion instead).
+    may take the range test's suggestion instead). Unless ``quiet``, progress bars on stderr
+    follow the feature extraction and the checks.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise HeadstartError(f"steps={steps!r}: a whole number of training steps, at least 1")
@@ -74,6 +75,7 @@ def check(
         settings=plan.fine_tune,
         watch_steps=steps,
         seed=config.seed,
+        progress=not config.quiet,
     )
 
 
@@ -94,12 +96,13 @@ def lr_find(
 
 
 def evaluate(
-    bundle: str | Path, data: str | Path, *, split: str | None = None
+    bundle: str | Path, data: str | Path, *, split: str | None = None, quiet: bool = False
 ) -> tuple[dict, list[Skipped]]:
     """Metrics of the bundle's predictions on ``data``'s labelled images.
 
     ``split``: ``"all"``, or one of the data's splits; by default its test split when it has
-    one (a train/val/test folder or a CSV with a split column), else every image.
+    one (a train/val/test folder or a CSV with a split column), else every image. A progress
+    bar on stderr counts the images predicted, unless ``quiet``.
     """
     model = load(bundle)
     # No random split here: every image of a plain class-folder tree is scored.
@@ -115,7 +118,7 @@ def evaluate(
             f"{data}: label(s) {', '.join(map(repr, unknown))} are not among the "
             f"model's classes ({', '.join(model.classes)})"
         )
-    predictions, skipped = model.predict_files([s.path for s in samples])
+    predictions, skipped = model.predict_files([s.path for s in samples], quiet=quiet)
     labels = {s.path: s.label for s in samples}
     index = {name: i for i, name in enumerate(model.classes)}
     scores = classification_metrics(

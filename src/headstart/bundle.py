@@ -19,8 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ._version import __version__
 from .classifier import Classifier
-from .data.decoded import prefetch
-from .data.images import UnreadableImage
+from .console import progress_bar
 from .data.sources import Skipped
 from .errors import HeadstartError
 from .inputs import ImageLike, InputPipeline
@@ -86,38 +85,42 @@ class Model:
         return self.probabilities([self.inputs.pixels(image, decoder) for image in images])
 
     def predict_files(
-        self, paths: Sequence[Path], *, top_k: int = 1, batch_size: int = 32
+        self,
+        paths: Sequence[Path],
+        *,
+        top_k: int = 1,
+        batch_size: int = 32,
+        quiet: bool = False,
     ) -> tuple[list[tuple[Path, Prediction]], list[Skipped]]:
-        """Predict every readable file; the unreadable ones come back with the reason."""
-        decoder = self.inputs.decoder()
+        """Predict every readable file; the unreadable ones come back with the reason.
+
+        A progress bar on stderr counts the files, unless ``quiet``.
+        """
         predictions, skipped = [], []
-
-        def load(batch: Sequence[Path]) -> list[tuple[Path, np.ndarray | UnreadableImage]]:
-            loaded = []
-            for path in batch:
-                try:
-                    loaded.append((path, decoder.get(path)))
-                except UnreadableImage as error:
-                    loaded.append((path, error))
-            return loaded
-
-        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        for batch in prefetch(load, batches):
-            good = [(path, pixels) for path, pixels in batch if isinstance(pixels, np.ndarray)]
-            skipped += [Skipped(p, e.reason) for p, e in batch if isinstance(e, UnreadableImage)]
-            if good:
-                top = self._top(self.probabilities([p for _, p in good]), top_k)
-                predictions += zip([path for path, _ in good], top, strict=True)
+        # On a CPU, decoding and the network take turns on every core (see map_batches).
+        overlap = next(self.network.parameters()).device.type != "cpu"
+        files = self.inputs.read(paths, self.inputs.decoder(), batch_size, overlap=overlap)
+        with progress_bar("predict", len(paths), quiet=quiet) as advance:
+            for crops in files:
+                skipped += crops.skipped
+                if crops.paths:
+                    top = self._top(self._probabilities(crops.pixels), top_k)
+                    predictions += zip(crops.paths, top, strict=True)
+                advance(len(crops))
         return predictions, skipped
 
-    @torch.inference_mode()
     def probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Class probabilities of already decoded pixels (shortest side = resize size)."""
-        out = []
-        for start in range(0, len(pixels), batch_size):
-            batch = self.inputs.batch(pixels[start : start + batch_size])
-            out.append(self.inputs.logits(self.network, batch).softmax(-1).double().cpu().numpy())
+        out = [
+            self._probabilities(self.inputs.batch(pixels[start : start + batch_size]))
+            for start in range(0, len(pixels), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    @torch.inference_mode()
+    def _probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """Class probabilities of a uint8 batch of evaluation crops."""
+        return self.inputs.logits(self.network, batch).softmax(-1).double().cpu().numpy()
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, len(self.classes)))

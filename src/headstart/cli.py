@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import COMMANDS, GROUPS, Setting, default_of, settings_table
-from .console import err, out
 
 __all__ = ["main"]
 
@@ -29,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from rich.markup import escape
 
+    from .console import err  # rich, like everything heavy, only once a command runs
     from .errors import HeadstartError
 
     try:
@@ -151,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per image (default 1)")
     predict.add_argument("--csv", action="store_true", help="write CSV to stdout, not a table")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labelled images")
@@ -162,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="which images to score (default: test/ if DATA has one, else all)",
     )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.set_defaults(run=_evaluate)
 
     models = commands.add_parser("models", help="list architectures and where weights are")
@@ -286,6 +288,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _augment_preview(args: argparse.Namespace) -> int:
+    from .console import out
     from .preview import augment_preview
 
     path = augment_preview(args.data, _config_from(args, "out", "images"), args.out, args.images)
@@ -296,6 +299,7 @@ def _augment_preview(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from .api import audit
     from .auditing import print_summary
+    from .console import out
     from .runfolder import AUDIT_JSON, new_folder
 
     report = audit(args.data, _config_from(args, "out", "fix_split"))
@@ -314,6 +318,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _lr_find(args: argparse.Namespace) -> int:
     from .api import lr_find
+    from .console import out
     from .runfolder import new_folder
 
     result = lr_find(args.data, _config_from(args, "steps", "out"), steps=args.steps)
@@ -338,6 +343,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .api import check
+    from .console import out
     from .runfolder import CHECKS
 
     report = check(args.data, _config_from(args, "steps", "out"), steps=args.steps)
@@ -350,6 +356,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .console import out
     from .report import build_report
 
     out.print(f"written: {build_report(args.run_dir, args.out)}")
@@ -358,6 +365,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .bundle import load
+    from .console import err, out
     from .data.images import IMAGE_EXTENSIONS
     from .errors import HeadstartError
 
@@ -377,7 +385,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise HeadstartError(f"{item}: no such file or folder")
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(args.inputs)}")
-    predictions, skipped = model.predict_files(paths, top_k=args.top_k)
+    predictions, skipped = model.predict_files(paths, top_k=args.top_k, quiet=args.quiet)
     if args.csv:
         writer = csv.writer(sys.stdout)
         k = max(1, min(args.top_k, len(model.classes)))
@@ -402,8 +410,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate
+    from .console import err, out
 
-    scores, skipped = evaluate(args.bundle, args.data, split=args.split)
+    scores, skipped = evaluate(args.bundle, args.data, split=args.split, quiet=args.quiet)
     from rich.table import Table
 
     out.print(
@@ -434,6 +443,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from .console import out
     from .models import list_models
 
     found = list_models(args.pattern)

@@ -22,10 +22,10 @@ import timm
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash, prefetch
+from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash
 from .data.images import UnreadableImage
 from .data.sources import Skipped
-from .inputs import VIEWS, InputPipeline, view
+from .inputs import VIEWS, InputPipeline, forward, view
 from .models import Preprocessing, WeightsSource
 
 __all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features", "feature_stores"]
@@ -157,33 +157,23 @@ def extract_features(
     if on_batch and len(keys) > len(todo):
         on_batch(len(keys) - len(todo))
 
-    def load(batch: list[Path]) -> tuple[list[Path], torch.Tensor | None, list[Skipped]]:
-        good, crops, bad = [], [], []
-        for path in batch:
-            try:
-                crops.append(inputs.crop(images.get(path)))
-                good.append(path)
-            except UnreadableImage as error:
-                bad.append(Skipped(path, error.reason))
-        return good, (torch.stack(crops) if crops else None), bad
-
     computed: dict[str, dict[str, np.ndarray]] = {v: {} for v in views}
     unsaved: dict[str, list[str]] = {v: [] for v in views}
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     try:
-        for good, crops, bad in prefetch(load, batches):
-            skipped.extend(bad)
-            for failed in bad:
+        # On a CPU, decoding and the network take turns on every core (see map_batches).
+        for crops in inputs.read(todo, images, batch_size, overlap=device.type != "cpu"):
+            skipped.extend(crops.skipped)
+            for failed in crops.skipped:
                 keys.pop(failed.path)
-            if crops is not None:
-                normalised = normalize(crops)
+            if crops.paths:
+                normalised = normalize(crops.pixels)
                 for name in views:
-                    vectors = backbone(view(normalised, name)).float().cpu().numpy()
-                    for path, vector in zip(good, vectors, strict=True):
+                    vectors = forward(backbone, view(normalised, name)).float().cpu().numpy()
+                    for path, vector in zip(crops.paths, vectors, strict=True):
                         computed[name][keys[path]] = vector
                         unsaved[name].append(keys[path])
             if on_batch:
-                on_batch(len(good) + len(bad))
+                on_batch(len(crops))
             if sum(map(len, unsaved.values())) >= _SHARD_SIZE:
                 _flush(computed, unsaved, stores)
     finally:

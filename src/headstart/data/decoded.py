@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +22,13 @@ from PIL import Image
 from ..errors import HeadstartError
 from .images import UnreadableImage, load_image, load_pixels
 
-__all__ = ["DecodedImages", "content_hash", "prefetch", "resize_shortest_side"]
+__all__ = [
+    "DecodedImages",
+    "content_hash",
+    "map_batches",
+    "prefetch",
+    "resize_shortest_side",
+]
 
 #: Bumped whenever decoding or resizing changes, so caches never serve pixels made otherwise.
 PIXELS_VERSION = 1
@@ -178,3 +184,28 @@ def prefetch(
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
+
+
+def map_batches(
+    function: Callable[[T], R],
+    batches: Iterable[Sequence[T]],
+    *,
+    overlap: bool,
+    workers: int = DECODE_WORKERS,
+) -> Iterator[list[R]]:
+    """``[function(item) for item in batch]`` for each batch, computed in threads, in order.
+
+    ``overlap=True``: the next batches are computed while the caller works on this one
+    (:func:`prefetch`), which keeps a GPU busy. ``overlap=False``: each batch is computed by
+    all the workers together, when the caller asks for it, so that the two take turns. That
+    suits a network running on the CPU: alongside its OpenMP threads, a decoding thread takes
+    a core from one of them, and the others wait for it at the next barrier, spinning, so
+    decoding alongside costs the forward pass up to twice what decoding itself costs; in
+    turns, decoding on every core costs only its own time.
+    """
+    if overlap:
+        yield from prefetch(lambda batch: [function(item) for item in batch], batches, workers)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-io") as pool:
+        for batch in batches:
+            yield list(pool.map(function, batch))
