@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from headstart.cli import main
+from headstart.runfolder import RunFolder
 
 
 def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -89,7 +90,7 @@ def test_quiet_predict_and_evaluate_print_only_results(capsys, fitted, faces, sm
     image = sorted((faces / "face").glob("*.png"))[0]
     code, out, err = run(capsys, "predict", fitted.run_dir, image, "--csv", "--quiet")
     assert code == 0 and out.startswith("path,") and err == ""
-    code, out, err = run(capsys, "evaluate", fitted.run_dir, small_faces, "--quiet")
+    code, out, err = run(capsys, "evaluate", fitted.run_dir, faces, "--quiet")
     assert code == 0 and "accuracy" in out and err == ""
 
 
@@ -99,12 +100,28 @@ def test_predict_table(capsys, fitted, faces):
     assert code == 0 and "not-face" in out
 
 
-def test_evaluate_prints_scores_and_confusion_matrix(capsys, fitted, small_faces):
-    code, out, err = run(capsys, "evaluate", fitted.run_dir, small_faces)
+def test_evaluate_prints_scores_and_confusion_matrix(capsys, fitted, faces):
+    held_out = [path for path, _, split in RunFolder(fitted.run_dir).splits if split == "val"]
+    code, out, err = run(capsys, "evaluate", fitted.run_dir, faces)
     assert code == 0
-    assert "accuracy" in out and "on 48 images" in out
+    assert "accuracy" in out and f"on {len(held_out)} images (split: val)" in out
     assert "confusion matrix" in out
-    assert "predict" in err and "48/48" in err  # the progress bar, on stderr
+    assert "predict" in err and f"{len(held_out)}/{len(held_out)}" in err  # progress, stderr
+
+
+def test_evaluate_never_scores_training_images_in_silence(capsys, fitted, faces, small_faces):
+    # On the data it was fitted on: the run's own split, held-out images by default.
+    splits = RunFolder(fitted.run_dir).splits
+    trained = {(label, path.name) for path, label, split in splits if split == "train"}
+    code, out, _ = run(capsys, "evaluate", fitted.run_dir, faces, "--split", "train")
+    assert code == 0 and f"on {len(trained)} images (split: train)" in out
+    # Other data holding copies of training images (small_faces copies some of faces):
+    # the copies are left out and said.
+    copies = {(p.parent.name, p.name) for p in small_faces.glob("*/*.png")} & trained
+    code, out, err = run(capsys, "evaluate", fitted.run_dir, small_faces)
+    assert code == 0 and 0 < len(copies) < 48
+    assert f"left out {len(copies)} image(s)" in err
+    assert f"on {48 - len(copies)} images (split: all)" in out
 
 
 def test_evaluate_refuses_unknown_labels(capsys, fitted, small_faces, tmp_path):

@@ -7,6 +7,8 @@ sees the same split, the same network and the same caches.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from pathlib import Path
 
@@ -14,9 +16,13 @@ from .auditing import AuditReport, audit_dataset
 from .bundle import load
 from .checks import CheckReport, sanity_checks
 from .config import FitConfig
+from .console import say
+from .data.decoded import content_hash
+from .data.images import UnreadableImage
 from .data.sources import Skipped, discover
 from .errors import HeadstartError
 from .metrics import classification_metrics
+from .runfolder import RunFolder
 from .stages.data import prepare
 from .stages.plan import fine_tuning_plan, range_test
 from .training.lr_find import LRFindResult
@@ -101,29 +107,103 @@ def evaluate(
     """Metrics of the bundle's predictions on ``data``'s labelled images.
 
     ``split``: ``"all"``, or one of the data's splits; by default its test split when it has
-    one (a train/val/test folder or a CSV with a split column), else every image. A progress
-    bar on stderr counts the images predicted, unless ``quiet``.
+    one (a train/val/test folder or a CSV with a split column), else every image.
+
+    A model is never scored on the images it was trained on without being told so. When
+    ``bundle`` is a run folder (or the ``model/`` in one) and ``data`` is what it was fitted
+    on, the run's own split is used: by default its held-out images (its test split, else
+    validation); ``split="train"`` asks for the training images. On other data, the images
+    the run trained on, as the same file or an exact copy, are left out, said, and counted
+    in ``scores["left_out"]``. A progress bar on stderr counts the images predicted, unless
+    ``quiet``.
     """
     model = load(bundle)
-    # No random split here: every image of a plain class-folder tree is scored.
-    dataset = discover(data, val_fraction=0.0)
-    if split is None:
-        split = "test" if dataset.split("test") else "all"
-    samples = list(dataset.samples) if split == "all" else dataset.split(split)
-    if not samples:
-        raise HeadstartError(f"{data}: no images in split {split!r}")
-    unknown = sorted({s.label for s in samples} - set(model.classes))
-    if unknown:
-        raise HeadstartError(
-            f"{data}: label(s) {', '.join(map(repr, unknown))} are not among the "
-            f"model's classes ({', '.join(model.classes)})"
-        )
-    predictions, skipped = model.predict_files([s.path for s in samples], quiet=quiet)
-    labels = {s.path: s.label for s in samples}
+    run = RunFolder.of_bundle(bundle)
+    skipped: list[Skipped] = []
+    if run is not None and run.data is not None and run.data == Path(data).resolve():
+        examples, split = _run_split(run, split)
+        left_out = 0
+    else:
+        dataset = discover(data, val_fraction=0.0)  # no random split: every image is scored
+        if split is None:
+            split = "test" if dataset.split("test") else "all"
+        samples = list(dataset.samples) if split == "all" else dataset.split(split)
+        examples = [(s.path, s.label) for s in samples]
+        skipped += dataset.skipped
+        _require_known_labels(examples, model.classes, data)
+        trained_on = _trained_on(run, [path for path, _ in examples]) if run else set()
+        examples = [(path, label) for path, label in examples if path not in trained_on]
+        left_out = len(trained_on)
+        if left_out:
+            say(
+                quiet,
+                f"evaluate: left out {left_out} image(s) of {data} that {run.path.name} trained "
+                "on (the same file or an exact copy); scoring the other "
+                f"{len(examples)}",
+            )
+    if not examples:
+        raise HeadstartError(f"{data}: no images to score in split {split!r}")
+    predictions, unreadable = model.predict_files([path for path, _ in examples], quiet=quiet)
+    labels = dict(examples)
     index = {name: i for i, name in enumerate(model.classes)}
     scores = classification_metrics(
         [index[labels[path]] for path, _ in predictions],
         [index[p.label] for _, p in predictions],
         model.classes,
     )
-    return scores, list(dataset.skipped) + skipped
+    return {**scores, "split": split, "left_out": left_out}, skipped + unreadable
+
+
+def _require_known_labels(
+    examples: list[tuple[Path, str]], classes: list[str], data: str | Path
+) -> None:
+    unknown = sorted({label for _, label in examples} - set(classes))
+    if unknown:
+        raise HeadstartError(
+            f"{data}: label(s) {', '.join(map(repr, unknown))} are not among the "
+            f"model's classes ({', '.join(classes)})"
+        )
+
+
+def _run_split(run: RunFolder, split: str | None) -> tuple[list[tuple[Path, str]], str]:
+    """The images of ``run``'s own ``split`` (by default the held-out one: test, else val)."""
+    present = {name for _, _, name in run.splits}
+    if split is None:
+        split = next((name for name in ("test", "val") if name in present), None)
+        if split is None:
+            raise HeadstartError(
+                f"{run.path} trained on every image of {run.data} (no validation or test "
+                "split): evaluate it on other labelled images, or pass --split train"
+            )
+    if split != "all" and split not in present:
+        raise HeadstartError(
+            f"{run.path} has no {split!r} split of {run.data} (it has {', '.join(sorted(present))})"
+        )
+    examples = [(path, label) for path, label, name in run.splits if split in ("all", name)]
+    return examples, split
+
+
+def _trained_on(run: RunFolder, paths: list[Path]) -> set[Path]:
+    """Those of ``paths`` that ``run`` trained on: the same file, or one with the same bytes
+    (only files of the same size are read to compare)."""
+    training = {path for path, _, split in run.splits if split == "train"}
+    by_size: dict[int, list[Path]] = {}
+    for path in training:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(path.stat().st_size, []).append(path)
+
+    @functools.cache
+    def digest(path: Path) -> str | None:
+        try:
+            return content_hash(path)
+        except UnreadableImage:
+            return None
+
+    def copied(path: Path) -> bool:
+        try:
+            candidates = by_size.get(path.stat().st_size, [])
+        except OSError:
+            return False
+        return any(digest(path) is not None and digest(c) == digest(path) for c in candidates)
+
+    return {path for path in paths if path in training or copied(path)}

@@ -161,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         "--split",
         choices=("all", "train", "val", "test"),
         default=None,
-        help="which images to score (default: test/ if DATA has one, else all)",
+        help="which images to score (default: the run's held-out images when DATA is what it "
+        "was fitted on; else test/ if DATA has one, else all; images the run trained on are "
+        "left out and counted)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.set_defaults(run=_evaluate)
@@ -415,10 +417,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     scores, skipped = evaluate(args.bundle, args.data, split=args.split, quiet=args.quiet)
     from rich.table import Table
 
+    if scores["left_out"] and args.quiet:  # else evaluate said it
+        err.print(f"[yellow]left out[/] {scores['left_out']} image(s) the run trained on")
     out.print(
         f"accuracy {scores['accuracy']:.1%}, balanced accuracy "
         f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
-        f"on {scores['n']} images"
+        f"on {scores['n']} images (split: {scores['split']})",
+        soft_wrap=True,
     )
     table = Table("class", "precision", "recall", "f1", "images", title_justify="left")
     for name, row in scores["per_class"].items():

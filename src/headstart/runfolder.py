@@ -31,6 +31,7 @@ through :class:`RunFolder`::
 from __future__ import annotations
 
 import contextlib
+import csv
 import itertools
 import json
 import math
@@ -330,6 +331,31 @@ class RunFolder:
     @property
     def scores(self) -> dict[str, dict]:
         return (self.json(SUMMARY) or {}).get("scores") or {}
+
+    @property
+    def data(self) -> Path | None:
+        """The data the run was fitted on (as given, resolved)."""
+        data = (self.json(CONFIG_JSON) or {}).get("data")
+        return Path(data) if data else None
+
+    @cached_property
+    def splits(self) -> list[tuple[Path, str, str]]:
+        """Every image of the run: ``(path, label, split)``, as ``splits.csv`` records it."""
+        file = self.path / SPLITS
+        if not file.exists():
+            return []
+        with open(file, newline="", encoding="utf-8", errors="surrogateescape") as rows:
+            return [(Path(r["path"]), r["label"], r["split"]) for r in csv.DictReader(rows)]
+
+    @classmethod
+    def of_bundle(cls, bundle: str | Path) -> RunFolder | None:
+        """The run that wrote the model bundle at ``bundle`` (the run folder or its
+        ``model/``), when the bundle still lies in it; None for a bundle on its own."""
+        path = Path(bundle)
+        for candidate in (path, path.parent if path.name == MODEL else None):
+            if candidate is not None and (candidate / SPLITS).exists():
+                return cls(candidate)
+        return None
 
 
 def _last_byte(file: Path) -> bytes:

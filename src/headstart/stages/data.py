@@ -201,9 +201,8 @@ def record_split(run: RunFolder, dataset: Dataset, *, resuming: bool) -> None:
 
 
 def _require_same_split(run: RunFolder, dataset: Dataset) -> None:
-    with open(run / SPLITS, newline="", encoding="utf-8", errors="surrogateescape") as file:
-        before = {(row["path"], row["label"], row["split"]) for row in csv.DictReader(file)}
-    now = {(str(s.path), s.label, s.split) for s in dataset.samples}
+    before = set(run.splits)
+    now = {(s.path, s.label, s.split) for s in dataset.samples}
     if before != now:
         changed = sorted(before ^ now)
         raise HeadstartError(
