@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -208,3 +209,39 @@ def test_a_class_too_small_to_validate_is_said_and_one_image_a_class_is_refused(
     code, _, err = run(capsys, "fit", single, "--runs-dir", tmp_path / "runs2", "--quiet")
     assert code == 2 and "no validation images" in one_line_error(err)
     assert not (tmp_path / "runs2").exists()
+
+
+def _damaged(meta: dict | None, weights: bytes | None):
+    def damage(bundle):
+        if meta is not None:
+            description = json.loads((bundle / "headstart.json").read_text())
+            (bundle / "headstart.json").write_text(json.dumps({**description, **meta}))
+        if weights is not None:
+            (bundle / "model.safetensors").write_bytes(weights)
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (_damaged(None, b"not safetensors at all"), "not a readable safetensors file"),
+        (_damaged({"classes": ["face", "not-face", "cat"]}, None), "3 classes"),
+        (lambda bundle: _drop_key(bundle, "architecture"), "incomplete, no architecture"),
+        (lambda bundle: (bundle / "headstart.json").write_text("[1, 2]"), "not a JSON object"),
+        (lambda bundle: (bundle / "model.safetensors").unlink(), "has no weights"),
+    ],
+    ids=["garbage weights", "class count", "missing key", "not an object", "no weights"],
+)
+def test_a_damaged_bundle_is_refused_in_one_line(capsys, fitted, faces, tmp_path, damage, said):
+    bundle = shutil.copytree(fitted.run_dir / "model", tmp_path / "model")
+    damage(bundle)
+    image = sorted((faces / "face").glob("*.png"))[0]
+    code, _, err = run(capsys, "predict", bundle, image)
+    assert code == 2 and said in one_line_error(err)
+
+
+def _drop_key(bundle, key: str) -> None:
+    description = json.loads((bundle / "headstart.json").read_text())
+    del description[key]
+    (bundle / "headstart.json").write_text(json.dumps(description))

@@ -161,20 +161,30 @@ def load(bundle: str | Path) -> Model:
         raise HeadstartError(f"{bundle}: not a headstart model bundle (no {META} inside)")
     try:
         meta = json.loads((directory / META).read_text())
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # bad JSON, or bytes that are not text
         raise HeadstartError(f"{directory / META}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise HeadstartError(f"{directory / META}: not a bundle description (not a JSON object)")
     if meta.get("format", 0) > BUNDLE_FORMAT:
         raise HeadstartError(
             f"{bundle}: written by a newer headstart "
             f"({meta.get('headstart_version')}); upgrade to read it"
         )
-    preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-    backbone, _, _ = create_backbone(
-        meta["architecture"], pretrained=False, in_chans=preprocessing.input_size[0]
-    )
-    head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
+    missing = sorted(_OWN_KEYS - {"format", "headstart_version", "torch_version"} - set(meta))
+    if missing:
+        raise HeadstartError(f"{directory / META}: incomplete, no {', '.join(missing)}")
+    try:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        backbone, _, _ = create_backbone(
+            meta["architecture"], pretrained=False, in_chans=preprocessing.input_size[0]
+        )
+        head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise HeadstartError(
+            f"{directory / META}: not a valid bundle description ({error})"
+        ) from None
     network = Classifier(backbone, head, preprocessing)
-    network.load_state_dict(load_file(directory / WEIGHTS))
+    network.load_state_dict(_weights(directory / WEIGHTS, network, len(meta["classes"])))
     info = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
     return Model(
         network,
@@ -184,6 +194,30 @@ def load(bundle: str | Path) -> Model:
         test_time_flip=meta["test_time_flip"],
         info=info,
     )
+
+
+def _weights(file: Path, network: Classifier, classes: int) -> dict[str, torch.Tensor]:
+    """The bundle's weights, checked against the network its description builds."""
+    if not file.exists():
+        raise HeadstartError(f"{file}: missing (the bundle has no weights)")
+    try:
+        weights = load_file(file)
+    except Exception as error:  # safetensors raises its own error type for any bad file
+        raise HeadstartError(f"{file}: not a readable safetensors file ({error})") from None
+    expected = network.state_dict()
+    absent = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
+    if absent or unexpected or wrong:
+        head = [k for k in wrong if k.startswith("head.")]
+        what = (
+            f"its head has {weights[head[0]].shape[0]} outputs for {classes} classes"
+            if head
+            else f"{len(absent)} missing, {len(unexpected)} unexpected and {len(wrong)} "
+            f"misshapen tensors, e.g. {(absent + unexpected + wrong)[0]}"
+        )
+        raise HeadstartError(f"{file}: the weights do not match the bundle's description ({what})")
+    return weights
 
 
 _OWN_KEYS = {
