@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from headstart.data import MAX_PIXELS, UnreadableImage, load_image, probe_image
+from headstart.data.decoded import DecodedImages
 from headstart.errors import HeadstartError
 
 RED, WHITE, BLACK = (255, 0, 0), (255, 255, 255), (0, 0, 0)
@@ -261,3 +262,18 @@ def test_unreadable_image_is_a_headstart_error_and_survives_pickling(tmp_path):
     assert isinstance(error, HeadstartError)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.path, copy.reason, str(copy)) == (error.path, error.reason, str(error))
+
+
+@pytest.mark.parametrize("size", [(4000, 2), (3, 900)], ids=["wide strip", "tall strip"])
+def test_an_extreme_strip_keeps_its_central_part_not_gigabytes(tmp_path, size):
+    # Resized to a shortest side of 256, a 4000 x 2 strip would be 256 x 512,000 pixels; a
+    # 40,000 x 2 one ran out of memory. Beyond 10:1 only the central part is kept.
+    width, height = size
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, width // 2 :] = 255  # the right half white: the kept part is the centre
+    Image.fromarray(pixels).save(tmp_path / "strip.png")
+    decoded = DecodedImages(256, "bilinear").get(tmp_path / "strip.png")
+    long_side, short_side = max(decoded.shape[:2]), min(decoded.shape[:2])
+    assert short_side == 256 and long_side == 10 * 256
+    if width > height:
+        assert decoded[:, :1200].max() == 0 and decoded[:, 1400:].min() == 255

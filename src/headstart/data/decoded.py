@@ -31,7 +31,13 @@ __all__ = [
 ]
 
 #: Bumped whenever decoding or resizing changes, so caches never serve pixels made otherwise.
-PIXELS_VERSION = 1
+PIXELS_VERSION = 2
+
+#: The longest side kept, in multiples of the shortest: beyond it only the central part of an
+#: image is kept. A 40,000 x 2 pixel strip resized to a shortest side of 256 would otherwise
+#: take 256 x 5,120,000 pixels (4 GB); a 10:1 panorama keeps all of its width. The audit lists
+#: such images as very wide or tall.
+MAX_ASPECT = 10
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -140,8 +146,10 @@ def resize_shortest_side(
 ) -> np.ndarray:
     """An image resized so its shortest side is ``size``, as an ``(H, W, C)`` uint8 array.
 
-    ``image`` is an RGB Pillow image or an ``(H, W, C)`` uint8 array (``load_pixels``).
+    ``image`` is an RGB Pillow image or an ``(H, W, C)`` uint8 array (``load_pixels``). Of an
+    image longer than :data:`MAX_ASPECT` times its width, the central part is kept.
     """
+    image = _central_part(image)
     if isinstance(image, np.ndarray):
         if image.shape[2] != 3:
             # Pillow has no mode for C channels, but resamples each band on its own anyway:
@@ -151,6 +159,19 @@ def resize_shortest_side(
             return np.stack([np.asarray(band) for band in resized], axis=-1)
         image = Image.fromarray(image)
     return np.array(_resize(image, size, interpolation).convert("RGB"), dtype=np.uint8)
+
+
+def _central_part(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    """``image`` cut to at most :data:`MAX_ASPECT` : 1, about its centre."""
+    height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
+    longest = MAX_ASPECT * min(width, height)
+    if max(width, height) <= longest:
+        return image
+    new_width, new_height = min(width, longest), min(height, longest)
+    left, top = (width - new_width) // 2, (height - new_height) // 2
+    if isinstance(image, np.ndarray):
+        return image[top : top + new_height, left : left + new_width]
+    return image.crop((left, top, left + new_width, top + new_height))
 
 
 def _resize(image: Image.Image, size: int, interpolation: str) -> Image.Image:
