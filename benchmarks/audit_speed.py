@@ -112,7 +112,9 @@ def main() -> None:
         # What fit does next: the same identity, so nothing goes through the network again.
         backbone, preprocessing, source = create_backbone("efficientnet_lite0")
         architecture = backbone.pretrained_cfg.get("architecture", "efficientnet_lite0")
-        stores = feature_stores(cache / "features", architecture, source, preprocessing)
+        stores = feature_stores(
+            cache / "features", architecture, source, preprocessing, backbone.num_features
+        )
         images = DecodedImages(
             preprocessing.resize_size, preprocessing.interpolation, cache / "pixels"
         )

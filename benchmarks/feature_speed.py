@@ -120,7 +120,11 @@ def main() -> None:
 
         # Rounds take turns: the forward passes alone, then extraction with empty caches.
         speeds: dict[str, list[float]] = {"whole": [], "as run": [], "extraction": []}
-        identity = {"arch": args.arch, "weights": source.location}
+        identity = {
+            "arch": args.arch,
+            "weights": source.location,
+            "dimension": backbone.num_features,
+        }
         for round_ in range(args.rounds):
             for whole, name in ((True, "whole"), (False, "as run")):
                 run = partial(forward_passes, backbone, batches, views, whole=whole)

@@ -16,7 +16,7 @@ PACKAGE = Path(headstart.__file__).parent
 
 #: The layers, lowest first: a module may import from its own layer or a lower one.
 LAYERS = [
-    {"_version", "errors", "console", "config", "runfolder", "metrics", "drawing"},
+    {"_version", "errors", "console", "config", "runfolder", "metrics", "drawing", "storage"},
     {"data", "models"},
     {"inputs", "classifier", "features"},
     {"training", "auditing", "checks", "bundle", "monitor", "diagnosis"},

@@ -349,7 +349,9 @@ def test_features_are_left_in_the_cache_for_fit(planted, report):
     backbone, preprocessing, source = create_backbone("efficientnet_lite0")
     architecture = backbone.pretrained_cfg.get("architecture", "efficientnet_lite0")
     cache = default_cache_dir()
-    stores = feature_stores(cache / "features", architecture, source, preprocessing)
+    stores = feature_stores(
+        cache / "features", architecture, source, preprocessing, backbone.num_features
+    )
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, cache / "pixels")
     paths = [s.path for s in report.dataset.samples]
     again = extract_features(

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -133,7 +135,7 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     images = DecodedImages(
         preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
     )
-    identity = {"arch": "efficientnet_lite0", "weights": source.location}
+    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
 
     def run():
         store = {"plain": FeatureStore(tmp_path / "features", identity)}
@@ -149,6 +151,38 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     third = extract_features(backbone, InputPipeline(preprocessing), [twin], images, store)
     assert third.computed == 0
     assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape"])
+def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path, damage):
+    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    paths = sorted(small_faces.rglob("*.png"))[:4]
+    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+
+    def run():
+        images = DecodedImages(
+            preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
+        )
+        store = {"plain": FeatureStore(tmp_path / "features", identity)}
+        return extract_features(backbone, InputPipeline(preprocessing), paths, images, store)
+
+    first = run()
+    (shard,) = (tmp_path / "features").rglob("*.safetensors")
+    pixels = sorted((tmp_path / "pixels").rglob("*.npy"))
+    if damage == "truncated":  # as a kill or a full disk mid-write would leave them
+        shard.write_bytes(shard.read_bytes()[:100])
+        for entry in pixels:
+            entry.write_bytes(entry.read_bytes()[:200])
+    else:  # well-formed files holding the wrong arrays
+        keys = safe_open(shard, framework="numpy").metadata()
+        save_file({"features": np.zeros((4, 5), np.float32)}, shard, metadata=keys)
+        for entry in pixels:
+            np.save(entry, np.zeros((10, 10, 3), np.uint8))
+    again = run()
+    assert again.computed == 4
+    assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
+    size = preprocessing.resize_size
+    assert all(min(np.load(entry).shape[:2]) == size for entry in pixels)
 
 
 def test_unreadable_files_are_skipped_and_listed(small_faces, tmp_path):

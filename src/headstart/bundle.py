@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ._version import __version__
 from .classifier import Classifier
@@ -25,6 +25,7 @@ from .errors import HeadstartError
 from .inputs import ImageLike, InputPipeline
 from .models import Preprocessing, create_backbone
 from .runfolder import MODEL
+from .storage import write_tensors
 
 __all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
 
@@ -136,7 +137,7 @@ def save(model: Model, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
-    save_file(state, directory / WEIGHTS)
+    write_tensors(state, directory / WEIGHTS)
     meta = {
         "format": BUNDLE_FORMAT,
         "headstart_version": __version__,

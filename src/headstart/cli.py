@@ -389,15 +389,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise HeadstartError(f"no images found in {', '.join(args.inputs)}")
     predictions, skipped = model.predict_files(paths, top_k=args.top_k, quiet=args.quiet)
     if args.csv:
-        writer = csv.writer(sys.stdout)
-        k = max(1, min(args.top_k, len(model.classes)))
-        writer.writerow(
-            ["path", *[f"{kind}{i}" for i in range(1, k + 1) for kind in ("label", "probability")]]
-        )
-        for path, prediction in predictions:
-            writer.writerow(
-                [path, *[v for label, p in prediction.top for v in (label, f"{p:.4f}")]]
-            )
+        try:
+            _write_csv(predictions, max(1, min(args.top_k, len(model.classes))))
+        except OSError as error:  # a full disk under a redirected output: say which file
+            raise OSError(error.errno, error.strerror, "the standard output") from None
     else:
         from rich.table import Table
 
@@ -408,6 +403,16 @@ def _predict(args: argparse.Namespace) -> int:
     for skip in skipped:
         err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
     return 0 if predictions else 1
+
+
+def _write_csv(predictions: list, k: int) -> None:
+    writer = csv.writer(sys.stdout)
+    writer.writerow(
+        ["path", *[f"{kind}{i}" for i in range(1, k + 1) for kind in ("label", "probability")]]
+    )
+    for path, prediction in predictions:
+        writer.writerow([path, *[v for label, p in prediction.top for v in (label, f"{p:.4f}")]])
+    sys.stdout.flush()
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash
 from .data.images import UnreadableImage
 from .data.sources import Skipped
 from .inputs import VIEWS, InputPipeline, forward, view
 from .models import Preprocessing, WeightsSource
+from .storage import write_tensors
 
 __all__ = ["VIEWS", "ExtractedFeatures", "FeatureStore", "extract_features", "feature_stores"]
 
@@ -41,6 +42,7 @@ class FeatureStore:
     """Feature vectors of one (backbone, weights, preprocessing, view), by file content hash."""
 
     def __init__(self, root: Path, identity: dict):
+        self.dimension = identity["dimension"]
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         self.directory = Path(root) / digest[:20]
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -64,10 +66,9 @@ class FeatureStore:
         if not keys:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        name = f"{time.time_ns()}-{os.getpid()}"
-        partial = self.directory / f"{name}.partial"
-        save_file({"features": vectors}, partial, metadata={"keys": json.dumps(list(keys))})
-        os.replace(partial, self.directory / f"{name}.safetensors")
+        name = f"{time.time_ns()}-{os.getpid()}"  # a new shard's name; never read back
+        metadata = {"keys": json.dumps(list(keys))}
+        write_tensors({"features": vectors}, self.directory / f"{name}.safetensors", metadata)
         self._vectors.update(zip(keys, vectors, strict=True))
 
     def _load(self, shard: Path) -> None:
@@ -78,15 +79,31 @@ class FeatureStore:
                 keys = json.loads(file.metadata()["keys"])
             vectors = load_file(shard)["features"]
         except Exception:  # a damaged shard is only a cache miss
-            shard.unlink(missing_ok=True)
+            vectors = keys = None
+        if not self._made_here(keys, vectors):
+            shard.unlink(missing_ok=True)  # recomputed, never served
             return
         self._vectors.update(zip(keys, vectors, strict=True))
 
+    def _made_here(self, keys: list | None, vectors: np.ndarray | None) -> bool:
+        """Whether a shard holds what :meth:`add` writes: one finite float32 vector of the
+        backbone's width per key."""
+        return (
+            isinstance(keys, list)
+            and vectors is not None
+            and vectors.dtype == np.float32
+            and vectors.ndim == 2
+            and len(vectors) == len(keys)
+            and vectors.shape[1] == self.dimension
+            and bool(np.isfinite(vectors).all())
+        )
+
 
 def feature_stores(
-    root: Path, arch: str, source: WeightsSource, preprocessing: Preprocessing
+    root: Path, arch: str, source: WeightsSource, preprocessing: Preprocessing, dimension: int
 ) -> dict[str, FeatureStore]:
-    """The stores for one backbone, one per view: shared by ``fit``, ``audit`` and ``check``."""
+    """The stores for one backbone (``dimension`` features an image), one per view: shared
+    by ``fit``, ``audit`` and ``check``."""
     weights = asdict(source)
     if source.kind == "file":  # the same path may later hold other weights
         weights["content"] = content_hash(source.location)
@@ -97,6 +114,7 @@ def feature_stores(
         # A new timm may change an architecture's computation; a new decoder, the pixels.
         "timm": timm.__version__,
         "pixels": PIXELS_VERSION,
+        "dimension": dimension,
     }
     return {view: FeatureStore(root, {**identity, "view": view}) for view in VIEWS}
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HeadstartError
+from .storage import write_atomically
 
 try:  # advisory locks: a second process can tell a run folder is in use
     import fcntl
@@ -263,10 +264,8 @@ class RunFolder:
 
     def write_json(self, name: str, data: Any) -> Path:
         """``data`` as ``name``, written whole or not at all (a partial file, then a rename)."""
-        target = self.path / name
-        partial = target.with_suffix(".partial")
-        partial.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
-        partial.replace(target)
+        text = json.dumps(_clean(data), indent=2, sort_keys=False) + "\n"
+        target = write_atomically(self.path / name, text.encode())
         self._json.pop(name, None)
         return target
 
@@ -282,11 +281,8 @@ class RunFolder:
 
     def rewrite_metrics(self, records: list[dict]) -> None:
         """``metrics.jsonl`` made of ``records`` (a resumed run's history is the truth)."""
-        target = self.path / METRICS
-        partial = target.with_suffix(".partial")
         lines = [json.dumps(_clean(record)) + "\n" for record in records]
-        partial.write_text("".join(lines))
-        partial.replace(target)
+        write_atomically(self.path / METRICS, "".join(lines).encode())
         self.__dict__.pop("metrics", None)
 
     # --- Reading ----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ still a hit and an edited one is decoded again.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import HeadstartError
+from ..storage import write_atomically
 from .images import UnreadableImage, load_image, load_pixels
 
 __all__ = [
@@ -115,17 +116,30 @@ class DecodedImages:
         cached = self._cache_file(path)
         if cached is not None and cached.exists():
             try:
-                return np.load(cached, allow_pickle=False)
+                pixels = np.load(cached, allow_pickle=False)
             except (OSError, ValueError):
-                cached.unlink(missing_ok=True)  # a half-written entry from a killed run
+                pixels = None  # a damaged entry: truncated, or not an array
+            if self._made_here(pixels):
+                return pixels
+            cached.unlink(missing_ok=True)  # recomputed, never served
         pixels = self.decode(path)
         if cached is not None:
-            # Write then rename, so a concurrent reader or a Ctrl-C never sees half a file.
+            # Written whole then renamed: a concurrent reader or a Ctrl-C never sees half a file.
             cached.parent.mkdir(exist_ok=True)
-            partial = cached.with_suffix(f".{os.getpid()}-{threading.get_ident()}.partial.npy")
-            np.save(partial, pixels, allow_pickle=False)
-            os.replace(partial, cached)
+            buffer = io.BytesIO()
+            np.save(buffer, pixels, allow_pickle=False)
+            write_atomically(cached, buffer.getvalue())
         return pixels
+
+    def _made_here(self, pixels: np.ndarray | None) -> bool:
+        """Whether a cached array has the shape and type :meth:`decode` makes."""
+        return (
+            pixels is not None
+            and pixels.dtype == np.uint8
+            and pixels.ndim == 3
+            and pixels.shape[2] == self.channels
+            and min(pixels.shape[:2]) == self.resize_size
+        )
 
     def decode(self, path: str | Path) -> np.ndarray:
         if self.channels == 3:  # Pillow's image goes straight to the resize: no full-size copy

@@ -25,10 +25,10 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from safetensors.torch import save_file
 from timm.data import resolve_model_data_config
 
 from ..errors import HeadstartError
+from ..storage import write_tensors
 
 __all__ = [
     "WeightsSource",
@@ -275,7 +275,7 @@ def save_weights(
     if preprocessing is not None:
         metadata[PREPROCESSING_KEY] = json.dumps(dict(preprocessing))
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, path, metadata=metadata)
+    write_tensors(state, path, metadata)
     return path
 
 

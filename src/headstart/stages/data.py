@@ -149,7 +149,9 @@ def _network_for(dataset: Dataset, config: FitConfig) -> Prepared:
     images = inputs.decoder(cache / "pixels")
     stores = None
     if config.pretrained:
-        stores = feature_stores(cache / "features", architecture, source, preprocessing)
+        stores = feature_stores(
+            cache / "features", architecture, source, preprocessing, backbone.num_features
+        )
     return Prepared(dataset, backbone, source, architecture, inputs, images, stores)
 
 

@@ -19,6 +19,7 @@ run would have drawn, and a distributed run augments every image as a single pro
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import signal
 import threading
@@ -37,6 +38,7 @@ from ..data.augment import AugmentSettings, build_augmentation
 from ..data.decoded import DecodedImages, prefetch
 from ..errors import HeadstartError
 from ..inputs import InputPipeline, to_tensor
+from ..storage import write_atomically
 from . import distributed
 from .callbacks import Callback, FineTuneResult, StopTraining, TrainingStep
 from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
@@ -407,9 +409,11 @@ class Training:
         return self.average is None and self.result.best_epoch == self.epoch > 0
 
     def save(self, path: Path) -> None:
-        partial = path.with_suffix(".partial")
-        torch.save(self.state_dict(), partial)
-        partial.replace(path)
+        # Made in memory, then written whole: a full disk leaves the last state as it was and
+        # raises an OSError naming the file (torch's own writer raises a RuntimeError).
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        write_atomically(path, buffer.getvalue())
 
     def load(self, path: Path) -> None:
         """Go on from the state saved at ``path`` (read with ``weights_only=True``)."""
