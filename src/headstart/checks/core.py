@@ -69,6 +69,8 @@ class CheckReport:
             text += f" ({', '.join(c.title for c in self.failed)})"
         if counts["skip"]:
             text += f", {counts['skip']} skipped"
+        if counts["info"]:
+            text += f", {counts['info']} for information"
         return text
 
     def to_dict(self) -> dict:
@@ -86,7 +88,11 @@ class CheckReport:
     @classmethod
     def read(cls, path: str | Path) -> CheckReport:
         """The report :meth:`write` wrote."""
-        data = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CheckReport:
+        """The report :meth:`to_dict` gave."""
         return cls([Check(**check) for check in data["checks"]], seconds=data.get("seconds", 0.0))
 
     def print(self, console: Console = out) -> None:

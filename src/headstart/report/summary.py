@@ -4,6 +4,7 @@ data, and the sanity checks run before training."""
 from __future__ import annotations
 
 from .._version import __version__
+from ..checks.core import CheckReport
 from ..runfolder import (
     AUDIT,
     AUDIT_JSON,
@@ -98,11 +99,9 @@ def _verdict(run: ReportedRun, summary: dict) -> object:
 def _checks_line(checks: dict | None) -> object:
     if checks is None:
         return "not recorded (no checks.json)"
-    statuses = [c.get("status") for c in checks.get("checks", [])]
-    failed = statuses.count("fail")
-    if failed:
-        return join([badge("fail"), f" {failed} of {len(statuses)} failed (see below)"])
-    return join([badge("pass"), f" none of {len(statuses)} failed"])
+    # The words the console printed, from the same counts.
+    report = CheckReport.from_dict(checks)
+    return join([badge("pass" if report.passed else "fail"), f" {report.headline()}"])
 
 
 def plan(run: ReportedRun) -> Html:
@@ -235,8 +234,7 @@ def checks(run: ReportedRun) -> Html:
     if data is None:
         return note("checks.json is missing: the sanity checks did not run in this fit")
     found = data.get("checks") or []
-    tally = {s: sum(c.get("status") == s for c in found) for s in ("pass", "fail", "skip", "info")}
-    summary = ", ".join(f"{n} {word}" for word, n in tally.items() if n)
+    summary = CheckReport.from_dict(data).headline() if found else ""
     rows = []
     for check in found:
         status = check.get("status", "info")
