@@ -57,3 +57,16 @@ def test_a_line_cut_short_by_a_crash_spoils_only_itself(tmp_path):
         file.write('{"epoch": 2, "val_acc')  # killed mid-write
     run.log_metrics({"epoch": 2, "val_accuracy": 0.6})
     assert [r["epoch"] for r in run.metrics] == [1, 2]
+
+
+def test_a_folder_that_is_not_a_run_is_never_emptied(tmp_path):
+    photos = tmp_path / "photos"  # e.g. `--runs-dir . --name photos`, the data itself
+    (photos / "cat").mkdir(parents=True)
+    (photos / "cat" / "1.jpg").write_bytes(b"jpeg")
+    (photos / "notes.txt").write_text("mine")
+    with pytest.raises(HeadstartError, match="not a headstart run's"):
+        RunFolder.create(tmp_path, "photos", "photos")
+    assert (photos / "cat" / "1.jpg").exists() and (photos / "notes.txt").exists()
+    for name in ("../elsewhere", "a/b", ".."):
+        with pytest.raises(HeadstartError, match="a folder name"):
+            RunFolder.create(tmp_path / "runs", name, "photos")

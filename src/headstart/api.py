@@ -123,6 +123,8 @@ def evaluate(
     if run is not None and run.data is not None and run.data == Path(data).resolve():
         examples, split = _run_split(run, split)
         left_out = 0
+        if split == "all":
+            say(quiet, f"evaluate: split 'all' of {data} includes the images the run trained on")
     else:
         dataset = discover(data, val_fraction=0.0)  # no random split: every image is scored
         if split is None:
@@ -142,7 +144,8 @@ def evaluate(
                 f"{len(examples)}",
             )
     if not examples:
-        raise HeadstartError(f"{data}: no images to score in split {split!r}")
+        why = f" (all {left_out} are images the run trained on)" if left_out else ""
+        raise HeadstartError(f"{data}: no images to score in split {split!r}{why}")
     predictions, unreadable = model.predict_files([path for path, _ in examples], quiet=quiet)
     labels = dict(examples)
     index = {name: i for i, name in enumerate(model.classes)}

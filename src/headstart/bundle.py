@@ -25,7 +25,7 @@ from .errors import HeadstartError
 from .inputs import ImageLike, InputPipeline
 from .models import Preprocessing, create_backbone
 from .runfolder import MODEL
-from .storage import write_tensors
+from .storage import write_atomically, write_tensors
 
 __all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
 
@@ -149,7 +149,7 @@ def save(model: Model, directory: str | Path) -> Path:
         "num_features": int(model.network.head.in_features),
         **model.info,
     }
-    (directory / META).write_text(json.dumps(meta, indent=2))
+    write_atomically(directory / META, json.dumps(meta, indent=2).encode())
     return directory
 
 
@@ -166,6 +166,8 @@ def load(bundle: str | Path) -> Model:
         raise HeadstartError(f"{directory / META}: not valid JSON ({error})") from None
     if not isinstance(meta, dict):
         raise HeadstartError(f"{directory / META}: not a bundle description (not a JSON object)")
+    if not isinstance(meta.get("format", 0), int):
+        raise HeadstartError(f"{directory / META}: 'format' must be a number")
     if meta.get("format", 0) > BUNDLE_FORMAT:
         raise HeadstartError(
             f"{bundle}: written by a newer headstart "
@@ -210,10 +212,10 @@ def _weights(file: Path, network: Classifier, classes: int) -> dict[str, torch.T
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
     if absent or unexpected or wrong:
-        head = [k for k in wrong if k.startswith("head.")]
+        outputs = weights.get("head.weight", expected["head.weight"]).shape[0]
         what = (
-            f"its head has {weights[head[0]].shape[0]} outputs for {classes} classes"
-            if head
+            f"its head has {outputs} outputs for {classes} classes"
+            if outputs != classes
             else f"{len(absent)} missing, {len(unexpected)} unexpected and {len(wrong)} "
             f"misshapen tensors, e.g. {(absent + unexpected + wrong)[0]}"
         )

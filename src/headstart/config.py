@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HeadstartError
+from .storage import write_atomically
 
 __all__ = [
     "BALANCING",
@@ -756,4 +757,4 @@ def save_config(config: FitConfig, path: Path, data: str | Path) -> None:
     import yaml
 
     values = {"data": str(Path(data).resolve()), **asdict(config)}
-    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    write_atomically(path, yaml.safe_dump(values, sort_keys=False).encode("utf-8"))

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -70,7 +70,9 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             config = replace(config, runs_dir=str(scratch), quiet=True)
         # The data, the network and its weights first: what refuses to run writes nothing.
         ready = prepare(data, config)
-        run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
+        run = _in_every_process(
+            lambda: RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
+        )
         with run.running():
             run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
             save_config(config, run / CONFIG_YAML, data)
@@ -119,7 +121,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
             run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
             config = replace(config, quiet=True)
         else:
-            run = RunFolder.open(run.path)
+            run = _in_every_process(lambda: RunFolder.open(run.path))
         started = time.perf_counter()
         with run.running():
             return _fit(prepare(data, config), config, run, started, resumed=plan)
@@ -217,6 +219,20 @@ def _resumed_decision(ready: Prepared, config: FitConfig, plan: Plan) -> Decisio
     if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
         ready = look_again(ready, config, plan.input_size)
     return Decision(plan, ready, probe_features(ready, config))
+
+
+def _in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:
+    """``claim()``, the run folder; under torchrun a refusal in one process (the main one's
+    folder in use or finished) is a refusal in all, or the others would wait for it forever."""
+    try:
+        run = claim()
+    except HeadstartError:
+        distributed.any_rank(True)
+        raise
+    if distributed.any_rank(False):
+        run.release()
+        raise HeadstartError("the main process refused the run folder (its error says why)")
+    return run
 
 
 @contextlib.contextmanager

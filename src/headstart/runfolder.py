@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import itertools
 import json
 import math
@@ -107,6 +108,36 @@ REPORT = "report.html"
 FAILED = "failed.json"
 LOCK = ".lock"
 
+#: What a run writes at the top of its folder: a folder holding nothing else may be a run that
+#: was killed, and is reclaimed; one holding anything else is not headstart's to empty.
+RUN_ENTRIES = frozenset(
+    {
+        CONFIG_YAML,
+        CONFIG_JSON,
+        DATASET,
+        SPLITS,
+        AUDIT,
+        PLAN,
+        CHECKS,
+        LR_FIND,
+        LR_FIND_PLOT,
+        METRICS,
+        PROGRESS,
+        FIXED_BATCH,
+        DIAGNOSIS,
+        COMPARE_SCRATCH,
+        CHECKPOINTS,
+        TENSORBOARD,
+        MODEL,
+        PREDICTIONS,
+        THUMBNAILS,
+        SUMMARY,
+        REPORT,
+        FAILED,
+        LOCK,
+    }
+)
+
 
 def new_folder(root: str | Path, stem: str) -> Path:
     """A folder ``<root>/<stem>-<n>`` that does not exist yet, with the first free ``n``.
@@ -140,6 +171,11 @@ class RunFolder:
         process is running is never touched: a named one is refused.
         """
         if name:
+            if Path(name).name != name or name in (".", ".."):
+                raise HeadstartError(
+                    f"--name {name!r}: a run's name is a folder name, without '/' or '..' "
+                    "(--runs-dir says where runs go)"
+                )
             path = Path(root) / name
             claimed = cls._claim(path)
             if isinstance(claimed, str):
@@ -172,21 +208,32 @@ class RunFolder:
             ) from None
         if not path.is_dir():
             return "exists and is not a folder"
+        strangers = sorted(
+            child.name
+            for child in path.iterdir()
+            if child.name not in RUN_ENTRIES and not child.name.endswith(".partial")
+        )
+        if strangers:
+            return f"holds files that are not a headstart run's (e.g. {strangers[0]})"
         run = cls(path)
         if not run._lock():
-            return "is in use by another headstart process"
+            return "is in use by another headstart process (or cannot be written here)"
         if run.exists(SUMMARY) and not run.exists(FAILED):
-            run._unlock()
+            run.release()
             return "already holds a finished run"
         if run.resumable and not run.exists(FAILED):
-            run._unlock()
+            run.release()
             return "holds a run that can go on (`headstart fit --resume` it)"
-        for child in path.iterdir():  # a failed or abandoned run: replaced
-            if child.is_dir():
-                shutil.rmtree(child)
-            elif child.name != LOCK:
-                child.unlink()
-        (path / CHECKPOINTS).mkdir()
+        try:
+            for child in path.iterdir():  # a failed or abandoned run: replaced
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                elif child.name != LOCK:
+                    child.unlink()
+            (path / CHECKPOINTS).mkdir()
+        except BaseException:
+            run.release()
+            raise
         return run
 
     def _lock(self) -> bool:
@@ -194,16 +241,22 @@ class RunFolder:
         of it when the process ends, however it ends)."""
         if fcntl is None:  # no advisory locks here: nothing to tell runs apart with
             return True
-        handle = open(self.path / LOCK, "a")  # noqa: SIM115 - held open on purpose
+        try:
+            handle = open(self.path / LOCK, "a")  # noqa: SIM115 - held open on purpose
+        except OSError:  # a folder this process may not write: not a run it can hold
+            return False
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                handle.close()
+                return False
+            # A file system without locks (some network mounts): held, as without fcntl.
         self._held = handle
         return True
 
-    def _unlock(self) -> None:
+    def release(self) -> None:
+        """Let go of the folder (the end of :meth:`running` does)."""
         held = getattr(self, "_held", None)
         if held is not None:
             held.close()
@@ -258,7 +311,7 @@ class RunFolder:
                     self.write_json(FAILED, {"error": type(error).__name__, "reason": reason})
             raise
         finally:
-            self._unlock()
+            self.release()
 
     # --- Writing ----------------------------------------------------------------------------
 
@@ -347,7 +400,7 @@ class RunFolder:
     def of_bundle(cls, bundle: str | Path) -> RunFolder | None:
         """The run that wrote the model bundle at ``bundle`` (the run folder or its
         ``model/``), when the bundle still lies in it; None for a bundle on its own."""
-        path = Path(bundle)
+        path = Path(bundle).resolve()
         for candidate in (path, path.parent if path.name == MODEL else None):
             if candidate is not None and (candidate / SPLITS).exists():
                 return cls(candidate)

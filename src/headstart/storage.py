@@ -14,9 +14,12 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # PyTorch is imported by what writes its tensors, not by this module
+    import torch
 
 __all__ = ["write_atomically", "write_tensors"]
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..console import out
+from ..storage import write_atomically
 
 __all__ = ["STATUSES", "Check", "CheckReport"]
 
@@ -82,7 +83,7 @@ class CheckReport:
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomically(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
 
     @classmethod

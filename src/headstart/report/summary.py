@@ -99,9 +99,18 @@ def _verdict(run: ReportedRun, summary: dict) -> object:
 def _checks_line(checks: dict | None) -> object:
     if checks is None:
         return "not recorded (no checks.json)"
+    report = _check_report(checks)
+    if report is None:
+        return "checks.json cannot be read"
     # The words the console printed, from the same counts.
-    report = CheckReport.from_dict(checks)
     return join([badge("pass" if report.passed else "fail"), f" {report.headline()}"])
+
+
+def _check_report(checks: dict) -> CheckReport | None:
+    try:
+        return CheckReport.from_dict(checks)
+    except (KeyError, TypeError, ValueError):  # written by another version, or damaged
+        return None
 
 
 def plan(run: ReportedRun) -> Html:
@@ -234,7 +243,8 @@ def checks(run: ReportedRun) -> Html:
     if data is None:
         return note("checks.json is missing: the sanity checks did not run in this fit")
     found = data.get("checks") or []
-    summary = CheckReport.from_dict(data).headline() if found else ""
+    report = _check_report(data)
+    summary = report.headline() if report and found else ""
     rows = []
     for check in found:
         status = check.get("status", "info")

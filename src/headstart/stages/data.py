@@ -8,6 +8,7 @@ cannot be used are found now and set aside with the reason.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from ..features import VIEWS, ExtractedFeatures, extract_features, feature_store
 from ..inputs import InputPipeline
 from ..models import Preprocessing, WeightsSource, create_backbone
 from ..runfolder import DATASET, SPLITS, RunFolder
+from ..storage import write_atomically
 from ..training import distributed
 from ..training.freezing import trainable_stages_for
 
@@ -196,10 +198,11 @@ def record_split(run: RunFolder, dataset: Dataset, *, resuming: bool) -> None:
     if resuming:
         _require_same_split(run, dataset)
     run.write_json(DATASET, dataset.to_dict())
-    with open(run / SPLITS, "w", newline="", encoding="utf-8", errors="surrogateescape") as file:
-        writer = csv.writer(file)
-        writer.writerow(["path", "label", "split"])
-        writer.writerows((s.path, s.label, s.split) for s in dataset.samples)
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["path", "label", "split"])
+    writer.writerows((s.path, s.label, s.split) for s in dataset.samples)
+    write_atomically(run / SPLITS, rows.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
 def _require_same_split(run: RunFolder, dataset: Dataset) -> None:

@@ -144,10 +144,11 @@ def choose(probe: Candidate | None, tuned: Candidate | None, *, asked: bool = Fa
     if z >= KEEP_FINE_TUNED:
         return Choice(tuned, f"{said}: ahead beyond noise, kept the {tuned.strategy}", evidence)
     if asked:
+        where = "behind beyond noise" if z <= -KEEP_FINE_TUNED else "not ahead beyond noise"
         return Choice(
             tuned,
-            f"{said}: not ahead beyond noise, kept the {tuned.strategy} as asked (with "
-            "--strategy auto the probe would have been kept)",
+            f"{said}: {where}, kept the {tuned.strategy} as asked (with --strategy auto the "
+            "probe would have been kept)",
             evidence,
         )
     return Choice(

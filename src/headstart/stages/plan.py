@@ -76,6 +76,7 @@ def decide(ready: Prepared, config: FitConfig, spent: float = 0.0) -> Decision:
         ready = look_again(ready, config, plan.input_size)
         probe = probe_features(ready, config)
         plan = _plan(config.strategy, ready, probe, config, domain=None, resized_from=size)
+        plan = distributed.agree(plan)  # every process times the same steps below
         plan = replace(
             plan,
             reasons=(*[f"first look at {size} px: {r}" for r in first.reasons], *plan.reasons),

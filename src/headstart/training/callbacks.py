@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from safetensors.torch import save_file
 
 from ..console import ProgressBar
 from ..runfolder import PROGRESS, RunFolder
+from ..storage import write_tensors
 from . import distributed
 
 __all__ = [
@@ -116,9 +116,7 @@ class Checkpoints(Callback):
 
     def on_improved(self, epoch: int, state: dict[str, torch.Tensor]) -> None:
         if self.best is not None and distributed.is_main():
-            partial = self.best.with_suffix(".partial")
-            save_file({k: v.cpu().contiguous() for k, v in state.items()}, partial)
-            partial.replace(self.best)
+            write_tensors({k: v.cpu().contiguous() for k, v in state.items()}, self.best)
 
     def on_epoch_end(self, record: dict, training: Training) -> None:
         if self.state is not None and distributed.is_main():

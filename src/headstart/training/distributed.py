@@ -10,6 +10,7 @@ plan) is computed the same way in every process; only the main process writes th
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TypeVar
 
@@ -76,7 +77,11 @@ def wrap(model: nn.Module) -> nn.Module:
     """
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+    parallel = nn.parallel.DistributedDataParallel
+    # torch 2.13 renamed the option (broadcast_buffers is deprecated there).
+    if "forward_sync_buffers" in inspect.signature(parallel).parameters:
+        return parallel(model, device_ids=ids, forward_sync_buffers=False)
+    return parallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def any_rank(flag: bool) -> bool:
