@@ -71,14 +71,16 @@ def clean_test(data: Path, work: Path) -> tuple[Path, int]:
     return target, len(copies)
 
 
-def run(data: Path, clean: Path, runs: Path, strategy: str) -> dict:
+def run(data: Path, clean: Path | None, runs: Path, strategy: str) -> dict:
     started = time.perf_counter()
     result = headstart.fit(data / "train", strategy=strategy, runs_dir=runs, quiet=True)
     seconds = time.perf_counter() - started
     settings = result.plan.fine_tune
     planned = json.loads((result.run_dir / "plan.json").read_text())
-    everything, _ = headstart.evaluate(result.run_dir, data / "test")
-    without_copies, _ = headstart.evaluate(result.run_dir, clean, split="test")
+    everything, _ = headstart.evaluate(result.run_dir, data / "test", quiet=True)
+    without_copies = everything  # until the audit has found the copies (see main)
+    if clean is not None:
+        without_copies, _ = headstart.evaluate(result.run_dir, clean, split="test", quiet=True)
     return {
         "strategy": strategy,
         "kept": result.strategy,
@@ -130,11 +132,11 @@ def main() -> None:
             if clean is None and strategy != "auto":
                 clean, copies = clean_test(data, work)
                 print(f"  ({copies} test photos are copies of training photos)")
-            row = {"set": name, **run(data, clean or data / "test", work / "runs", strategy)}
+            row = {"set": name, **run(data, clean, work / "runs", strategy)}
             if clean is None:  # the default fit ran first, on empty caches: now the audit
                 clean, copies = clean_test(data, work)
                 print(f"  ({copies} test photos are copies of training photos)")
-                without, _ = headstart.evaluate(row["run"], clean, split="test")
+                without, _ = headstart.evaluate(row["run"], clean, split="test", quiet=True)
                 row["clean"], row["clean_images"] = without["accuracy"], without["n"]
             rows.append(row)
             eta = f"{row['eta']:.0f}" if row["eta"] else "-"
