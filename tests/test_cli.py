@@ -245,3 +245,13 @@ def _drop_key(bundle, key: str) -> None:
     description = json.loads((bundle / "headstart.json").read_text())
     del description[key]
     (bundle / "headstart.json").write_text(json.dumps(description))
+
+
+def test_evaluate_scores_held_out_photos_of_a_single_class(capsys, fitted, tmp_path):
+    # Data only to score: no training split, and one class is enough.
+    held_out = [path for path, label, split in RunFolder(fitted.run_dir).splits if split == "val"]
+    faces = [path for path in held_out if path.parent.name == "face"]
+    listing = tmp_path / "faces.csv"
+    listing.write_text("path,label,split\n" + "".join(f"{p},face,test\n" for p in faces))
+    code, out, _ = run(capsys, "evaluate", fitted.run_dir, listing)
+    assert code == 0 and f"on {len(faces)} images (split: test)" in out

@@ -126,7 +126,8 @@ def evaluate(
         if split == "all":
             say(quiet, f"evaluate: split 'all' of {data} includes the images the run trained on")
     else:
-        dataset = discover(data, val_fraction=0.0)  # no random split: every image is scored
+        # No random split (every image is scored), and no training images needed.
+        dataset = discover(data, val_fraction=0.0, training=False)
         if split is None:
             split = "test" if dataset.split("test") else "all"
         samples = list(dataset.samples) if split == "all" else dataset.split(split)

@@ -119,6 +119,7 @@ def discover(
     test_fraction: float = 0.0,
     seed: int = 0,
     check_files: bool = True,
+    training: bool = True,
 ) -> Dataset:
     """Find the images, labels and splits in ``source``.
 
@@ -139,6 +140,8 @@ def discover(
             a class leaves the others' splits unchanged.
         check_files: read each file's header (:func:`~headstart.data.images.probe_image`)
             and set aside the unusable ones in ``Dataset.skipped``.
+        training: the data is to train on, so every class needs training images; False for
+            data only scored (``evaluate``), which may hold a test split alone.
 
     In folders, hidden files and folders (``.DS_Store``, macOS ``._photo.jpg``, ``__MACOSX``)
     and files whose names do not end in an image extension are ignored; a CSV's rows are
@@ -185,7 +188,7 @@ def discover(
         unreadable = {item.path for item in bad}
         files = [f for f in files if f[0] not in unreadable]
 
-    classes, warnings = _choose_classes(found, files)
+    classes, warnings = _choose_classes(found, files, training)
     files = [f for f in files if f[1] in classes]
     # A split given by the data is not carved out of train a second time.
     if "val" in found.given:
@@ -201,7 +204,7 @@ def discover(
     chosen = frozenset(path for path, _, split in files if split is None)
     per_split = Counter((s.split, s.label) for s in samples)
     for label in classes:
-        if per_split["train", label] == 0:
+        if training and per_split["train", label] == 0:
             held_out = [split for split in SPLITS if per_split[split, label]]
             raise HeadstartError(
                 f"class '{label}' in {found.where} has images only in {' and '.join(held_out)}: "
@@ -386,9 +389,10 @@ def _read_csv(csv_path: Path) -> _Found:
 
 
 def _choose_classes(
-    found: _Found, files: list[tuple[Path, str, str | None]]
+    found: _Found, files: list[tuple[Path, str, str | None]], training: bool
 ) -> tuple[list[str], list[str]]:
-    """The classes with usable images; the others are left out with a warning."""
+    """The classes with usable images; the others are left out with a warning. Data to train
+    on needs two at least."""
     usable = Counter(label for _, label, _ in files)
     warnings = [
         f"class '{folder.name}' is left out: {folder} has no images" for folder in found.empty
@@ -399,7 +403,7 @@ def _choose_classes(
         if not usable[label]
     ]
     classes = sorted(usable)
-    if len(classes) < 2:
+    if len(classes) < 2 and training:
         how = "two labels" if found.layout == "csv" else "one sub-folder each"
         raise HeadstartError(
             f"found only one class '{classes[0]}' in {found.where}: a classifier needs at "
