@@ -125,32 +125,25 @@ def main() -> None:
             "weights": source.location,
             "dimension": backbone.num_features,
         }
+
+        def extract(cache: Path):
+            """``extract_features`` as ``fit`` runs it, with the caches in ``cache`` (fresh
+            store objects: they read what is there from disk)."""
+            stores = {v: FeatureStore(cache / "features", {**identity, "view": v}) for v in views}
+            decoder = inputs.decoder(cache / "pixels")
+            return extract_features(
+                backbone, inputs, paths, decoder, stores, views=views, batch_size=args.batch_size
+            )
+
         for round_ in range(args.rounds):
             for whole, name in ((True, "whole"), (False, "as run")):
                 run = partial(forward_passes, backbone, batches, views, whole=whole)
                 speeds[name].append(images_per_second(len(paths), run))
             cache = folder / f"cache-{round_}"
-            extracted = extract_features(
-                backbone,
-                inputs,
-                paths,
-                inputs.decoder(cache / "pixels"),
-                {v: FeatureStore(cache / "features", {**identity, "view": v}) for v in views},
-                views=views,
-                batch_size=args.batch_size,
-            )
+            extracted = extract(cache)
             speeds["extraction"].append(len(extracted.paths) / extracted.seconds)
 
-        # Again, with both caches warm (fresh store objects read the shards from disk).
-        warm = extract_features(
-            backbone,
-            inputs,
-            paths,
-            inputs.decoder(cache / "pixels"),
-            {v: FeatureStore(cache / "features", {**identity, "view": v}) for v in views},
-            views=views,
-            batch_size=args.batch_size,
-        )
+        warm = extract(cache)  # again, with both caches warm
 
     median = {name: statistics.median(measured) for name, measured in speeds.items()}
     extraction = median["extraction"]
