@@ -110,7 +110,9 @@ def test_evaluate_prints_scores_and_confusion_matrix(capsys, fitted, faces):
     assert "predict" in err and f"{len(held_out)}/{len(held_out)}" in err  # progress, stderr
 
 
-def test_evaluate_never_scores_training_images_in_silence(capsys, fitted, faces, small_faces):
+def test_evaluate_never_scores_training_images_in_silence(
+    capsys, fitted, faces, small_faces, tmp_path
+):
     # On the data it was fitted on: the run's own split, held-out images by default.
     splits = RunFolder(fitted.run_dir).splits
     trained = {(label, path.name) for path, label, split in splits if split == "train"}
@@ -123,6 +125,11 @@ def test_evaluate_never_scores_training_images_in_silence(capsys, fitted, faces,
     assert code == 0 and 0 < len(copies) < 48
     assert f"left out {len(copies)} image(s)" in err
     assert f"on {48 - len(copies)} images (split: all)" in out
+    # A bundle copied away from its run knows its training images by content.
+    bundle = shutil.copytree(fitted.run_dir / "model", tmp_path / "model")
+    assert len((bundle / "trained_on.txt").read_text().split()) == len(trained)
+    code, out, err = run(capsys, "evaluate", bundle, small_faces)
+    assert code == 0 and f"left out {len(copies)} image(s)" in err
 
 
 def test_evaluate_refuses_unknown_labels(capsys, fitted, small_faces, tmp_path):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .auditing import AuditReport, audit_dataset
-from .bundle import load
+from .bundle import Model, load
 from .checks import CheckReport, sanity_checks
 from .config import FitConfig
 from .console import say
@@ -134,15 +134,20 @@ def evaluate(
         examples = [(s.path, s.label) for s in samples]
         skipped += dataset.skipped
         _require_known_labels(examples, model.classes, data)
-        trained_on = _trained_on(run, [path for path, _ in examples]) if run else set()
+        trained_on = _trained_on(model, run, [path for path, _ in examples])
         examples = [(path, label) for path, label in examples if path not in trained_on]
         left_out = len(trained_on)
         if left_out:
             say(
                 quiet,
-                f"evaluate: left out {left_out} image(s) of {data} that {run.path.name} trained "
-                "on (the same file or an exact copy); scoring the other "
-                f"{len(examples)}",
+                f"evaluate: left out {left_out} image(s) of {data} that the model was trained "
+                f"on (the same file or an exact copy); scoring the other {len(examples)}",
+            )
+        elif not model.trained_on and run is None:
+            say(
+                quiet,
+                f"evaluate: {bundle} does not record its training images (a bundle from an "
+                "older headstart, away from its run): any among these are scored too",
             )
     if not examples:
         why = f" (all {left_out} are images the run trained on)" if left_out else ""
@@ -187,21 +192,20 @@ def _run_split(run: RunFolder, split: str | None) -> tuple[list[tuple[Path, str]
     return examples, split
 
 
-def _trained_on(run: RunFolder, paths: list[Path]) -> set[Path]:
-    """Those of ``paths`` that ``run`` trained on: the same file, or one with the same bytes
-    (only files of the same size are read to compare)."""
+def _trained_on(model: Model, run: RunFolder | None, paths: list[Path]) -> set[Path]:
+    """Those of ``paths`` that the model was trained on: by content, with the hashes its
+    bundle records; else (an older bundle) the same file or one with the same bytes among its
+    run's training images (only files of the same size are read to compare)."""
+    digest = functools.cache(_digest)  # each file read once, in this call
+    if model.trained_on:
+        return {path for path in paths if digest(path) in model.trained_on}
+    if run is None:
+        return set()
     training = {path for path, _, split in run.splits if split == "train"}
     by_size: dict[int, list[Path]] = {}
     for path in training:
         with contextlib.suppress(OSError):
             by_size.setdefault(path.stat().st_size, []).append(path)
-
-    @functools.cache
-    def digest(path: Path) -> str | None:
-        try:
-            return content_hash(path)
-        except UnreadableImage:
-            return None
 
     def copied(path: Path) -> bool:
         try:
@@ -211,3 +215,10 @@ def _trained_on(run: RunFolder, paths: list[Path]) -> set[Path]:
         return any(digest(path) is not None and digest(c) == digest(path) for c in candidates)
 
     return {path for path in paths if path in training or copied(path)}
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return content_hash(path)
+    except UnreadableImage:
+        return None

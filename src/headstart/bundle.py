@@ -32,6 +32,9 @@ __all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
 BUNDLE_FORMAT = 1
 WEIGHTS = "model.safetensors"
 META = "headstart.json"
+#: The content hashes of the images the model was trained on, one a line: wherever the bundle
+#: goes, ``evaluate`` can tell those images (or copies of them) from new ones.
+TRAINED_ON = "trained_on.txt"
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ class Model:
         architecture: str,
         test_time_flip: bool = False,
         info: dict | None = None,
+        trained_on: Iterable[str] = (),
     ):
         self.network = network.eval()
+        self.trained_on = frozenset(trained_on)  # content hashes of its training images
         self.classes = tuple(classes)
         self.inputs = InputPipeline(preprocessing, test_time_flip)
         self.architecture = architecture
@@ -134,6 +139,8 @@ class Model:
 
 
 def save(model: Model, directory: str | Path) -> Path:
+    """``model`` as a bundle in ``directory``: its weights, what it needs to predict, and the
+    content hashes of the images it was trained on (when known)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
@@ -150,6 +157,9 @@ def save(model: Model, directory: str | Path) -> Path:
         **model.info,
     }
     write_atomically(directory / META, json.dumps(meta, indent=2).encode())
+    if model.trained_on:
+        lines = "".join(f"{key}\n" for key in sorted(model.trained_on))
+        write_atomically(directory / TRAINED_ON, lines.encode())
     return directory
 
 
@@ -196,7 +206,15 @@ def load(bundle: str | Path) -> Model:
         architecture=meta["architecture"],
         test_time_flip=meta["test_time_flip"],
         info=info,
+        trained_on=_trained_on(directory / TRAINED_ON),
     )
+
+
+def _trained_on(file: Path) -> list[str]:
+    try:
+        return file.read_text().split() if file.exists() else []
+    except (OSError, UnicodeDecodeError):
+        return []  # unreadable: evaluate falls back on the run's split, if it has one
 
 
 def _weights(file: Path, network: Classifier, classes: int) -> dict[str, torch.Tensor]:

@@ -146,7 +146,7 @@ def _fit(
     choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
-    save(choice.kept.model, run.bundle)
+    _save_model(choice.kept.model, decision.ready, run)
     if config.checks and checks is not None:
         checks = checking.after_training(checks, trained.watch, trained.stopped, trained.fixed)
         checking.say_checks(config.quiet, checks)
@@ -170,6 +170,13 @@ def _fit(
         decision.ready.dataset,
         choice.why,
     )
+
+
+def _save_model(model: Model, ready: Prepared, run: RunFolder) -> None:
+    """The model bundle, knowing its training images by content (``evaluate`` leaves them,
+    and copies of them, out wherever the bundle goes)."""
+    model.trained_on = frozenset(ready.images.key(s.path) for s in ready.dataset.split("train"))
+    save(model, run.bundle)
 
 
 def _say_what_runs(run: RunFolder, ready: Prepared, config: FitConfig) -> None:
