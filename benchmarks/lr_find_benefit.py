@@ -105,9 +105,9 @@ def one_fit(
     tuned: dict[str, dict] = {}
     fits_choice = recipe.choose
 
-    def choose(probe, fine_tuned):  # fit's choice, unchanged; the fine-tuned scores kept
+    def choose(probe, fine_tuned, **how):  # fit's choice, unchanged; fine-tuned scores kept
         tuned.update({split: s.scores for split, s in fine_tuned.scored.items()})
-        return fits_choice(probe, fine_tuned)
+        return fits_choice(probe, fine_tuned, **how)
 
     if args.epochs:
         settings["epochs"] = args.epochs
