@@ -130,6 +130,11 @@ def test_evaluate_never_scores_training_images_in_silence(
     assert len((bundle / "trained_on.txt").read_text().split()) == len(trained)
     code, out, err = run(capsys, "evaluate", bundle, small_faces)
     assert code == 0 and f"left out {len(copies)} image(s)" in err
+    # A bundle from before the hashes were recorded: its run's split says the same.
+    older = shutil.copytree(fitted.run_dir, tmp_path / "older-run")
+    (older / "model" / "trained_on.txt").unlink()
+    code, out, err = run(capsys, "evaluate", older, small_faces)
+    assert code == 0 and f"left out {len(copies)} image(s)" in err
 
 
 def test_evaluate_refuses_unknown_labels(capsys, fitted, small_faces, tmp_path):

@@ -7,7 +7,6 @@ sees the same split, the same network and the same caches.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from pathlib import Path
@@ -193,28 +192,14 @@ def _run_split(run: RunFolder, split: str | None) -> tuple[list[tuple[Path, str]
 
 
 def _trained_on(model: Model, run: RunFolder | None, paths: list[Path]) -> set[Path]:
-    """Those of ``paths`` that the model was trained on: by content, with the hashes its
-    bundle records; else (an older bundle) the same file or one with the same bytes among its
-    run's training images (only files of the same size are read to compare)."""
+    """Those of ``paths`` that the model was trained on, by content: the same file or an exact
+    copy. The hashes come from its bundle, or (a bundle from before they were recorded) from
+    its run's training images."""
     digest = functools.cache(_digest)  # each file read once, in this call
-    if model.trained_on:
-        return {path for path in paths if digest(path) in model.trained_on}
-    if run is None:
-        return set()
-    training = {path for path, _, split in run.splits if split == "train"}
-    by_size: dict[int, list[Path]] = {}
-    for path in training:
-        with contextlib.suppress(OSError):
-            by_size.setdefault(path.stat().st_size, []).append(path)
-
-    def copied(path: Path) -> bool:
-        try:
-            candidates = by_size.get(path.stat().st_size, [])
-        except OSError:
-            return False
-        return any(digest(path) is not None and digest(c) == digest(path) for c in candidates)
-
-    return {path for path in paths if path in training or copied(path)}
+    known = model.trained_on
+    if not known and run is not None:
+        known = {digest(path) for path, _, split in run.splits if split == "train"} - {None}
+    return {path for path in paths if digest(path) in known} if known else set()
 
 
 def _digest(path: Path) -> str | None:

@@ -146,11 +146,13 @@ def new_folder(root: str | Path, stem: str) -> Path:
     characters.
     """
     root = Path(root)
+    return next(path for path in _numbered(root, stem) if not path.exists())
+
+
+def _numbered(root: Path, stem: str) -> Iterator[Path]:
+    """``<root>/<stem>-1``, ``-2``, ...: ``stem`` reduced to file-name-safe characters."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "run"
-    n = 1
-    while (root / f"{stem}-{n}").exists():
-        n += 1
-    return root / f"{stem}-{n}"
+    return (root / f"{stem}-{n}" for n in itertools.count(1))
 
 
 class RunFolder:
@@ -181,12 +183,11 @@ class RunFolder:
             if isinstance(claimed, str):
                 raise HeadstartError(f"run folder {path} {claimed}; choose another --name")
             return claimed
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-") or "run"
-        for n in itertools.count(1):
-            claimed = cls._claim(Path(root) / f"{stem}-{n}")
+        for path in _numbered(Path(root), data_name):
+            claimed = cls._claim(path)
             if not isinstance(claimed, str):
                 return claimed
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the numbering never ends")
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
