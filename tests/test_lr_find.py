@@ -26,6 +26,7 @@ from headstart.training.lr_find import (
     lr_range_test,
     suggest_lr,
 )
+from headstart.training.plan import Plan
 
 #: Small crops keep every step cheap: the faces are 25 px photos anyway.
 #: 64 x 64 crops, normalised around 0.5: the inputs of the tiny network.
@@ -70,13 +71,15 @@ def explodes_above(lr: float) -> np.ndarray:
     return np.where(lr < SWEEP, 3.0 * np.log10(SWEEP / lr) ** 2, 0.0)
 
 
-def swept(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rates and losses a sweep records: after its first 5 steps (a tenth), it stops once
+def swept(losses: np.ndarray) -> LRFindResult:
+    """What a sweep records and makes of it: after its first 5 steps (a tenth), it stops once
     its smoothed loss passes 4x the lowest since."""
     smoothed = np.asarray(suggest_lr(SWEEP, losses).smoothed)[5:]
     over = np.flatnonzero(smoothed > DIVERGE_FACTOR * np.minimum.accumulate(smoothed))
-    end = 5 + over[0] + 1 if over.size else len(losses)
-    return SWEEP[:end], losses[:end]
+    if not over.size:
+        return suggest_lr(SWEEP, losses)
+    end = 5 + over[0] + 1
+    return suggest_lr(SWEEP[:end], losses[:end], stopped="diverged")
 
 
 def test_a_curve_of_noise_whose_first_point_is_lowest_gives_no_suggestion():
@@ -85,7 +88,7 @@ def test_a_curve_of_noise_whose_first_point_is_lowest_gives_no_suggestion():
     # its first point, and "the rate of the lowest loss / 10" read 1e-8 off it.
     losses = batch_losses(0.3 + explodes_above(1e-2), noise=0.05)
     losses[0] = 0.1
-    result = suggest_lr(*swept(losses))
+    result = swept(losses)
     assert int(np.argmin(result.smoothed)) == 0
     assert result.suggestion is None  # fit keeps the plan's default
     assert result.rule.startswith("no descent beyond the noise")
@@ -96,7 +99,7 @@ def test_a_curve_of_noise_whose_first_point_is_lowest_gives_no_suggestion():
 def test_a_curve_of_noise_gives_no_suggestion_whatever_its_noise_does():
     for seed in range(20):
         losses = batch_losses(0.7 + explodes_above(1e-2), noise=0.1, seed=seed)
-        result = suggest_lr(*swept(losses))
+        result = swept(losses)
         assert result.suggestion is None, (seed, result.rule)
         assert 0.1 / 2.5 < result.noise < 0.1 * 2.5  # measured from the losses alone
 
@@ -105,7 +108,7 @@ def test_a_u_shaped_curve_gives_a_rate_on_its_descent():
     # The textbook curve: high at tiny rates, falling, lowest at 1e-3, then rising.
     lowest = 1e-3
     curve = 0.4 + 0.1 * np.log10(SWEEP / lowest) ** 2
-    result = suggest_lr(*swept(batch_losses(curve, noise=0.05)))
+    result = swept(batch_losses(curve, noise=0.05))
     assert result.rule == HALFWAY_DOWN
     assert 1e-6 < result.suggestion < lowest  # on the descent, below the bottom
     assert result.descent > 10 * result.noise
@@ -114,7 +117,7 @@ def test_a_u_shaped_curve_gives_a_rate_on_its_descent():
 def test_a_fall_then_an_explosion_gives_a_rate_on_the_fall_well_below_the_explosion():
     # Flat, a fall centred on 1e-4, a flat bottom, then the explosion from 1e-2.
     curve = 0.5 + 1.5 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2)
-    result = suggest_lr(*swept(batch_losses(curve, noise=0.05)))
+    result = swept(batch_losses(curve, noise=0.05))
     assert 1e-5 < result.suggestion < 1e-3
     assert result.valley[0] < result.suggestion < result.valley[1]
 
@@ -123,14 +126,14 @@ def test_a_fall_that_turns_straight_into_a_rise_gives_a_rate_before_the_bottom()
     # As fine-tuning often looks: the loss falls around 3e-5, is lowest at 1.4e-4 and climbs
     # from there. The smoothed loss trails the batches, so its own lowest point comes later.
     curve = 0.64 - 0.14 / (1 + (SWEEP / 3e-5) ** -3) + 0.3 * explodes_above(1.5e-4)
-    result = suggest_lr(*swept(batch_losses(curve, noise=0.01)))
+    result = swept(batch_losses(curve, noise=0.01))
     assert 1e-5 < result.suggestion < SWEEP[np.argmin(curve)]
 
 
 def test_a_small_descent_under_much_noise_is_not_trusted_but_a_clear_one_is():
     curve = 0.5 + 0.2 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2)
-    assert suggest_lr(*swept(batch_losses(curve, noise=0.3))).suggestion is None
-    assert suggest_lr(*swept(batch_losses(curve, noise=0.01))).suggestion is not None
+    assert swept(batch_losses(curve, noise=0.3)).suggestion is None
+    assert swept(batch_losses(curve, noise=0.01)).suggestion is not None
 
 
 def test_a_flat_curve_gives_no_suggestion():
@@ -141,9 +144,21 @@ def test_a_flat_curve_gives_no_suggestion():
 
 def test_every_rule_answers_and_the_one_that_decided_is_named():
     curve = 0.5 + 1.5 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2)
-    result = suggest_lr(*swept(batch_losses(curve, noise=0.05)))
+    result = swept(batch_losses(curve, noise=0.05))
     assert result.alternatives[result.rule] == result.suggestion
     assert len(result.alternatives) == 4  # halfway down, fastai's valley, steepest, minimum/10
+
+
+def test_the_loss_climbs_past_its_explosion_and_not_along_its_flat_stretch():
+    # What fit asks before it trains slower than its default from a fitted head.
+    result = swept(batch_losses(0.3 + explodes_above(1e-3), noise=0.05))
+    assert result.stopped == "diverged"
+    assert not result.climbs_at(1e-5)
+    assert result.climbs_at(result.lrs[-1])
+    assert result.climbs_at(0.5)  # beyond where the sweep stopped for diverging
+    flat = suggest_lr(SWEEP, batch_losses(np.full(SWEEP.size, 0.3), noise=0.05))
+    assert not flat.climbs_at(1e-3)
+    assert not flat.climbs_at(2.0)  # beyond a sweep that covered its range: no evidence
 
 
 def test_the_sweep_is_exponential_and_covers_the_range(tiny, small_faces):
@@ -243,12 +258,13 @@ def test_the_command_line_refuses_too_few_steps(small_faces, capsys):
 FACES_DEFAULT_LR = 2e-4 * 8 / 32
 
 
-def rate_fit_trains_at(found: dict, default: float) -> float:
-    """What fit makes of a range test: its suggestion within 10x of the plan's default, or
-    the default when it has none."""
-    if found["suggestion"] is None:
+def rate_fit_trains_at(plan: Plan, default: float) -> float:
+    """What fit makes of its range test, from the evidence the plan records: the suggestion
+    within 10x of the plan's default, or the default when there is none or it was not taken."""
+    measured = plan.evidence["lr_find"]
+    if measured.get("suggestion") is None or measured.get("taken") is False:
         return default
-    return float(np.clip(found["suggestion"], default / 10, default * 10))
+    return float(np.clip(measured["suggestion"], default / 10, default * 10))
 
 
 def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
@@ -266,31 +282,49 @@ def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
     found = json.loads((measured.run_dir / "lr_find.json").read_text())
     planned = json.loads((measured.run_dir / "plan.json").read_text())["fine_tune"]["lr"]
     # Batches of 8 faces are noisy, 12 steps few: the curve may or may not clear its noise.
-    assert planned == pytest.approx(rate_fit_trains_at(found, FACES_DEFAULT_LR))
+    assert planned == pytest.approx(rate_fit_trains_at(measured.plan, FACES_DEFAULT_LR))
     assert any(
         "range test" in reason and found["rule"] in reason for reason in measured.plan.reasons
     )
 
 
 @pytest.mark.parametrize(
-    ("curve", "suggests"),
+    ("curve", "suggests", "lr"),
     [
-        pytest.param(0.3 + explodes_above(1e-2), False, id="noise: the plan's default stays"),
+        pytest.param(
+            0.3 + explodes_above(1e-2),
+            False,
+            FACES_DEFAULT_LR,
+            id="noise: the plan's default stays",
+        ),
         pytest.param(
             0.5 + 1.5 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2),
             True,
+            5.2e-4,
             id="a clear fall: its rate, within 10x of the default",
+        ),
+        pytest.param(
+            0.5 + 1.5 / (1 + (SWEEP / 1e-6) ** 1.3) + explodes_above(1e-2),
+            True,
+            FACES_DEFAULT_LR,
+            id="a fall far below the default, flat at it: the default stays",
+        ),
+        pytest.param(
+            0.5 + 1.5 / (1 + (SWEEP / 3e-7) ** 1.3) + explodes_above(1e-5),
+            True,
+            FACES_DEFAULT_LR / 10,
+            id="a loss that climbs before the default: lower, within 10x",
         ),
     ],
 )
 def test_fit_trains_at_the_range_tests_rate_or_at_the_plans_when_it_has_none(
-    curve, suggests, small_faces, tmp_path, monkeypatch
+    curve, suggests, lr, small_faces, tmp_path, monkeypatch
 ):
     losses = batch_losses(curve, noise=0.05)
     losses[0] = 0.1  # an easy first batch: the lowest smoothed loss, as in the issue
     fit_module = importlib.import_module("headstart.stages.plan")
     monkeypatch.setattr(fit_module, "LR_FIND_SHARE", 100.0)
-    monkeypatch.setattr(fit_module, "range_test", lambda *args: suggest_lr(*swept(losses)))
+    monkeypatch.setattr(fit_module, "range_test", lambda *args: swept(losses))
     result = headstart.fit(
         small_faces,
         strategy="fine-tune",
@@ -302,6 +336,8 @@ def test_fit_trains_at_the_range_tests_rate_or_at_the_plans_when_it_has_none(
     )
     found = json.loads((result.run_dir / "lr_find.json").read_text())
     assert (found["suggestion"] is not None) == suggests
-    expected = rate_fit_trains_at(found, FACES_DEFAULT_LR)
-    assert result.plan.fine_tune.lr == pytest.approx(expected)
+    assert result.plan.fine_tune.lr == pytest.approx(lr, rel=0.05)
+    assert result.plan.fine_tune.lr == pytest.approx(
+        rate_fit_trains_at(result.plan, FACES_DEFAULT_LR)
+    )
     assert any(found["rule"] in reason for reason in result.plan.reasons)

@@ -69,6 +69,7 @@ VALLEY_MIDDLE = "the middle of the longest valley of the smoothed loss (fastai's
 STEEPEST = "steepest descent of the smoothed loss (before its minimum)"
 MIN_OVER_10 = "the learning rate of the lowest smoothed loss, divided by 10"
 NOTHING_TRAINS = "nothing trains"
+DIVERGED = "diverged"
 
 
 @dataclass
@@ -113,6 +114,23 @@ class LRFindResult:
         }
         data.write_text(json.dumps(clean, indent=2) + "\n")
         return data, plot_lr_find(self, folder / LR_FIND_PLOT)
+
+    def climbs_at(self, lr: float) -> bool:
+        """Whether the loss already climbs at ``lr``: the smoothed loss there stands above its
+        lowest point at smaller rates by more than the batches' noise would lift it, or the
+        sweep stopped short of ``lr`` because the loss diverged. False where the sweep cannot
+        tell (no noise measured, ``lr`` beyond a sweep that covered its range)."""
+        finite = [(r, s) for r, s in zip(self.lrs, self.smoothed, strict=True) if np.isfinite(s)]
+        if not finite or self.noise is None or not np.isfinite(self.noise):
+            return False
+        if lr > finite[-1][0]:
+            return self.stopped == DIVERGED
+        curve = np.asarray([s for r, s in finite])
+        at = int(np.searchsorted([r for r, s in finite], lr, side="right")) - 1
+        first = _warmup(len(finite))
+        if at <= first:
+            return False
+        return bool(curve[at] - curve[first:at].min() > NOISE_MARGIN * self.noise)
 
     def describe(self) -> str:
         """One line for a person: the suggestion and the rule, or why there is none."""
@@ -250,14 +268,14 @@ def _sweep(
             value = loss.item()
             losses.append(value)
             if not np.isfinite(value):
-                return "diverged"
+                return DIVERGED
             smoothed = _smooth(losses)
             on_step(1)
             # Judged against the lowest loss since the first steps: an easy first batch is
             # no minimum to measure an explosion from.
             first = _warmup(len(lrs))
             if step >= first and smoothed[-1] > DIVERGE_FACTOR * min(smoothed[first:]):
-                return "diverged"
+                return DIVERGED
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
