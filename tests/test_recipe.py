@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from safetensors import safe_open
 
 import headstart
 from headstart import resume
@@ -166,6 +167,7 @@ def test_the_same_fit_command_runs_on_two_processes_under_torchrun(small_faces, 
     command += ["--nproc_per_node", "2", "-m", "headstart", "fit", str(small_faces)]
     command += ["--strategy", "fine-tune", "--epochs", "1", "--freeze", "6", "--no-checks"]
     command += ["--runs-dir", str(tmp_path / "runs"), "--name", "ddp", "--quiet"]
+    command += ["--cache-dir", str(tmp_path / "cache")]
     launched = subprocess.run(
         command,
         capture_output=True,
@@ -179,6 +181,17 @@ def test_the_same_fit_command_runs_on_two_processes_under_torchrun(small_faces, 
     assert (run / "model" / "model.safetensors").exists()
     epochs = [r for r in map(json.loads, (run / "metrics.jsonl").open()) if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [1]
+    # The features were extracted once, half by each process, into the shared cache.
+    images = sum(1 for p in small_faces.rglob("*.png"))
+    for identity in (tmp_path / "cache").rglob("identity.json"):
+        written = {}  # process id -> the images it put through the network
+        for shard in identity.parent.glob("*.safetensors"):
+            with safe_open(shard, framework="numpy") as file:
+                keys = json.loads(file.metadata()["keys"])
+            written.setdefault(shard.stem.split("-")[1], []).extend(keys)
+        every = [key for keys in written.values() for key in keys]
+        assert len(every) == len(set(every)) == images
+        assert sorted(map(len, written.values())) == [images // 2, images - images // 2]
 
 
 def test_four_channel_stacks_train_predict_and_report(tmp_path):

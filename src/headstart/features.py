@@ -50,8 +50,15 @@ class FeatureStore:
         if not identity_file.exists():
             identity_file.write_text(json.dumps(identity, indent=2, sort_keys=True))
         self._vectors: dict[str, np.ndarray] = {}
+        self._shards: set[str] = set()  # the shards read (or written) so far
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the shards written since this store was opened (by other processes)."""
         for shard in sorted(self.directory.glob("*.safetensors")):
-            self._load(shard)
+            if shard.name not in self._shards:
+                self._shards.add(shard.name)
+                self._load(shard)
 
     def __contains__(self, key: str) -> bool:
         return key in self._vectors
@@ -69,6 +76,7 @@ class FeatureStore:
         name = f"{time.time_ns()}-{os.getpid()}"  # a new shard's name; never read back
         metadata = {"keys": json.dumps(list(keys))}
         write_tensors({"features": vectors}, self.directory / f"{name}.safetensors", metadata)
+        self._shards.add(f"{name}.safetensors")
         self._vectors.update(zip(keys, vectors, strict=True))
 
     def _load(self, shard: Path) -> None:

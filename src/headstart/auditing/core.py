@@ -22,7 +22,7 @@ from .balance import class_balance
 from .duplicates import CANDIDATES_PER_IMAGE, FEATURE_SIMILARITY, find_duplicates
 from .files import unusable
 from .labels import check_labels
-from .neighbours import neighbours
+from .neighbours import EXACT_UP_TO, neighbours
 from .pixels import measure
 from .properties import OUTLIER_NEIGHBOUR, image_properties
 from .report import AuditReport
@@ -81,6 +81,14 @@ def audit_dataset(
             per_image=CANDIDATES_PER_IMAGE,
             k=OUTLIER_NEIGHBOUR,
         )
+        if nearest.method != "exact":
+            notes.append(f"near duplicates and outliers sought by {nearest.method}")
+        elif len(featured) > EXACT_UP_TO:
+            notes.append(
+                f"neighbours sought exactly among {len(featured)} images, work that grows as "
+                "the square of their number: `pip install 'headstart[scale]'` (faiss) for an "
+                "index"
+            )
     groups = find_duplicates(samples, keys, stats, nearest, featured)
     dataset, groups, moved = keep_together(dataset, groups)
     if moved:

@@ -1,34 +1,61 @@
-"""Nearest neighbours in feature space, in one pass over the similarity matrix.
+"""Nearest neighbours in feature space: exact for the sizes headstart usually meets, an
+inverted-file index beyond them.
 
 Two findings need them: near-duplicate candidates (pairs far more similar than distinct
-images) and outliers (images whose neighbours are all far away). The matrix is computed in
-blocks of rows, so memory stays at ``block x n`` however many images there are; the work is
-one ``n x n x d`` product, a few seconds for 5,000 images on a CPU, small next to extracting
-the features.
+images) and outliers (images whose neighbours are all far away). Both read each image's few
+closest others. Up to :data:`EXACT_UP_TO` images the similarity matrix is computed in blocks of
+rows (memory stays at ``block x n``; the work is one ``n x n x d`` product, a few seconds for
+5,000 images on a CPU, small next to extracting the features). Beyond that its ``n^2`` grows
+past the extraction itself, and an inverted-file index (faiss's ``IndexIVFFlat``: the
+vectors clustered into about ``4 sqrt(n)`` cells, each query compared with the vectors of
+its nearest cells only) does the same search in ``n^1.5``. Near duplicates lie in one cell or
+in neighbouring ones, so the index finds them; ``benchmarks/neighbours.py`` measures its
+recall against the exact search and where it starts to pay.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Neighbours", "neighbours"]
+__all__ = ["EXACT_UP_TO", "Neighbours", "index_available", "neighbours"]
 
 _BLOCK = 1024
+#: Up to this many images the search is exact; beyond, approximate where faiss is installed
+#: (``pip install headstart[scale]``). Measured by benchmarks/neighbours.py.
+EXACT_UP_TO = 20_000
+#: Cells probed per query by the inverted-file index: recall of the near-duplicate pairs
+#: and of the outliers' neighbours measured at 1.0 on the benchmark's sets.
+PROBES = 16
 
 
 @dataclass(frozen=True)
 class Neighbours:
     """``pairs``: ``(i, j, similarity)`` with ``i < j``, each image's closest above the threshold.
     ``kth``: each image's similarity to its ``k``-th nearest other image (NaN if there are
-    not ``k`` others)."""
+    not ``k`` others). ``method``: how they were found, in words."""
 
     pairs: list[tuple[int, int, float]]
     kth: np.ndarray
+    method: str = "exact"
 
 
-def neighbours(features: np.ndarray, *, threshold: float, per_image: int, k: int) -> Neighbours:
+def index_available() -> bool:
+    """Whether faiss, which the approximate search needs, is installed."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def neighbours(
+    features: np.ndarray,
+    *,
+    threshold: float,
+    per_image: int,
+    k: int,
+    exact: bool | None = None,
+) -> Neighbours:
     """Cosine similarities of mean-centred features: pairs above ``threshold`` and the ``k``-th.
 
     Centring removes what all images of this dataset share (the backbone's response to "a
@@ -36,26 +63,84 @@ def neighbours(features: np.ndarray, *, threshold: float, per_image: int, k: int
     it, unrelated images of one dataset score 0.6 to 0.9 and duplicates barely stand out.
     At most ``per_image`` pairs are kept per image (its most similar), which bounds the
     verification work in a dense cluster; a cluster stays connected through its members.
+    ``exact``: None decides by size (:data:`EXACT_UP_TO`) and by whether faiss is installed.
     """
     n = len(features)
-    unit = features.astype(np.float32) - features.mean(axis=0, dtype=np.float64).astype(np.float32)
-    norms = np.linalg.norm(unit, axis=1, keepdims=True)
-    unit /= np.maximum(norms, 1e-12)
+    unit = _centred_unit(features)
+    width = min(max(per_image, k), n - 1)
+    if exact is None:
+        exact = n <= EXACT_UP_TO or not index_available()
+    if width < 1:
+        return Neighbours([], np.full(n, np.nan))
+    if exact:
+        method, search = "exact", _exact(unit, width)
+    else:
+        cells = _cells(n)
+        method = f"approximate (an inverted-file index of {cells} cells, {PROBES} probed)"
+        search = _inverted_file(unit, width, cells)
+
     kth = np.full(n, np.nan)
     found: dict[tuple[int, int], float] = {}
-    for start in range(0, n, _BLOCK):
+    for start, similarity, index in search:
+        # Rows sorted by similarity, most similar first; the image itself left out.
+        if 0 < k < n:
+            kth[start : start + len(index)] = similarity[:, k - 1]
+        take = min(per_image, width)
+        for row, column in zip(*np.nonzero(similarity[:, :take] >= threshold), strict=True):
+            i, j = start + int(row), int(index[row, column])
+            if j >= 0:  # faiss pads with -1 where a cell holds too few vectors
+                found[min(i, j), max(i, j)] = float(similarity[row, column])
+    pairs = [(i, j, s) for (i, j), s in sorted(found.items())]
+    return Neighbours(pairs, kth, method)
+
+
+def _centred_unit(features: np.ndarray) -> np.ndarray:
+    unit = features.astype(np.float32) - features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    return unit
+
+
+def _exact(unit: np.ndarray, width: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Each block of rows: the ``width`` most similar others of each, by similarity."""
+    for start in range(0, len(unit), _BLOCK):
         block = unit[start : start + _BLOCK] @ unit.T
         rows = np.arange(len(block))
         block[rows, start + rows] = -np.inf  # an image is not its own neighbour
-        if 0 < k < n:
-            kth[start : start + len(block)] = -np.partition(-block, k - 1, axis=1)[:, k - 1]
-        take = min(per_image, n - 1)
-        if take < 1:
-            continue
-        closest = np.argpartition(-block, take - 1, axis=1)[:, :take]
-        similarity = np.take_along_axis(block, closest, axis=1)
-        for row, column in zip(*np.nonzero(similarity >= threshold), strict=True):
-            i, j = start + int(row), int(closest[row, column])
-            found[min(i, j), max(i, j)] = float(similarity[row, column])
-    pairs = [(i, j, s) for (i, j), s in sorted(found.items())]
-    return Neighbours(pairs, kth)
+        index = np.argpartition(-block, width - 1, axis=1)[:, :width]
+        similarity = np.take_along_axis(block, index, axis=1)
+        order = np.argsort(-similarity, axis=1, kind="stable")
+        yield start, np.take_along_axis(similarity, order, 1), np.take_along_axis(index, order, 1)
+
+
+def _cells(n: int) -> int:
+    """How many cells the index clusters ``n`` vectors into: faiss's rule of thumb, ``4
+    sqrt(n)``, with at least 39 vectors a cell to train the clustering on."""
+    return max(1, min(int(4 * np.sqrt(n)), n // 39))
+
+
+def _inverted_file(
+    unit: np.ndarray, width: int, cells: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """As :func:`_exact`, from faiss's inverted-file index (inner products of unit vectors)."""
+    import faiss
+
+    dimension = unit.shape[1]
+    quantizer = faiss.IndexFlatIP(dimension)
+    index = faiss.IndexIVFFlat(quantizer, dimension, cells, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 0  # the clustering's own seed: the same cells on every run
+    index.train(unit)
+    index.add(unit)
+    index.nprobe = min(PROBES, cells)
+    for start in range(0, len(unit), _BLOCK):
+        queries = unit[start : start + _BLOCK]
+        similarity, found = index.search(queries, width + 1)
+        rows = start + np.arange(len(queries))
+        # Drop each image itself (not always first: an exact copy ties with it), else the
+        # last, least similar answer.
+        itself = found == rows[:, None]
+        drop = np.where(itself.any(axis=1), itself.argmax(axis=1), width)
+        keep = np.ones_like(itself)
+        keep[np.arange(len(queries)), drop] = False
+        similarity = similarity[keep].reshape(len(queries), width)
+        found = found[keep].reshape(len(queries), width)
+        yield start, np.where(found >= 0, similarity, -np.inf), found

@@ -81,27 +81,34 @@ class Prepared:
         counts = self.dataset.counts()["train"]
         return [counts[name] for name in self.dataset.classes]
 
+    def _extract(self, paths: list[Path], config: FitConfig, label: str) -> ExtractedFeatures:
+        with progress_bar(label, len(paths), quiet=config.quiet) as advance:
+            return extract_features(
+                self.backbone,
+                self.inputs,
+                paths,
+                self.images,
+                self.stores,
+                views=VIEWS,
+                batch_size=config.batch_size,
+                on_batch=advance,
+            )
+
     def read(self, config: FitConfig) -> Prepared:
         """Features of every image (from the cache where possible), or, without pretrained
         weights, every image decoded once; the files that fail are dropped and listed."""
         if self.stores is not None:
-            if not distributed.is_main():
-                distributed.barrier()  # the main process fills the cache; the others read it
             paths = [sample.path for sample in self.dataset.samples]
-            with progress_bar("features", len(paths), quiet=config.quiet) as advance:
-                self.features = extract_features(
-                    self.backbone,
-                    self.inputs,
-                    paths,
-                    self.images,
-                    self.stores,
-                    views=VIEWS,
-                    batch_size=config.batch_size,
-                    on_batch=advance,
-                )
-            self.dataset = self.dataset.drop(self.features.skipped)
-            if distributed.is_main():
+            rank, world = distributed.rank_and_size()
+            if world > 1:
+                # Under torchrun each process puts its share of the images through the
+                # network into the shared cache; then every process reads them all from it.
+                self._extract(paths[rank::world], config, f"features ({world} processes)")
                 distributed.barrier()
+                for store in self.stores.values():
+                    store.refresh()
+            self.features = self._extract(paths, config, "features")
+            self.dataset = self.dataset.drop(self.features.skipped)
         else:  # no features to extract: decode everything once, to find unreadable files now
             self.dataset = self.dataset.drop(_decode_all(self.dataset, self.images, config))
         return self

@@ -1,0 +1,75 @@
+"""The audit's neighbour search: exact, and by an inverted-file index beyond the sizes where the
+exact search pays; both find the same near copies and the same outliers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.auditing import neighbours as search
+from headstart.auditing.neighbours import neighbours
+
+faiss = pytest.importorskip("faiss")
+
+
+def clustered(n: int = 3000, dimension: int = 64, seed: int = 0):
+    """Vectors in 8 clusters, the last 30 near copies of earlier ones, the one before them
+    far from everything; the planted pairs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((8, dimension))
+    vectors = centres[rng.integers(0, 8, n)] + rng.standard_normal((n, dimension))
+    originals = rng.choice(n - 31, 30, replace=False)
+    vectors[n - 30 :] = vectors[originals] + 0.01 * rng.standard_normal((30, dimension))
+    vectors[n - 31] = 40 * rng.standard_normal(dimension)  # an outlier
+    return vectors.astype(np.float32), {(int(o), n - 30 + i) for i, o in enumerate(originals)}
+
+
+def find(vectors: np.ndarray, exact: bool):
+    return neighbours(vectors, threshold=0.95, per_image=10, k=5, exact=exact)
+
+
+def test_the_exact_search_finds_the_near_copies_and_the_outlier():
+    vectors, planted = clustered()
+    found = find(vectors, exact=True)
+    assert found.method == "exact"
+    assert {(i, j) for i, j, _ in found.pairs} == planted
+    assert int(np.argmin(found.kth)) == len(vectors) - 31
+
+
+def test_the_index_finds_what_the_exact_search_finds():
+    vectors, planted = clustered()
+    assert len(planted) == 30
+    exact, approximate = find(vectors, exact=True), find(vectors, exact=False)
+    assert approximate.method.startswith("approximate (an inverted-file index of ")
+    assert [(i, j) for i, j, _ in approximate.pairs] == [(i, j) for i, j, _ in exact.pairs]
+    np.testing.assert_allclose(
+        [s for *_, s in approximate.pairs], [s for *_, s in exact.pairs], atol=1e-5
+    )
+    # The k-th neighbour of almost every image is found; where it is not, a farther one is.
+    close = np.isclose(approximate.kth, exact.kth, atol=1e-4)
+    assert close.mean() > 0.95
+    assert (approximate.kth[~close] < exact.kth[~close]).all()
+    assert int(np.argmin(approximate.kth)) == len(vectors) - 31
+
+
+def test_the_index_gives_the_same_answer_every_time():
+    vectors, _ = clustered(seed=1)
+    first, second = find(vectors, exact=False), find(vectors, exact=False)
+    assert first.pairs == second.pairs
+    np.testing.assert_array_equal(first.kth, second.kth)
+
+
+def test_the_size_decides_which_search_runs(monkeypatch):
+    vectors, _ = clustered(n=400)
+    assert find(vectors, exact=None).method == "exact"
+    monkeypatch.setattr(search, "EXACT_UP_TO", 100)
+    assert find(vectors, exact=None).method.startswith("approximate")
+    monkeypatch.setattr(search, "index_available", lambda: False)
+    assert find(vectors, exact=None).method == "exact"
+
+
+def test_the_audit_says_how_it_sought_neighbours(small_faces, monkeypatch):
+    monkeypatch.setattr(search, "EXACT_UP_TO", 10)
+    report = headstart.audit(small_faces, quiet=True)
+    assert any("sought by approximate (an inverted-file index" in n for n in report.notes)
