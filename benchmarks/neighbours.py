@@ -43,14 +43,14 @@ def features(n: int, classes: int, dimension: int = 1280, seed: int = 0):
     return np.maximum(vectors, 0), planted
 
 
-def search(vectors: np.ndarray, exact: bool):
+def search(vectors: np.ndarray, method: str):
     started = time.perf_counter()
     found = neighbours(
         vectors,
         threshold=FEATURE_SIMILARITY,
         per_image=CANDIDATES_PER_IMAGE,
         k=OUTLIER_NEIGHBOUR,
-        exact=exact,
+        method=method,
     )
     return found, time.perf_counter() - started
 
@@ -66,8 +66,8 @@ def main() -> None:
     )
     for n in args.sizes:
         vectors, planted = features(n, args.classes)
-        exact, exact_seconds = search(vectors, exact=True)
-        index, index_seconds = search(vectors, exact=False)
+        exact, exact_seconds = search(vectors, "exact")
+        index, index_seconds = search(vectors, "index")
         truth = {(i, j) for i, j, _ in exact.pairs}
         got = {(i, j) for i, j, _ in index.pairs}
         recall = len(truth & got) / max(len(truth), 1)
@@ -76,7 +76,7 @@ def main() -> None:
         print(
             f"{n:>8} {exact_seconds:>8.1f} {index_seconds:>8.1f} {len(truth):>7} "
             f"{recall:>7.3f} {planted_recall:>8.3f} {np.median(error):>12.4f} "
-            f"{error.max():>11.4f}  {index.method}",
+            f"{error.max():>11.4f}  {index.described}",
             flush=True,
         )
 

@@ -22,7 +22,7 @@ LAYERS = [
     {"training", "auditing", "checks", "bundle", "monitor", "diagnosis"},
     {"compare", "report"},
     {"stages"},
-    {"recipe", "api", "preview", "printing", "demo"},
+    {"recipe", "api", "preview", "printing", "demo", "publish"},
     {"cli", "__init__", "__main__"},
 ]
 

@@ -242,8 +242,18 @@ def _damaged(meta: dict | None, weights: bytes | None):
         (lambda bundle: _drop_key(bundle, "architecture"), "incomplete, no architecture"),
         (lambda bundle: (bundle / "headstart.json").write_text("[1, 2]"), "not a JSON object"),
         (lambda bundle: (bundle / "model.safetensors").unlink(), "has no weights"),
+        (_damaged({"temperature": "hot"}, None), "'temperature' must be a number"),
+        (_damaged({"temperature": -1}, None), "temperature=-1; expected > 0"),
     ],
-    ids=["garbage weights", "class count", "missing key", "not an object", "no weights"],
+    ids=[
+        "garbage weights",
+        "class count",
+        "missing key",
+        "not an object",
+        "no weights",
+        "temperature not a number",
+        "negative temperature",
+    ],
 )
 def test_a_damaged_bundle_is_refused_in_one_line(capsys, fitted, faces, tmp_path, damage, said):
     bundle = shutil.copytree(fitted.run_dir / "model", tmp_path / "model")

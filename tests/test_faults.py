@@ -108,3 +108,82 @@ def test_a_fit_killed_during_extraction_reruns_to_the_same_model(small_faces, tm
     ours, theirs = (np.load(run / "predictions.npz") for run in (rerun, uninterrupted))
     for key in theirs.files:
         assert np.array_equal(ours[key], theirs[key]), key
+
+
+#: Run in a fresh process: the command line, with every write into the run folder counted and
+#: the process killed (SIGKILL, as by the kernel or a power cut) at the chosen one, half of
+#: its bytes written, as a crash in mid-write leaves them.
+KILLED_AT_A_WRITE = """
+import atexit, os, signal, sys, threading
+from pathlib import Path
+
+import headstart.storage as storage
+
+runs, kill_at, counted = Path(sys.argv[1]).resolve(), int(sys.argv[2]), Path(sys.argv[3])
+writes = []
+whole = storage.write_atomically
+
+def write_atomically(path, data):
+    if runs in Path(path).resolve().parents:
+        writes.append(str(path))
+        if len(writes) == kill_at:
+            partial = Path(f"{path}.{os.getpid()}-{threading.get_ident()}.partial")
+            partial.write_bytes(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return whole(path, data)
+
+storage.write_atomically = write_atomically
+atexit.register(lambda: counted.write_text("\\n".join(writes)))
+from headstart.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+@pytest.mark.slow  # two short fits for every write the run makes: several minutes
+def test_a_fit_killed_at_any_write_of_its_run_goes_on_to_the_same_model(small_faces, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AT_A_WRITE)
+    runs, counted = tmp_path / "runs", tmp_path / "writes.txt"
+    environment = {**os.environ, "HEADSTART_CACHE": str(tmp_path / "cache")}
+
+    def headstart(*args: str, kill_at: int = 0) -> int:
+        command = [sys.executable, str(script), str(runs), str(kill_at), str(counted), *args]
+        return subprocess.run(command, env=environment, stdout=subprocess.DEVNULL).returncode
+
+    def fit(name: str, kill_at: int = 0) -> int:
+        settings = ["--strategy", "fine-tune", "--epochs", "3", "--batch-size", "8"]
+        return headstart(
+            "fit",
+            str(small_faces),
+            "--runs-dir",
+            str(runs),
+            "--name",
+            name,
+            "--quiet",
+            *settings,
+            kill_at=kill_at,
+        )
+
+    assert fit("whole") == 0
+    writes = counted.read_text().splitlines()
+    whole = runs / "whole"
+    for kill_at in range(1, len(writes) + 1):
+        name, write = f"killed-at-{kill_at}", writes[kill_at - 1]
+        assert fit(name, kill_at) == -signal.SIGKILL, write
+        run = runs / name
+        if (run / "summary.json").exists():
+            went_on = False  # killed after the last of the results: all of them are there
+        elif (run / "checkpoints/last.pt").exists():
+            assert headstart("fit", "--resume", str(run), "--quiet") == 0, write
+            went_on = True
+        else:
+            assert fit(name) == 0, write  # the same command, the same folder
+            went_on = True
+        for file in ("model/model.safetensors", "model/headstart.json"):
+            assert (run / file).read_bytes() == (whole / file).read_bytes(), (write, file)
+        assert (run / "model/README.md").exists(), write  # (its plan's timings differ)
+        ours, theirs = (np.load(r / "predictions.npz") for r in (run, whole))
+        for key in theirs.files:
+            assert np.array_equal(ours[key], theirs[key]), (write, key)
+        if went_on:
+            assert not list(run.rglob("*.partial")), write

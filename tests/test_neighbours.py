@@ -8,9 +8,9 @@ import pytest
 
 import headstart
 from headstart.auditing import neighbours as search
-from headstart.auditing.neighbours import neighbours
+from headstart.auditing.neighbours import index_available, neighbours
 
-faiss = pytest.importorskip("faiss")
+needs_faiss = pytest.mark.skipif(not index_available(), reason="faiss is not installed")
 
 
 def clustered(n: int = 3000, dimension: int = 64, seed: int = 0):
@@ -25,23 +25,25 @@ def clustered(n: int = 3000, dimension: int = 64, seed: int = 0):
     return vectors.astype(np.float32), {(int(o), n - 30 + i) for i, o in enumerate(originals)}
 
 
-def find(vectors: np.ndarray, exact: bool):
-    return neighbours(vectors, threshold=0.95, per_image=10, k=5, exact=exact)
+def find(vectors: np.ndarray, method: str):
+    return neighbours(vectors, threshold=0.95, per_image=10, k=5, method=method)
 
 
 def test_the_exact_search_finds_the_near_copies_and_the_outlier():
     vectors, planted = clustered()
-    found = find(vectors, exact=True)
+    found = find(vectors, "exact")
     assert found.method == "exact"
     assert {(i, j) for i, j, _ in found.pairs} == planted
     assert int(np.argmin(found.kth)) == len(vectors) - 31
 
 
+@needs_faiss
 def test_the_index_finds_what_the_exact_search_finds():
     vectors, planted = clustered()
     assert len(planted) == 30
-    exact, approximate = find(vectors, exact=True), find(vectors, exact=False)
-    assert approximate.method.startswith("approximate (an inverted-file index of ")
+    exact, approximate = find(vectors, "exact"), find(vectors, "index")
+    assert approximate.method == "index"
+    assert approximate.described.startswith("an approximate search (an inverted-file index of ")
     assert [(i, j) for i, j, _ in approximate.pairs] == [(i, j) for i, j, _ in exact.pairs]
     np.testing.assert_allclose(
         [s for *_, s in approximate.pairs], [s for *_, s in exact.pairs], atol=1e-5
@@ -53,23 +55,26 @@ def test_the_index_finds_what_the_exact_search_finds():
     assert int(np.argmin(approximate.kth)) == len(vectors) - 31
 
 
+@needs_faiss
 def test_the_index_gives_the_same_answer_every_time():
     vectors, _ = clustered(seed=1)
-    first, second = find(vectors, exact=False), find(vectors, exact=False)
+    first, second = find(vectors, "index"), find(vectors, "index")
     assert first.pairs == second.pairs
     np.testing.assert_array_equal(first.kth, second.kth)
 
 
+@needs_faiss
 def test_the_size_decides_which_search_runs(monkeypatch):
     vectors, _ = clustered(n=400)
-    assert find(vectors, exact=None).method == "exact"
+    assert find(vectors, "auto").method == "exact"
     monkeypatch.setattr(search, "EXACT_UP_TO", 100)
-    assert find(vectors, exact=None).method.startswith("approximate")
+    assert find(vectors, "auto").method == "index"
     monkeypatch.setattr(search, "index_available", lambda: False)
-    assert find(vectors, exact=None).method == "exact"
+    assert find(vectors, "auto").method == "exact"
 
 
+@needs_faiss
 def test_the_audit_says_how_it_sought_neighbours(small_faces, monkeypatch):
     monkeypatch.setattr(search, "EXACT_UP_TO", 10)
     report = headstart.audit(small_faces, quiet=True)
-    assert any("sought by approximate (an inverted-file index" in n for n in report.notes)
+    assert any("sought by an approximate search (an inverted-file" in n for n in report.notes)

@@ -135,6 +135,25 @@ def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_pat
         resume(first.run_dir, epochs=2)
 
 
+def test_a_run_killed_after_its_training_ended_goes_on_to_the_same_model(small_faces, tmp_path):
+    run = headstart.fit(
+        small_faces, strategy="fine-tune", epochs=2, freeze=6, runs_dir=tmp_path, **QUICK
+    ).run_dir
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    # As a kill after the training and before the results leaves it: no summary, the
+    # bundle still the probe's (or half written), and the folder refused to a rerun.
+    (run / "summary.json").unlink()
+    (run / "model" / "model.safetensors").write_bytes(b"torn")
+    with pytest.raises(headstart.HeadstartError, match="can go on"):
+        headstart.fit(small_faces, runs_dir=tmp_path, name=run.name, **QUICK)
+    resumed = resume(run, quiet=True)
+    assert (run / "model" / "model.safetensors").read_bytes() == weights
+    epochs = [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").open()) if "epoch" in r]
+    assert epochs == [1, 2]  # no epoch more
+    assert sum("stopped" in r for r in map(json.loads, (run / "metrics.jsonl").open())) == 1
+    assert (run / "summary.json").exists() and resumed.stopped == "finished"
+
+
 def test_resume_through_the_command_line_takes_no_other_settings(small_faces, tmp_path, capsys):
     code = main(["fit", "--resume", str(tmp_path), "--lr", "0.1"])
     assert code == 2 and "only --epochs and --quiet may be given" in capsys.readouterr().err
@@ -182,8 +201,10 @@ def test_the_same_fit_command_runs_on_two_processes_under_torchrun(small_faces, 
     epochs = [r for r in map(json.loads, (run / "metrics.jsonl").open()) if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [1]
     # The features were extracted once, half by each process, into the shared cache.
-    images = sum(1 for p in small_faces.rglob("*.png"))
-    for identity in (tmp_path / "cache").rglob("identity.json"):
+    images = len({p.read_bytes() for p in small_faces.rglob("*.png")})  # distinct contents
+    stores = list((tmp_path / "cache").rglob("identity.json"))
+    assert len(stores) == 2  # the plain view and the mirrored one
+    for identity in stores:
         written = {}  # process id -> the images it put through the network
         for shard in identity.parent.glob("*.safetensors"):
             with safe_open(shard, framework="numpy") as file:

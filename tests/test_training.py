@@ -5,6 +5,7 @@ process trains."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ from headstart.errors import HeadstartError
 from headstart.inputs import InputPipeline
 from headstart.models import Preprocessing, create_backbone
 from headstart.training.callbacks import Checkpoints, OnBatch, StopTraining
-from headstart.training.finetune import FineTuneSettings, fine_tune
+from headstart.training.finetune import FineTuneSettings, Resume, fine_tune
 from headstart.training.freezing import parameter_groups, trainable_stages_for
 
 STAGES = 6  # test_efficientnet's stages (timm's group_matcher)
@@ -197,6 +198,69 @@ def test_an_interrupted_run_stops_early_where_an_uninterrupted_one_does(data, tm
         tiny_network(), train, val, images, INPUTS, standing_still, resume_from=state
     )
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.stopped == "early stopping"
+
+
+def test_a_run_whose_training_had_ended_goes_on_without_another_epoch(data, tmp_path):
+    """Killed after it stopped early and before the run finished: resumed, it stops there."""
+    train, val, images = data
+    standing_still = settings(epochs=6, lr=1e-12, head_lr_scale=1.0, patience=2)
+    state = tmp_path / "state.pt"
+    whole = tiny_network()
+    ended = fine_tune(
+        whole, train, val, images, INPUTS, standing_still, callbacks=[Checkpoints(state=state)]
+    )
+    assert ended.stopped == "early stopping" and len(ended.history) == 3
+    again = tiny_network()
+    resumed = fine_tune(
+        again, train, val, images, INPUTS, standing_still, resume_from=Resume(state, ended.stopped)
+    )
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.stopped == "early stopping" and resumed.best_epoch == ended.best_epoch
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], tensor, rtol=0, atol=0)
+    # Asked to train on, it does, its patience counted anew from where it had stopped.
+    longer = fine_tune(
+        tiny_network(),
+        train,
+        val,
+        images,
+        INPUTS,
+        standing_still,
+        resume_from=Resume(state, longer=True),
+    )
+    assert [r["epoch"] for r in longer.history] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_trained_longer_and_interrupted_keeps_its_patience(data, tmp_path):
+    train, val, images = data
+    standing_still = settings(epochs=3, lr=1e-12, head_lr_scale=1.0, patience=3)
+    first = tmp_path / "first.pt"
+    fine_tune(
+        tiny_network(),
+        train,
+        val,
+        images,
+        INPUTS,
+        standing_still,
+        callbacks=[Checkpoints(state=first)],
+    )
+    longer = replace(standing_still, epochs=8)
+    whole = fine_tune(tiny_network(), train, val, images, INPUTS, longer, resume_from=first)
+    assert [r["epoch"] for r in whole.history] == [1, 2, 3, 4, 5, 6]  # patience from epoch 3
+
+    def ctrl_c_in_epoch_five(step):
+        if step.epoch == 5:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "longer.pt"
+    shutil.copy(first, state)
+    watched = [Checkpoints(state=state), OnBatch(ctrl_c_in_epoch_five)]
+    fine_tune(
+        tiny_network(), train, val, images, INPUTS, longer, callbacks=watched, resume_from=state
+    )
+    resumed = fine_tune(tiny_network(), train, val, images, INPUTS, longer, resume_from=state)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert resumed.stopped == "early stopping"
 
 

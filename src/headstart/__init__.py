@@ -36,6 +36,7 @@ __all__ = [
     "fit",
     "load",
     "lr_find",
+    "push",
     "resume",
 ]
 
@@ -51,6 +52,7 @@ _HOMES = {
     "fit": "recipe",
     "load": "bundle",
     "lr_find": "api",
+    "push": "publish",
     "resume": "recipe",
 }
 

@@ -29,7 +29,7 @@ from .storage import write_atomically, write_tensors
 
 __all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: a temperature applied to the logits
 WEIGHTS = "model.safetensors"
 META = "headstart.json"
 #: The content hashes of the images the model was trained on, one a line: wherever the bundle
@@ -57,8 +57,10 @@ class Model:
         test_time_flip: bool = False,
         info: dict | None = None,
         trained_on: Iterable[str] = (),
+        temperature: float = 1.0,
     ):
         self.network = network.eval()
+        self.temperature = temperature
         self.trained_on = frozenset(trained_on)  # content hashes of its training images
         self.classes = tuple(classes)
         self.inputs = InputPipeline(preprocessing, test_time_flip)
@@ -68,6 +70,18 @@ class Model:
     @property
     def preprocessing(self) -> Preprocessing:
         return self.inputs.preprocessing
+
+    @property
+    def temperature(self) -> float:
+        """The logits are divided by it before the softmax (temperature scaling, fitted on
+        validation by ``fit``: probabilities that mean what they say); 1: the network's own."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise HeadstartError(f"temperature={value}; expected a positive, finite number")
+        self._temperature = float(value)
 
     @property
     def test_time_flip(self) -> bool:
@@ -117,16 +131,25 @@ class Model:
 
     def probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Class probabilities of already decoded pixels (shortest side = resize size)."""
+        return np.exp(self.log_probabilities(pixels, batch_size))
+
+    def log_probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Log class probabilities of already decoded pixels: exact where the probabilities
+        are too small for a float (the loss of a confident mistake)."""
         out = [
-            self._probabilities(self.inputs.batch(pixels[start : start + batch_size]))
+            self._log_probabilities(self.inputs.batch(pixels[start : start + batch_size]))
             for start in range(0, len(pixels), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
-    @torch.inference_mode()
     def _probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """Class probabilities of a uint8 batch of evaluation crops."""
-        return self.inputs.logits(self.network, batch).softmax(-1).double().cpu().numpy()
+        return np.exp(self._log_probabilities(batch))
+
+    @torch.inference_mode()
+    def _log_probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        logits = self.inputs.logits(self.network, batch) / self.temperature
+        return logits.double().log_softmax(-1).cpu().numpy()
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, len(self.classes)))
@@ -153,6 +176,7 @@ def save(model: Model, directory: str | Path) -> Path:
         "classes": list(model.classes),
         "preprocessing": model.preprocessing.to_dict(),
         "test_time_flip": model.test_time_flip,
+        "temperature": model.temperature,
         "num_features": int(model.network.head.in_features),
         **model.info,
     }
@@ -183,7 +207,8 @@ def load(bundle: str | Path) -> Model:
             f"{bundle}: written by a newer headstart "
             f"({meta.get('headstart_version')}); upgrade to read it"
         )
-    missing = sorted(_OWN_KEYS - {"format", "headstart_version", "torch_version"} - set(meta))
+    optional = {"format", "headstart_version", "torch_version", "temperature"}
+    missing = sorted(_OWN_KEYS - optional - set(meta))
     if missing:
         raise HeadstartError(f"{directory / META}: incomplete, no {', '.join(missing)}")
     try:
@@ -196,6 +221,11 @@ def load(bundle: str | Path) -> Model:
         raise HeadstartError(
             f"{directory / META}: not a valid bundle description ({error})"
         ) from None
+    temperature = meta.get("temperature", 1.0)  # older bundles: none fitted
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise HeadstartError(f"{directory / META}: 'temperature' must be a number")
+    if not 0 < temperature < float("inf"):
+        raise HeadstartError(f"{directory / META}: temperature={temperature}; expected > 0")
     network = Classifier(backbone, head, preprocessing)
     network.load_state_dict(_weights(directory / WEIGHTS, network, len(meta["classes"])))
     info = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
@@ -207,6 +237,7 @@ def load(bundle: str | Path) -> Model:
         test_time_flip=meta["test_time_flip"],
         info=info,
         trained_on=_trained_on(directory / TRAINED_ON),
+        temperature=float(temperature),
     )
 
 
@@ -249,5 +280,6 @@ _OWN_KEYS = {
     "classes",
     "preprocessing",
     "test_time_flip",
+    "temperature",
     "num_features",
 }

@@ -146,11 +146,29 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="write the page here instead of RUN/report.html")
     report.set_defaults(run=_report)
 
+    push = commands.add_parser(
+        "push",
+        help="upload a run's model bundle and its model card to the Hugging Face hub",
+        description="Upload RUN's model/ folder (weights, headstart.json, the model card "
+        "README.md) to the hub repository REPO_ID, created when absent. Needs a network and "
+        "a token with write access (`hf auth login`, or HF_TOKEN).",
+    )
+    push.add_argument("run_dir", metavar="RUN", help="a run folder or its model/ folder")
+    push.add_argument("repo_id", metavar="REPO_ID", help="user/name on the hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.set_defaults(run=_push)
+
     predict = commands.add_parser("predict", help="label images with a trained model")
     predict.add_argument("bundle", help="a run folder or its model/ folder")
     predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per image (default 1)")
     predict.add_argument("--csv", action="store_true", help="write CSV to stdout, not a table")
+    predict.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="the network's own probabilities, without the bundle's temperature (fitted on "
+        "validation by fit; the labels are the same)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(run=_predict)
 
@@ -365,6 +383,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .console import out
+    from .publish import push
+
+    out.print(f"pushed: {push(args.run_dir, args.repo_id, private=args.private)}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .bundle import load
     from .console import err, out
@@ -372,6 +398,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .errors import HeadstartError
 
     model = load(args.bundle)
+    if args.no_calibration:
+        model.temperature = 1.0
     paths: list[Path] = []
     for item in map(Path, args.inputs):
         if item.is_dir():

@@ -452,6 +452,12 @@ class FitConfig:
         "False: skip the sanity checks before training (see `headstart check`)",
         group="run",
     )
+    calibration: bool = setting(
+        True,
+        "False: the model's probabilities are the network's own, without the temperature "
+        "fitted on validation",
+        group="run",
+    )
     compare_scratch: bool = setting(
         False,
         "also train the same network from random weights with the same budget, and report "

@@ -91,7 +91,10 @@ class FeatureStore:
         if not self._made_here(keys, vectors):
             shard.unlink(missing_ok=True)  # recomputed, never served
             return
-        self._vectors.update(zip(keys, vectors, strict=True))
+        for key, vector in zip(keys, vectors, strict=True):
+            # The first vector read stays: processes that computed one image twice (a float
+            # apart) go on with the same features each.
+            self._vectors.setdefault(key, vector)
 
     def _made_here(self, keys: list | None, vectors: np.ndarray | None) -> bool:
         """Whether a shard holds what :meth:`add` writes: one finite float32 vector of the
@@ -224,7 +227,10 @@ def _flush(
 ) -> None:
     for name, keys in unsaved.items():
         store = stores.get(name)
-        new = [key for key in dict.fromkeys(keys) if store is not None and key not in store]
-        if new:
-            store.add(new, np.stack([computed[name][key] for key in new]))
+        if store is not None:
+            new = [key for key in dict.fromkeys(keys) if key not in store]
+            if new:
+                store.add(new, np.stack([computed[name][key] for key in new]))
+            for key in keys:  # the store holds them now: one copy in memory, not two
+                computed[name].pop(key, None)
         keys.clear()

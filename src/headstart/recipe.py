@@ -25,16 +25,17 @@ from .config import FitConfig, load_config, save_config
 from .console import say
 from .data.sources import Dataset, Skipped
 from .errors import HeadstartError
-from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, RunFolder
+from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, SUMMARY, RunFolder
 from .stages import checks as checking
 from .stages.audit import audit_data
+from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
 from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
 from .stages.train import train
 from .training import distributed
-from .training.finetune import resolve_precision
+from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan
 
 __all__ = ["FitResult", "fit", "resume"]
@@ -97,8 +98,11 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         )
     progress = run.json(PROGRESS) or {}
     done, stopped = progress.get("epoch", 0), progress.get("stopped", "interrupted")
-    planned = plan.fine_tune.epochs
-    if epochs is None and stopped != "interrupted":
+    planned = progress.get("planned", plan.fine_tune.epochs)  # more, once trained longer
+    plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=planned))
+    # A run killed after its training ended but before it finished (no summary) goes on
+    # from there: no epoch more, the stages after training done again.
+    if epochs is None and stopped != "interrupted" and run.exists(SUMMARY):
         raise HeadstartError(
             f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
             f"(more than {done}) to train it longer"
@@ -113,9 +117,12 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
             f"it without --epochs, or with more than {planned} to train longer"
         )
     config = FitConfig.of(FitConfig(**saved), quiet=quiet, checks=False)
+    ended = stopped if stopped != "interrupted" else None
+    how = Resume(run.training_state, ended=ended if epochs is None else None)
     if epochs is not None:
         config = FitConfig.of(config, epochs=epochs)
         plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
+        how = Resume(run.training_state, longer=ended is not None)
     with _scratch_unless_main() as scratch:
         if scratch is not None:  # read the state from a copy; write nothing of the run
             run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
@@ -123,8 +130,10 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         else:
             run = _in_every_process(lambda: RunFolder.open(run.path))
         started = time.perf_counter()
+        if scratch is None and epochs is not None:
+            run.discard(SUMMARY)  # it describes the model before; a new one comes at the end
         with run.running():
-            return _fit(prepare(data, config), config, run, started, resumed=plan)
+            return _fit(prepare(data, config), config, run, started, resumed=(plan, how))
 
 
 def _fit(
@@ -132,20 +141,23 @@ def _fit(
     config: FitConfig,
     run: RunFolder,
     started: float,
-    resumed: Plan | None = None,
+    resumed: tuple[Plan, Resume] | None = None,
 ) -> FitResult:
-    """The stages of a fit of ``ready`` (the data stage, done) into ``run``; ``resumed`` is
-    the plan of a run being resumed."""
+    """The stages of a fit of ``ready`` (the data stage, done) into ``run``; ``resumed``: the
+    plan of a run being resumed, and how it goes on."""
     _say_what_runs(run, ready, config)
     audit = audit_data(ready, run, config)
     record_split(run, ready.dataset, resuming=resumed is not None)
     require_trainable(ready.dataset)
-    decision = _decide(ready, run, config, resumed, time.perf_counter() - started)
+    plan, resume = resumed or (None, None)
+    decision = _decide(ready, run, config, plan, time.perf_counter() - started)
     checks = _checks_before_training(decision, run, config, resumed is not None)
-    trained = train(decision, run, config, resuming=resumed is not None)
+    trained = train(decision, run, config, resume=resume)
     choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
+    calibrated = calibrate(choice.kept, config)
+    say(config.quiet, calibrated.why)
     _save_model(choice.kept.model, decision.ready, run)
     if config.checks and checks is not None:
         checks = checking.after_training(checks, trained.watch, trained.stopped, trained.fixed)
@@ -155,7 +167,16 @@ def _fit(
         compare_with_scratch(run, decision.ready, decision.plan, probe_accuracy, config)
     seconds = time.perf_counter() - started
     write_results(
-        run, decision.ready, decision.plan, audit, checks, trained, choice, seconds, config
+        run,
+        decision.ready,
+        decision.plan,
+        audit,
+        checks,
+        trained,
+        choice,
+        calibrated,
+        seconds,
+        config,
     )
     kept = choice.kept
     return FitResult(

@@ -36,6 +36,7 @@ import errno
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -149,6 +150,21 @@ def new_folder(root: str | Path, stem: str) -> Path:
     return next(path for path in _numbered(root, stem) if not path.exists())
 
 
+def _writer_is_gone(partial: Path) -> bool:
+    """Whether the process that wrote ``partial`` (``<name>.<pid>-<thread>.partial``, as
+    :func:`~headstart.storage.write_atomically` names it) has ended."""
+    match = re.search(r"\.(\d+)-\d+\.partial$", partial.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 def _numbered(root: Path, stem: str) -> Iterator[Path]:
     """``<root>/<stem>-1``, ``-2``, ...: ``stem`` reduced to file-name-safe characters."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-") or "run"
@@ -196,6 +212,9 @@ class RunFolder:
         run = cls(path)
         if not run._lock():
             raise HeadstartError(f"run folder {run.path} is in use by another headstart process")
+        for partial in run.path.rglob("*.partial"):
+            if _writer_is_gone(partial):  # killed mid-write: nobody finishes it now
+                partial.unlink(missing_ok=True)
         return run
 
     @classmethod
@@ -315,6 +334,11 @@ class RunFolder:
             self.release()
 
     # --- Writing ----------------------------------------------------------------------------
+
+    def discard(self, name: str) -> None:
+        """Remove ``name`` (relative to the run), if there."""
+        (self.path / name).unlink(missing_ok=True)
+        self._json.pop(name, None)
 
     def write_json(self, name: str, data: Any) -> Path:
         """``data`` as ``name``, written whole or not at all (a partial file, then a rename)."""

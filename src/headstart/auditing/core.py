@@ -81,8 +81,8 @@ def audit_dataset(
             per_image=CANDIDATES_PER_IMAGE,
             k=OUTLIER_NEIGHBOUR,
         )
-        if nearest.method != "exact":
-            notes.append(f"near duplicates and outliers sought by {nearest.method}")
+        if nearest.method == "index":
+            notes.append(f"near duplicates and outliers sought by {nearest.described}")
         elif len(featured) > EXACT_UP_TO:
             notes.append(
                 f"neighbours sought exactly among {len(featured)} images, work that grows as "

@@ -15,7 +15,6 @@ recall against the exact search and where it starts to pay.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,16 +35,22 @@ PROBES = 16
 class Neighbours:
     """``pairs``: ``(i, j, similarity)`` with ``i < j``, each image's closest above the threshold.
     ``kth``: each image's similarity to its ``k``-th nearest other image (NaN if there are
-    not ``k`` others). ``method``: how they were found, in words."""
+    not ``k`` others). ``method``: how they were found, ``"exact"`` or ``"index"``;
+    ``described``: the same in words."""
 
     pairs: list[tuple[int, int, float]]
     kth: np.ndarray
     method: str = "exact"
+    described: str = "an exact search"
 
 
 def index_available() -> bool:
-    """Whether faiss, which the approximate search needs, is installed."""
-    return importlib.util.find_spec("faiss") is not None
+    """Whether faiss, which the approximate search needs, is installed and imports."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:  # absent, or installed against another NumPy
+        return False
+    return True
 
 
 def neighbours(
@@ -54,7 +59,7 @@ def neighbours(
     threshold: float,
     per_image: int,
     k: int,
-    exact: bool | None = None,
+    method: str = "auto",
 ) -> Neighbours:
     """Cosine similarities of mean-centred features: pairs above ``threshold`` and the ``k``-th.
 
@@ -63,20 +68,26 @@ def neighbours(
     it, unrelated images of one dataset score 0.6 to 0.9 and duplicates barely stand out.
     At most ``per_image`` pairs are kept per image (its most similar), which bounds the
     verification work in a dense cluster; a cluster stays connected through its members.
-    ``exact``: None decides by size (:data:`EXACT_UP_TO`) and by whether faiss is installed.
+    ``method``: ``"exact"``, ``"index"`` (faiss's inverted-file index), or ``"auto"``: the
+    index beyond :data:`EXACT_UP_TO` images where faiss is installed, else exact.
     """
+    if method not in ("auto", "exact", "index"):
+        raise ValueError(f"method={method!r}; expected 'auto', 'exact' or 'index'")
     n = len(features)
     unit = _centred_unit(features)
     width = min(max(per_image, k), n - 1)
-    if exact is None:
-        exact = n <= EXACT_UP_TO or not index_available()
+    if method == "auto":
+        method = "index" if n > EXACT_UP_TO and index_available() else "exact"
     if width < 1:
         return Neighbours([], np.full(n, np.nan))
-    if exact:
-        method, search = "exact", _exact(unit, width)
+    described = "an exact search"
+    if method == "exact":
+        search = _exact(unit, width)
     else:
         cells = _cells(n)
-        method = f"approximate (an inverted-file index of {cells} cells, {PROBES} probed)"
+        described = (
+            f"an approximate search (an inverted-file index of {cells} cells, {PROBES} probed)"
+        )
         search = _inverted_file(unit, width, cells)
 
     kth = np.full(n, np.nan)
@@ -88,10 +99,9 @@ def neighbours(
         take = min(per_image, width)
         for row, column in zip(*np.nonzero(similarity[:, :take] >= threshold), strict=True):
             i, j = start + int(row), int(index[row, column])
-            if j >= 0:  # faiss pads with -1 where a cell holds too few vectors
-                found[min(i, j), max(i, j)] = float(similarity[row, column])
+            found[min(i, j), max(i, j)] = float(similarity[row, column])
     pairs = [(i, j, s) for (i, j), s in sorted(found.items())]
-    return Neighbours(pairs, kth, method)
+    return Neighbours(pairs, kth, method, described)
 
 
 def _centred_unit(features: np.ndarray) -> np.ndarray:
@@ -103,13 +113,18 @@ def _centred_unit(features: np.ndarray) -> np.ndarray:
 def _exact(unit: np.ndarray, width: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Each block of rows: the ``width`` most similar others of each, by similarity."""
     for start in range(0, len(unit), _BLOCK):
-        block = unit[start : start + _BLOCK] @ unit.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # an image is not its own neighbour
-        index = np.argpartition(-block, width - 1, axis=1)[:, :width]
-        similarity = np.take_along_axis(block, index, axis=1)
-        order = np.argsort(-similarity, axis=1, kind="stable")
-        yield start, np.take_along_axis(similarity, order, 1), np.take_along_axis(index, order, 1)
+        yield start, *_closest(unit, np.arange(start, min(start + _BLOCK, len(unit))), width)
+
+
+def _closest(unit: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``width`` most similar others of each of ``rows``, most similar first: their
+    similarities and indices, by comparing each with every vector."""
+    block = unit[rows] @ unit.T
+    block[np.arange(len(rows)), rows] = -np.inf  # an image is not its own neighbour
+    index = np.argpartition(-block, width - 1, axis=1)[:, :width]
+    similarity = np.take_along_axis(block, index, axis=1)
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    return np.take_along_axis(similarity, order, 1), np.take_along_axis(index, order, 1)
 
 
 def _cells(n: int) -> int:
@@ -128,7 +143,13 @@ def _inverted_file(
     quantizer = faiss.IndexFlatIP(dimension)
     index = faiss.IndexIVFFlat(quantizer, dimension, cells, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = 0  # the clustering's own seed: the same cells on every run
-    index.train(unit)
+    index.cp.spherical = True  # centroids of unit vectors, compared by inner product
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # sums in one order: the same cells on any machine
+    try:
+        index.train(unit)
+    finally:
+        faiss.omp_set_num_threads(threads)
     index.add(unit)
     index.nprobe = min(PROBES, cells)
     for start in range(0, len(unit), _BLOCK):
@@ -143,4 +164,9 @@ def _inverted_file(
         keep[np.arange(len(queries)), drop] = False
         similarity = similarity[keep].reshape(len(queries), width)
         found = found[keep].reshape(len(queries), width)
-        yield start, np.where(found >= 0, similarity, -np.inf), found
+        # The few images whose probed cells held fewer than ``width`` others: compared with
+        # every vector, so that no image goes without its neighbours.
+        short = np.flatnonzero((found < 0).any(axis=1))
+        if short.size:
+            similarity[short], found[short] = _closest(unit, rows[short], width)
+        yield start, similarity, found

@@ -16,6 +16,7 @@ from ..data.decoded import DecodedImages
 from ..data.sources import Dataset, Sample, Skipped
 from ..errors import HeadstartError
 from ..runfolder import AUDIT_JSON, CONTACT_SHEETS, DUPLICATES_GRID, LABEL_ISSUES_GRID
+from ..storage import write_atomically
 from . import duplicates as _duplicates
 from .balance import Balance
 from .duplicates import DuplicateGroup
@@ -146,9 +147,7 @@ class AuditReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / AUDIT_JSON
-        partial = target.with_suffix(".partial")
-        partial.write_text(json.dumps(_clean(self.to_dict()), indent=2) + "\n")
-        partial.replace(target)
+        write_atomically(target, (json.dumps(_clean(self.to_dict()), indent=2) + "\n").encode())
         if self.images is None:
             return folder
         pixels = self.images.get

@@ -20,6 +20,7 @@ import torch
 from ..data.decoded import DecodedImages
 from ..data.sources import Sample
 from ..inputs import InputPipeline
+from ..storage import write_atomically
 from ..training.callbacks import Callback, Training
 from .core import Check
 
@@ -133,9 +134,7 @@ class FixedBatch:
         }
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict()) + "\n")
-        return path
+        return write_atomically(path, (json.dumps(self.to_dict()) + "\n").encode())
 
     def _collapsed(self, record: dict) -> bool:
         probabilities = np.asarray(record["probabilities"])

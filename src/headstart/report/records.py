@@ -20,6 +20,7 @@ from PIL import Image
 from ..auditing.views import square
 from ..data.images import UnreadableImage
 from ..runfolder import PREDICTIONS, THUMBNAILS
+from ..storage import write_atomically
 
 __all__ = [
     "SplitPredictions",
@@ -216,6 +217,4 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Written whole, then renamed: a reader never sees half a file."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(buffer.getvalue())
-    partial.replace(path)
+    write_atomically(path, buffer.getvalue())

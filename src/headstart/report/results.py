@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runfolder import SUMMARY
 from . import plots
 from .calibration import calibrate, ece
 from .folder import ReportedRun, percent
@@ -199,6 +200,9 @@ def calibration(run: ReportedRun) -> Html:
                 "images swings it by whole percentage points)"
             )
         )
+    applied = (run.json(SUMMARY) or {}).get("calibration")
+    if applied:  # what the bundle's predict returns (fits before this stage recorded none)
+        parts.append(paragraph(f"The model bundle: {applied['why']}."))
     return join(parts)
 
 

@@ -94,6 +94,17 @@ class Prepared:
                 on_batch=advance,
             )
 
+    def _share(self, paths: list[Path], rank: int, world: int) -> list[Path]:
+        """The process ``rank``'s share of ``paths``: every ``world``-th distinct content (an
+        unreadable file goes to the process whose turn it is)."""
+        first: dict[str, Path] = {}
+        for path in paths:
+            try:
+                first.setdefault(self.images.key(path), path)
+            except UnreadableImage:
+                first[str(path)] = path
+        return [first[key] for key in sorted(first)][rank::world]
+
     def read(self, config: FitConfig) -> Prepared:
         """Features of every image (from the cache where possible), or, without pretrained
         weights, every image decoded once; the files that fail are dropped and listed."""
@@ -103,7 +114,8 @@ class Prepared:
             if world > 1:
                 # Under torchrun each process puts its share of the images through the
                 # network into the shared cache; then every process reads them all from it.
-                self._extract(paths[rank::world], config, f"features ({world} processes)")
+                # Shared by content, so that copies of one image are computed once.
+                self._extract(self._share(paths, rank, world), config, f"features ({world})")
                 distributed.barrier()
                 for store in self.stores.values():
                     store.refresh()

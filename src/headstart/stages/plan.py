@@ -212,7 +212,7 @@ def _measure_lr(
         f"learning rate {chosen:.2g} from the range test ({result.rule}: "
         f"{result.suggestion:.2g}{clipped}; the plan's default was {settings.lr:g}); "
         "see lr_find.png",
-        lr_find={"suggestion": result.suggestion, **measured},
+        lr_find={"suggestion": result.suggestion, "taken": True, **measured},
     )
     return replace(plan, fine_tune=replace(settings, lr=chosen)), result
 

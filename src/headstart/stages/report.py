@@ -8,8 +8,10 @@ from ..checks import CheckReport
 from ..config import FitConfig
 from ..console import say
 from ..report import build_report, examples_to_show, save_thumbnails, write_predictions
+from ..report.card import write_card
 from ..runfolder import CHECKS, FIXED_BATCH, SUMMARY, RunFolder
 from ..training.plan import Plan
+from .calibrate import Calibrated
 from .data import Prepared
 from .evaluate import Choice
 from .train import Trained
@@ -25,6 +27,7 @@ def write_results(
     checks: CheckReport | None,
     trained: Trained,
     choice: Choice,
+    calibrated: Calibrated,
     seconds: float,
     config: FitConfig,
 ) -> dict:
@@ -45,6 +48,7 @@ def write_results(
         "strategy": kept.strategy,
         "reasons": [*plan.reasons, *([choice.why] if choice.why else [])],
         "kept": {"strategy": kept.strategy, "why": choice.why, "evidence": choice.evidence},
+        "calibration": calibrated.to_dict(),
         "seconds": seconds,
         "stopped": trained.stopped,
         "diagnosis": trained.diagnosis.to_dict() if trained.diagnosis else None,
@@ -55,6 +59,7 @@ def write_results(
             "failed": [c.name for c in checks.failed] if checks is not None else [],
         },
     }
+    write_card(run.path, summary)  # first: a run with a summary always has its card
     run.write_json(SUMMARY, summary)
     say(config.quiet, f"report: {build_report(run.path)}")
     return summary

@@ -23,7 +23,7 @@ from ..training.callbacks import (
     Progress,
     Training,
 )
-from ..training.finetune import FineTuneSettings, fine_tune
+from ..training.finetune import FineTuneSettings, Resume, fine_tune
 from .data import device_of
 from .evaluate import Candidate, score_features, score_pixels
 from .plan import Decision, probe_record
@@ -44,9 +44,13 @@ class Trained:
     diagnosis: Diagnosis | None = None
 
 
-def train(decision: Decision, run: RunFolder, config: FitConfig, *, resuming: bool) -> Trained:
+def train(
+    decision: Decision, run: RunFolder, config: FitConfig, *, resume: Resume | None = None
+) -> Trained:
     """The probe's model (scored on the cached features and saved at once), then the planned
-    fine-tuning of a copy of it, if any (scored on the images, its curves diagnosed)."""
+    fine-tuning of a copy of it, if any (scored on the images, its curves diagnosed); or,
+    with ``resume``, the fine-tuning of a run that goes on from its saved state."""
+    resuming = resume is not None
     ready, probe, plan = decision.ready, decision.probe, decision.plan
     inputs = ready.inputs.with_flip(plan.test_time_flip)
     model = _starting_model(decision, config)
@@ -78,7 +82,7 @@ def train(decision: Decision, run: RunFolder, config: FitConfig, *, resuming: bo
             trained.watch,
             Progress(plan.strategy, quiet=config.quiet),
         ]
-        result = _fine_tune(tuned, decision, run, config, callbacks, resuming)
+        result = _fine_tune(tuned, decision, run, config, callbacks, resume)
     trained.tuned = Candidate(tuned, plan.strategy, score_pixels(tuned, ready))
     trained.stopped = result.stopped
     trained.diagnosis = _diagnose(result, len(ready.index), plan.fine_tune)
@@ -113,7 +117,7 @@ def _fine_tune(
     run: RunFolder,
     config: FitConfig,
     callbacks: list[Callback],
-    resuming: bool,
+    resume: Resume | None,
 ) -> FineTuneResult:
     ready, plan = decision.ready, decision.plan
     examples = {
@@ -129,7 +133,7 @@ def _fine_tune(
         plan.fine_tune,
         seed=config.seed,
         callbacks=callbacks,
-        resume_from=run.training_state if resuming else None,
+        resume_from=resume,
     )
     if result.stopped != "finished":
         say(

@@ -129,19 +129,27 @@ class MetricsLog(Callback):
 
     def __init__(self, run: RunFolder, stage: str):
         self.run, self.stage = run, stage
+        self.planned = 0
 
     def on_train_begin(self, training: Training) -> None:
         """A resumed run's epochs, as its saved state has them: a kill between the state and
         the log line may have left one epoch out, or one the state does not have."""
+        self.planned = training.settings.epochs  # recorded: a run trained longer plans more
         if training.epoch == 0:
             return
-        others = [r for r in self.run.metrics if "epoch" not in r]
+        # Less a stage-end line of a run killed after its training ended: written again.
+        others = [
+            r
+            for r in self.run.metrics
+            if "epoch" not in r and not ("stopped" in r and r.get("stage") == self.stage)
+        ]
         epochs = [{"stage": self.stage, **r} for r in training.result.history]
         self.run.rewrite_metrics(others + epochs)
 
     def on_epoch_end(self, record: dict, training: Training) -> None:
         self.run.log_metrics({"stage": self.stage, **record})
-        self.run.write_json(PROGRESS, {"epoch": record["epoch"], "finished": False})
+        progress = {"epoch": record["epoch"], "finished": False, "planned": self.planned}
+        self.run.write_json(PROGRESS, progress)
 
     def on_train_end(self, result: FineTuneResult) -> None:
         self.run.log_metrics(
@@ -149,9 +157,8 @@ class MetricsLog(Callback):
         )
         done = result.history[-1]["epoch"] if result.history else 0
         finished = result.stopped != "interrupted" and not result.stopped.startswith("stopped")
-        self.run.write_json(
-            PROGRESS, {"epoch": done, "finished": finished, "stopped": result.stopped}
-        )
+        progress = {"epoch": done, "finished": finished, "stopped": result.stopped}
+        self.run.write_json(PROGRESS, {**progress, "planned": self.planned})
 
 
 class Progress(Callback):

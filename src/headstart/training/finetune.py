@@ -50,6 +50,7 @@ __all__ = [
     "FineTuneResult",
     "FineTuneSettings",
     "NothingToTrain",
+    "Resume",
     "Training",
     "autocast",
     "decode_batch",
@@ -115,6 +116,19 @@ class NothingToTrain(HeadstartError):
     """Every parameter the settings would train is frozen."""
 
 
+@dataclass(frozen=True)
+class Resume:
+    """How a run goes on from the training state it saved (``fit --resume``)."""
+
+    state: Path
+    #: Why its training had ended, when a kill came after that and before the run finished:
+    #: no epoch more, the same best weights.
+    ended: str | None = None
+    #: Trained longer than it ended (``--resume --epochs N`` after it stopped): early
+    #: stopping's patience counts anew.
+    longer: bool = False
+
+
 def fine_tune(
     model: Classifier,
     train: Sequence[Example],
@@ -125,7 +139,7 @@ def fine_tune(
     *,
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
-    resume_from: Path | None = None,
+    resume_from: Path | Resume | None = None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -135,19 +149,23 @@ def fine_tune(
     either way the best model so far is kept. ``resume_from`` is a state written by
     :meth:`Training.save` (the :class:`~.callbacks.Checkpoints` callback writes one after every
     epoch): training goes on from its last finished epoch, or trains longer when ``settings``
-    ask for more epochs than it was planned with.
+    ask for more epochs than it was planned with; a :class:`Resume` says more (a training
+    that had ended, one trained longer).
 
     Under ``torchrun`` (a process group initialised, see :mod:`.distributed`) every process
     trains its share of each batch and gradients are averaged: the same model as one process
     training the whole batch, within noise.
     """
     run = Training(model, train, images, inputs, settings, seed)
-    if resume_from is not None:
-        if not Path(resume_from).exists():
-            raise HeadstartError(f"nothing to resume: no training state at {resume_from}")
-        run.load(Path(resume_from))
+    resume = Resume(Path(resume_from)) if isinstance(resume_from, str | Path) else resume_from
+    if resume is not None:
+        if not resume.state.exists():
+            raise HeadstartError(f"nothing to resume: no training state at {resume.state}")
+        run.load(resume.state, longer=resume.longer)
     result = run.result
     first = run.epoch + 1
+    if resume is not None and resume.ended:
+        result.stopped, first = resume.ended, settings.epochs + 1
     try:
         for callback in callbacks:
             callback.on_train_begin(run)
@@ -173,10 +191,7 @@ def fine_tune(
             with _deferred_interrupt():  # the state and the epoch's record, both or neither
                 for callback in callbacks:
                     callback.on_epoch_end(record, run)
-            if (
-                settings.patience is not None
-                and epoch - max(result.best_epoch, run.patience_from) >= settings.patience
-            ):
+            if run.patience_spent():
                 result.stopped = "early stopping"
                 break
     except KeyboardInterrupt:
@@ -397,6 +412,7 @@ class Training:
                     "step": self.step,
                     "elapsed": self.elapsed,
                     "planned_epochs": self.settings.epochs,
+                    "patience_from": self.patience_from,
                     "best_epoch": self.result.best_epoch,
                     "best_accuracy": self.result.best_accuracy,
                     "history": self.result.history,
@@ -404,6 +420,13 @@ class Training:
                 }
             ),
         }
+
+    def patience_spent(self) -> bool:
+        """Whether early stopping ends the training after the epochs done: ``patience``
+        epochs without a better validation score (counted anew on training longer)."""
+        patience = self.settings.patience
+        since = self.epoch - max(self.result.best_epoch, self.patience_from)
+        return patience is not None and since >= patience
 
     def _best_is_model(self) -> bool:
         return self.average is None and self.result.best_epoch == self.epoch > 0
@@ -415,8 +438,9 @@ class Training:
         torch.save(self.state_dict(), buffer)
         write_atomically(path, buffer.getvalue())
 
-    def load(self, path: Path) -> None:
-        """Go on from the state saved at ``path`` (read with ``weights_only=True``)."""
+    def load(self, path: Path, *, longer: bool = False) -> None:
+        """Go on from the state saved at ``path`` (read with ``weights_only=True``);
+        ``longer``: trained on after it had stopped (patience counts anew)."""
         try:
             saved = torch.load(path, map_location=self.device, weights_only=True)
             progress = json.loads(saved["progress"])
@@ -441,10 +465,12 @@ class Training:
         self.scaler.load_state_dict(saved["scaler"])
         if self.average is not None:
             self.average.load_state_dict(saved["average"])
+        self.patience_from = progress.get("patience_from", 0)
         if progress["planned_epochs"] != self.settings.epochs:
-            # Training longer than planned: the schedule is stretched over the new length, and
-            # early stopping's patience counts anew. An interrupted run goes on as it was.
+            # Training longer than planned: the schedule is stretched over the new length.
             self.schedule.extend(self.steps_per_epoch * self.settings.epochs)
+        if longer or progress["planned_epochs"] != self.settings.epochs:
+            # Early stopping's patience counts anew. An interrupted run goes on as it was.
             self.patience_from = progress["epoch"]
         self.best_state = saved["best"] or _copy_state(self.model)
         self.epoch, self.step, self.elapsed = (

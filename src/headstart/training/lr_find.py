@@ -42,6 +42,7 @@ from ..data.decoded import DecodedImages, prefetch
 from ..errors import HeadstartError
 from ..inputs import InputPipeline, to_tensor
 from ..runfolder import LR_FIND, LR_FIND_PLOT
+from ..storage import write_atomically
 from .finetune import Example, FineTuneSettings, autocast, decode_batch, training_crop
 from .freezing import parameter_groups, train_mode
 from .optim import create_optimizer
@@ -112,7 +113,7 @@ class LRFindResult:
             else value
             for key, value in self.to_dict().items()
         }
-        data.write_text(json.dumps(clean, indent=2) + "\n")
+        write_atomically(data, (json.dumps(clean, indent=2) + "\n").encode())
         return data, plot_lr_find(self, folder / LR_FIND_PLOT)
 
     def climbs_at(self, lr: float) -> bool:

@@ -42,8 +42,8 @@ PROBE_IS_ENOUGH = 0.98
 SHORT_STAGES, SHORT_EPOCHS = 3, 6
 #: Fine-tuning is planned only where validation can show what it gains: the probe's expected
 #: errors on the validation images (from its out-of-fold accuracy), times the share of them a
-#: fine-tuning can be expected to fix, must reach RESOLVABLE images. A paired test needs about
-#: four more images right than wrong to tell two models apart beyond noise (see
+#: fine-tuning can be expected to fix, must reach RESOLVABLE images. A paired test needs three
+#: to four more images right than wrong to tell two models apart beyond noise (see
 #: headstart.stages.evaluate.KEEP_FINE_TUNED); with fewer, the choice would be made on noise, and
 #: the time spent on nothing that can be shown.
 EXPECTED_FIXED_SHARE, RESOLVABLE = 0.25, 4.0
