@@ -13,6 +13,7 @@ grows with the image count should be the features (the cache's own size), nothin
 Numbers only; nothing is asserted.
 
 Usage: python benchmarks/scale.py [--sizes 1000 10000 50000] [--work DIR] [--input-size PX]
+       [--commands audit,fit]
 
 ``--input-size`` is passed to both commands (e.g. 128 px cuts the extraction's time by about
 3x; the memory measured is the same, the pixels are not kept). The full run at 224 px takes
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/headstart-scale"))
     parser.add_argument("--input-size", type=int)
+    parser.add_argument("--commands", default="audit,fit", help="which, comma-separated")
     args = parser.parse_args()
     largest = args.work / f"images-{max(args.sizes)}"
     print(f"generating {max(args.sizes)} images under {largest} ...", flush=True)
@@ -107,7 +109,8 @@ def main() -> None:
             "audit": [*headstart, "audit", str(data), "--out", str(runs / "audit"), *quietly],
             "fit": [*headstart, "fit", str(data), *probe, *quietly],
         }
-        for name, command in commands.items():
+        chosen = {name: commands[name] for name in args.commands.split(",")}
+        for name, command in chosen.items():
             seconds, peak, status = measured(command, environment)
             baseline.setdefault(name, peak)
             features = size_of(cache / "features") if (cache / "features").exists() else 0.0
