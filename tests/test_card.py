@@ -93,4 +93,4 @@ def test_push_uploads_the_bundle_with_its_card(fitted, tmp_path, monkeypatch):
 
 def test_push_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys):
     assert main(["push", str(tmp_path), "someone/faces"]) == 2
-    assert "neither a run folder nor a model bundle" in capsys.readouterr().err
+    assert "not a headstart model bundle" in capsys.readouterr().err

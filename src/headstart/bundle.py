@@ -27,7 +27,7 @@ from .models import Preprocessing, create_backbone
 from .runfolder import MODEL
 from .storage import write_atomically, write_tensors
 
-__all__ = ["META", "WEIGHTS", "Model", "Prediction", "load", "save"]
+__all__ = ["META", "WEIGHTS", "Model", "Prediction", "bundle_folder", "load", "save"]
 
 BUNDLE_FORMAT = 2  # 2: a temperature applied to the logits
 WEIGHTS = "model.safetensors"
@@ -187,13 +187,17 @@ def save(model: Model, directory: str | Path) -> Path:
     return directory
 
 
+def bundle_folder(path: str | Path) -> Path:
+    """The model bundle at ``path``: a run folder's ``model/`` folder, or ``path`` itself."""
+    for folder in (Path(path) / MODEL, Path(path)):
+        if (folder / META).exists():
+            return folder
+    raise HeadstartError(f"{path}: not a headstart model bundle (no {META} inside)")
+
+
 def load(bundle: str | Path) -> Model:
     """Load a model bundle written by ``headstart fit`` (the ``model`` folder of a run)."""
-    directory = Path(bundle)
-    if (directory / MODEL / META).exists():  # a run folder: use its bundle
-        directory = directory / "model"
-    if not (directory / META).exists():
-        raise HeadstartError(f"{bundle}: not a headstart model bundle (no {META} inside)")
+    directory = bundle_folder(bundle)
     try:
         meta = json.loads((directory / META).read_text())
     except ValueError as error:  # bad JSON, or bytes that are not text

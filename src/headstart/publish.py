@@ -13,10 +13,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from .bundle import META, WEIGHTS
+from .bundle import META, WEIGHTS, bundle_folder
 from .errors import HeadstartError
 from .report.card import CARD, write_card
-from .runfolder import MODEL
 
 __all__ = ["UPLOADED", "push"]
 
@@ -34,7 +33,7 @@ def push(run: str | Path, repo_id: str, *, private: bool = False, token: str | N
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 
-    bundle = _bundle_of(Path(run))
+    bundle = bundle_folder(run)
     if not (bundle / CARD).exists() and (bundle.parent / "summary.json").exists():
         write_card(bundle.parent)
     api = HfApi(token=token)
@@ -70,13 +69,6 @@ def push(run: str | Path, repo_id: str, *, private: bool = False, token: str | N
             "The bundle is unchanged; push again when the hub can be reached"
         ) from None
     return str(getattr(commit, "commit_url", commit))
-
-
-def _bundle_of(run: Path) -> Path:
-    for folder in (run / MODEL, run):
-        if (folder / META).exists():
-            return folder
-    raise HeadstartError(f"{run}: neither a run folder nor a model bundle (no {META})")
 
 
 def _unreachable(error: Exception) -> bool:
