@@ -32,7 +32,7 @@ def plan(
     ("per_class", "probe", "strategy", "trainable"),
     [
         (100, 0.99, "linear-probe", None),  # small, similar, probe already excellent
-        (100, 0.95, "fine-tune", 3),  # small, similar: a short fine-tune may beat the probe
+        (100, 0.95, "fine-tune", 4),  # small, similar: the top half may beat the probe
         (100, 0.70, "fine-tune", None),  # small, different: every stage, small LR
         (1000, 0.99, "fine-tune", 4),  # large, similar: the top half
         (1000, 0.70, "full", None),  # large, different: the whole model
