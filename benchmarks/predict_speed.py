@@ -35,11 +35,12 @@ import torch
 
 import headstart
 from feature_speed import write_photos
-from headstart.bundle import Model, load, save
 from headstart.classifier import Classifier, new_head
 from headstart.data.images import IMAGE_EXTENSIONS
 from headstart.inputs import InputPipeline, forward, view
+from headstart.loading import load
 from headstart.models import create_backbone
+from headstart.torch_model import Model, save
 
 NAMES = {
     "whole": "forward passes, batches of {batch}",

@@ -17,12 +17,13 @@ PACKAGE = Path(headstart.__file__).parent
 #: The layers, lowest first: a module may import from its own layer or a lower one.
 LAYERS = [
     {"_version", "errors", "console", "config", "runfolder", "metrics", "drawing", "storage"},
-    {"data", "models"},
+    {"data", "models", "preprocessing"},
     {"inputs", "classifier", "features"},
-    {"training", "auditing", "checks", "bundle", "monitor", "diagnosis"},
+    {"training", "auditing", "checks", "monitor", "diagnosis"},
+    {"bundle", "prediction", "torch_model", "exported", "loading"},
     {"compare", "report"},
     {"stages"},
-    {"recipe", "api", "preview", "printing", "demo", "publish"},
+    {"recipe", "api", "preview", "printing", "demo", "publish", "exporting", "serve"},
     {"cli", "__init__", "__main__"},
 ]
 

@@ -18,9 +18,10 @@ from headstart.data import discover
 from headstart.data.decoded import DecodedImages
 from headstart.data.images import UnreadableImage, detect_channels, load_pixels
 from headstart.errors import HeadstartError
-from headstart.inputs import Normalize, center_crop
+from headstart.inputs import Normalize
 from headstart.models import create_backbone
 from headstart.models.weights import save_weights
+from headstart.preprocessing import center_crop
 from headstart.report.records import read_thumbnails, save_thumbnails
 
 RNG = np.random.default_rng(0)
@@ -172,7 +173,8 @@ def test_four_channel_stacks_from_disk_to_features(stacks: dict[str, Path]):
     backbone, preprocessing, _ = create_backbone("efficientnet_lite0", in_chans=4, input_size=64)
     images = DecodedImages(preprocessing.resize_size, preprocessing.interpolation, channels=4)
     _, height, width = preprocessing.input_size
-    batch = torch.stack([center_crop(images.get(path), height, width) for path in stacks.values()])
+    crops = [center_crop(images.get(path), height, width) for path in stacks.values()]
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
     assert batch.shape == (4, 4, 64, 64)
     with torch.no_grad():
         features = backbone(Normalize(preprocessing.mean, preprocessing.std)(batch))

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from headstart.data import SPLITS, Dataset, Sample, Skipped, discover
+from headstart.data.sources import image_files
 from headstart.errors import HeadstartError
 
 
@@ -392,3 +393,20 @@ def test_a_gif_is_read_as_its_first_frame_and_unreadable_formats_are_listed(tmp_
     assert tmp_path / "cats" / "moving.gif" in {s.path for s in dataset.samples}
     reasons = {s.path.name: s.reason for s in dataset.skipped}
     assert set(reasons) == {"phone.heic"} and "cannot read" in reasons["phone.heic"]
+
+
+def test_images_to_predict_are_listed_from_files_and_folders(tmp_path):
+    # A folder inside a hidden one (a cache) is searched; hidden things inside it are not.
+    folder = tmp_path / ".cache" / "new"
+    for name in ("b.jpg", "a.png", "notes.txt", ".hidden/c.jpg", "__MACOSX/d.jpg", "sub/e.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    single = tmp_path / "one.jpg"
+    single.write_bytes(b"x")
+    found = image_files([folder, single])
+    assert found == [folder / "a.png", folder / "b.jpg", folder / "sub/e.jpg", single]
+    with pytest.raises(HeadstartError, match="no such file"):
+        image_files([tmp_path / "absent"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HeadstartError, match="no images found"):
+        image_files([tmp_path / "empty"])

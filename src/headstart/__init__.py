@@ -19,9 +19,12 @@ from .errors import HeadstartError
 
 if TYPE_CHECKING:
     from .api import audit, check, evaluate, lr_find
-    from .bundle import Model, Prediction, load
     from .config import FitConfig
+    from .exporting import export
+    from .loading import load
+    from .prediction import Prediction, Predictor
     from .recipe import FitResult, fit, resume
+    from .torch_model import Model
 
 __all__ = [
     "FitConfig",
@@ -29,10 +32,12 @@ __all__ = [
     "HeadstartError",
     "Model",
     "Prediction",
+    "Predictor",
     "__version__",
     "audit",
     "check",
     "evaluate",
+    "export",
     "fit",
     "load",
     "lr_find",
@@ -44,13 +49,15 @@ __all__ = [
 _HOMES = {
     "FitConfig": "config",
     "FitResult": "recipe",
-    "Model": "bundle",
-    "Prediction": "bundle",
+    "Model": "torch_model",
+    "Prediction": "prediction",
+    "Predictor": "prediction",
     "audit": "api",
     "check": "api",
     "evaluate": "api",
+    "export": "exporting",
     "fit": "recipe",
-    "load": "bundle",
+    "load": "loading",
     "lr_find": "api",
     "push": "publish",
     "resume": "recipe",

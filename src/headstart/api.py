@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from .auditing import AuditReport, audit_dataset
-from .bundle import Model, load
 from .checks import CheckReport, sanity_checks
 from .config import FitConfig
 from .console import say
@@ -20,7 +19,9 @@ from .data.decoded import content_hash
 from .data.images import UnreadableImage
 from .data.sources import Skipped, discover
 from .errors import HeadstartError
+from .loading import load
 from .metrics import classification_metrics
+from .prediction import Predictor
 from .runfolder import RunFolder
 from .stages.data import prepare
 from .stages.plan import fine_tuning_plan, range_test
@@ -191,7 +192,7 @@ def _run_split(run: RunFolder, split: str | None) -> tuple[list[tuple[Path, str]
     return examples, split
 
 
-def _trained_on(model: Model, run: RunFolder | None, paths: list[Path]) -> set[Path]:
+def _trained_on(model: Predictor, run: RunFolder | None, paths: list[Path]) -> set[Path]:
     """Those of ``paths`` that the model was trained on, by content: the same file or an exact
     copy. The hashes come from its bundle, or (a bundle from before they were recorded) from
     its run's training images."""

@@ -1,10 +1,12 @@
 """How the model sees an image, written once: decode, resize, crop, normalise, and the views
 whose predictions are averaged.
 
-Every path from a file to the network goes through :class:`InputPipeline`: feature extraction,
+Every path from a file to the network goes through :class:`InputPipeline` (steps 1 and 2 in
+NumPy, :class:`~headstart.preprocessing.ImageReader`, shared with an exported model that runs
+without PyTorch): feature extraction,
 training and its validation, the sanity checks, the domain measurement, the model bundle's
 predictions and the report. What it does comes from the weights' own preprocessing
-(:class:`~headstart.models.Preprocessing`, timm's eval transform as data), so it cannot drift
+(:class:`~headstart.preprocessing.Preprocessing`, timm's eval transform as data), so it cannot drift
 from the weights:
 
 1. decode the file (EXIF rotation, colour decisions: :mod:`headstart.data.images`) and resize
@@ -26,55 +28,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import v2
 
-from .data.decoded import DecodedImages, map_batches, resize_shortest_side
-from .data.images import UnreadableImage, to_rgb
-from .data.sources import Skipped
-from .errors import HeadstartError
-from .models import Preprocessing
+from .data.decoded import DecodedImages
+from .preprocessing import VIEWS, Crops, ImageLike, ImageReader
 
 __all__ = [
     "CPU_BATCH",
     "VIEWS",
     "Crops",
+    "ImageLike",
     "InputPipeline",
     "Normalize",
-    "center_crop",
     "forward",
-    "stack_crops",
     "to_tensor",
     "view",
 ]
-
-#: The views a prediction can average: the image as it is, and its mirror image.
-VIEWS = ("plain", "hflip")
-
-ImageLike = str | Path | Image.Image | np.ndarray
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``(H, W, C)`` uint8 array to a ``(C, H, W)`` uint8 tensor sharing its memory."""
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
-
-
-def center_crop(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """An ``(H, W, C)`` uint8 array to a ``(C, height, width)`` uint8 tensor, cut at the centre.
-
-    Images smaller than the crop (a ``crop_pct`` above 1 can ask for more than the resize
-    gives) are padded with zeros, as torchvision does.
-    """
-    return v2.functional.center_crop(to_tensor(pixels), [height, width])
-
-
-def stack_crops(crops: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``(C, H, W)`` crops stacked into an ``(N, C, H, W)`` batch held in channels-last memory.
-
-    Pixels are stored ``(H, W, C)`` and the network runs channels-last on a CPU: keeping that
-    layout, neither this stack nor the normalisation transposes the pixels (3x cheaper).
-    """
-    return torch.stack([crop.permute(1, 2, 0) for crop in crops]).permute(0, 3, 1, 2)
 
 
 def view(batch: torch.Tensor, name: str) -> torch.Tensor:
@@ -117,91 +90,15 @@ class Normalize(torch.nn.Module):
 
 
 @dataclass(frozen=True)
-class Crops:
-    """The evaluation crops of one batch of files, and the files of it that could not be read."""
-
-    paths: list[Path]  # the files read, in the order given
-    pixels: torch.Tensor  # (len(paths), C, H, W) uint8
-    skipped: list[Skipped]
-
-    def __len__(self) -> int:
-        """Files handled, read or not: what a progress bar counts."""
-        return len(self.paths) + len(self.skipped)
-
-
-@dataclass(frozen=True)
-class InputPipeline:
-    """The road from an image to the network's input, for one set of weights."""
-
-    preprocessing: Preprocessing
-    #: Predictions average the image with its mirror (the plan decides, from the probe).
-    test_time_flip: bool = False
-
-    @property
-    def channels(self) -> int:
-        return self.preprocessing.input_size[0]
-
-    @property
-    def crop_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the network's input."""
-        _, height, width = self.preprocessing.input_size
-        return height, width
-
-    @property
-    def views(self) -> tuple[str, ...]:
-        """The views whose logits a prediction averages."""
-        return VIEWS if self.test_time_flip else VIEWS[:1]
-
-    def decoder(self, cache: Path | None = None) -> DecodedImages:
-        """Files to resized pixels, cached under ``cache`` (None: nothing is written)."""
-        preprocessing = self.preprocessing
-        return DecodedImages(
-            preprocessing.resize_size,
-            preprocessing.interpolation,
-            cache,
-            channels=self.channels,
-        )
-
-    def pixels(self, image: ImageLike, decoder: DecodedImages | None = None) -> np.ndarray:
-        """Resized ``(H, W, C)`` uint8 pixels of a file, a PIL image or an array, as a file of
-        the same picture would give (EXIF rotation, transparency and 16-bit included).
-
-        Raises :class:`~headstart.data.UnreadableImage` for a file that cannot be used and
-        :class:`~headstart.errors.HeadstartError` for an array or image of the wrong kind.
-        """
-        size, interpolation = self.preprocessing.resize_size, self.preprocessing.interpolation
-        if isinstance(image, str | Path):
-            return (decoder or self.decoder()).get(image)
-        channels = self.channels
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != channels or image.dtype != np.uint8:
-                kind = "RGB" if channels == 3 else f"with {channels} channels"
-                raise HeadstartError(
-                    f"an array image must be (H, W, {channels}) uint8 {kind}, "
-                    f"got {image.shape} {image.dtype}"
-                )
-            if channels != 3:  # a stack: already the channels the network takes
-                return resize_shortest_side(image, size, interpolation)
-            image = Image.fromarray(image)
-        elif channels != 3:
-            raise HeadstartError(
-                f"this model takes {channels}-channel images: pass a file or an "
-                f"(H, W, {channels}) uint8 array, not a PIL image"
-            )
-        try:
-            rgb = to_rgb(image)
-        except ValueError as error:
-            raise HeadstartError(f"cannot classify this image: {error}") from None
-        return resize_shortest_side(rgb, size, interpolation)
-
-    def crop(self, pixels: np.ndarray) -> torch.Tensor:
-        """The evaluation crop of resized pixels: ``(C, H, W)`` uint8."""
-        return center_crop(pixels, *self.crop_size)
+class InputPipeline(ImageReader):
+    """The road from an image to the network's input, for one set of weights, in PyTorch:
+    the :class:`~headstart.preprocessing.ImageReader`'s crops as tensors, normalised by the
+    network's first module, and the averaged views' logits."""
 
     def batch(self, pixels: Sequence[np.ndarray]) -> torch.Tensor:
-        """The evaluation crops of several images, stacked: ``(N, C, H, W)`` uint8 (in
-        channels-last memory, see :func:`stack_crops`)."""
-        return stack_crops([self.crop(p) for p in pixels])
+        """The evaluation crops of several images: ``(N, C, H, W)`` uint8 in channels-last
+        memory (see :meth:`~headstart.preprocessing.ImageReader.batch_array`)."""
+        return torch.from_numpy(self.batch_array(pixels))
 
     def read(
         self,
@@ -211,27 +108,10 @@ class InputPipeline:
         *,
         overlap: bool = True,
     ) -> Iterator[Crops]:
-        """The evaluation crops of ``paths``, ``batch_size`` files at a time, in order, decoded
-        in worker threads: ``overlap``, while the caller runs the network on the batch
-        before (for a network on a GPU); else between the caller's forward passes, on every
-        core (for a network on the CPU; see :func:`~headstart.data.decoded.map_batches`).
-        """
-
-        def crop(path: Path) -> tuple[Path, torch.Tensor] | Skipped:
-            try:
-                return path, self.crop(decoder.get(path))
-            except UnreadableImage as error:
-                return Skipped(path, error.reason)
-
-        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        empty = torch.zeros((0, self.channels, *self.crop_size), dtype=torch.uint8)
-        for cropped in map_batches(crop, batches, overlap=overlap):
-            good = [c for c in cropped if not isinstance(c, Skipped)]
-            yield Crops(
-                [path for path, _ in good],
-                stack_crops([pixels for _, pixels in good]) if good else empty,
-                [c for c in cropped if isinstance(c, Skipped)],
-            )
+        """:meth:`~headstart.preprocessing.ImageReader.read_arrays`, its batches as tensors
+        (sharing their memory)."""
+        for crops in self.read_arrays(paths, decoder, batch_size, overlap=overlap):
+            yield Crops(crops.paths, torch.from_numpy(crops.pixels), crops.skipped)
 
     def normalizer(self) -> Normalize:
         return Normalize(self.preprocessing.mean, self.preprocessing.std)

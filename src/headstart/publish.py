@@ -1,10 +1,11 @@
 """``headstart push``: a run's model bundle, with its model card, to the Hugging Face hub.
 
-The bundle's weights, description and card (``model.safetensors``, ``headstart.json``,
-``README.md``) are uploaded as they are on disk, so ``headstart.load`` reads a downloaded copy
-as it reads the original. Not ``trained_on.txt``: the content hashes of the training images
-would let anyone test whether a given image was trained on (``evaluate`` of a downloaded copy
-then cannot leave training images out, and says so). Without a network, in offline mode, or
+The bundle's network, description and card (``model.safetensors``, or the ``model.onnx`` of
+an exported bundle, ``headstart.json``, ``README.md``) are uploaded as they are on disk, so
+``headstart.load`` reads a downloaded copy as it reads the original. Not ``trained_on.txt``:
+the content hashes of the training images would let anyone test whether a given image was
+trained on (``evaluate`` of a downloaded copy then cannot leave training images out, and says
+so). Without a network, in offline mode, or
 without the right to write to the repository, it says which in one line.
 """
 
@@ -13,14 +14,14 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from .bundle import META, WEIGHTS, bundle_folder
+from .bundle import META, RUNTIMES, bundle_folder
 from .errors import HeadstartError
 from .report.card import CARD, write_card
 
 __all__ = ["UPLOADED", "push"]
 
 #: The files of a bundle that go to the hub.
-UPLOADED = (WEIGHTS, META, CARD)
+UPLOADED = (*RUNTIMES.values(), META, CARD)  # the network in whichever runtime it is
 
 
 def push(run: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .bundle import Model, save
 from .checks import CheckReport
 from .config import FitConfig, load_config, save_config
 from .console import say
@@ -34,6 +33,7 @@ from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
 from .stages.train import train
+from .torch_model import Model, save
 from .training import distributed
 from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan

@@ -423,10 +423,12 @@ class RunFolder:
 
     @classmethod
     def of_bundle(cls, bundle: str | Path) -> RunFolder | None:
-        """The run that wrote the model bundle at ``bundle`` (the run folder or its
-        ``model/``), when the bundle still lies in it; None for a bundle on its own."""
+        """The run that wrote the model bundle at ``bundle`` (the run folder, its ``model/``,
+        or an export of it beside it, ``model-onnx/``), when the bundle still lies in it; None
+        for a bundle on its own."""
         path = Path(bundle).resolve()
-        for candidate in (path, path.parent if path.name == MODEL else None):
+        in_run = path.name == MODEL or path.name.startswith(f"{MODEL}-")
+        for candidate in (path, path.parent if in_run else None):
             if candidate is not None and (candidate / SPLITS).exists():
                 return cls(candidate)
         return None

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import HeadstartError
 from .images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGES, UnreadableImage, probe_image
 
-__all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover"]
+__all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover", "image_files"]
 
 SPLITS = ("train", "val", "test")
 
@@ -248,6 +248,31 @@ class _Found:
         paths = list(paths)
         self.files += [(path, label, split) for path in paths]
         self.listed[label] += len(paths)
+
+
+def image_files(items: Iterable[str | Path]) -> list[Path]:
+    """The image files among ``items``: files as given, folders searched recursively for
+    image names (hidden files and folders inside them skipped), in order.
+
+    Raises:
+        HeadstartError: an item that does not exist, or no image at all.
+    """
+    items, found = list(items), []
+    for item in map(Path, items):
+        if item.is_dir():
+            found += sorted(
+                p
+                for p in item.rglob("*")
+                if _is_image_name(p)
+                and not any(_hidden(part) for part in p.relative_to(item).parts)
+            )
+        elif item.exists():
+            found.append(item)
+        else:
+            raise HeadstartError(f"{item}: no such file or folder")
+    if not found:
+        raise HeadstartError(f"no images found in {', '.join(map(str, items))}")
+    return found
 
 
 def _read_class_folders(root: Path) -> _Found:

@@ -1,7 +1,7 @@
 """Backbones: a pretrained timm model as a feature extractor, with the preprocessing its weights
 expect and a record of where those weights came from."""
 
-from .backbone import ModelInfo, Preprocessing, create_backbone, list_models
+from .backbone import ModelInfo, Preprocessing, create_backbone, list_models, preprocessing_of
 from .weights import WeightsSource, builtin_weights, save_weights
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "builtin_weights",
     "create_backbone",
     "list_models",
+    "preprocessing_of",
     "save_weights",
 ]

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from timm.data import resolve_model_data_config
 from timm.models import adapt_input_conv
 
 from ..errors import HeadstartError
+from ..preprocessing import Preprocessing
 from .weights import (
     WeightsSource,
     builtin_network,
@@ -33,69 +33,7 @@ from .weights import (
     read_weights_file,
 )
 
-__all__ = ["ModelInfo", "Preprocessing", "create_backbone", "list_models"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image must look when it enters the network: timm's eval transform, as data.
-
-    Resize the shortest side to :attr:`resize_size` (``interpolation``), centre-crop to
-    ``input_size``, scale to [0, 1], then normalise with ``mean`` and ``std``.
-    """
-
-    input_size: tuple[int, int, int]  # (C, H, W)
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str  # "bicubic" | "bilinear" | "nearest" ...
-    crop_pct: float
-
-    @property
-    def resize_size(self) -> int:
-        """The shortest side before the centre crop, as timm computes it."""
-        return math.floor(self.input_size[1] / self.crop_pct)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types, for run folders and model bundles."""
-        return {
-            "input_size": list(self.input_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "crop_pct": self.crop_pct,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
-        """The inverse of :meth:`to_dict`; extra keys (a timm data config's ``crop_mode``) are
-        ignored, so timm's ``resolve_data_config`` output is accepted as is."""
-        missing = {"input_size", "mean", "std", "interpolation", "crop_pct"} - set(d)
-        if missing:
-            raise HeadstartError(f"preprocessing lacks {', '.join(sorted(missing))}: {dict(d)}")
-        return cls(
-            input_size=tuple(int(x) for x in d["input_size"]),
-            mean=tuple(float(x) for x in d["mean"]),
-            std=tuple(float(x) for x in d["std"]),
-            interpolation=str(d["interpolation"]),
-            crop_pct=float(d["crop_pct"]),
-        )
-
-    @classmethod
-    def from_model(cls, model: torch.nn.Module) -> Preprocessing:
-        """What ``model``'s ``pretrained_cfg`` asks for, resolved by timm."""
-        config = resolve_model_data_config(model)
-        in_chans = _input_channels(model)
-        if in_chans is not None and in_chans != len(config["mean"]):
-            # timm describes 3-channel inputs whatever in_chans the model was built with.
-            # Its adapt_input_conv folds the RGB kernels into the new channels, so each new
-            # channel is normalised with the average of the RGB statistics.
-            config = {
-                **config,
-                "input_size": (in_chans, *config["input_size"][1:]),
-                "mean": (sum(config["mean"]) / len(config["mean"]),) * in_chans,
-                "std": (sum(config["std"]) / len(config["std"]),) * in_chans,
-            }
-        return cls.from_dict(config)
+__all__ = ["ModelInfo", "Preprocessing", "create_backbone", "list_models", "preprocessing_of"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +42,23 @@ class ModelInfo:
 
     name: str
     weights: str | None  # "built-in", "hub cache", or None (download needed, or none exist)
+
+
+def preprocessing_of(model: torch.nn.Module) -> Preprocessing:
+    """What ``model``'s ``pretrained_cfg`` asks for, resolved by timm."""
+    config = resolve_model_data_config(model)
+    in_chans = _input_channels(model)
+    if in_chans is not None and in_chans != len(config["mean"]):
+        # timm describes 3-channel inputs whatever in_chans the model was built with.
+        # Its adapt_input_conv folds the RGB kernels into the new channels, so each new
+        # channel is normalised with the average of the RGB statistics.
+        config = {
+            **config,
+            "input_size": (in_chans, *config["input_size"][1:]),
+            "mean": (sum(config["mean"]) / len(config["mean"]),) * in_chans,
+            "std": (sum(config["std"]) / len(config["std"]),) * in_chans,
+        }
+    return Preprocessing.from_dict(config)
 
 
 def create_backbone(
@@ -184,7 +139,7 @@ def create_backbone(
     else:
         model, source = _create_from_hub(arch, in_chans, input_size, sized, regularisation)
     model.eval()
-    return model, Preprocessing.from_model(model), source
+    return model, preprocessing_of(model), source
 
 
 def list_models(pattern: str | None = None) -> list[ModelInfo]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bundle import Model
 from ..compare import Curve, compare, scratch_settings, train_from_scratch
 from ..config import FitConfig
 from ..console import say
 from ..data.sources import Sample
 from ..metrics import classification_metrics
 from ..runfolder import COMPARE_SCRATCH, RunFolder
+from ..torch_model import Model
 from ..training.callbacks import Progress
 from ..training.plan import Plan
 from .data import Prepared, device_of

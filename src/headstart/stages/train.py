@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
-from ..bundle import Model, save
 from ..checks import EarlyLoss, FixedBatch
 from ..classifier import Classifier, new_head
 from ..config import FitConfig
@@ -15,6 +14,7 @@ from ..console import say
 from ..diagnosis import Diagnosis, diagnose
 from ..monitor import TrainingBoard
 from ..runfolder import DIAGNOSIS, FIXED_BATCH, RunFolder
+from ..torch_model import Model, save
 from ..training.callbacks import (
     Callback,
     Checkpoints,

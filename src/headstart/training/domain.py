@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..data.images import UnreadableImage, load_image
 from ..errors import HeadstartError
 from ..inputs import InputPipeline
-from ..models import Preprocessing
+from ..models import preprocessing_of
 
 __all__ = ["DomainReport", "effective_resolution", "feature_shift", "measure_domain"]
 
@@ -168,7 +168,7 @@ def measure_domain(
         channels=max(channels),
     )
     if backbone is not None and report.channels <= 3:
-        inputs = inputs or InputPipeline(Preprocessing.from_model(backbone))
+        inputs = inputs or InputPipeline(preprocessing_of(backbone))
         report.feature_shift = feature_shift(backbone, pixels, inputs)
     report.train_from_scratch = (
         probe_skill is not None

@@ -1,0 +1,122 @@
+"""A bundle exported by ``headstart export``, run by ONNX Runtime (no PyTorch needed) or by
+TorchScript.
+
+The exported network takes what :class:`~headstart.preprocessing.ImageReader` makes (uint8
+``(N, C, H, W)`` centre crops, any batch size) and returns ``logits`` (averaged over the views,
+before the temperature) and ``probabilities`` (the calibrated softmax, for runtimes other than
+headstart). headstart's own prediction reads ``logits``, so that ``--no-calibration`` works on
+an export as on the original, with the same NumPy code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from .bundle import Description
+from .errors import HeadstartError
+from .prediction import Predictor
+from .preprocessing import ImageReader
+
+__all__ = ["INPUT", "OUTPUTS", "ExportedModel", "load_exported_bundle"]
+
+#: The exported network's input and outputs, by name.
+INPUT, OUTPUTS = "pixels", ("logits", "probabilities")
+
+
+class ExportedModel(Predictor):
+    """A trained classifier whose network runs in ONNX Runtime or TorchScript."""
+
+    def __init__(
+        self, network: Callable[[np.ndarray], np.ndarray], description: Description
+    ) -> None:
+        super().__init__(
+            description.classes,
+            ImageReader(description.preprocessing, description.test_time_flip),
+            architecture=description.meta["architecture"],
+            info=description.info,
+            trained_on=description.trained_on,
+            temperature=description.temperature,
+        )
+        self.runtime = description.runtime
+        self._network = network
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._network(np.ascontiguousarray(batch))
+
+
+def load_exported_bundle(description: Description) -> ExportedModel:
+    """The model of an exported bundle's checked description."""
+    if description.runtime == "onnx":
+        network = _onnx_network(description)
+    elif description.runtime == "torchscript":
+        network = _torchscript_network(description)
+    else:
+        raise HeadstartError(f"{description.directory}: not an exported bundle")
+    return ExportedModel(network, description)
+
+
+def _onnx_network(description: Description) -> Callable[[np.ndarray], np.ndarray]:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise HeadstartError(
+            f"{description.directory} is an ONNX bundle: it runs with ONNX Runtime "
+            "(pip install onnxruntime)"
+        ) from None
+    file = description.network_file
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are about graph optimisations
+    try:
+        session = onnxruntime.InferenceSession(
+            str(file), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # onnxruntime raises its own types for any unreadable model
+        raise HeadstartError(f"{file}: not a readable ONNX model ({_first_line(error)})") from None
+    inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
+    expected = [description.preprocessing.input_size[0], *description.preprocessing.input_size[1:]]
+    if (
+        [i.name for i in inputs] != [INPUT]
+        or inputs[0].type != "tensor(uint8)"
+        or list(inputs[0].shape[1:]) != expected
+        or OUTPUTS[0] not in outputs
+        or outputs[OUTPUTS[0]].shape[-1] != len(description.classes)
+    ):
+        found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise HeadstartError(
+            f"{file}: does not match the bundle's description (expected input {INPUT} uint8 "
+            f"[batch, {', '.join(map(str, expected))}] and {len(description.classes)} logits; "
+            f"found {found})"
+        )
+
+    def network(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUTS[0]], {INPUT: batch})[0]
+
+    return network
+
+
+def _torchscript_network(description: Description) -> Callable[[np.ndarray], np.ndarray]:
+    import torch  # a TorchScript bundle runs in PyTorch, without headstart's network code
+
+    file = description.network_file
+    try:
+        with warnings.catch_warnings():  # deprecated in PyTorch, still what some runtimes take
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(file), map_location="cpu").eval()
+    except Exception as error:  # TorchScript raises RuntimeError and others for a bad archive
+        raise HeadstartError(
+            f"{file}: not a readable TorchScript archive ({_first_line(error)})"
+        ) from None
+
+    @torch.inference_mode()
+    def network(batch: np.ndarray) -> np.ndarray:
+        logits, _ = module(torch.from_numpy(batch))
+        return logits.numpy()
+
+    return network
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

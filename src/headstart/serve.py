@@ -1,0 +1,292 @@
+"""``headstart serve``: a trained model behind HTTP, on Starlette and uvicorn.
+
+- ``POST /predict``: one image's bytes as the request body, or several as the files of a
+  ``multipart/form-data`` form; ``?top_k=3`` for the three most likely labels. The server
+  never opens a path or a URL a client names: it reads only the bytes it is sent.
+- ``GET /health``: ``{"status": "ok"}`` while the model is loaded and answering.
+- ``GET /metadata``: classes, preprocessing, runtime, calibration, version and limits.
+
+Concurrent requests are predicted together (micro-batching): while the network works on
+one batch, the images that arrive wait, and the next batch takes all of them (up to
+``max_batch``), so a busy server runs the network on full batches and an idle one answers at
+once, without a timer. Images are decoded in worker threads, by the very code ``predict``
+uses (EXIF rotation, colour modes, 16-bit, bombs refused). Bad input gets a 4xx with a
+message: a body or a part over ``max_body_bytes`` (413), an image over ``max_pixels`` (413),
+bytes that are not a usable image (400, with the reason), a bad ``top_k`` (400). On SIGINT or
+SIGTERM, uvicorn stops accepting connections and answers the requests it holds before it
+exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ._version import __version__
+from .console import say
+from .data.images import IMAGE_EXTENSIONS, UnreadableImage
+from .errors import HeadstartError
+from .prediction import Predictor, ranked
+
+__all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
+
+#: Images one request may hold (multipart files).
+MAX_FILES = 64
+
+
+class Limits:
+    """What one request may hold."""
+
+    def __init__(self, max_body_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000):
+        if max_body_bytes < 1 or max_pixels < 1:
+            raise HeadstartError("the request limits must be positive")
+        self.max_body_bytes, self.max_pixels = max_body_bytes, max_pixels
+
+    def to_dict(self) -> dict:
+        return {
+            "max_body_bytes": self.max_body_bytes,
+            "max_pixels": self.max_pixels,
+            "max_files": MAX_FILES,
+        }
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class MicroBatcher:
+    """Images of concurrent requests, predicted together in one worker thread."""
+
+    def __init__(self, model: Predictor, max_batch: int = 32):
+        self.model, self.max_batch = model, max_batch
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="headstart-predict")
+        self.batches = self.images = 0  # how much batching happened: /metadata says
+
+    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """The class probabilities of one image's decoded pixels, once its batch has run."""
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put((pixels, done))
+        return await done
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            pixels = [item for item, _ in batch]
+            try:
+                rows = await loop.run_in_executor(
+                    self.worker, self.model.probabilities, pixels, self.max_batch
+                )
+            except Exception as error:  # every waiting request hears of it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            self.batches, self.images = self.batches + 1, self.images + len(batch)
+            for row, (_, done) in zip(rows, batch, strict=True):
+                if not done.done():  # its client may have gone
+                    done.set_result(row)
+
+
+def create_app(
+    model: Predictor, *, max_batch: int = 32, limits: Limits | None = None, quiet: bool = True
+):
+    """The ASGI application serving ``model`` (see the module's description); unless
+    ``quiet``, it says on stderr when it has stopped."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    limits = limits or Limits()
+    batcher = MicroBatcher(model, max_batch)
+    decoders = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="headstart-decode")
+    scratch = tempfile.TemporaryDirectory(prefix="headstart-serve-")
+    decoder = model.inputs.decoder()
+
+    def decode(body: bytes, name: str | None) -> np.ndarray:
+        """Pixels of an uploaded image, through the decoder ``predict`` uses on files."""
+        try:
+            with Image.open(io.BytesIO(body)) as header:  # the header only: its size
+                width, height = header.size
+        except Image.DecompressionBombError:
+            width = height = limits.max_pixels + 1
+        except Exception:
+            width = height = 0  # not a photo Pillow knows: the decoder says what it is
+        if width * height > limits.max_pixels:
+            raise BadRequest(
+                413,
+                f"{name or 'the image'}: {width} x {height} pixels, over this server's limit "
+                f"of {limits.max_pixels:,}",
+            )
+        suffix = Path(name or "").suffix.lower()
+        handle, file = tempfile.mkstemp(
+            suffix if suffix in IMAGE_EXTENSIONS else ".img", dir=scratch.name
+        )
+        try:
+            with os.fdopen(handle, "wb") as opened:
+                opened.write(body)
+            return model.inputs.pixels(Path(file), decoder)
+        except UnreadableImage as error:
+            raise BadRequest(400, f"{name or 'the body'}: {error.reason}") from None
+        finally:
+            os.unlink(file)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise BadRequest(413, _too_large(int(declared), limits.max_body_bytes))
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise BadRequest(413, _too_large(len(body), limits.max_body_bytes))
+        return bytes(body)
+
+    async def images_of(request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            if not body:
+                raise BadRequest(400, "empty body: send an image's bytes, or a multipart form")
+            return [(None, body)]
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            async with Request(request.scope, replay).form(
+                max_files=MAX_FILES, max_part_size=limits.max_body_bytes
+            ) as form:
+                files = [
+                    (value.filename or key, await value.read())
+                    for key, value in form.multi_items()
+                    if not isinstance(value, str)
+                ]
+        except BadRequest:
+            raise
+        except Exception as error:  # the form parser's errors: a malformed form
+            raise BadRequest(400, f"cannot read the multipart form: {error}") from None
+        if not files:
+            raise BadRequest(400, "the form holds no file: send images as its file parts")
+        return files
+
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            top_k = _top_k(request.query_params.get("top_k", "1"))
+            uploads = await images_of(request, await read_body(request))
+            loop = asyncio.get_running_loop()
+            pixels = await asyncio.gather(
+                *(loop.run_in_executor(decoders, decode, data, name) for name, data in uploads)
+            )
+        except BadRequest as error:
+            return JSONResponse({"error": error.message}, status_code=error.status)
+        rows = await asyncio.gather(*(batcher.probabilities(p) for p in pixels))
+        answers = []
+        predictions = ranked(np.stack(rows), model.classes, top_k)
+        for (name, _), prediction in zip(uploads, predictions, strict=True):
+            answer = {
+                "label": prediction.label,
+                "probability": prediction.probability,
+                "top": [{"label": label, "probability": p} for label, p in prediction.top],
+            }
+            answers.append(answer if name is None else {"file": name, **answer})
+        return JSONResponse({"predictions": answers})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "classes": list(model.classes),
+                "architecture": model.architecture,
+                "runtime": getattr(model, "runtime", "pytorch"),
+                "preprocessing": model.preprocessing.to_dict(),
+                "test_time_flip": model.test_time_flip,
+                "temperature": model.temperature,
+                "headstart_version": __version__,
+                "limits": {**limits.to_dict(), "max_batch": max_batch},
+                "batches": {"run": batcher.batches, "images": batcher.images},
+            }
+        )
+
+    @asynccontextmanager
+    async def lifespan(app):
+        worker = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:  # uvicorn has answered every request it held
+            worker.cancel()
+            batcher.worker.shutdown(wait=True)
+            decoders.shutdown(wait=True)
+            scratch.cleanup()
+            say(
+                quiet,
+                f"serve: stopped, every request answered (images predicted: {batcher.images})",
+            )
+
+    routes = [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metadata", metadata, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve(
+    bundle: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 32,
+    limits: Limits | None = None,
+    calibrated: bool = True,
+) -> None:
+    """Serve the model at ``bundle`` (a run folder, a bundle, or an export) until SIGINT or
+    SIGTERM."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise HeadstartError(
+            "serving needs the serve extra: pip install 'headstart[serve]'"
+        ) from None
+    from .console import err
+    from .loading import load
+
+    model = load(bundle)
+    if not calibrated:
+        model.temperature = 1.0
+    err.print(
+        f"serving {bundle} ({len(model.classes)} classes) on http://{host}:{port}: POST "
+        "/predict, GET /health, GET /metadata; Ctrl-C or SIGTERM stops it",
+        soft_wrap=True,
+    )
+    uvicorn.run(
+        create_app(model, max_batch=max_batch, limits=limits, quiet=False),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _top_k(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest(400, f"top_k={value!r}: a whole number, at least 1")
+    return int(value)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"request of {size:,} bytes, over this server's limit of {limit:,}"

@@ -1,0 +1,226 @@
+"""headstart serve: the model behind HTTP on the loopback address, as clients use it."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import uvicorn
+from PIL import Image
+
+from headstart.runfolder import RunFolder
+from headstart.serve import Limits, create_app
+
+LIMITS = Limits(max_body_bytes=2**20, max_pixels=1_000_000)
+
+
+class Server:
+    """A server of ``model`` in a thread of this process, on a free loopback port."""
+
+    def __init__(self, model):
+        app = create_app(model, max_batch=8, limits=LIMITS)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self.uvicorn = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+        self.thread.start()
+        while not self.uvicorn.started:
+            assert self.thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        self.port = self.uvicorn.servers[0].sockets[0].getsockname()[1]
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        connection = self.connect()
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(fitted):
+    running = Server(fitted.model)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(fitted) -> list[Path]:
+    return [path for path, _, split in RunFolder(fitted.run_dir).splits if split == "val"]
+
+
+def jpeg(path: Path) -> bytes:
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def multipart(files: dict[str, bytes]) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in files.items()
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_health_and_metadata_describe_the_model(server, fitted):
+    assert server.request("GET", "/health") == (200, {"status": "ok"})
+    status, metadata = server.request("GET", "/metadata")
+    assert status == 200 and metadata["classes"] == list(fitted.model.classes)
+    assert metadata["preprocessing"] == fitted.model.preprocessing.to_dict()
+    assert metadata["temperature"] == fitted.model.temperature
+    assert metadata["limits"]["max_pixels"] == LIMITS.max_pixels
+
+
+def test_an_image_in_the_body_is_predicted_as_in_process(server, fitted, photos):
+    status, answer = server.request("POST", "/predict?top_k=2", photos[0].read_bytes())
+    (prediction,) = answer["predictions"]
+    (expected,) = fitted.model.predict([photos[0]], top_k=2)
+    assert status == 200 and prediction["label"] == expected.label
+    assert prediction["probability"] == pytest.approx(expected.probability, abs=1e-6)
+    assert [t["label"] for t in prediction["top"]] == [label for label, _ in expected.top]
+
+
+def test_several_images_in_a_multipart_form(server, fitted, photos):
+    files = {path.name: path.read_bytes() for path in photos[:3]}
+    status, answer = server.request("POST", "/predict", *multipart(files))
+    assert status == 200
+    assert [p["file"] for p in answer["predictions"]] == list(files)
+    expected = [p.label for p in fitted.model.predict(photos[:3])]
+    assert [p["label"] for p in answer["predictions"]] == expected
+
+
+def test_200_requests_from_20_concurrent_clients_are_all_answered_in_batches(
+    server, fitted, photos, tmp_path
+):
+    files = [tmp_path / f"{i}.jpg" for i in range(200)]
+    for i, file in enumerate(files):
+        file.write_bytes(jpeg(photos[i % len(photos)]))
+    bodies = [file.read_bytes() for file in files]
+    expected = [p.label for p in fitted.model.predict(files)]
+    before = server.request("GET", "/metadata")[1]["batches"]
+    with ThreadPoolExecutor(20) as clients:
+        answers = list(clients.map(lambda body: server.request("POST", "/predict", body), bodies))
+    assert [status for status, _ in answers] == [200] * 200
+    assert [answer["predictions"][0]["label"] for _, answer in answers] == expected
+    after = server.request("GET", "/metadata")[1]["batches"]
+    assert after["images"] - before["images"] == 200
+    assert after["run"] - before["run"] < 200  # concurrent requests shared batches
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "path", "status", "said"),
+    [
+        (b"", {}, "/predict", 400, "empty body"),
+        (b"plain text, not an image", {}, "/predict", 400, "not an image"),
+        ("truncated", {}, "/predict", 400, "the body"),
+        (b"x" * (2**20 + 1), {}, "/predict", 413, "over this server's limit"),
+        (_png(1200, 1000), {}, "/predict", 413, "1200 x 1000 pixels"),
+        ("photo", {}, "/predict?top_k=none", 400, "top_k='none'"),
+        (
+            b"--x\r\nnot a part",
+            {"Content-Type": "multipart/form-data; boundary=y"},
+            "/predict",
+            400,
+            "",
+        ),
+        (
+            b"--b\r\nContent-Disposition: form-data; name=note\r\n\r\nhello\r\n--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+            "/predict",
+            400,
+            "no file",
+        ),
+    ],
+    ids=[
+        "empty",
+        "not an image",
+        "corrupt JPEG",
+        "too large",
+        "too many pixels",
+        "bad top_k",
+        "malformed form",
+        "form without files",
+    ],
+)
+def test_bad_input_gets_a_4xx_and_a_message(server, photos, body, headers, path, status, said):
+    if body == "truncated":
+        whole = jpeg(photos[0])
+        body = whole[: len(whole) // 3]
+    elif body == "photo":
+        body = photos[0].read_bytes()
+    answered, answer = server.request("POST", path, body, headers)
+    assert answered == status and said in answer["error"]
+    assert server.request("GET", "/health")[0] == 200  # and the server goes on
+
+
+def test_a_shutdown_answers_the_requests_it_holds(fitted, photos):
+    server = Server(fitted.model)
+    connections = [server.connect() for _ in range(8)]
+    for connection, path in zip(connections, photos, strict=False):
+        connection.request("POST", "/predict", body=path.read_bytes())
+    server.uvicorn.should_exit = True  # as SIGTERM does
+    statuses = [connection.getresponse().status for connection in connections]
+    server.thread.join(timeout=60)
+    assert statuses == [200] * 8 and not server.thread.is_alive()
+
+
+def test_the_command_serves_until_sigterm(fitted, photos):
+    with socket.socket() as probe:  # a free port for the child
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "headstart", "serve", str(fitted.run_dir), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connection.request("POST", "/predict", body=photos[0].read_bytes())
+                break
+            except ConnectionRefusedError:
+                assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+                time.sleep(0.2)
+        assert connection.getresponse().status == 200
+        child.send_signal(signal.SIGTERM)
+        # uvicorn shuts down, then ends by the signal it caught, as the caller expects.
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        assert "every request answered (images predicted: 1)" in child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
