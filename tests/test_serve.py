@@ -26,6 +26,20 @@ from headstart.serve import Limits, create_app
 LIMITS = Limits(max_body_bytes=2**20, max_pixels=1_000_000)
 
 
+class SlowModel:
+    """``model``, a second slower per batch: requests stay in flight long enough to watch."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def probabilities(self, pixels, batch_size=32):
+        time.sleep(1.0)
+        return self.model.probabilities(pixels, batch_size)
+
+
 class Server:
     """A server of ``model`` in a thread of this process, on a free loopback port."""
 
@@ -133,6 +147,12 @@ def test_200_requests_from_20_concurrent_clients_are_all_answered_in_batches(
     assert after["run"] - before["run"] < 200  # concurrent requests shared batches
 
 
+def _ppm() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PPM")
+    return out.getvalue()
+
+
 def _png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height)).save(out, "PNG")
@@ -148,6 +168,8 @@ def _png(width: int, height: int) -> bytes:
         (b"x" * (2**20 + 1), {}, "/predict", 413, "over this server's limit"),
         (_png(1200, 1000), {}, "/predict", 413, "1200 x 1000 pixels"),
         ("photo", {}, "/predict?top_k=none", 400, "top_k='none'"),
+        ("photo", {}, "/predict?top_k=%C2%B2", 400, "top_k='²'"),
+        (_ppm(), {}, "/predict", 415, "PPM images are not accepted here"),
         (
             b"--x\r\nnot a part",
             {"Content-Type": "multipart/form-data; boundary=y"},
@@ -170,6 +192,8 @@ def _png(width: int, height: int) -> bytes:
         "too large",
         "too many pixels",
         "bad top_k",
+        "a superscript top_k",
+        "a format the server does not take",
         "malformed form",
         "form without files",
     ],
@@ -186,10 +210,14 @@ def test_bad_input_gets_a_4xx_and_a_message(server, photos, body, headers, path,
 
 
 def test_a_shutdown_answers_the_requests_it_holds(fitted, photos):
-    server = Server(fitted.model)
+    server = Server(SlowModel(fitted.model))
     connections = [server.connect() for _ in range(8)]
     for connection, path in zip(connections, photos, strict=False):
         connection.request("POST", "/predict", body=path.read_bytes())
+    deadline = time.monotonic() + 60
+    while len(server.uvicorn.server_state.tasks) < 8:  # every request read, none answered
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     server.uvicorn.should_exit = True  # as SIGTERM does
     statuses = [connection.getresponse().status for connection in connections]
     server.thread.join(timeout=60)
@@ -214,7 +242,9 @@ def test_the_command_serves_until_sigterm(fitted, photos):
                 connection.request("POST", "/predict", body=photos[0].read_bytes())
                 break
             except ConnectionRefusedError:
-                assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+                if child.poll() is not None or time.monotonic() > deadline:
+                    child.kill()
+                    pytest.fail(f"the server did not answer: {child.stderr.read()}")
                 time.sleep(0.2)
         assert connection.getresponse().status == 200
         child.send_signal(signal.SIGTERM)

@@ -30,7 +30,7 @@ class ExportedModel(Predictor):
     """A trained classifier whose network runs in ONNX Runtime or TorchScript."""
 
     def __init__(
-        self, network: Callable[[np.ndarray], np.ndarray], description: Description
+        self, network: Callable[[np.ndarray, str], np.ndarray], description: Description
     ) -> None:
         super().__init__(
             description.classes,
@@ -44,7 +44,21 @@ class ExportedModel(Predictor):
         self._network = network
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self._network(np.ascontiguousarray(batch))
+        return self._network(np.ascontiguousarray(batch), OUTPUTS[0])
+
+    def graph_probabilities(self, pixels: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """The network's own ``probabilities`` output for decoded pixels: the calibrated
+        softmax computed inside the graph, as runtimes other than headstart read it."""
+        batches = range(0, len(pixels), batch_size)
+        return np.concatenate(
+            [
+                self._network(
+                    np.ascontiguousarray(self.inputs.batch_array(pixels[i : i + batch_size])),
+                    OUTPUTS[1],
+                )
+                for i in batches
+            ]
+        )
 
 
 def load_exported_bundle(description: Description) -> ExportedModel:
@@ -58,7 +72,7 @@ def load_exported_bundle(description: Description) -> ExportedModel:
     return ExportedModel(network, description)
 
 
-def _onnx_network(description: Description) -> Callable[[np.ndarray], np.ndarray]:
+def _onnx_network(description: Description) -> Callable[[np.ndarray, str], np.ndarray]:
     try:
         import onnxruntime
     except ImportError:
@@ -91,13 +105,13 @@ def _onnx_network(description: Description) -> Callable[[np.ndarray], np.ndarray
             f"found {found})"
         )
 
-    def network(batch: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUTS[0]], {INPUT: batch})[0]
+    def network(batch: np.ndarray, output: str) -> np.ndarray:
+        return session.run([output], {INPUT: batch})[0]
 
     return network
 
 
-def _torchscript_network(description: Description) -> Callable[[np.ndarray], np.ndarray]:
+def _torchscript_network(description: Description) -> Callable[[np.ndarray, str], np.ndarray]:
     import torch  # a TorchScript bundle runs in PyTorch, without headstart's network code
 
     file = description.network_file
@@ -111,9 +125,8 @@ def _torchscript_network(description: Description) -> Callable[[np.ndarray], np.
         ) from None
 
     @torch.inference_mode()
-    def network(batch: np.ndarray) -> np.ndarray:
-        logits, _ = module(torch.from_numpy(batch))
-        return logits.numpy()
+    def network(batch: np.ndarray, output: str) -> np.ndarray:
+        return module(torch.from_numpy(batch))[OUTPUTS.index(output)].numpy()
 
     return network
 

@@ -20,7 +20,6 @@ exits.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from PIL import Image
 
 from ._version import __version__
 from .console import say
-from .data.images import IMAGE_EXTENSIONS, UnreadableImage
+from .data.images import IMAGE_EXTENSIONS, UnreadableImage, stack_shape
 from .errors import HeadstartError
 from .prediction import Predictor, ranked
 
@@ -40,6 +39,11 @@ __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
 #: Images one request may hold (multipart files).
 MAX_FILES = 64
+#: Connections served at once; beyond, uvicorn answers 503 (each may hold a body in memory).
+MAX_CONNECTIONS = 64
+#: The photo formats a client may send. Pillow opens more (EPS would run Ghostscript, a
+#: program the server should not expose to the network): those are refused before decoding.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
 
 
 class Limits:
@@ -80,25 +84,30 @@ class MicroBatcher:
         return await done
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
             while len(batch) < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            pixels = [item for item, _ in batch]
             try:
-                rows = await loop.run_in_executor(
-                    self.worker, self.model.probabilities, pixels, self.max_batch
-                )
-            except Exception as error:  # every waiting request hears of it
+                rows = await self._predict([pixels for pixels, _ in batch])
+            except Exception as error:  # every waiting request hears of it; the loop goes on
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(error)
                 continue
-            self.batches, self.images = self.batches + 1, self.images + len(batch)
             for row, (_, done) in zip(rows, batch, strict=True):
                 if not done.done():  # its client may have gone
                     done.set_result(row)
+
+    async def _predict(self, pixels: list[np.ndarray]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(
+            self.worker, self.model.probabilities, pixels, self.max_batch
+        )
+        if len(rows) != len(pixels):
+            raise RuntimeError(f"the model answered {len(rows)} rows for {len(pixels)} images")
+        self.batches, self.images = self.batches + 1, self.images + len(pixels)
+        return rows
 
 
 def create_app(
@@ -118,20 +127,10 @@ def create_app(
     decoder = model.inputs.decoder()
 
     def decode(body: bytes, name: str | None) -> np.ndarray:
-        """Pixels of an uploaded image, through the decoder ``predict`` uses on files."""
-        try:
-            with Image.open(io.BytesIO(body)) as header:  # the header only: its size
-                width, height = header.size
-        except Image.DecompressionBombError:
-            width = height = limits.max_pixels + 1
-        except Exception:
-            width = height = 0  # not a photo Pillow knows: the decoder says what it is
-        if width * height > limits.max_pixels:
-            raise BadRequest(
-                413,
-                f"{name or 'the image'}: {width} x {height} pixels, over this server's limit "
-                f"of {limits.max_pixels:,}",
-            )
+        """Pixels of an uploaded image, through the decoder ``predict`` uses on files, once
+        its header says it is a photo format this server takes (or a stack of channels)
+        within the pixel limit."""
+        what = name or "the body"
         suffix = Path(name or "").suffix.lower()
         handle, file = tempfile.mkstemp(
             suffix if suffix in IMAGE_EXTENSIONS else ".img", dir=scratch.name
@@ -139,9 +138,18 @@ def create_app(
         try:
             with os.fdopen(handle, "wb") as opened:
                 opened.write(body)
+            width, height = _size(Path(file), what)
+            if width * height > limits.max_pixels:
+                raise BadRequest(
+                    413,
+                    f"{what}: {width} x {height} pixels, over this server's limit of "
+                    f"{limits.max_pixels:,}",
+                )
             return model.inputs.pixels(Path(file), decoder)
         except UnreadableImage as error:
-            raise BadRequest(400, f"{name or 'the body'}: {error.reason}") from None
+            raise BadRequest(400, f"{what}: {error.reason}") from None
+        except OSError as error:  # the server's own disk, not the client's image
+            raise BadRequest(503, f"cannot hold the upload now ({error.strerror})") from None
         finally:
             os.unlink(file)
 
@@ -205,6 +213,8 @@ def create_app(
         return JSONResponse({"predictions": answers})
 
     async def health(request: Request) -> JSONResponse:
+        if worker is None or worker.done():  # the batcher is gone: nothing would be answered
+            return JSONResponse({"status": "not serving"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metadata(request: Request) -> JSONResponse:
@@ -222,8 +232,11 @@ def create_app(
             }
         )
 
+    worker: asyncio.Task | None = None
+
     @asynccontextmanager
     async def lifespan(app):
+        nonlocal worker
         worker = asyncio.create_task(batcher.run())
         try:
             yield
@@ -278,12 +291,36 @@ def serve(
         host=host,
         port=port,
         log_level="warning",
+        limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=30,
     )
 
 
+def _size(file: Path, what: str) -> tuple[int, int]:
+    """Width and height of an uploaded file from its header: a photo in one of
+    :data:`FORMATS`, or a stack of channels (``.npy``, a multi-channel TIFF)."""
+    shape = stack_shape(file)  # raises UnreadableImage for a stack it cannot use
+    if shape is not None:
+        return shape[1], shape[0]
+    try:
+        with Image.open(file, formats=FORMATS) as header:
+            return header.size
+    except Image.DecompressionBombError:
+        raise BadRequest(413, f"{what}: its header asks for too many pixels") from None
+    except Exception:
+        pass
+    try:
+        with Image.open(file) as header:
+            kind = header.format
+    except Exception:
+        return 0, 0  # not an image Pillow knows: the decoder says what it is, and refuses it
+    raise BadRequest(
+        415, f"{what}: {kind} images are not accepted here (send {', '.join(FORMATS)})"
+    )
+
+
 def _top_k(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise BadRequest(400, f"top_k={value!r}: a whole number, at least 1")
     return int(value)
 
