@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -153,7 +154,7 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong shape"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape", "one vector not finite"])
 def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path, damage):
     backbone, preprocessing, source = create_backbone("efficientnet_lite0")
     paths = sorted(small_faces.rglob("*.png"))[:4]
@@ -173,13 +174,18 @@ def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path
         shard.write_bytes(shard.read_bytes()[:100])
         for entry in pixels:
             entry.write_bytes(entry.read_bytes()[:200])
-    else:  # well-formed files holding the wrong arrays
+    elif damage == "wrong shape":  # well-formed files holding the wrong arrays
         keys = safe_open(shard, framework="numpy").metadata()
         save_file({"features": np.zeros((4, 5), np.float32)}, shard, metadata=keys)
         for entry in pixels:
             np.save(entry, np.zeros((10, 10, 3), np.uint8))
+    else:  # one image's vector alone is unusable: only that image is computed again
+        keys = safe_open(shard, framework="numpy").metadata()
+        vectors = load_arrays(shard)["features"]
+        vectors[2, 7] = np.nan
+        save_file({"features": vectors}, shard, metadata=keys)
     again = run()
-    assert again.computed == 4
+    assert again.computed == (1 if damage == "one vector not finite" else 4)
     assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
     size = preprocessing.resize_size
     assert all(min(np.load(entry).shape[:2]) == size for entry in pixels)

@@ -91,13 +91,17 @@ class FeatureStore:
         if not self._made_here(keys, vectors):
             shard.unlink(missing_ok=True)  # recomputed, never served
             return
-        for key, vector in zip(keys, vectors, strict=True):
+        # A vector that is not finite (a bit flipped on disk, a network that overflowed on
+        # one image) is a miss for its image alone: the shard's other vectors are served.
+        finite = np.isfinite(vectors).all(axis=1)
+        for key, vector, usable in zip(keys, vectors, finite, strict=True):
             # The first vector read stays: processes that computed one image twice (a float
             # apart) go on with the same features each.
-            self._vectors.setdefault(key, vector)
+            if usable:
+                self._vectors.setdefault(key, vector)
 
     def _made_here(self, keys: list | None, vectors: np.ndarray | None) -> bool:
-        """Whether a shard holds what :meth:`add` writes: one finite float32 vector of the
+        """Whether a shard holds what :meth:`add` writes: one float32 vector of the
         backbone's width per key."""
         return (
             isinstance(keys, list)
@@ -106,7 +110,6 @@ class FeatureStore:
             and vectors.ndim == 2
             and len(vectors) == len(keys)
             and vectors.shape[1] == self.dimension
-            and bool(np.isfinite(vectors).all())
         )
 
 
