@@ -4,8 +4,9 @@ inverted-file index beyond them.
 Two findings need them: near-duplicate candidates (pairs far more similar than distinct
 images) and outliers (images whose neighbours are all far away). Both read each image's few
 closest others. Up to :data:`EXACT_UP_TO` images the similarity matrix is computed in blocks of
-rows (memory stays at ``block x n``; the work is one ``n x n x d`` product, a few seconds for
-5,000 images on a CPU, small next to extracting the features). Beyond that its ``n^2`` work
+rows (at most 16 million similarities at once, 64 MB, whatever the number of images; the work
+is one ``n x n x d`` product, a few seconds for 5,000 images on a CPU, small next to
+extracting the features). Beyond that its ``n^2`` work
 outgrows that of an inverted-file index (faiss's ``IndexIVFFlat``: the
 vectors clustered into about ``4 sqrt(n)`` cells, each query compared with the vectors of
 its nearest cells only) does the same search in ``n^1.5``. Near duplicates lie in one cell or
@@ -23,6 +24,11 @@ import numpy as np
 __all__ = ["EXACT_UP_TO", "Neighbours", "index_available", "neighbours"]
 
 _BLOCK = 1024
+#: Similarities the exact search holds at once, at most (64 MB of float32): its blocks of rows
+#: shrink as the images grow, so that its memory does not. At 50,000 images, blocks of 1,024
+#: rows (205 MB of similarities, and twice that in argpartition's indices) put the audit's
+#: peak 1 GB above what it held before the search.
+_BLOCK_ELEMENTS = 1 << 24
 #: Up to this many images the search is exact; beyond, approximate where faiss is installed
 #: (``pip install headstart[scale]``). Measured by benchmarks/neighbours.py on 2 CPU cores:
 #: exact 5.8 s at 20,000 images and 39 s at 50,000, the index 10.8 s and 46 s (its
@@ -108,15 +114,17 @@ def neighbours(
 
 
 def _centred_unit(features: np.ndarray) -> np.ndarray:
-    unit = features.astype(np.float32) - features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    unit = features.astype(np.float32)  # one copy, centred and scaled in place
+    unit -= features.mean(axis=0, dtype=np.float64).astype(np.float32)
     unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
     return unit
 
 
 def _exact(unit: np.ndarray, width: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Each block of rows: the ``width`` most similar others of each, by similarity."""
-    for start in range(0, len(unit), _BLOCK):
-        yield start, *_closest(unit, np.arange(start, min(start + _BLOCK, len(unit))), width)
+    rows = max(1, min(_BLOCK, _BLOCK_ELEMENTS // len(unit)))
+    for start in range(0, len(unit), rows):
+        yield start, *_closest(unit, np.arange(start, min(start + rows, len(unit))), width)
 
 
 def _closest(unit: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +132,9 @@ def _closest(unit: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray
     similarities and indices, by comparing each with every vector."""
     block = unit[rows] @ unit.T
     block[np.arange(len(rows)), rows] = -np.inf  # an image is not its own neighbour
-    index = np.argpartition(-block, width - 1, axis=1)[:, :width]
-    similarity = np.take_along_axis(block, index, axis=1)
+    np.negative(block, out=block)  # in place: the most similar first, without a copy
+    index = np.argpartition(block, width - 1, axis=1)[:, :width]
+    similarity = -np.take_along_axis(block, index, axis=1)
     order = np.argsort(-similarity, axis=1, kind="stable")
     return np.take_along_axis(similarity, order, 1), np.take_along_axis(index, order, 1)
 
