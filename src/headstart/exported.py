@@ -49,16 +49,8 @@ class ExportedModel(Predictor):
     def graph_probabilities(self, pixels: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """The network's own ``probabilities`` output for decoded pixels: the calibrated
         softmax computed inside the graph, as runtimes other than headstart read it."""
-        batches = range(0, len(pixels), batch_size)
-        return np.concatenate(
-            [
-                self._network(
-                    np.ascontiguousarray(self.inputs.batch_array(pixels[i : i + batch_size])),
-                    OUTPUTS[1],
-                )
-                for i in batches
-            ]
-        )
+        batches = self.inputs.batches(pixels, batch_size)
+        return np.concatenate([self._network(np.ascontiguousarray(b), OUTPUTS[1]) for b in batches])
 
 
 def load_exported_bundle(description: Description) -> ExportedModel:

@@ -134,10 +134,7 @@ class Predictor:
     def log_probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Log class probabilities of already decoded pixels: exact where the probabilities
         are too small for a float (the loss of a confident mistake)."""
-        out = [
-            self._log_probabilities(self.inputs.batch_array(pixels[start : start + batch_size]))
-            for start in range(0, len(pixels), batch_size)
-        ]
+        out = [self._log_probabilities(b) for b in self.inputs.batches(pixels, batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def _log_probabilities(self, batch: np.ndarray) -> np.ndarray:

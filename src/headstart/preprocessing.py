@@ -183,6 +183,12 @@ class ImageReader:
             return np.zeros((0, self.channels, *self.crop_size), np.uint8)
         return np.stack([self.crop_array(p) for p in pixels]).transpose(0, 3, 1, 2)
 
+    def batches(self, pixels: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+        """The evaluation crops of already decoded pixels, ``batch_size`` images at a time
+        (see :meth:`batch_array`)."""
+        for start in range(0, len(pixels), batch_size):
+            yield self.batch_array(pixels[start : start + batch_size])
+
     def read_arrays(
         self,
         paths: Sequence[Path],

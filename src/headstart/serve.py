@@ -182,8 +182,6 @@ def create_app(
                     for key, value in form.multi_items()
                     if not isinstance(value, str)
                 ]
-        except BadRequest:
-            raise
         except Exception as error:  # the form parser's errors: a malformed form
             raise BadRequest(400, f"cannot read the multipart form: {error}") from None
         if not files:
