@@ -16,14 +16,24 @@ PACKAGE = Path(headstart.__file__).parent
 
 #: The layers, lowest first: a module may import from its own layer or a lower one.
 LAYERS = [
-    {"_version", "errors", "console", "config", "runfolder", "metrics", "drawing", "storage"},
+    {
+        "_version",
+        "errors",
+        "console",
+        "config",
+        "runfolder",
+        "metrics",
+        "drawing",
+        "storage",
+        "transferability",
+    },
     {"data", "models", "preprocessing"},
     {"inputs", "classifier", "features"},
     {"training", "auditing", "checks", "monitor", "diagnosis"},
     {"bundle", "prediction", "torch_model", "exported", "loading"},
     {"compare", "report"},
     {"stages"},
-    {"recipe", "api", "preview", "printing", "demo", "publish", "exporting", "serve"},
+    {"recipe", "api", "preview", "printing", "demo", "publish", "exporting", "serve", "ranking"},
     {"cli", "__init__", "__main__"},
 ]
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from headstart.cli import main
-from headstart.storage import write_atomically
+from headstart.storage import write_atomically, write_png
 
 
 @pytest.fixture
@@ -85,6 +86,29 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_partial(tmp_path, monkeyp
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.parametrize("kind", ["Pillow image", "Matplotlib figure"])
+def test_a_picture_is_written_whole_or_not_at_all(tmp_path, monkeypatch, kind):
+    if kind == "Pillow image":
+        picture = Image.new("RGB", (8, 8), "red")
+    else:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        picture = Figure(figsize=(1, 1))
+    target = write_png(picture, tmp_path / "plot.png")
+    assert Image.open(target).format == "PNG"
+
+    def failing_replace(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match=r"plot\.png"):
+        write_png(picture, target)
+    assert list(tmp_path.iterdir()) == [target] and Image.open(target).format == "PNG"
+
+
 @pytest.mark.slow  # three fits in fresh processes: about two minutes
 def test_a_fit_killed_during_extraction_reruns_to_the_same_model(small_faces, tmp_path):
     def fit(name: str, cache: Path, kill_after_pixels: int | None = None) -> Path:
@@ -110,9 +134,10 @@ def test_a_fit_killed_during_extraction_reruns_to_the_same_model(small_faces, tm
         assert np.array_equal(ours[key], theirs[key]), key
 
 
-#: Run in a fresh process: the command line, with every write into the run folder counted and
-#: the process killed (SIGKILL, as by the kernel or a power cut) at the chosen one, half of
-#: its bytes written, as a crash in mid-write leaves them.
+#: Run in a fresh process: the command line, with every write into the run folder counted
+#: (whole files, pictures and the report among them, and each line appended to a log) and the
+#: process killed (SIGKILL, as by the kernel or a power cut) at the chosen one, half of its
+#: bytes written, as a crash in mid-write leaves them.
 KILLED_AT_A_WRITE = """
 import atexit, os, signal, sys, threading
 from pathlib import Path
@@ -121,7 +146,7 @@ import headstart.storage as storage
 
 runs, kill_at, counted = Path(sys.argv[1]).resolve(), int(sys.argv[2]), Path(sys.argv[3])
 writes = []
-whole = storage.write_atomically
+whole, whole_line = storage.write_atomically, storage.append_line
 
 def write_atomically(path, data):
     if runs in Path(path).resolve().parents:
@@ -132,7 +157,17 @@ def write_atomically(path, data):
             os.kill(os.getpid(), signal.SIGKILL)
     return whole(path, data)
 
+def append_line(path, line):
+    if runs in Path(path).resolve().parents:
+        writes.append(str(path))
+        if len(writes) == kill_at:
+            with open(path, "a") as file:
+                file.write(line[: len(line) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return whole_line(path, line)
+
 storage.write_atomically = write_atomically
+storage.append_line = append_line
 atexit.register(lambda: counted.write_text("\\n".join(writes)))
 from headstart.cli import main
 sys.exit(main(sys.argv[4:]))

@@ -191,6 +191,28 @@ def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path
     assert all(min(np.load(entry).shape[:2]) == size for entry in pixels)
 
 
+def test_an_open_store_reads_vectors_from_disk_and_notices_damage(small_faces, tmp_path):
+    # A store keeps an index in memory, not the vectors (50,000 images' would be 256 MB a
+    # view): they are read from the shard when asked for, and checked again then.
+    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    paths = sorted(small_faces.rglob("*.png"))[:4]
+    images = DecodedImages(
+        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
+    )
+    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+    store = {"plain": FeatureStore(tmp_path / "features", identity)}
+    pipeline = InputPipeline(preprocessing)
+    first = extract_features(backbone, pipeline, paths, images, store)
+    (shard,) = (tmp_path / "features").rglob("*.safetensors")
+    shard.write_bytes(b"damaged while the store was open")
+    again = extract_features(backbone, pipeline, paths, images, store)
+    assert again.computed == 4
+    assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
+    # All the paths, in order: the array itself, not a copy; some of them: their rows.
+    assert again.of(again.paths) is again.views["plain"]
+    assert np.array_equal(again.of(again.paths[2:]), again.views["plain"][2:])
+
+
 def test_unreadable_files_are_skipped_and_listed(small_faces, tmp_path):
     data = tmp_path / "faces"
     shutil.copytree(small_faces, data)

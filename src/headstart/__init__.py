@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .exporting import export
     from .loading import load
     from .prediction import Prediction, Predictor
+    from .ranking import rank
     from .recipe import FitResult, fit, resume
     from .torch_model import Model
 
@@ -42,6 +43,7 @@ __all__ = [
     "load",
     "lr_find",
     "push",
+    "rank",
     "resume",
 ]
 
@@ -60,6 +62,7 @@ _HOMES = {
     "load": "loading",
     "lr_find": "api",
     "push": "publish",
+    "rank": "ranking",
     "resume": "recipe",
 }
 

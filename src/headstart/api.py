@@ -42,15 +42,11 @@ def audit(data: str | Path, config: FitConfig | None = None, **settings) -> Audi
     started = time.perf_counter()
     config = FitConfig.of(config, **settings)
     ready = prepare(data, config)
-    extracted = ready.features
-    features = None
-    if extracted is not None:
-        features = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
     report = audit_dataset(
-        ready.dataset, features, ready.images, seed=config.seed, quiet=config.quiet
+        ready.dataset, ready.features, ready.images, seed=config.seed, quiet=config.quiet
     )
-    if extracted is not None:
-        report.timings = {"features": extracted.seconds, **report.timings}
+    if ready.features is not None:
+        report.timings = {"features": ready.features.seconds, **report.timings}
     report.seconds = time.perf_counter() - started
     return report
 

@@ -136,6 +136,31 @@ def _parser() -> argparse.ArgumentParser:
     _settings(check, "check")
     check.set_defaults(run=_check)
 
+    rank = commands.add_parser(
+        "rank",
+        help="rank candidate backbones for DATA before fine-tuning any",
+        description="Put a sample of DATA's training images through each candidate network "
+        "once and rank the candidates by LogME (the evidence that a linear model on their "
+        "features explains the labels), with a cross-validated linear probe beside it; say "
+        "which to fine-tune. The features land in fit's cache.",
+    )
+    rank.add_argument("data", help="folder or CSV file, as for fit")
+    rank.add_argument(
+        "--models",
+        metavar="LIST",
+        help="comma-separated candidates, [random:]ARCH[@SIZE] (default: --arch at the size "
+        "its weights were trained at, at 3/4 and 1/2 of it, and randomly initialised)",
+    )
+    rank.add_argument(
+        "--most-images",
+        type=int,
+        default=2000,
+        help="training images put through each candidate, at most (default 2000)",
+    )
+    rank.add_argument("--out", help="also write ranking.json into this folder")
+    _settings(rank, "rank")
+    rank.set_defaults(run=_rank)
+
     report = commands.add_parser(
         "report",
         help="rebuild a run's report.html from its folder",
@@ -422,6 +447,20 @@ def _check(args: argparse.Namespace) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         out.print(f"written: {report.write(Path(args.out) / CHECKS)}")
     return 0 if report.passed else 1
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from .console import out
+    from .ranking import rank
+
+    models = [m for m in args.models.split(",") if m.strip()] if args.models else None
+    config = _config_from(args, "models", "most_images", "out")
+    ranking = rank(args.data, models, config, most_images=args.most_images)
+    ranking.print()
+    out.print(f"next: headstart fit {args.data} {' '.join(ranking.fit_flags())}", soft_wrap=True)
+    if args.out:
+        out.print(f"written: {ranking.write(args.out)}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

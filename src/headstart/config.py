@@ -87,7 +87,7 @@ GROUPS = {
     "augmentation": "augmentation and class balance",
     "run": "the run",
 }
-_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview")
+_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank")
 _TRAINS = ("fit", "check", "lr-find", "augment-preview")
 COMMANDS = {
     "data": _READS_DATA,

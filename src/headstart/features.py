@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from safetensors.numpy import load_file
+from safetensors import safe_open
 
 from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash
 from .data.images import UnreadableImage
@@ -39,7 +39,13 @@ _SHARD_SIZE = 1024
 
 
 class FeatureStore:
-    """Feature vectors of one (backbone, weights, preprocessing, view), by file content hash."""
+    """Feature vectors of one (backbone, weights, preprocessing, view), by file content hash.
+
+    Only an index stays in memory (which shard holds each image's vector, at which row): the
+    vectors are read from their shards when asked for, into the caller's array. An open store
+    costs some 200 bytes an image whatever the vectors' size, so that the one copy of the
+    features in memory is the array they are read into (``benchmarks/scale.py``).
+    """
 
     def __init__(self, root: Path, identity: dict):
         self.dimension = identity["dimension"]
@@ -49,68 +55,99 @@ class FeatureStore:
         identity_file = self.directory / "identity.json"
         if not identity_file.exists():
             identity_file.write_text(json.dumps(identity, indent=2, sort_keys=True))
-        self._vectors: dict[str, np.ndarray] = {}
-        self._shards: set[str] = set()  # the shards read (or written) so far
+        self._where: dict[str, tuple[str, int]] = {}  # key -> (shard name, row in it)
+        self._shards: set[str] = set()  # the shards indexed (or written) so far
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the shards written since this store was opened (by other processes)."""
+        """Index the shards written since this store was opened (by other processes)."""
         for shard in sorted(self.directory.glob("*.safetensors")):
             if shard.name not in self._shards:
                 self._shards.add(shard.name)
-                self._load(shard)
+                self._index(shard)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._vectors
+        return key in self._where
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return len(self._where)
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
-        return np.stack([self._vectors[key] for key in keys])
+        """The vectors of ``keys``, a row each (``KeyError`` for one that cannot be read)."""
+        vectors = np.empty((len(keys), self.dimension), np.float32)
+        lost = self.read_into(keys, vectors, range(len(keys)))
+        if lost:
+            raise KeyError(lost[0])
+        return vectors
+
+    def read_into(self, keys: Sequence[str], out: np.ndarray, rows: Sequence[int]) -> list[str]:
+        """Put the vector of ``keys[i]`` in ``out[rows[i]]``, reading each shard once. Returns
+        the keys whose vectors could not be read (their shard damaged or removed since it was
+        indexed): forgotten by the store, so that they are recomputed, never served."""
+        wanted: dict[str, list[tuple[str, int, int]]] = {}
+        for key, row in zip(keys, rows, strict=True):
+            shard, position = self._where[key]
+            wanted.setdefault(shard, []).append((key, position, row))
+        lost = []
+        for shard, entries in wanted.items():
+            usable = np.zeros(len(entries), dtype=bool)
+            read = _read_shard(self.directory / shard, self.dimension)
+            positions = [position for _, position, _ in entries]
+            if read is not None and max(positions) < len(read[1]):
+                vectors = read[1][positions]
+                usable = np.isfinite(vectors).all(axis=1)
+                out[[row for _, _, row in entries]] = vectors  # a lost row is recomputed
+            for (key, _, _), good in zip(entries, usable, strict=True):
+                if not good:
+                    self._where.pop(key, None)  # a copy of an image may be asked for twice
+                    lost.append(key)
+        return lost
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         if not keys:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        name = f"{time.time_ns()}-{os.getpid()}"  # a new shard's name; never read back
+        name = f"{time.time_ns()}-{os.getpid()}.safetensors"  # a new shard's name; not read back
         metadata = {"keys": json.dumps(list(keys))}
-        write_tensors({"features": vectors}, self.directory / f"{name}.safetensors", metadata)
-        self._shards.add(f"{name}.safetensors")
-        self._vectors.update(zip(keys, vectors, strict=True))
+        write_tensors({"features": vectors}, self.directory / name, metadata)
+        self._shards.add(name)
+        for row, key in enumerate(keys):
+            self._where.setdefault(key, (name, row))
 
-    def _load(self, shard: Path) -> None:
-        try:
-            from safetensors import safe_open
-
-            with safe_open(shard, framework="numpy") as file:
-                keys = json.loads(file.metadata()["keys"])
-            vectors = load_file(shard)["features"]
-        except Exception:  # a damaged shard is only a cache miss
-            vectors = keys = None
-        if not self._made_here(keys, vectors):
+    def _index(self, shard: Path) -> None:
+        read = _read_shard(shard, self.dimension)
+        if read is None:
             shard.unlink(missing_ok=True)  # recomputed, never served
             return
+        keys, vectors = read
         # A vector that is not finite (a bit flipped on disk, a network that overflowed on
         # one image) is a miss for its image alone: the shard's other vectors are served.
         finite = np.isfinite(vectors).all(axis=1)
-        for key, vector, usable in zip(keys, vectors, finite, strict=True):
-            # The first vector read stays: processes that computed one image twice (a float
-            # apart) go on with the same features each.
+        for row, (key, usable) in enumerate(zip(keys, finite, strict=True)):
+            # The first vector indexed stays: processes that computed one image twice (a
+            # float apart) go on with the same features each.
             if usable:
-                self._vectors.setdefault(key, vector)
+                self._where.setdefault(key, (shard.name, row))
 
-    def _made_here(self, keys: list | None, vectors: np.ndarray | None) -> bool:
-        """Whether a shard holds what :meth:`add` writes: one float32 vector of the
-        backbone's width per key."""
-        return (
-            isinstance(keys, list)
-            and vectors is not None
-            and vectors.dtype == np.float32
-            and vectors.ndim == 2
-            and len(vectors) == len(keys)
-            and vectors.shape[1] == self.dimension
-        )
+
+def _read_shard(shard: Path, dimension: int) -> tuple[list[str], np.ndarray] | None:
+    """The keys and vectors of a shard, or None unless it holds what
+    :meth:`FeatureStore.add` writes: one float32 vector of ``dimension`` per key."""
+    try:
+        with safe_open(shard, framework="numpy") as file:
+            keys = json.loads(file.metadata()["keys"])
+            vectors = file.get_tensor("features")
+    except Exception:  # damaged, truncated or gone: only a cache miss
+        return None
+    if (
+        isinstance(keys, list)
+        and vectors.dtype == np.float32
+        and vectors.ndim == 2
+        and len(vectors) == len(keys)
+        and vectors.shape[1] == dimension
+    ):
+        return keys, vectors
+    return None
 
 
 def feature_stores(
@@ -143,9 +180,17 @@ class ExtractedFeatures:
     seconds: float
     computed: int  # how many images went through the network (the rest came from the cache)
 
-    def rows(self, paths: Sequence[Path]) -> list[int]:
-        """Row numbers of ``paths`` in the feature arrays."""
-        return [self._row_of[path] for path in paths]
+    def __contains__(self, path: Path) -> bool:
+        return path in self._row_of
+
+    def of(self, paths: Sequence[Path], view: str = "plain") -> np.ndarray:
+        """The vectors of ``paths`` in ``view``, a row each: the array itself, not a copy, when
+        ``paths`` are all the paths in order (at 50,000 images, a copy is 256 MB)."""
+        rows = [self._row_of[path] for path in paths]
+        array = self.views[view]
+        if len(rows) == len(array) and rows == list(range(len(array))):
+            return array
+        return array[rows]
 
     @cached_property
     def _row_of(self) -> dict[Path, int]:
@@ -185,12 +230,24 @@ def extract_features(
             keys[path] = images.key(path)
         except UnreadableImage as error:
             skipped.append(Skipped(path, error.reason))
-    todo = [p for p in keys if not all(keys[p] in stores.get(v, ()) for v in views)]
-    if on_batch and len(keys) > len(todo):
-        on_batch(len(keys) - len(todo))
+    # Every vector goes straight into its row of one array per view: the features' only copy
+    # in memory (the stores keep an index, and write what is computed to disk).
+    kept = list(keys)
+    row_of = {path: row for row, path in enumerate(kept)}
+    arrays = {name: np.empty((len(kept), backbone.num_features), np.float32) for name in views}
+    missing = {path for path in kept if any(keys[path] not in stores.get(v, ()) for v in views)}
+    for name, store in stores.items():
+        if name in views:
+            cached = [path for path in kept if path not in missing]
+            lost = set(
+                store.read_into([keys[p] for p in cached], arrays[name], _rows(cached, row_of))
+            )
+            missing.update(path for path in cached if keys[path] in lost)
+    todo = [path for path in kept if path in missing]
+    if on_batch and len(kept) > len(todo):
+        on_batch(len(kept) - len(todo))
 
-    computed: dict[str, dict[str, np.ndarray]] = {v: {} for v in views}
-    unsaved: dict[str, list[str]] = {v: [] for v in views}
+    unsaved: dict[str, list[Path]] = {v: [] for v in views}
     try:
         # On a CPU, decoding and the network take turns on every core (see map_batches).
         for crops in inputs.read(todo, images, batch_size, overlap=device.type != "cpu"):
@@ -199,41 +256,45 @@ def extract_features(
                 keys.pop(failed.path)
             if crops.paths:
                 normalised = normalize(crops.pixels)
+                rows = _rows(crops.paths, row_of)
                 for name in views:
                     vectors = forward(backbone, view(normalised, name)).float().cpu().numpy()
-                    for path, vector in zip(crops.paths, vectors, strict=True):
-                        computed[name][keys[path]] = vector
-                        unsaved[name].append(keys[path])
+                    arrays[name][rows] = vectors
+                    unsaved[name].extend(crops.paths)
             if on_batch:
                 on_batch(len(crops))
             if sum(map(len, unsaved.values())) >= _SHARD_SIZE:
-                _flush(computed, unsaved, stores)
+                _flush(arrays, unsaved, keys, row_of, stores)
     finally:
         # Also on Ctrl-C: what was computed is kept for the next run.
-        _flush(computed, unsaved, stores)
+        _flush(arrays, unsaved, keys, row_of, stores)
 
-    kept = [p for p in paths if p in keys]
-    arrays = {}
-    for name in views:
-        found = computed[name]
-        rows = [
-            found[keys[p]] if keys[p] in found else stores[name].get([keys[p]])[0] for p in kept
-        ]
-        arrays[name] = np.stack(rows) if rows else np.zeros((0, backbone.num_features), np.float32)
+    if len(keys) < len(kept):  # files that failed to decode: their rows go
+        rows = _rows([path for path in kept if path in keys], row_of)
+        arrays = {name: array[rows] for name, array in arrays.items()}
+        kept = [path for path in kept if path in keys]
     return ExtractedFeatures(kept, arrays, skipped, time.perf_counter() - start, len(todo))
 
 
+def _rows(paths: Sequence[Path], row_of: dict[Path, int]) -> list[int]:
+    return [row_of[path] for path in paths]
+
+
 def _flush(
-    computed: dict[str, dict[str, np.ndarray]],
-    unsaved: dict[str, list[str]],
+    arrays: dict[str, np.ndarray],
+    unsaved: dict[str, list[Path]],
+    keys: dict[Path, str],
+    row_of: dict[Path, int],
     stores: dict[str, FeatureStore],
 ) -> None:
-    for name, keys in unsaved.items():
+    """Write the vectors computed since the last flush to their stores, one shard a view."""
+    for name, paths in unsaved.items():
         store = stores.get(name)
         if store is not None:
-            new = [key for key in dict.fromkeys(keys) if key not in store]
+            new: dict[str, Path] = {}  # a copy of an image (another path) is written once
+            for path in paths:
+                if keys[path] not in store:
+                    new.setdefault(keys[path], path)
             if new:
-                store.add(new, np.stack([computed[name][key] for key in new]))
-            for key in keys:  # the store holds them now: one copy in memory, not two
-                computed[name].pop(key, None)
-        keys.clear()
+                store.add(list(new), arrays[name][_rows(list(new.values()), row_of)])
+        paths.clear()

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HeadstartError
-from .storage import write_atomically
+from .storage import append_line, write_atomically
 
 try:  # advisory locks: a second process can tell a run folder is in use
     import fcntl
@@ -92,6 +92,7 @@ PLAN = "plan.json"
 CHECKS = "checks.json"
 LR_FIND = "lr_find.json"
 LR_FIND_PLOT = "lr_find.png"
+RANKING = "ranking.json"
 METRICS = "metrics.jsonl"
 PROGRESS = "progress.json"
 FIXED_BATCH = "fixed_batch.json"
@@ -350,11 +351,7 @@ class RunFolder:
     def log_metrics(self, record: dict) -> None:
         """Append one line to ``metrics.jsonl``, flushed at once so a crash loses nothing (a
         line a crash cut short is ended first, so that it spoils only itself)."""
-        line = json.dumps(_clean({"time": time.time(), **record}))
-        file = self.path / METRICS
-        torn = file.exists() and file.stat().st_size and _last_byte(file) != b"\n"
-        with open(file, "a") as out:
-            out.write(("\n" if torn else "") + line + "\n")
+        append_line(self.path / METRICS, json.dumps(_clean({"time": time.time(), **record})))
         self.__dict__.pop("metrics", None)
 
     def rewrite_metrics(self, records: list[dict]) -> None:
@@ -432,12 +429,6 @@ class RunFolder:
             if candidate is not None and (candidate / SPLITS).exists():
                 return cls(candidate)
         return None
-
-
-def _last_byte(file: Path) -> bytes:
-    with open(file, "rb") as handle:
-        handle.seek(-1, 2)
-        return handle.read(1)
 
 
 def _clean(value: Any) -> Any:

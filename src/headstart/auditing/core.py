@@ -10,10 +10,7 @@ extraction's time.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..console import progress_bar
 from ..data.decoded import DecodedImages
@@ -28,12 +25,15 @@ from .properties import OUTLIER_NEIGHBOUR, image_properties
 from .report import AuditReport
 from .split import keep_together
 
+if TYPE_CHECKING:  # the audit reads the features' arrays; it needs no PyTorch itself
+    from ..features import ExtractedFeatures
+
 __all__ = ["audit_dataset"]
 
 
 def audit_dataset(
     dataset: Dataset,
-    features: Mapping[Path, np.ndarray] | None,
+    features: ExtractedFeatures | None,
     images: DecodedImages,
     *,
     seed: int = 0,
@@ -44,9 +44,10 @@ def audit_dataset(
     Args:
         dataset: as :func:`~headstart.data.discover` returns it (after ``drop`` of the files
             that failed to decode, if any: they are reported as unusable).
-        features: each sample's plain-view backbone features, by path; None (no pretrained
-            backbone) limits the audit to what pixels tell: exact and hash-based duplicates,
-            no outliers, no label issues. Samples missing from it are audited without.
+        features: the samples' backbone features (the plain view is read); None (no
+            pretrained backbone) limits the audit to what pixels tell: exact and hash-based
+            duplicates, no outliers, no label issues. Samples missing from it are audited
+            without.
         images: the decoded-pixel cache the features were extracted from; thumbnails and
             image grids read it.
         seed: for the cross-validation folds of the label check.
@@ -74,7 +75,7 @@ def audit_dataset(
         notes.append(f"{len(samples) - len(featured)} images have no features: not in label check")
     nearest = matrix = None
     if len(featured) >= 2:
-        matrix = np.stack([features[s.path] for s in featured])
+        matrix = features.of([s.path for s in featured])  # all of them: no copy
         nearest = neighbours(
             matrix,
             threshold=FEATURE_SIMILARITY,

@@ -37,6 +37,8 @@ __all__ = [
     "check_labels",
 ]
 
+#: Rows standardised at a time (21 MB of float64 at 1,280 features).
+_BLOCK_ROWS = 2048
 #: Cross-validation folds: each probe trains on 80% of the images.
 FOLDS = 5
 #: Inverse regularisation of the probe (on standardised features). Recall of planted flips
@@ -235,8 +237,6 @@ def _out_of_sample(
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
@@ -260,15 +260,34 @@ def _out_of_sample(
         for train, held_out in splitter.split(features, labels, groups):
             if len(np.unique(labels[train])) < 2:
                 return None  # a fold of one class: nothing to tell the labels apart with
-            probe = make_pipeline(
-                StandardScaler(), LogisticRegression(C=C, max_iter=300, random_state=seed)
-            )
-            probe.fit(features[train], labels[train])
+            rows = np.asarray(features[train], dtype=np.float32)  # the fold's own copy
+            mean, scale = _standardise(rows)
+            probe = LogisticRegression(C=C, max_iter=300, random_state=seed)
+            probe.fit(rows, labels[train])
+            del rows
             # A class absent from a training fold gets probability 0 for its held-out images.
             probabilities[np.ix_(held_out, probe.classes_)] = probe.predict_proba(
-                features[held_out]
+                (features[held_out] - mean) / scale
             )
     return probabilities
+
+
+def _standardise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale the columns of ``rows`` in place, as scikit-learn's ``StandardScaler``
+    does (the mean and the population spread; a constant column only centred), and return
+    the two, for other rows. In place and summed a block of rows at a time, because the
+    scaler holds two more copies of the matrix while it works: the label check's peak was
+    800 MB above the audit's at 50,000 images."""
+    mean = rows.mean(axis=0, dtype=np.float64)
+    rows -= mean.astype(rows.dtype)
+    squares = np.zeros(rows.shape[1])
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        block = rows[start : start + _BLOCK_ROWS].astype(np.float64)
+        squares += np.einsum("ij,ij->j", block, block)
+    scale = np.sqrt(squares / len(rows))
+    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
+    rows /= scale.astype(rows.dtype)
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def _percent(share: float) -> str:

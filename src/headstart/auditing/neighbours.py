@@ -4,7 +4,7 @@ inverted-file index beyond them.
 Two findings need them: near-duplicate candidates (pairs far more similar than distinct
 images) and outliers (images whose neighbours are all far away). Both read each image's few
 closest others. Up to :data:`EXACT_UP_TO` images the similarity matrix is computed in blocks of
-rows (at most 16 million similarities at once, 64 MB, whatever the number of images; the work
+rows (at most 4 million similarities at once, 16 MB, whatever the number of images; the work
 is one ``n x n x d`` product, a few seconds for 5,000 images on a CPU, small next to
 extracting the features). Beyond that its ``n^2`` work
 outgrows that of an inverted-file index (faiss's ``IndexIVFFlat``: the
@@ -24,11 +24,12 @@ import numpy as np
 __all__ = ["EXACT_UP_TO", "Neighbours", "index_available", "neighbours"]
 
 _BLOCK = 1024
-#: Similarities the exact search holds at once, at most (64 MB of float32): its blocks of rows
-#: shrink as the images grow, so that its memory does not. At 50,000 images, blocks of 1,024
-#: rows (205 MB of similarities, and twice that in argpartition's indices) put the audit's
-#: peak 1 GB above what it held before the search.
-_BLOCK_ELEMENTS = 1 << 24
+#: Similarities the exact search holds at once, at most (16 MB of float32, and 32 MB of
+#: argpartition's indices): its blocks of rows shrink as the images grow, so that its memory
+#: does not. At 50,000 images, blocks of 1,024 rows put the audit's peak 1 GB above what it
+#: held before the search. Blocks this small cost no time: 5.5 s at 20,000 images against
+#: 6.0 s with four times the elements (2 CPU cores).
+_BLOCK_ELEMENTS = 1 << 22
 #: Up to this many images the search is exact; beyond, approximate where faiss is installed
 #: (``pip install headstart[scale]``). Measured by benchmarks/neighbours.py on 2 CPU cores:
 #: exact 5.8 s at 20,000 images and 39 s at 50,000, the index 10.8 s and 46 s (its

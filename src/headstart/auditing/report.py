@@ -16,7 +16,7 @@ from ..data.decoded import DecodedImages
 from ..data.sources import Dataset, Sample, Skipped
 from ..errors import HeadstartError
 from ..runfolder import AUDIT_JSON, CONTACT_SHEETS, DUPLICATES_GRID, LABEL_ISSUES_GRID
-from ..storage import write_atomically
+from ..storage import write_atomically, write_png
 from . import duplicates as _duplicates
 from .balance import Balance
 from .duplicates import DuplicateGroup
@@ -167,7 +167,7 @@ class AuditReport:
                 section = sections[("train", "val", "test").index(sample.split)]
                 section.tiles.append(Tile(sample.path))
             image = render(title, [s for s in sections if s.tiles], pixels, columns=12)
-            image.save(sheets / f"{_file_name(name)}.png")
+            write_png(image, sheets / f"{_file_name(name)}.png")
 
         if self.duplicates:
             sections = []
@@ -187,7 +187,7 @@ class AuditReport:
                     )
                 )
             title = f"{len(self.duplicates)} duplicate groups, {len(self.leaks)} leak across splits"
-            render(title, sections, pixels).save(folder / DUPLICATES_GRID)
+            write_png(render(title, sections, pixels), folder / DUPLICATES_GRID)
 
         check = self.label_check
         if check is not None and check.issues:
@@ -208,7 +208,7 @@ class AuditReport:
             )
             heading = "" if check.reliable else f"UNRELIABLE: {check.why}"
             section = Section(heading, tiles, warning=not check.reliable)
-            render(title, [section], pixels).save(folder / LABEL_ISSUES_GRID)
+            write_png(render(title, [section], pixels), folder / LABEL_ISSUES_GRID)
         return folder
 
 

@@ -107,11 +107,10 @@ def _baselines(
                 ("input-independent", "zeroed-input baseline"),
             )
         ]
-    plain = features.views["plain"]
     # A sample of the training rows: a copy of all of them can be gigabytes.
     sample = np.random.default_rng(seed).permutation(len(train))[:MOST_ROWS]
-    train_x = plain[features.rows([train[i].path for i in sample])]
-    val_x = plain[features.rows([s.path for s in val])]
+    train_x = features.of([train[i].path for i in sample])
+    val_x = features.of([s.path for s in val])
     return feature_baselines(
         (train_x, train_y[sample]),
         (val_x, val_y),
@@ -149,8 +148,7 @@ def _trial(
     examples = [(s.path, index[s.label]) for s in picked]
     cached = None
     if features is not None and probe is not None:
-        rows = features.rows([s.path for s in picked])
-        cached = head_logits(probe.head, features.views["plain"][rows]).argmax(1)
+        cached = head_logits(probe.head, features.of([s.path for s in picked])).argmax(1)
     return training_trial(
         network,
         examples,

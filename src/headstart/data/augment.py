@@ -37,6 +37,7 @@ from torchvision.transforms import v2
 from ..config import POLICIES, PRESETS, TRANSFORMS
 from ..drawing import caption_font, fit_text
 from ..errors import HeadstartError
+from ..storage import write_png
 
 __all__ = [
     "POLICIES",
@@ -362,8 +363,7 @@ def write_preview(
         draw.text((x, y + height + 1), fit_text(str(label), width), fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    return write_png(sheet, path)
 
 
 _POLICY_WORDS = {

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 from ..runfolder import CONFIG_JSON, SUMMARY
+from ..storage import write_atomically
 from . import results, summary, training
 from .folder import ReportedRun
 from .html import Html, note, page
@@ -49,10 +50,8 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     built = time.strftime("%Y-%m-%d %H:%M")
     title = f"headstart report: {folder.path.resolve().name}"
     target = Path(out) if out is not None else folder.path / "report.html"
-    partial = target.with_suffix(".partial")
-    partial.write_text(page(title, summary.subtitle(folder, built), sections), encoding="utf-8")
-    partial.replace(target)
-    return target
+    html = page(title, summary.subtitle(folder, built), sections)
+    return write_atomically(target, html.encode("utf-8"))
 
 
 def _draw(draw: Callable[[ReportedRun], Html], folder: ReportedRun) -> Html:

@@ -16,11 +16,9 @@ def audit_data(ready: Prepared, run: RunFolder, config: FitConfig) -> AuditRepor
     """The audit of the data about to be trained on, written to ``<run>/audit/``; refuses
     to go on when copies of an image span train and validation (unless allowed). The files
     the audit could not measure are dropped from ``ready.dataset``."""
-    plain = None
-    if ready.features is not None:
-        features = ready.features
-        plain = dict(zip(features.paths, features.views["plain"], strict=True))
-    report = audit_dataset(ready.dataset, plain, ready.images, seed=config.seed, quiet=config.quiet)
+    report = audit_dataset(
+        ready.dataset, ready.features, ready.images, seed=config.seed, quiet=config.quiet
+    )
     report.write(run.audit)
     say(config.quiet, f"audit: {report.headline()}; details in {run.audit}")
     if config.allow_leakage:

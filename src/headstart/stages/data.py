@@ -36,7 +36,9 @@ __all__ = [
     "Prepared",
     "default_cache_dir",
     "device_of",
+    "find_data",
     "look_again",
+    "network_for",
     "prepare",
     "record_split",
     "require_trainable",
@@ -129,14 +131,20 @@ class Prepared:
 def prepare(data: str | Path, config: FitConfig, *, read: bool = True) -> Prepared:
     """Seed every generator, discover ``data``, build the backbone on its device, open the
     caches and (``read``) read every image."""
+    dataset = find_data(data, config)
+    ready = network_for(dataset, config)
+    return ready.read(config) if read else ready
+
+
+def find_data(data: str | Path, config: FitConfig) -> Dataset:
+    """Seed every generator and discover ``data``, split as ``config`` says; refused unless
+    it can be trained on, before any image is read (a refusal costs nothing)."""
     seed_everything(config.seed)
     dataset = discover(
         data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
     )
-    require_trainable(dataset)  # before any image is read: a refusal costs nothing
-    in_chans = config.in_chans or detect_channels([s.path for s in dataset.samples])
-    ready = _network_for(dataset, replace(config, in_chans=in_chans))
-    return ready.read(config) if read else ready
+    require_trainable(dataset)
+    return dataset
 
 
 def look_again(ready: Prepared, config: FitConfig, input_size: int) -> Prepared:
@@ -144,10 +152,14 @@ def look_again(ready: Prepared, config: FitConfig, input_size: int) -> Prepared:
     second look at low-resolution images), read again."""
     channels = ready.preprocessing.input_size[0]
     again = replace(config, in_chans=channels, input_size=input_size)
-    return _network_for(ready.dataset, again).read(config)
+    return network_for(ready.dataset, again).read(config)
 
 
-def _network_for(dataset: Dataset, config: FitConfig) -> Prepared:
+def network_for(dataset: Dataset, config: FitConfig) -> Prepared:
+    """The network ``config`` names, built on its device for ``dataset`` (its input channels
+    detected from the files unless given), with its caches open; no image read yet."""
+    if not config.in_chans:
+        config = replace(config, in_chans=detect_channels([s.path for s in dataset.samples]))
     regularisation = {
         name: value
         for name, value in (("drop_rate", config.dropout), ("drop_path_rate", config.drop_path))

@@ -92,12 +92,12 @@ def score_features(model: Model, ready: Prepared) -> dict[str, Scored]:
     scored = {}
     for split in _splits(ready):
         samples = ready.dataset.split(split)
-        rows = features.rows([s.path for s in samples])
+        paths = [s.path for s in samples]
         with torch.inference_mode():
             device = head.weight.device
             logits = None
             for view in model.inputs.views:
-                these = head(torch.from_numpy(features.views[view][rows]).to(device))
+                these = head(torch.from_numpy(features.of(paths, view)).to(device))
                 logits = these if logits is None else logits + these
             logits = logits / len(model.inputs.views)
         log_probabilities = logits.log_softmax(1).double().cpu().numpy()

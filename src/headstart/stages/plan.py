@@ -99,13 +99,13 @@ def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
         return None
     balance = choose_balancing(ready.train_counts, config.balance)[0]
     train = ready.dataset.split("train")
-    rows = ready.features.rows([s.path for s in train])
+    paths = [s.path for s in train]
     labels = np.array([ready.index[s.label] for s in train])
     return fit_probe(
-        ready.features.views["plain"][rows],
+        ready.features.of(paths),
         labels,
         len(ready.index),
-        mirrored=ready.features.views["hflip"][rows],
+        mirrored=ready.features.of(paths, "hflip"),
         seed=config.seed,
         penalty=config.probe_penalty,
         balanced=balance != "none",

@@ -42,7 +42,7 @@ from ..data.decoded import DecodedImages, prefetch
 from ..errors import HeadstartError
 from ..inputs import InputPipeline, to_tensor
 from ..runfolder import LR_FIND, LR_FIND_PLOT
-from ..storage import write_atomically
+from ..storage import write_atomically, write_png
 from .finetune import Example, FineTuneSettings, autocast, decode_batch, training_crop
 from .freezing import parameter_groups, train_mode
 from .optim import create_optimizer
@@ -471,7 +471,7 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(loc="best", fontsize=8)
         figure.tight_layout()
-        figure.savefig(path)
+        write_png(figure, path)
     finally:
         plt.close(figure)
     return Path(path)

@@ -85,9 +85,10 @@ def fit_probe(
     l1_ratio = {"l2": 0.0, "l1": 1.0}.get(penalty, l1_ratio)
     logistic = partial(_logistic, seed, l1_ratio=l1_ratio, balanced=balanced)
     labels = np.asarray(labels)
-    scaler = _standardiser(features)
-    plain = scaler.transform(features)
-    flipped = scaler.transform(mirrored) if mirrored is not None else None
+    scaler, both = _standardised(features, mirrored)
+    del features, mirrored  # standardised copies in `both` from here on
+    plain = both[: len(labels)]
+    flipped = both[len(labels) :] if len(both) > len(labels) else None
 
     counts = np.bincount(labels, minlength=n_classes)
     folds = int(min(max_folds, counts[counts > 0].min()))
@@ -131,11 +132,28 @@ def fit_probe(
         use_mirrored = flipped is not None and result.mirror_invariant
     rows, targets = plain, labels
     if use_mirrored and flipped is not None:
-        rows, targets = np.concatenate([plain, flipped]), np.concatenate([labels, labels])
+        rows, targets = both, np.concatenate([labels, labels])
         result.mirrored = True
     model = _fit(logistic().set_params(C=best), rows, targets)
     result.head = _to_linear(model, scaler, n_classes)
     return result
+
+
+def _standardised(
+    features: np.ndarray, mirrored: np.ndarray | None
+) -> tuple[StandardScaler, np.ndarray]:
+    """The scaler fitted on ``features``, and one array of ``features`` then ``mirrored``
+    (when given) standardised by it: the final head trains on both views without a third
+    copy of them (at 40,000 training images, each view's copy is 205 MB)."""
+    scaler = _standardiser(features)
+    dtype = np.result_type(features.dtype, np.float32)
+    both = np.empty((len(features) * (1 if mirrored is None else 2), features.shape[1]), dtype)
+    both[: len(features)] = features
+    if mirrored is not None:
+        both[len(features) :] = mirrored
+    both -= scaler.mean_.astype(dtype)  # in place: what scaler.transform does to a copy
+    both /= scaler.scale_.astype(dtype)
+    return scaler, both
 
 
 def _standardiser(features: np.ndarray) -> StandardScaler:

@@ -1,0 +1,87 @@
+"""Does ``headstart rank`` order backbones as fine-tuning them does?
+
+For each set in ``../shared/data`` (see each ``SOURCE.md``): ``headstart.rank`` on the
+``train/`` class folders with the default candidates (the built-in network at its own input
+size, at 3/4 and 1/2 of it, and randomly initialised), then a default fit of every candidate
+(``headstart fit --arch A --input-size N [--no-pretrained]``, the plan's own choices, with
+one time budget for all, so that no candidate wins by training longer), each scored on the
+set's ``test/`` photos. It prints per candidate LogME, the cross-validated probe, the
+fine-tuned test accuracy and the fit's time, then Kendall's tau of LogME's order and of the
+probes' order against the fine-tuned order. Numbers only; nothing is asserted.
+
+Usage: python benchmarks/rank.py [--only trashnet,...] [--data ../shared/data]
+       [--budget MINUTES] [--most-images N]
+
+Every candidate is fitted: about half an hour a set on 2 CPU cores at the default budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from scipy.stats import kendalltau
+
+import headstart
+
+SETS = ("brain_tumor_mri", "trashnet", "sign_language_digits")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def fine_tuned(data: Path, scored, runs: Path, budget: float) -> tuple[float, float]:
+    """Test accuracy and seconds of the default fit of one ranked candidate."""
+    candidate = scored.candidate
+    started = time.perf_counter()
+    result = headstart.fit(
+        data / "train",
+        arch=candidate.arch,
+        input_size=scored.input_size,
+        pretrained=candidate.pretrained,
+        time_budget=budget,
+        runs_dir=runs,
+        quiet=True,
+    )
+    seconds = time.perf_counter() - started
+    report, _ = headstart.evaluate(result.run_dir, data / "test", quiet=True)
+    return report["accuracy"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated set names")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--budget", type=float, default=8.0, help="minutes per fit")
+    parser.add_argument("--most-images", type=int, default=2000)
+    args = parser.parse_args()
+    sets = args.only.split(",") if args.only else SETS
+    with tempfile.TemporaryDirectory() as work:
+        for name in sets:
+            data = args.data / name
+            ranking = headstart.rank(data / "train", most_images=args.most_images, quiet=True)
+            print(f"\n{name}: ranked on {ranking.images} images in {ranking.seconds:.0f} s")
+            print(f"  advice: {ranking.advice()}")
+            header = f"{'candidate':<34} {'LogME':>7} {'probe':>7} {'fine-tuned':>10} {'fit s':>6}"
+            print("  " + header)
+            accuracies = []
+            for scored in ranking.scored:
+                accuracy, seconds = fine_tuned(data, scored, Path(work) / name, args.budget)
+                accuracies.append(accuracy)
+                label = f"{scored.candidate.arch}@{scored.input_size}" + (
+                    "" if scored.candidate.pretrained else " (random)"
+                )
+                print(
+                    f"  {label:<34} {scored.logme:>7.3f} {scored.probe_accuracy:>7.1%} "
+                    f"{accuracy:>10.1%} {seconds:>6.0f}",
+                    flush=True,
+                )
+            logme_tau = kendalltau([s.logme for s in ranking.scored], accuracies).statistic
+            probe_tau = kendalltau([s.probe_accuracy for s in ranking.scored], accuracies).statistic
+            print(
+                f"  Kendall's tau against fine-tuned: LogME {logme_tau:.2f}, probe {probe_tau:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
