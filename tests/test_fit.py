@@ -20,7 +20,7 @@ import headstart
 from headstart.classifier import Classifier, layer_groups
 from headstart.data import discover
 from headstart.data.decoded import DecodedImages
-from headstart.features import FeatureStore, extract_features
+from headstart.features import VIEWS, FeatureStore, extract_features
 from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
 from headstart.training.callbacks import Checkpoints, OnBatch, TrainingStep
@@ -211,6 +211,26 @@ def test_an_open_store_reads_vectors_from_disk_and_notices_damage(small_faces, t
     # All the paths, in order: the array itself, not a copy; some of them: their rows.
     assert again.of(again.paths) is again.views["plain"]
     assert np.array_equal(again.of(again.paths[2:]), again.views["plain"][2:])
+
+
+def test_a_view_already_cached_is_not_computed_again(small_faces, tmp_path):
+    # `headstart rank` caches the plain view of a sample; the fit after it computes the
+    # mirrored view of those images, not both.
+    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    paths = sorted(small_faces.rglob("*.png"))[:6]
+    images = DecodedImages(
+        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
+    )
+    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+    stores = {v: FeatureStore(tmp_path / "features", {**identity, "view": v}) for v in VIEWS}
+    pipeline = InputPipeline(preprocessing)
+    plain = extract_features(backbone, pipeline, paths[:4], images, stores)
+    both = extract_features(backbone, pipeline, paths, images, stores, views=VIEWS)
+    assert both.computed == 6 and np.array_equal(both.views["plain"][:4], plain.views["plain"])
+    shards = {v: list(stores[v].directory.glob("*.safetensors")) for v in VIEWS}
+    assert len(shards["plain"]) == 2 and len(shards["hflip"]) == 1  # plain: 4, then the 2 new
+    written = safe_open(shards["hflip"][0], framework="numpy").metadata()["keys"]
+    assert len(json.loads(written)) == 6
 
 
 def test_unreadable_files_are_skipped_and_listed(small_faces, tmp_path):

@@ -54,7 +54,9 @@ def test_candidates_are_written_as_arch_at_size():
     assert (
         random == Candidate("resnet18", None, pretrained=False) and str(random) == "random:resnet18"
     )
-    for bad in ("", "resnet18@", "resnet18@big", "random:"):
+    hub = Candidate.parse("random:hf-hub:timm/resnet18.a1_in1k@160")
+    assert hub == Candidate("hf-hub:timm/resnet18.a1_in1k", 160, pretrained=False)
+    for bad in ("", "resnet18@", "resnet18@big", "random:", "resnet18@0"):
         with pytest.raises(HeadstartError, match=r"\[random:\]ARCH\[@SIZE\]"):
             Candidate.parse(bad)
 
@@ -104,3 +106,27 @@ def test_the_advice_says_what_decided_it():
     floor = ranked(("random:a", -0.1, 0.60), ("a", -0.2, 0.55))
     assert floor.advice().startswith("no pretrained candidate beats a random initialisation")
     assert floor.fit_flags() == ["--arch", "a", "--input-size", "224", "--no-pretrained"]
+
+
+def test_fit_can_rank_candidates_first_and_fit_the_first(small_faces, tmp_path):
+    result = headstart.fit(
+        small_faces,
+        candidates=["random:efficientnet_lite0@96", "efficientnet_lite0@96"],
+        strategy="linear-probe",
+        runs_dir=tmp_path,
+        quiet=True,
+    )
+    ranked = json.loads((result.run_dir / "ranking.json").read_text())
+    assert ranked["candidates"][0]["candidate"] == "efficientnet_lite0@96"
+    assert headstart.load(result.run_dir).preprocessing.input_size[-1] == 96
+    config = (result.run_dir / "config.yaml").read_text()
+    assert "input-size: 96" in config or "input_size: 96" in config
+
+
+def test_bad_candidates_are_refused_before_anything_runs(small_faces):
+    with pytest.raises(HeadstartError, match=r"candidates: 'resnet18@': expected"):
+        headstart.FitConfig.of(candidates=["resnet18@"])
+    with pytest.raises(HeadstartError, match="a weights file fits one architecture"):
+        headstart.FitConfig.of(candidates=["resnet18"], weights="w.safetensors")
+    with pytest.raises(HeadstartError, match="not one string"):
+        headstart.rank(small_faces, "efficientnet_lite0")

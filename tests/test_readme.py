@@ -71,7 +71,7 @@ def run_line(line: str) -> int:
 
 
 def _takes_quiet(words: list[str]) -> bool:
-    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview")
+    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview", "rank")
 
 
 def test_the_command_lines_then_the_python_run_as_written(workspace):
@@ -88,6 +88,7 @@ def test_the_command_lines_then_the_python_run_as_written(workspace):
     namespace: dict = {}
     exec(compile(python, str(README), "exec"), namespace)
     assert namespace["result"].scores["val"]["accuracy"] > 0.5
+    assert namespace["ranking"].best.candidate.pretrained
     assert namespace["longer"].plan.fine_tune.epochs == 10
 
 

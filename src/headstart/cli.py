@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
-from .config import COMMANDS, GROUPS, Setting, default_of, settings_table
+from .config import COMMANDS, GROUPS, RANK_IMAGES, Setting, default_of, settings_table
 
 __all__ = ["main"]
 
@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     rank.add_argument(
         "--most-images",
         type=int,
-        default=2000,
-        help="training images put through each candidate, at most (default 2000)",
+        default=RANK_IMAGES,
+        help=f"training images put through each candidate, at most (default {RANK_IMAGES})",
     )
     rank.add_argument("--out", help="also write ranking.json into this folder")
     _settings(rank, "rank")
@@ -325,7 +325,7 @@ def _flag(section: argparse._ArgumentGroup, name: str, described: Setting) -> No
             action="append",
             choices=described.choices,
             metavar=described.metavar,
-            help=f"{help_text}: {', '.join(described.choices or ())}",
+            help=f"{help_text}: {', '.join(described.choices)}" if described.choices else help_text,
             **common,
         )
         return

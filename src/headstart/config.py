@@ -458,6 +458,14 @@ class FitConfig:
         "fitted on validation",
         group="run",
     )
+    candidates: list[str] = setting(
+        [],
+        "rank these backbones first ([random:]ARCH[@SIZE], as `headstart rank`) and fit the "
+        "first by LogME in place of --arch; repeat for several",
+        group="run",
+        kind="names",
+        metavar="CANDIDATE",
+    )
     compare_scratch: bool = setting(
         False,
         "also train the same network from random weights with the same budget, and report "
@@ -614,6 +622,21 @@ def _some_images_train(config: FitConfig) -> str | None:
     return None
 
 
+def _candidates_are_specs(config: FitConfig) -> str | None:
+    for candidate in config.candidates:
+        if not CANDIDATE.fullmatch(candidate):
+            return (
+                f"candidates: {candidate!r}: expected [random:]ARCH[@SIZE], e.g. "
+                "tf_efficientnet_lite0@160 or random:tf_efficientnet_lite0"
+            )
+    if config.candidates and config.weights:
+        return (
+            "candidates=[...] with weights=...: a weights file fits one architecture; rank "
+            "the candidates without it"
+        )
+    return None
+
+
 def _device_is_named(config: FitConfig) -> str | None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         return f"device={config.device!r}; expected auto, cpu, cuda or cuda:N"
@@ -632,7 +655,13 @@ _RULES = (
     _probe_does_not_mix,
     _vflip_is_included_or_excluded,
     _some_images_train,
+    _candidates_are_specs,
 )
+
+#: A backbone to rank (``headstart rank --models``, ``fit --candidates``): ``[random:]ARCH[@SIZE]``.
+CANDIDATE = re.compile(r"(random:)?([^@\s]*[^@\s:])(@([1-9][0-9]*))?")  # hf-hub:... has a colon
+#: Training images put through each candidate when ranking, at most (see headstart.ranking).
+RANK_IMAGES = 2000
 
 
 # --- Types ----------------------------------------------------------------------------------
@@ -672,8 +701,10 @@ def _as_names(name: str, value: Any, described: Setting) -> list[str]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise HeadstartError(f"{name}={value!r} must be a list of names ({described.describe()})")
     for item in value:
-        if item not in (described.choices or ()):
-            raise HeadstartError(_not_one_of(name, item, described.choices or ()))
+        if not isinstance(item, str):
+            raise HeadstartError(f"{name}: {item!r} is not a name ({described.describe()})")
+        if described.choices is not None and item not in described.choices:
+            raise HeadstartError(_not_one_of(name, item, described.choices))
     return list(value)
 
 

@@ -84,7 +84,7 @@ class FeatureStore:
         """Put the vector of ``keys[i]`` in ``out[rows[i]]``, reading each shard once. Returns
         the keys whose vectors could not be read (their shard damaged or removed since it was
         indexed): forgotten by the store, so that they are recomputed, never served."""
-        wanted: dict[str, list[tuple[str, int, int]]] = {}
+        wanted: dict[str, list[tuple[str, int, int]]] = {}  # shard -> (key, position, row)
         for key, row in zip(keys, rows, strict=True):
             shard, position = self._where[key]
             wanted.setdefault(shard, []).append((key, position, row))
@@ -93,7 +93,9 @@ class FeatureStore:
             usable = np.zeros(len(entries), dtype=bool)
             read = _read_shard(self.directory / shard, self.dimension)
             positions = [position for _, position, _ in entries]
-            if read is not None and max(positions) < len(read[1]):
+            if read is not None and all(
+                position < len(read[0]) and read[0][position] == key for key, position, _ in entries
+            ):
                 vectors = read[1][positions]
                 usable = np.isfinite(vectors).all(axis=1)
                 out[[row for _, _, row in entries]] = vectors  # a lost row is recomputed
@@ -235,15 +237,16 @@ def extract_features(
     kept = list(keys)
     row_of = {path: row for row, path in enumerate(kept)}
     arrays = {name: np.empty((len(kept), backbone.num_features), np.float32) for name in views}
-    missing = {path for path in kept if any(keys[path] not in stores.get(v, ()) for v in views)}
+    # What each view lacks: a ranking may have cached one view of an image and not the other.
+    missing = {name: {p for p in kept if keys[p] not in stores.get(name, ())} for name in views}
     for name, store in stores.items():
         if name in views:
-            cached = [path for path in kept if path not in missing]
+            cached = [path for path in kept if path not in missing[name]]
             lost = set(
                 store.read_into([keys[p] for p in cached], arrays[name], _rows(cached, row_of))
             )
-            missing.update(path for path in cached if keys[path] in lost)
-    todo = [path for path in kept if path in missing]
+            missing[name].update(path for path in cached if keys[path] in lost)
+    todo = [path for path in kept if any(path in missing[name] for name in views)]
     if on_batch and len(kept) > len(todo):
         on_batch(len(kept) - len(todo))
 
@@ -256,11 +259,16 @@ def extract_features(
                 keys.pop(failed.path)
             if crops.paths:
                 normalised = normalize(crops.pixels)
-                rows = _rows(crops.paths, row_of)
                 for name in views:
-                    vectors = forward(backbone, view(normalised, name)).float().cpu().numpy()
-                    arrays[name][rows] = vectors
-                    unsaved[name].extend(crops.paths)
+                    lacking = [i for i, path in enumerate(crops.paths) if path in missing[name]]
+                    if not lacking:
+                        continue
+                    everything = len(lacking) == len(crops.paths)
+                    batch = normalised if everything else normalised[lacking]
+                    vectors = forward(backbone, view(batch, name)).float().cpu().numpy()
+                    paths_done = [crops.paths[i] for i in lacking]
+                    arrays[name][_rows(paths_done, row_of)] = vectors
+                    unsaved[name].extend(paths_done)
             if on_batch:
                 on_batch(len(crops))
             if sum(map(len, unsaved.values())) >= _SHARD_SIZE:

@@ -13,7 +13,8 @@ features:
 
 The candidates are ranked by LogME. The advice names the first, and says so when the probes
 disagree beyond their noise (then both are worth a fine-tune). The features go to the same
-cache as ``fit``'s: the candidate chosen then fits without computing them again.
+cache as ``fit``'s: fitting the candidate chosen then computes only the mirrored view of the
+sampled images.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from .config import FitConfig
-from .console import out, progress_bar
+from .config import CANDIDATE, RANK_IMAGES, FitConfig
+from .console import out, progress_bar, say
 from .data.sources import Dataset, Sample
 from .errors import HeadstartError
 from .features import extract_features
@@ -44,7 +45,7 @@ __all__ = ["Candidate", "Ranking", "Scored", "default_candidates", "rank"]
 #: Training images put through each candidate, at most (a stratified sample beyond): LogME's
 #: order of backbones settles with a few hundred images per class, and each candidate's
 #: forward pass is the cost of a ranking.
-MOST_IMAGES = 2000
+MOST_IMAGES = RANK_IMAGES
 _RANDOM = "random:"
 
 
@@ -61,16 +62,14 @@ class Candidate:
     def parse(cls, text: str) -> Candidate:
         """``[random:]ARCH[@SIZE]``: ``tf_efficientnet_lite0``, ``tf_efficientnet_lite0@160``,
         ``random:tf_efficientnet_lite0``."""
-        name, pretrained = text.strip(), True
-        if name.startswith(_RANDOM):
-            name, pretrained = name.removeprefix(_RANDOM), False
-        name, at, size = name.partition("@")
-        if not name or (at and not (size.isdigit() and int(size) > 0)):
+        found = CANDIDATE.fullmatch(text.strip())
+        if found is None:
             raise HeadstartError(
                 f"candidate {text!r}: expected [random:]ARCH[@SIZE], e.g. "
                 "tf_efficientnet_lite0@160 or random:tf_efficientnet_lite0"
             )
-        return cls(name, int(size) if size else None, pretrained)
+        random, name, _, size = found.groups()
+        return cls(name, int(size) if size else None, pretrained=random is None)
 
     def __str__(self) -> str:
         size = f"@{self.input_size}" if self.input_size else ""
@@ -97,9 +96,9 @@ class Scored:
         return {
             "candidate": str(self.candidate),
             "input_size": self.input_size,
-            "logme": self.logme,
-            "probe_accuracy": self.probe_accuracy,
-            "probe_error": self.probe_error,
+            "logme": _number(self.logme),
+            "probe_accuracy": _number(self.probe_accuracy),
+            "probe_error": _number(self.probe_error),
             "seconds": self.seconds,
         }
 
@@ -157,18 +156,27 @@ class Ranking:
             f"{noise:.1%} noise): the measures disagree, fine-tune both and keep the better"
         )
 
+    def settings(self) -> dict:
+        """The ``fit`` settings that train the first candidate."""
+        best = self.best
+        return {
+            "arch": best.candidate.arch,
+            "input_size": best.input_size,
+            "pretrained": best.candidate.pretrained,
+        }
+
     def fit_flags(self) -> list[str]:
         """The ``headstart fit`` flags that train the first candidate."""
-        best = self.best.candidate
-        flags = ["--arch", best.arch, "--input-size", str(self.best.input_size)]
-        return flags + ([] if best.pretrained else ["--no-pretrained"])
+        settings = self.settings()
+        flags = ["--arch", settings["arch"], "--input-size", str(settings["input_size"])]
+        return flags + ([] if settings["pretrained"] else ["--no-pretrained"])
 
     def to_dict(self) -> dict:
         return {
             "images": self.images,
             "sampled_from": self.sampled_from,
             "seconds": self.seconds,
-            "agreement_kendall_tau": self.agreement,
+            "agreement_kendall_tau": _number(self.agreement),
             "advice": self.advice(),
             "candidates": [s.to_dict() for s in self.scored],
         }
@@ -176,7 +184,7 @@ class Ranking:
     def write(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
         return write_atomically(folder / RANKING, text.encode())
 
     def print(self) -> None:
@@ -252,6 +260,8 @@ def rank(
     config = FitConfig.of(config, **settings)
     if not isinstance(most_images, int) or most_images < 2:
         raise HeadstartError(f"most_images={most_images!r}: expected a whole number of at least 2")
+    if isinstance(models, str):
+        raise HeadstartError(f"models={models!r}: expected a list of candidates, not one string")
     candidates = [m if isinstance(m, Candidate) else Candidate.parse(m) for m in models or []]
     candidates = candidates or default_candidates(config)
     dataset = find_data(data, config)
@@ -267,7 +277,7 @@ def rank(
             pretrained=candidate.pretrained,
         )
         scored.append(_score(candidate, network_for(sampled, these), sampled, these))
-    scored.sort(key=lambda s: -s.logme)
+    scored.sort(key=lambda s: (not math.isfinite(s.logme), -s.logme))  # failed ones last
     return Ranking(scored, len(sample), len(train), time.perf_counter() - started)
 
 
@@ -288,15 +298,17 @@ def _score(candidate: Candidate, ready: Prepared, dataset: Dataset, config: FitC
     label_of = {s.path: index[s.label] for s in dataset.samples}
     labels = np.array([label_of[path] for path in features.paths])
     vectors = features.of(features.paths)
+    size = ready.preprocessing.input_size[-1]
+    if not np.isfinite(vectors).all():  # an overflow in the network: ranked last, and said
+        say(config.quiet, f"[yellow]{candidate}: features not finite; ranked last[/]")
+        return Scored(candidate, size, -math.inf, math.nan, len(labels), _since(started))
     probe = fit_probe(vectors, labels, len(dataset.classes), seed=config.seed)
-    return Scored(
-        candidate,
-        ready.preprocessing.input_size[-1],
-        logme(vectors, labels),
-        probe.cv_accuracy,
-        len(labels),
-        time.perf_counter() - started,
-    )
+    score = logme(vectors, labels)
+    return Scored(candidate, size, score, probe.cv_accuracy, len(labels), _since(started))
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 def _stratified(samples: list[Sample], most: int, seed: int) -> list[Sample]:
@@ -313,6 +325,11 @@ def _stratified(samples: list[Sample], most: int, seed: int) -> list[Sample]:
         share = max(1, round(len(members) * most / len(samples)))
         kept += [members[i] for i in rng.permutation(len(members))[:share]]
     return sorted(kept, key=lambda s: str(s.path))
+
+
+def _number(value: float) -> float | None:
+    """``value``, or None (JSON's null) where it is not a finite number."""
+    return value if math.isfinite(value) else None
 
 
 def _multiple_of_32(size: float) -> int:

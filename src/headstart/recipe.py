@@ -24,6 +24,7 @@ from .config import FitConfig, load_config, save_config
 from .console import say
 from .data.sources import Dataset, Skipped
 from .errors import HeadstartError
+from .ranking import Ranking, rank
 from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, SUMMARY, RunFolder
 from .stages import checks as checking
 from .stages.audit import audit_data
@@ -70,11 +71,16 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         if scratch is not None:
             config = replace(config, runs_dir=str(scratch), quiet=True)
         # The data, the network and its weights first: what refuses to run writes nothing.
+        ranking = None
+        if config.candidates:
+            ranking, config = _ranked(data, config)
         ready = prepare(data, config)
         run = _in_every_process(
             lambda: RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
         )
         with run.running():
+            if ranking is not None:
+                ranking.write(run.path)
             run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
             save_config(config, run / CONFIG_YAML, data)
             return _fit(ready, config, run, started)
@@ -264,6 +270,19 @@ def _in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:
 
 
 @contextlib.contextmanager
+def _ranked(data: str | Path, config: FitConfig) -> tuple[Ranking, FitConfig]:
+    """The candidates ranked (by the main process; the others take its ranking, so that all
+    build one network) and the config that fits the first."""
+    ranking = distributed.agree(
+        rank(data, config.candidates, config) if distributed.is_main() else None
+    )
+    chosen = FitConfig.of(config, **ranking.settings())  # validated: a random one may win
+    replaced = [f"{k}={v}" for k, v in config.changed().items() if k in ranking.settings()]
+    instead = f" in place of {', '.join(replaced)}" if replaced else ""
+    say(config.quiet, f"rank: {ranking.advice()}; fitting it{instead}")
+    return ranking, chosen
+
+
 def _scratch_unless_main() -> Iterator[Path | None]:
     """Under torchrun, a throwaway folder for every process but the main one: each computes
     what the main one does, and only the main one keeps it. None in the main process."""
