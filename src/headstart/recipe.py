@@ -269,7 +269,6 @@ def _in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:
     return run
 
 
-@contextlib.contextmanager
 def _ranked(data: str | Path, config: FitConfig) -> tuple[Ranking, FitConfig]:
     """The candidates ranked (by the main process; the others take its ranking, so that all
     build one network) and the config that fits the first."""
@@ -283,6 +282,7 @@ def _ranked(data: str | Path, config: FitConfig) -> tuple[Ranking, FitConfig]:
     return ranking, chosen
 
 
+@contextlib.contextmanager
 def _scratch_unless_main() -> Iterator[Path | None]:
     """Under torchrun, a throwaway folder for every process but the main one: each computes
     what the main one does, and only the main one keeps it. None in the main process."""
