@@ -2,17 +2,18 @@
 
 For each set in ``../shared/data`` (see each ``SOURCE.md``): ``headstart.rank`` on the
 ``train/`` class folders with the default candidates (the built-in network at its own input
-size, at 3/4 and 1/2 of it, and randomly initialised), then a default fit of every candidate
-(``headstart fit --arch A --input-size N [--no-pretrained]``, the plan's own choices, with
-one time budget for all, so that no candidate wins by training longer), each scored on the
-set's ``test/`` photos. It prints per candidate LogME, the cross-validated probe, the
-fine-tuned test accuracy and the fit's time, then Kendall's tau of LogME's order and of the
-probes' order against the fine-tuned order. Numbers only; nothing is asserted.
+size, at 3/4 and 1/2 of it, and randomly initialised), then a fit of every candidate, scored on
+the set's ``test/`` photos: the default fit (``headstart fit --arch A --input-size N``, the
+plan's own choices) for a pretrained one, and every layer trained for the plan's largest
+fine-tune, 10 epochs (``--no-pretrained --strategy full --epochs 10``), for the random
+initialisation. No time budget: the fits do not depend on the machine's load. It prints
+per candidate LogME, the cross-validated probe, the fine-tuned test accuracy and the fit's
+time, then Kendall's tau of LogME's order and of the probes' order against the fine-tuned
+order. Numbers only; nothing is asserted.
 
-Usage: python benchmarks/rank.py [--only trashnet,...] [--data ../shared/data]
-       [--budget MINUTES] [--most-images N]
+Usage: python benchmarks/rank.py [--only trashnet,...] [--data ../shared/data] [--most-images N]
 
-Every candidate is fitted: about half an hour a set on 2 CPU cores at the default budget.
+Every candidate is fitted: about half an hour a set on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -30,18 +31,19 @@ SETS = ("brain_tumor_mri", "trashnet", "sign_language_digits")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fine_tuned(data: Path, scored, runs: Path, budget: float) -> tuple[float, float]:
-    """Test accuracy and seconds of the default fit of one ranked candidate."""
+def fine_tuned(data: Path, scored, runs: Path) -> tuple[float, float]:
+    """Test accuracy and seconds of the fit of one ranked candidate."""
     candidate = scored.candidate
+    scratch = {} if candidate.pretrained else {"strategy": "full", "epochs": 10}
     started = time.perf_counter()
     result = headstart.fit(
         data / "train",
         arch=candidate.arch,
         input_size=scored.input_size,
         pretrained=candidate.pretrained,
-        time_budget=budget,
         runs_dir=runs,
         quiet=True,
+        **scratch,
     )
     seconds = time.perf_counter() - started
     report, _ = headstart.evaluate(result.run_dir, data / "test", quiet=True)
@@ -52,7 +54,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated set names")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--budget", type=float, default=8.0, help="minutes per fit")
     parser.add_argument("--most-images", type=int, default=2000)
     args = parser.parse_args()
     sets = args.only.split(",") if args.only else SETS
@@ -66,7 +67,7 @@ def main() -> None:
             print("  " + header)
             accuracies = []
             for scored in ranking.scored:
-                accuracy, seconds = fine_tuned(data, scored, Path(work) / name, args.budget)
+                accuracy, seconds = fine_tuned(data, scored, Path(work) / name)
                 accuracies.append(accuracy)
                 label = f"{scored.candidate.arch}@{scored.input_size}" + (
                     "" if scored.candidate.pretrained else " (random)"
