@@ -497,7 +497,7 @@ def test_a_folder_of_look_alikes_proposes_a_bounded_number_of_pairs(tmp_path):
     from headstart.auditing.pixels import ImageStats
     from headstart.data.sources import Sample
 
-    look_alike = ImageStats(64, 64, "RGB", 3, 40.0, 0x0F0F, 0xF0F0, np.zeros((64, 64), np.uint8))
+    look_alike = ImageStats(64, 64, "RGB", 3, 40.0, 0x0F0F, 0xF0F0)
     samples = [Sample(tmp_path / f"{i}.png", "a", "train") for i in range(300)]
     pairs = _hash_pairs(samples, dict.fromkeys(samples, look_alike))
     assert len(pairs) <= 300 * CANDIDATES_PER_IMAGE  # not all 44,850

@@ -90,7 +90,7 @@ def audit_dataset(
                 "the square of their number: `pip install 'headstart[scale]'` (faiss) for an "
                 "index"
             )
-    groups = find_duplicates(samples, keys, stats, nearest, featured)
+    groups = find_duplicates(samples, keys, stats, images, nearest, featured)
     dataset, groups, moved = keep_together(dataset, groups)
     if moved:
         renamed = {old: new for old, new in zip(samples, dataset.samples, strict=True)}

@@ -39,9 +39,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from ..data.decoded import DecodedImages
+from ..data.images import UnreadableImage
 from ..data.sources import SPLITS, Sample
 from .neighbours import Neighbours
-from .pixels import ImageStats, shrink
+from .pixels import ImageStats, shrink, thumbnail
 
 __all__ = [
     "FEATURE_SIMILARITY",
@@ -112,7 +114,8 @@ _SIDE = 32  # thumbnail side for the pixel check; THUMBNAIL_SIDE leaves room to 
 # How close to the limit the best of every third zoom must come for the zooms between to be
 # tried: one zoom step from their own, crops at 0.03 to 0.20 measured up to 0.69 (1.7 limits).
 _PROMISING = 3.0
-#: Zoomed thumbnails kept for the pixel check (about 10 KB each): 20 MB at most.
+#: Thumbnails and zoomed thumbnails kept for the pixel check, the latest used, of each (4 and
+#: about 10 KB each): 30 MB at most.
 _ZOOMED_KEPT = 2048
 _EVIDENCE = ("identical bytes", "perceptual hash", "features")
 
@@ -181,12 +184,14 @@ def find_duplicates(
     samples: Sequence[Sample],
     keys: Mapping[Sample, str],
     stats: Mapping[Sample, ImageStats],
+    images: DecodedImages,
     neighbours: Neighbours | None = None,
     rows: Sequence[Sample] = (),
 ) -> list[DuplicateGroup]:
     """Group ``samples`` into duplicate groups; samples without a copy are left out.
 
     Args:
+        images: the decoded-pixel cache: candidate pairs are compared on its pixels.
         keys: each sample's content hash (samples without one are only compared by pixels).
         stats: each sample's :class:`~.pixels.ImageStats` (samples without are not compared).
         neighbours: feature-space neighbours of ``rows`` (indices into ``rows``), or None
@@ -215,7 +220,7 @@ def find_duplicates(
             if rows[i] in stats and rows[j] in stats:
                 candidates.setdefault(_ordered(rows[i], rows[j]), ("features", False))
 
-    check = _PixelCheck(stats)
+    check = _PixelCheck(stats, images)
     for (a, b), (source, mirrored) in candidates.items():
         if a in keys and keys.get(a) == keys.get(b):
             continue  # identical bytes: linked above
@@ -270,8 +275,10 @@ def _hash_pairs(
 class _PixelCheck:
     """Does one image lie inside the other, up to a zoom of MAX_ZOOM and any shift?"""
 
-    def __init__(self, stats: Mapping[Sample, ImageStats]):
+    def __init__(self, stats: Mapping[Sample, ImageStats], images: DecodedImages):
         self.stats = stats
+        self.images = images
+        self._thumbnails: OrderedDict[Sample, np.ndarray] = OrderedDict()  # the latest used
         # The zoomed thumbnails most recently used: candidates come ordered by their first
         # image, so these serve most comparisons, and memory stays bounded at any image count
         # (keeping them all grew by about 70 KB an image: 0.7 GB for 10,000 images).
@@ -289,6 +296,11 @@ class _PixelCheck:
         def inside(outer: np.ndarray, inner: np.ndarray) -> float:
             return _unexplained(outer, inner, tolerance=tolerance, regions=regions)
 
+        try:  # read first: a file gone or damaged since it was measured is no copy found
+            for sample in (a, b):
+                self._thumbnail(sample)
+        except UnreadableImage:
+            return False
         directions = (  # b is a zoomed-in part of a; then a of b
             lambda zoom: inside(self._at(a, side, zoom), self._at(b, side, 1.0, mirrored)),
             lambda zoom: inside(self._at(b, side, zoom, mirrored), self._at(a, side, 1.0)),
@@ -316,13 +328,23 @@ class _PixelCheck:
         if key in self._zoomed:
             self._zoomed.move_to_end(key)
             return self._zoomed[key]
-        thumbnail = self.stats[sample].thumbnail
+        gray = self._thumbnail(sample)
         if mirrored:
-            thumbnail = thumbnail[:, ::-1]
-        zoomed = self._zoomed[key] = shrink(Image.fromarray(thumbnail), size).astype(np.float32)
+            gray = gray[:, ::-1]
+        zoomed = self._zoomed[key] = shrink(Image.fromarray(gray), size).astype(np.float32)
         if len(self._zoomed) > _ZOOMED_KEPT:
             self._zoomed.popitem(last=False)
         return zoomed
+
+    def _thumbnail(self, sample: Sample) -> np.ndarray:
+        """The sample's thumbnail, from the pixel cache (the most recent kept, as zooms are)."""
+        if sample in self._thumbnails:
+            self._thumbnails.move_to_end(sample)
+            return self._thumbnails[sample]
+        gray = self._thumbnails[sample] = thumbnail(self.images.get(sample.path))
+        if len(self._thumbnails) > _ZOOMED_KEPT:
+            self._thumbnails.popitem(last=False)
+        return gray
 
 
 def _unexplained(outer: np.ndarray, inner: np.ndarray, *, tolerance: float, regions: int) -> float:

@@ -19,11 +19,11 @@ from ..data.decoded import DecodedImages, prefetch
 from ..data.images import UnreadableImage, stack_shape
 from ..data.sources import Skipped
 
-__all__ = ["THUMBNAIL_SIDE", "ImageStats", "measure", "perceptual_hash"]
+__all__ = ["THUMBNAIL_SIDE", "ImageStats", "measure", "perceptual_hash", "thumbnail"]
 
-#: Shortest side of the grayscale thumbnail kept per image, in pixels: enough to compare two
-#: images pixel by pixel after aligning them (see :mod:`.duplicates`), small enough that
-#: 100,000 of them fit in memory (about 0.4 GB at the worst aspect ratios, 0.1 GB typically).
+#: Shortest side of the grayscale thumbnail two images are compared on, in pixels: enough to
+#: compare them pixel by pixel after aligning them (see :mod:`.duplicates`). Made when a pair
+#: is checked, not kept for every image (4 KB an image: 200 MB at 50,000).
 THUMBNAIL_SIDE = 64
 
 _CHUNK = 32
@@ -44,7 +44,6 @@ class ImageStats:
     contrast: float  # standard deviation of a 32x32 grayscale thumbnail, 0..255
     hash: int  # 64-bit perceptual hash (DCT), see `perceptual_hash`
     mirrored_hash: int  # the same for the image flipped left to right
-    thumbnail: np.ndarray  # (h, w) uint8 grayscale, shortest side THUMBNAIL_SIDE
 
     @property
     def aspect(self) -> float:
@@ -117,8 +116,13 @@ def _measure(path: Path, images: DecodedImages) -> ImageStats:
         contrast=float(small.std()),
         hash=plain,
         mirrored_hash=mirrored,
-        thumbnail=shrink(gray, THUMBNAIL_SIDE),
     )
+
+
+def thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """What duplicates are compared on: ``(h, w)`` uint8 grayscale of an image's cached
+    pixels, its shortest side :data:`THUMBNAIL_SIDE`."""
+    return shrink(grayscale(pixels), THUMBNAIL_SIDE)
 
 
 def grayscale(pixels: np.ndarray) -> Image.Image:
