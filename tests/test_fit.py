@@ -130,17 +130,28 @@ def test_an_image_in_memory_is_read_as_its_file_would_be(fitted, faces, tmp_path
         assert np.allclose(from_file, from_memory, atol=1e-6), name
 
 
-def test_features_are_computed_once_and_cached(small_faces, tmp_path):
+@pytest.fixture(scope="module")
+def lite0() -> tuple[torch.nn.Module, InputPipeline, dict]:
+    """The built-in network, its input pipeline, and the identity of its feature stores."""
     backbone, preprocessing, source = create_backbone("efficientnet_lite0")
-    paths = sorted(small_faces.rglob("*.png"))[:8]
-    images = DecodedImages(
-        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
-    )
     identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+    return backbone, InputPipeline(preprocessing), identity
+
+
+def decoded(pipeline: InputPipeline, folder: Path) -> DecodedImages:
+    """A decoded-pixel cache in ``folder`` for the network ``pipeline`` feeds."""
+    preprocessing = pipeline.preprocessing
+    return DecodedImages(preprocessing.resize_size, preprocessing.interpolation, folder)
+
+
+def test_features_are_computed_once_and_cached(lite0, small_faces, tmp_path):
+    backbone, pipeline, identity = lite0
+    paths = sorted(small_faces.rglob("*.png"))[:8]
+    images = decoded(pipeline, tmp_path / "pixels")
 
     def run():
         store = {"plain": FeatureStore(tmp_path / "features", identity)}
-        return extract_features(backbone, InputPipeline(preprocessing), paths, images, store)
+        return extract_features(backbone, pipeline, paths, images, store)
 
     first, second = run(), run()
     assert first.computed == 8 and second.computed == 0
@@ -149,23 +160,20 @@ def test_features_are_computed_once_and_cached(small_faces, tmp_path):
     twin = tmp_path / "renamed.png"
     shutil.copy(paths[0], twin)
     store = {"plain": FeatureStore(tmp_path / "features", identity)}
-    third = extract_features(backbone, InputPipeline(preprocessing), [twin], images, store)
+    third = extract_features(backbone, pipeline, [twin], images, store)
     assert third.computed == 0
     assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong shape", "one vector not finite"])
-def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path, damage):
-    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+def test_damaged_cache_entries_are_recomputed_never_served(lite0, small_faces, tmp_path, damage):
+    backbone, pipeline, identity = lite0
     paths = sorted(small_faces.rglob("*.png"))[:4]
-    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
 
     def run():
-        images = DecodedImages(
-            preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
-        )
+        images = decoded(pipeline, tmp_path / "pixels")
         store = {"plain": FeatureStore(tmp_path / "features", identity)}
-        return extract_features(backbone, InputPipeline(preprocessing), paths, images, store)
+        return extract_features(backbone, pipeline, paths, images, store)
 
     first = run()
     (shard,) = (tmp_path / "features").rglob("*.safetensors")
@@ -187,21 +195,17 @@ def test_damaged_cache_entries_are_recomputed_never_served(small_faces, tmp_path
     again = run()
     assert again.computed == (1 if damage == "one vector not finite" else 4)
     assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
-    size = preprocessing.resize_size
+    size = pipeline.preprocessing.resize_size
     assert all(min(np.load(entry).shape[:2]) == size for entry in pixels)
 
 
-def test_an_open_store_reads_vectors_from_disk_and_notices_damage(small_faces, tmp_path):
+def test_an_open_store_reads_vectors_from_disk_and_notices_damage(lite0, small_faces, tmp_path):
     # A store keeps an index in memory, not the vectors (50,000 images' would be 256 MB a
     # view): they are read from the shard when asked for, and checked again then.
-    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    backbone, pipeline, identity = lite0
     paths = sorted(small_faces.rglob("*.png"))[:4]
-    images = DecodedImages(
-        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
-    )
-    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+    images = decoded(pipeline, tmp_path / "pixels")
     store = {"plain": FeatureStore(tmp_path / "features", identity)}
-    pipeline = InputPipeline(preprocessing)
     first = extract_features(backbone, pipeline, paths, images, store)
     (shard,) = (tmp_path / "features").rglob("*.safetensors")
     shard.write_bytes(b"damaged while the store was open")
@@ -213,17 +217,13 @@ def test_an_open_store_reads_vectors_from_disk_and_notices_damage(small_faces, t
     assert np.array_equal(again.of(again.paths[2:]), again.views["plain"][2:])
 
 
-def test_a_view_already_cached_is_not_computed_again(small_faces, tmp_path):
+def test_a_view_already_cached_is_not_computed_again(lite0, small_faces, tmp_path):
     # `headstart rank` caches the plain view of a sample; the fit after it computes the
     # mirrored view of those images, not both.
-    backbone, preprocessing, source = create_backbone("efficientnet_lite0")
+    backbone, pipeline, identity = lite0
     paths = sorted(small_faces.rglob("*.png"))[:6]
-    images = DecodedImages(
-        preprocessing.resize_size, preprocessing.interpolation, tmp_path / "pixels"
-    )
-    identity = {"arch": "efficientnet_lite0", "weights": source.location, "dimension": 1280}
+    images = decoded(pipeline, tmp_path / "pixels")
     stores = {v: FeatureStore(tmp_path / "features", {**identity, "view": v}) for v in VIEWS}
-    pipeline = InputPipeline(preprocessing)
     plain = extract_features(backbone, pipeline, paths[:4], images, stores)
     both = extract_features(backbone, pipeline, paths, images, stores, views=VIEWS)
     assert both.computed == 6 and np.array_equal(both.views["plain"][:4], plain.views["plain"])
