@@ -84,3 +84,16 @@ def test_bad_penalties_are_refused_by_name():
         fit_probe(features, labels, 3, penalty="lasso")
     with pytest.raises(HeadstartError, match=r"l1_ratio=1\.5"):
         fit_probe(features, labels, 3, penalty="elasticnet", l1_ratio=1.5)
+
+
+def test_rows_fit_the_same_head_as_their_copy():
+    # The fit's probe takes the training rows of the whole feature arrays, not a copy of them
+    # (205 MB a view at 40,000 images): the same head, bit for bit.
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 40)
+    features = (rng.normal(size=(150, 24)) + np.resize(labels, 150)[:, None]).astype(np.float32)
+    mirrored = features + rng.normal(scale=0.1, size=features.shape).astype(np.float32)
+    rows = rng.permutation(150)[:120]
+    taken = fit_probe(features, labels, 3, mirrored=mirrored, rows=rows)
+    copied = fit_probe(features[rows], labels, 3, mirrored=mirrored[rows])
+    assert torch.equal(taken.head.weight, copied.head.weight) and taken.C == copied.C

@@ -185,10 +185,14 @@ class ExtractedFeatures:
     def __contains__(self, path: Path) -> bool:
         return path in self._row_of
 
+    def rows(self, paths: Sequence[Path]) -> list[int]:
+        """The rows of ``paths`` in the arrays of :attr:`views`."""
+        return [self._row_of[path] for path in paths]
+
     def of(self, paths: Sequence[Path], view: str = "plain") -> np.ndarray:
         """The vectors of ``paths`` in ``view``, a row each: the array itself, not a copy, when
         ``paths`` are all the paths in order (at 50,000 images, a copy is 256 MB)."""
-        rows = [self._row_of[path] for path in paths]
+        rows = self.rows(paths)
         array = self.views[view]
         if len(rows) == len(array) and rows == list(range(len(array))):
             return array

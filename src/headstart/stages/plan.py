@@ -99,13 +99,14 @@ def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
         return None
     balance = choose_balancing(ready.train_counts, config.balance)[0]
     train = ready.dataset.split("train")
-    paths = [s.path for s in train]
+    features = ready.features
     labels = np.array([ready.index[s.label] for s in train])
     return fit_probe(
-        ready.features.of(paths),
+        features.views["plain"],
         labels,
         len(ready.index),
-        mirrored=ready.features.of(paths, "hflip"),
+        mirrored=features.views["hflip"],
+        rows=features.rows([s.path for s in train]),  # taken by the probe: no copy here
         seed=config.seed,
         penalty=config.probe_penalty,
         balanced=balance != "none",
