@@ -113,6 +113,7 @@ def test_fit_can_rank_candidates_first_and_fit_the_first(small_faces, tmp_path):
         small_faces,
         candidates=["random:efficientnet_lite0@96", "efficientnet_lite0@96"],
         strategy="linear-probe",
+        checks=False,
         runs_dir=tmp_path,
         quiet=True,
     )
