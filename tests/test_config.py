@@ -22,7 +22,7 @@ def example(name: str):
         "bool": [not default],
         "int": [2, 64],
         "float": [0.5, 0.1, 2.0],
-        "names": [[c] for c in described.choices or ()],
+        "names": [[c] for c in described.choices] if described.choices else [["resnet18"]],
         "freeze": [2, "all"],
         "str": list(described.choices or ()) or ["resnet18", "cpu", "somewhere"],
     }[described.kind]
