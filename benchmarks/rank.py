@@ -63,6 +63,8 @@ def main() -> None:
             ranking = headstart.rank(data / "train", most_images=args.most_images, quiet=True)
             print(f"\n{name}: ranked on {ranking.images} images in {ranking.seconds:.0f} s")
             print(f"  advice: {ranking.advice()}")
+            for scored in ranking.scored:  # before any fit: a stopped run keeps the ranking
+                print(f"  ranked {scored.to_dict()}", flush=True)
             header = f"{'candidate':<34} {'LogME':>7} {'probe':>7} {'fine-tuned':>10} {'fit s':>6}"
             print("  " + header)
             accuracies = []
