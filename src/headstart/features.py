@@ -72,14 +72,6 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self._where)
 
-    def get(self, keys: Sequence[str]) -> np.ndarray:
-        """The vectors of ``keys``, a row each (``KeyError`` for one that cannot be read)."""
-        vectors = np.empty((len(keys), self.dimension), np.float32)
-        lost = self.read_into(keys, vectors, range(len(keys)))
-        if lost:
-            raise KeyError(lost[0])
-        return vectors
-
     def read_into(self, keys: Sequence[str], out: np.ndarray, rows: Sequence[int]) -> list[str]:
         """Put the vector of ``keys[i]`` in ``out[rows[i]]``, reading each shard once. Returns
         the keys whose vectors could not be read (their shard damaged or removed since it was

@@ -31,7 +31,7 @@ numbers given at REGION_DIFFERENCE.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,11 +278,11 @@ class _PixelCheck:
     def __init__(self, stats: Mapping[Sample, ImageStats], images: DecodedImages):
         self.stats = stats
         self.images = images
-        self._thumbnails: OrderedDict[Sample, np.ndarray] = OrderedDict()  # the latest used
-        # The zoomed thumbnails most recently used: candidates come ordered by their first
+        # The thumbnails and zooms most recently used: candidates come ordered by their first
         # image, so these serve most comparisons, and memory stays bounded at any image count
-        # (keeping them all grew by about 70 KB an image: 0.7 GB for 10,000 images).
-        self._zoomed: OrderedDict[tuple[Sample, int, bool], np.ndarray] = OrderedDict()
+        # (keeping all the zooms grew by about 70 KB an image: 0.7 GB for 10,000 images).
+        self._thumbnails = _Latest(_ZOOMED_KEPT)
+        self._zoomed = _Latest(_ZOOMED_KEPT)
 
     def same(self, a: Sample, b: Sample, *, mirrored: bool = False) -> bool:
         # An image stored smaller than the thumbnail is compared at the size it is stored:
@@ -324,27 +324,35 @@ class _PixelCheck:
 
     def _at(self, sample: Sample, side: int, zoom: float, mirrored: bool = False) -> np.ndarray:
         size = round(side * zoom)
-        key = (sample, size, mirrored)
-        if key in self._zoomed:
-            self._zoomed.move_to_end(key)
-            return self._zoomed[key]
-        gray = self._thumbnail(sample)
-        if mirrored:
-            gray = gray[:, ::-1]
-        zoomed = self._zoomed[key] = shrink(Image.fromarray(gray), size).astype(np.float32)
-        if len(self._zoomed) > _ZOOMED_KEPT:
-            self._zoomed.popitem(last=False)
-        return zoomed
+
+        def zoomed() -> np.ndarray:
+            gray = self._thumbnail(sample)
+            gray = gray[:, ::-1] if mirrored else gray
+            return shrink(Image.fromarray(gray), size).astype(np.float32)
+
+        return self._zoomed.get((sample, size, mirrored), zoomed)
 
     def _thumbnail(self, sample: Sample) -> np.ndarray:
-        """The sample's thumbnail, from the pixel cache (the most recent kept, as zooms are)."""
-        if sample in self._thumbnails:
-            self._thumbnails.move_to_end(sample)
-            return self._thumbnails[sample]
-        gray = self._thumbnails[sample] = thumbnail(self.images.get(sample.path))
-        if len(self._thumbnails) > _ZOOMED_KEPT:
-            self._thumbnails.popitem(last=False)
-        return gray
+        """The sample's thumbnail, made from the pixel cache."""
+        return self._thumbnails.get(sample, lambda: thumbnail(self.images.get(sample.path)))
+
+
+class _Latest:
+    """Values by key, the ``size`` most recently used kept (the least recent dropped)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._values: OrderedDict = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """The value of ``key``, made by ``make()`` unless it is kept."""
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = self._values[key] = make()
+        if len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
 
 
 def _unexplained(outer: np.ndarray, inner: np.ndarray, *, tolerance: float, regions: int) -> float:
