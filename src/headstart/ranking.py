@@ -31,7 +31,7 @@ from scipy.stats import kendalltau
 
 from .config import CANDIDATE, RANK_IMAGES, FitConfig
 from .console import out, progress_bar, say
-from .data.sources import Dataset, Sample
+from .data.sources import Sample
 from .errors import HeadstartError
 from .features import extract_features
 from .runfolder import RANKING
@@ -276,14 +276,15 @@ def rank(
             input_size=candidate.input_size,
             pretrained=candidate.pretrained,
         )
-        scored.append(_score(candidate, network_for(sampled, these), sampled, these))
+        scored.append(_score(candidate, network_for(sampled, these), these))
     scored.sort(key=lambda s: (not math.isfinite(s.logme), -s.logme))  # failed ones last
     return Ranking(scored, len(sample), len(train), time.perf_counter() - started)
 
 
-def _score(candidate: Candidate, ready: Prepared, dataset: Dataset, config: FitConfig) -> Scored:
+def _score(candidate: Candidate, ready: Prepared, config: FitConfig) -> Scored:
+    """LogME and the probe of ``ready``'s network on ``ready``'s images (the sample)."""
     started = time.perf_counter()
-    paths = [s.path for s in dataset.samples]
+    paths = [s.path for s in ready.dataset.samples]
     with progress_bar(f"features ({candidate})", len(paths), quiet=config.quiet) as advance:
         features = extract_features(
             ready.backbone,
@@ -294,15 +295,14 @@ def _score(candidate: Candidate, ready: Prepared, dataset: Dataset, config: FitC
             batch_size=config.batch_size,
             on_batch=advance,
         )
-    index = {name: i for i, name in enumerate(dataset.classes)}
-    label_of = {s.path: index[s.label] for s in dataset.samples}
+    label_of = {s.path: ready.index[s.label] for s in ready.dataset.samples}
     labels = np.array([label_of[path] for path in features.paths])
     vectors = features.of(features.paths)
     size = ready.preprocessing.input_size[-1]
     if not np.isfinite(vectors).all():  # an overflow in the network: ranked last, and said
         say(config.quiet, f"[yellow]{candidate}: features not finite; ranked last[/]")
         return Scored(candidate, size, -math.inf, math.nan, len(labels), _since(started))
-    probe = fit_probe(vectors, labels, len(dataset.classes), seed=config.seed)
+    probe = fit_probe(vectors, labels, len(ready.index), seed=config.seed)
     score = logme(vectors, labels)
     return Scored(candidate, size, score, probe.cv_accuracy, len(labels), _since(started))
 
