@@ -115,6 +115,10 @@ def evaluate(
     """
     model = load(bundle)
     run = RunFolder.of_bundle(bundle)
+    if getattr(model, "modality", "image") == "text":
+        from .text.scoring import evaluate_texts
+
+        return evaluate_texts(model, run, data, split=split, quiet=quiet)
     skipped: list[Skipped] = []
     if run is not None and run.data is not None and run.data == Path(data).resolve():
         examples, split = _run_split(run, split)

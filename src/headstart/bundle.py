@@ -59,8 +59,15 @@ _OWN_KEYS = {
     "test_time_flip",
     "temperature",
     "num_features",
+    "modality",
+    "encoder",
 }
 _OPTIONAL_KEYS = {"format", "headstart_version", "torch_version", "runtime", "temperature"}
+#: What a bundle of each modality must describe (besides the optional keys).
+_NEEDED = {
+    "image": _OWN_KEYS - _OPTIONAL_KEYS - {"modality", "encoder"},
+    "text": {"classes", "encoder", "num_features"},
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,10 @@ class Description:
     @property
     def runtime(self) -> str:
         return self.meta.get("runtime", "pytorch")
+
+    @property
+    def modality(self) -> str:
+        return self.meta.get("modality", "image")  # bundles from before texts: images
 
     @property
     def network_file(self) -> Path:
@@ -140,7 +151,10 @@ def describe(bundle: str | Path) -> Description:
     runtime = meta.get("runtime", "pytorch")
     if runtime not in RUNTIMES:
         raise HeadstartError(f"{where}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    needed = _OWN_KEYS - _OPTIONAL_KEYS - ({"num_features"} if runtime != "pytorch" else set())
+    modality = meta.get("modality", "image")
+    if modality not in _NEEDED:
+        raise HeadstartError(f"{where}: modality {modality!r} is not one of {', '.join(_NEEDED)}")
+    needed = _NEEDED[modality] - ({"num_features"} if runtime != "pytorch" else set())
     missing = sorted(needed - set(meta))
     if missing:
         raise HeadstartError(f"{where}: incomplete, no {', '.join(missing)}")
@@ -153,7 +167,12 @@ def describe(bundle: str | Path) -> Description:
     if not 0 < temperature < float("inf"):
         raise HeadstartError(f"{where}: temperature={temperature}; expected > 0")
     description = Description(directory, meta)
-    description.preprocessing  # noqa: B018 -- checked now, not at the first prediction
+    if modality == "text":
+        encoder = meta["encoder"]
+        if not isinstance(encoder, dict) or not isinstance(encoder.get("name"), str):
+            raise HeadstartError(f"{where}: 'encoder' must be an object with a 'name'")
+    else:
+        description.preprocessing  # noqa: B018 -- checked now, not at the first prediction
     if not description.network_file.exists():
         what = "weights" if runtime == "pytorch" else f"{runtime} network"
         raise HeadstartError(f"{description.network_file}: missing (the bundle has no {what})")

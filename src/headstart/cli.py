@@ -232,9 +232,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    predict = commands.add_parser("predict", help="label images with a trained model")
+    predict = commands.add_parser("predict", help="label images (or texts) with a trained model")
     predict.add_argument("bundle", help="a run folder or its model/ folder")
-    predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument(
+        "inputs",
+        nargs="*",
+        help="image files or folders (searched recursively); for a text model, text files "
+        "(.txt: one text a line), tables (their text column), folders of .txt files, or - "
+        "(standard input, one text a line)",
+    )
+    predict.add_argument(
+        "--text", action="append", default=[], help="a text to label (text models; repeatable)"
+    )
+    predict.add_argument("--text-column", help="the tables' text column (text models)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per image (default 1)")
     predict.add_argument("--csv", action="store_true", help="write CSV to stdout, not a table")
     predict.add_argument(
@@ -516,11 +526,18 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .console import err, out
     from .data.sources import image_files
+    from .errors import HeadstartError
     from .loading import load
 
     model = load(args.bundle)
     if args.no_calibration:
         model.temperature = 1.0
+    if getattr(model, "modality", "image") == "text":
+        return _predict_texts(model, args)
+    if args.text or args.text_column:
+        raise HeadstartError("--text and --text-column are for text models; this one reads images")
+    if not args.inputs:
+        raise HeadstartError("no images given: `headstart predict RUN photos/ ...`")
     paths = image_files(args.inputs)
     predictions, skipped = model.predict_files(paths, top_k=args.top_k, quiet=args.quiet)
     if args.csv:
@@ -538,6 +555,37 @@ def _predict(args: argparse.Namespace) -> int:
     for skip in skipped:
         err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
     return 0 if predictions else 1
+
+
+def _predict_texts(model, args: argparse.Namespace) -> int:
+    from .console import out
+    from .errors import HeadstartError
+    from .text.data import texts_to_predict
+
+    found = [(f"--text {n}", text) for n, text in enumerate(args.text, 1)]
+    if args.inputs:
+        found += texts_to_predict(args.inputs, text_column=args.text_column)
+    if not found:
+        raise HeadstartError("no texts given: files, tables, - (standard input) or --text TEXT")
+    predictions = model.predict([text for _, text in found], top_k=args.top_k, quiet=args.quiet)
+    k = max(1, min(args.top_k, len(model.classes)))
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        labels = [f"{kind}{i}" for i in range(1, k + 1) for kind in ("label", "probability")]
+        writer.writerow(["where", "text", *labels])
+        for (where, text), prediction in zip(found, predictions, strict=True):
+            values = [v for label, p in prediction.top for v in (label, f"{p:.4f}")]
+            writer.writerow([where, text, *values])
+        sys.stdout.flush()
+        return 0
+    from rich.table import Table
+
+    table = Table("text", "prediction", title_justify="left")
+    for (_, text), prediction in zip(found, predictions, strict=True):
+        shown = text if len(text) <= 80 else text[:79] + "…"
+        table.add_row(shown, ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
+    out.print(table)
+    return 0
 
 
 def _write_csv(predictions: list, k: int) -> None:
@@ -558,14 +606,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     if scores["left_out"] and args.quiet:  # else evaluate said it
-        err.print(f"[yellow]left out[/] {scores['left_out']} image(s) the run trained on")
+        unit = scores.get("unit", "images")
+        err.print(f"[yellow]left out[/] {scores['left_out']} {unit} the run trained on")
     out.print(
         f"accuracy {scores['accuracy']:.1%}, balanced accuracy "
         f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
-        f"on {scores['n']} images (split: {scores['split']})",
+        f"on {scores['n']} {scores.get('unit', 'images')} (split: {scores['split']})",
         soft_wrap=True,
     )
-    table = Table("class", "precision", "recall", "f1", "images", title_justify="left")
+    table = Table(
+        "class", "precision", "recall", "f1", scores.get("unit", "images"), title_justify="left"
+    )
     for name, row in scores["per_class"].items():
         table.add_row(
             name,

@@ -82,6 +82,7 @@ TRANSFORMS = (
 #: The groups of settings, in the order ``--help`` lists them; the commands that take each.
 GROUPS = {
     "data": "the data and the network",
+    "text": "texts (a CSV, TSV or JSON Lines table, or folders of .txt files)",
     "training": "training (defaults: the plan's)",
     "regularisation": "regularisation",
     "augmentation": "augmentation and class balance",
@@ -91,6 +92,7 @@ _READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank")
 _TRAINS = ("fit", "check", "lr-find", "augment-preview")
 COMMANDS = {
     "data": _READS_DATA,
+    "text": ("fit", "audit"),
     "training": _TRAINS,
     "regularisation": _TRAINS,
     "augmentation": _TRAINS,
@@ -227,6 +229,19 @@ class FitConfig:
     )
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group="data")
     quiet: bool = setting(False, "no progress bars or plan messages", group="data")
+
+    # Texts.
+    encoder: str = setting(
+        "all-MiniLM-L6-v2",
+        "sentence encoder: the built-in one, a local folder or a Hugging Face name",
+        group="text",
+    )
+    text_column: str | None = setting(
+        None, "the table's text column (default: found by name)", group="text", optional=True
+    )
+    label_column: str | None = setting(
+        None, "the table's label column (default: found by name)", group="text", optional=True
+    )
 
     # What trains, and how.
     strategy: str = setting(

@@ -7,17 +7,26 @@ ONNX bundle loads and predicts where PyTorch is not installed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bundle import describe
 from .prediction import Predictor
 
+if TYPE_CHECKING:
+    from .text.model import TextModel
+
 __all__ = ["load"]
 
 
-def load(bundle: str | Path) -> Predictor:
+def load(bundle: str | Path) -> Predictor | TextModel:
     """Load a model bundle: the ``model`` folder of a run (``headstart fit``), or a folder
-    that ``headstart export`` wrote (run by ONNX Runtime or TorchScript)."""
+    that ``headstart export`` wrote (run by ONNX Runtime or TorchScript). A text model's
+    ``predict`` takes strings."""
     description = describe(bundle)
+    if description.modality == "text":
+        from .text.model import load_text_bundle
+
+        return load_text_bundle(description)
     if description.runtime == "pytorch":
         from .torch_model import load_network_bundle
 

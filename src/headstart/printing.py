@@ -24,12 +24,12 @@ def print_fit_summary(result: FitResult) -> None:
         out.print(
             f"\n[bold]{split}[/]: accuracy {scores['accuracy']:.1%}, balanced "
             f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
-            f"({scores['n']} images)"
+            f"({scores['n']} {result.unit})"
         )
         if split == "val" and "test" not in result.scores:
             out.print("  (validation also chose the model; --test-fraction holds out a test set)")
         table = Table()
-        for column in ("class", "recall", "precision", "images"):
+        for column in ("class", "recall", "precision", result.unit):
             table.add_column(column, justify="left" if column == "class" else "right")
         for name, row in scores["per_class"].items():
             table.add_row(

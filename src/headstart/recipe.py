@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checks import CheckReport
 from .config import FitConfig, load_config, save_config
@@ -34,10 +35,16 @@ from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
 from .stages.train import train
+from .text.data import is_text_data
 from .torch_model import Model, save
 from .training import distributed
 from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan
+
+if TYPE_CHECKING:
+    from .text.data import TextDataset
+    from .text.model import TextModel
+    from .text.recipe import TextPlan
 
 __all__ = ["FitResult", "fit", "resume"]
 
@@ -45,15 +52,16 @@ __all__ = ["FitResult", "fit", "resume"]
 @dataclass
 class FitResult:
     run_dir: Path
-    model: Model
-    plan: Plan
+    model: Model | TextModel
+    plan: Plan | TextPlan
     strategy: str  # what was kept: the plan's strategy, or the linear probe when it scored higher
     scores: dict[str, dict]  # split -> classification_metrics(...)
     seconds: float
     skipped: list[Skipped] = field(default_factory=list)
     stopped: str = "finished"
-    dataset: Dataset | None = None
+    dataset: Dataset | TextDataset | None = None
     why_kept: str | None = None  # what decided between the linear probe and the fine-tuning
+    unit: str = "images"  # what the examples are: "images" or "texts"
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
@@ -66,6 +74,11 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     """
     started = time.perf_counter()
     config = FitConfig.of(config, **settings)
+    if is_text_data(data):
+        from .text.recipe import fit_texts
+
+        return fit_texts(data, config)
+    _refuse_text_settings(config)
     resolve_precision(config.precision, device_of(config.device))
     with _scratch_unless_main() as scratch:
         if scratch is not None:
@@ -197,6 +210,13 @@ def _fit(
         decision.ready.dataset,
         choice.why,
     )
+
+
+def _refuse_text_settings(config: FitConfig) -> None:
+    given = sorted(set(config.changed()) & {"encoder", "text_column", "label_column"})
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise HeadstartError(f"{flags}: setting(s) for texts, and this data holds images")
 
 
 def _save_model(model: Model, ready: Prepared, run: RunFolder) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import HeadstartError
 from .images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGES, UnreadableImage, probe_image
 
-__all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover", "image_files"]
+__all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover", "image_files", "split_sizes"]
 
 SPLITS = ("train", "val", "test")
 
@@ -454,7 +454,7 @@ def _assign_splits(
         # A string seed is hashed with SHA-512: stable across runs and Python versions, unlike
         # hash(). One generator per class: adding a class leaves the others' splits alone.
         random.Random(f"{seed}/{label}").shuffle(paths)
-        n_val, n_test = _split_sizes(len(paths), val_fraction, test_fraction)
+        n_val, n_test = split_sizes(len(paths), val_fraction, test_fraction)
         splits = ["val"] * n_val + ["test"] * n_test
         splits += ["train"] * (len(paths) - len(splits))
         samples += [Sample(p, label, s) for p, s in zip(paths, splits, strict=True)]
@@ -468,7 +468,7 @@ def _assign_splits(
     return samples, warnings
 
 
-def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     """How many of a class's ``n`` images go to val and to test; one at least stays in train."""
     n_val, n_test = int(n * val_fraction + 0.5), int(n * test_fraction + 0.5)
     if val_fraction > 0 and n >= 2:

@@ -36,25 +36,26 @@ class Calibrated:
         return asdict(self)
 
 
-def calibrate(kept: Candidate, config: FitConfig) -> Calibrated:
+def calibrate(kept: Candidate, config: FitConfig, *, items: str = "images") -> Calibrated:
     """Fit the temperature of ``kept`` on its validation predictions and set it on its model
-    (``kept.model.temperature``) where it helps; what was done, either way."""
+    (``kept.model.temperature``) where it helps; what was done, either way. ``items``: what
+    the examples are called ("images", "texts")."""
     if not config.calibration:
         return Calibrated(1.0, "calibration off: the probabilities are the network's own")
     val = kept.scored.get("val")
     if val is None or not len(val.labels):
-        return Calibrated(1.0, "no validation images to fit a temperature on")
+        return Calibrated(1.0, f"no validation {items} to fit a temperature on")
     # Log-probabilities are the logits less a constant per row: the same softmax at any T.
     found = measure_calibration(val.log_probabilities, val.labels)
     measured = {"ece": found.ece, "ece_scaled": found.ece_scaled, "images": found.n}
     if found.temperature is None:
-        why = "no temperature fitted: every validation image is predicted right"
+        why = f"no temperature fitted: every validation {items[:-1]} is predicted right"
         return Calibrated(1.0, why, **measured)
     t = found.temperature
     if found.at_bound:
         why = (
             f"temperature not applied: its fit ran to the edge of its range (T = {t:.3g}) on "
-            f"these {found.n} validation images: "
+            f"these {found.n} validation {items}: "
             + ("sharper is always better" if t < 1 else "the predictions are close to chance")
         )
         return Calibrated(1.0, why, fitted=t, **measured)
@@ -67,7 +68,7 @@ def calibrate(kept: Candidate, config: FitConfig) -> Calibrated:
     kept.model.temperature = t
     why = (
         f"probabilities calibrated: logits divided by T = {t:.2f}, fitted on the {found.n} "
-        f"validation images (expected calibration error {found.ece:.1%} -> "
+        f"validation {items} (expected calibration error {found.ece:.1%} -> "
         f"{found.ece_scaled:.1%}); --no-calibration keeps the network's own"
     )
     return Calibrated(t, why, fitted=t, **measured)

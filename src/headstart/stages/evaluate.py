@@ -122,7 +122,14 @@ def _splits(ready: Prepared) -> list[str]:
     return [split for split in EVALUATED if ready.dataset.split(split)]
 
 
-def choose(probe: Candidate | None, tuned: Candidate | None, *, asked: bool = False) -> Choice:
+def choose(
+    probe: Candidate | None,
+    tuned: Candidate | None,
+    *,
+    asked: bool = False,
+    within_noise: str = "probe",
+    items: str = "images",
+) -> Choice:
     """The fine-tuned model when it is ahead of the linear probe on validation beyond noise
     (see :data:`KEEP_FINE_TUNED`), else the probe; the fine-tuned model always when the user
     ``asked`` for that strategy by name (what the probe would have done is still said).
@@ -130,6 +137,11 @@ def choose(probe: Candidate | None, tuned: Candidate | None, *, asked: bool = Fa
     Image by image (McNemar's test): only the images one model gets right and the other wrong
     tell them apart, so a difference of one or two images on a small validation set never
     decides. Every outcome is said, with the numbers.
+
+    ``within_noise="fine-tune"`` keeps the fine-tuned model unless it is *behind* beyond noise:
+    for a fine-tuning that validation did not select (no best epoch chosen on it), which
+    measurements show ahead where validation is too small to tell. ``items``: what the
+    examples are called ("images", "texts").
     """
     if tuned is None or probe is None:
         return Choice(tuned or probe)
@@ -141,11 +153,15 @@ def choose(probe: Candidate | None, tuned: Candidate | None, *, asked: bool = Fa
     evidence = {"fixed": fixed, "broken": broken, "z": float(z), "images": len(right)}
     said = (
         f"{tuned.strategy} {tuned.val_accuracy:.1%} against the linear probe's "
-        f"{probe.val_accuracy:.1%} on {len(right)} validation images: it gets {fixed} right "
+        f"{probe.val_accuracy:.1%} on {len(right)} validation {items}: it gets {fixed} right "
         f"that the probe gets wrong and {broken} the other way (McNemar z = {z:+.1f})"
     )
     if z >= KEEP_FINE_TUNED:
         return Choice(tuned, f"{said}: ahead beyond noise, kept the {tuned.strategy}", evidence)
+    if within_noise == "fine-tune" and z > -KEEP_FINE_TUNED:
+        return Choice(
+            tuned, f"{said}: not behind beyond noise, kept the {tuned.strategy}", evidence
+        )
     if asked:
         where = "behind beyond noise" if z <= -KEEP_FINE_TUNED else "not ahead beyond noise"
         return Choice(

@@ -1,0 +1,123 @@
+"""headstart on real text sets, at several labelled texts per class, beside SetFit.
+
+For each set of ``../shared/data/text/`` (``train.csv`` and ``test.csv``, columns text,label)
+and each number of labelled texts per class (8, 32, all), draws that many training texts per
+class (seed 0), fits headstart with ``--strategy linear-probe`` and with the default
+(``auto``: the probe and the SetFit-style fine-tuned encoder, validation choosing), and scores
+each on the whole test file with ``headstart.evaluate`` (test texts that are copies of
+training texts are left out, and counted). With ``--setfit`` and the ``setfit`` package
+installed, SetFit itself (same encoder, its defaults) is trained on the same texts (all of
+them: it holds none out) and scored on the same test texts.
+
+    python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--setfit]
+
+Prints one row per (set, shots, method): test accuracy, macro-F1, texts scored, seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import headstart
+from headstart.text.data import text_key
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+
+
+def sample(rows: list[dict], shots: int | None, seed: int = 0) -> list[dict]:
+    """``shots`` rows per label (all when None), drawn per label in sorted label order."""
+    if shots is None:
+        return rows
+    rng = random.Random(seed)
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    return [row for label in sorted(by_label) for row in rng.sample(by_label[label], shots)]
+
+
+def write(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    return path
+
+
+def headstart_row(train: Path, test: Path, strategy: str, work: Path) -> dict:
+    started = time.perf_counter()
+    result = headstart.fit(train, strategy=strategy, runs_dir=str(work), quiet=True)
+    seconds = time.perf_counter() - started
+    scores, _ = headstart.evaluate(result.run_dir, test, quiet=True)
+    return {
+        "method": f"headstart {strategy}",
+        "kept": result.strategy,
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+        "scored": scores["n"],
+        "seconds": seconds,
+    }
+
+
+def setfit_row(train_rows: list[dict], test_rows: list[dict]) -> dict:
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from headstart.text.encoder import encoder_location
+
+    trained = {text_key(r["text"]) for r in train_rows}
+    test_rows = [r for r in test_rows if text_key(r["text"]) not in trained]
+    started = time.perf_counter()
+    model = SetFitModel.from_pretrained(str(encoder_location("all-MiniLM-L6-v2")[0]))
+    Trainer(model=model, train_dataset=Dataset.from_list(train_rows)).train()
+    seconds = time.perf_counter() - started
+    predicted = model.predict([r["text"] for r in test_rows])
+    truth = [r["label"] for r in test_rows]
+    return {
+        "method": "SetFit",
+        "kept": "-",
+        "accuracy": accuracy_score(truth, list(predicted)),
+        "macro_f1": f1_score(truth, list(predicted), average="macro"),
+        "scored": len(test_rows),
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["trec6", "sms_spam"])
+    parser.add_argument("--shots", nargs="+", default=["8", "32", "all"])
+    parser.add_argument("--strategies", default="linear-probe,auto")
+    parser.add_argument("--setfit", action="store_true", help="also train SetFit")
+    args = parser.parse_args()
+    print("| set | texts a class | method | kept | test accuracy | macro-F1 | scored | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.sets:
+        rows = list(csv.DictReader(open(DATA / name / "train.csv", encoding="utf-8")))
+        test_rows = list(csv.DictReader(open(DATA / name / "test.csv", encoding="utf-8")))
+        for shots in args.shots:
+            chosen = sample(rows, None if shots == "all" else int(shots))
+            with tempfile.TemporaryDirectory() as scratch:
+                work = Path(scratch)
+                train = write(chosen, work / f"{name}-{shots}.csv")
+                results = [
+                    headstart_row(train, DATA / name / "test.csv", strategy, work)
+                    for strategy in args.strategies.split(",")
+                ]
+                if args.setfit:
+                    results.append(setfit_row(chosen, test_rows))
+            for r in results:
+                print(
+                    f"| {name} | {shots} | {r['method']} | {r['kept']} | {r['accuracy']:.1%} | "
+                    f"{r['macro_f1']:.3f} | {r['scored']} | {r['seconds']:.0f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""``headstart fit`` on texts: from a table or folders of labelled texts to a model bundle.
+
+The recipe of photos, for texts::
+
+    data -> encode (cached) -> audit -> plan -> probe -> fine-tune -> choose -> calibrate -> save
+
+The plan is decided once, as data, before anything trains, with its cost: a linear probe on
+the frozen encoder's embeddings (seconds), and (``auto`` and ``fine-tune``) the encoder
+fine-tuned on contrastive pairs of the training texts, SetFit's recipe, then a new probe on
+its embeddings. ``auto`` keeps whichever validation says is better (McNemar's test over the
+texts one gets right and the other wrong), and says why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import FitConfig, save_config
+from ..console import say
+from ..data.sources import SPLITS as SPLIT_NAMES
+from ..errors import HeadstartError
+from ..metrics import classification_metrics
+from ..runfolder import CONFIG_JSON, CONFIG_YAML, DATASET, PLAN, SPLITS, SUMMARY, RunFolder
+from ..stages.calibrate import calibrate
+from ..stages.data import default_cache_dir, device_of, seed_everything
+from ..stages.evaluate import EVALUATED, Candidate, Choice, Scored, choose
+from ..storage import write_atomically
+from ..training.probe import fit_probe
+from .audit import TextAudit, audit_texts
+from .data import TextDataset, labels_of, normalised, read_texts, text_key
+from .embeddings import embed
+from .encoder import TextEncoder
+from .finetune import ContrastiveSettings, contrastive_pairs, fine_tune_encoder
+from .model import TextModel, save_text_model
+
+__all__ = ["TEXT_SETTINGS", "TextPlan", "fit_texts"]
+
+#: The settings a fit of texts reads; any other given is refused (it would do nothing).
+TEXT_SETTINGS = frozenset(
+    {
+        "encoder",
+        "text_column",
+        "label_column",
+        "val_fraction",
+        "test_fraction",
+        "seed",
+        "batch_size",
+        "cache_dir",
+        "device",
+        "quiet",
+        "strategy",
+        "epochs",
+        "lr",
+        "probe_penalty",
+        "runs_dir",
+        "name",
+        "calibration",
+        "checks",
+    }
+)
+AUDIT_JSON = "audit.json"
+PREDICTIONS = "predictions.csv"
+#: Seconds a contrastive step is assumed to cost before one is timed (MiniLM-L6, 16 pairs of
+#: short texts, two CPU cores): only for the plan's estimate.
+_STEP_SECONDS = 0.5
+
+
+@dataclass
+class TextPlan:
+    """What the fit of texts will do, decided before anything trains, and why."""
+
+    strategy: str  # "linear-probe" | "fine-tune" | "auto" (both, validation chooses)
+    encoder: str
+    contrastive: ContrastiveSettings | None
+    pairs: int = 0
+    estimated_seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["modality"] = "text"
+        return values
+
+
+def fit_texts(data: str | Path, config: FitConfig):
+    """Train a text classifier on ``data`` (see :func:`headstart.text.data.read_texts`)."""
+    from ..recipe import FitResult
+
+    started = time.perf_counter()
+    _refuse_image_settings(config)
+    if config.strategy == "full":
+        raise HeadstartError(
+            "strategy='full' trains a network from random weights: for texts, use "
+            "linear-probe, fine-tune or auto"
+        )
+    dataset = read_texts(
+        data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    device = device_of(config.device)
+    encoder = TextEncoder(config.encoder, device=str(device))  # refused here: nothing written
+    run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
+    with run.running():
+        run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
+        save_config(config, run / CONFIG_YAML, data)
+        _say_what_runs(run, dataset, encoder, config)
+        _record_split(run, dataset)
+        seed_everything(config.seed)
+        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        texts = [s.text for s in dataset.samples]
+        embeddings = embed(texts, encoder, cache, batch_size=config.batch_size, quiet=config.quiet)
+        audit = audit_texts(
+            dataset, embeddings, encoder.token_counts(texts), encoder.max_tokens, seed=config.seed
+        )
+        run.write_json(AUDIT_JSON, audit.to_dict())
+        for line in audit.findings():
+            say(config.quiet, f"[yellow]audit[/]: {line}")
+        plan = _plan(dataset, audit, encoder, config)
+        run.write_json(PLAN, plan.to_dict())
+        for reason in plan.reasons:
+            say(config.quiet, f"plan: {reason}")
+        rows = _rows_by_split(dataset)
+        probe = None
+        if plan.strategy in ("linear-probe", "auto"):
+            probe = _probe(encoder, embeddings, dataset, rows, config, "linear-probe")
+            say(config.quiet, f"probe: validation {_accuracy(probe)}")
+        tuned, tuning = None, None
+        if plan.contrastive is not None:
+            tuned, tuning = _fine_tuned(dataset, rows, plan, config, device)
+            say(config.quiet, f"fine-tune: validation {_accuracy(tuned)}")
+        choice = _choose(probe, tuned, config)
+        if choice.why:
+            say(config.quiet, f"plan: {choice.why}")
+        kept = choice.kept
+        calibrated = calibrate(kept, config, items="texts")
+        say(config.quiet, calibrated.why)
+        model: TextModel = kept.model
+        model.trained_on = frozenset(text_key(s.text) for s in dataset.split("train"))
+        model.info = {"strategy": kept.strategy, "scores": _scores(kept)}
+        save_text_model(model, run.bundle)
+        _write_predictions(run, kept, dataset)
+        seconds = time.perf_counter() - started
+        summary = {
+            "modality": "text",
+            "strategy": kept.strategy,
+            "why_kept": choice.why,
+            "evidence": choice.evidence,
+            "scores": _scores(kept),
+            "clean_scores": _clean_scores(kept, audit, dataset),
+            "candidates": {c.strategy: _scores(c) for c in (probe, tuned) if c is not None},
+            "fine_tuning": tuning,
+            "calibration": calibrated.to_dict(),
+            "audit": audit.findings(),
+            "seconds": seconds,
+        }
+        run.write_json(SUMMARY, summary)
+    return FitResult(
+        run.path,
+        model,
+        plan,
+        kept.strategy,
+        _scores(kept),
+        seconds,
+        list(dataset.skipped),
+        dataset=dataset,
+        why_kept=choice.why,
+        unit="texts",
+    )
+
+
+def _refuse_image_settings(config: FitConfig) -> None:
+    ignored = sorted(set(config.changed()) - TEXT_SETTINGS)
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise HeadstartError(
+            f"{flags}: setting(s) for photos, which a fit of texts does not read; it reads "
+            + ", ".join("--" + name.replace("_", "-") for name in sorted(TEXT_SETTINGS))
+        )
+
+
+def _say_what_runs(
+    run: RunFolder, dataset: TextDataset, encoder: TextEncoder, config: FitConfig
+) -> None:
+    counts = dataset.counts()
+    sizes = ", ".join(
+        f"{sum(counts[s].values())} {s}" for s in SPLIT_NAMES if sum(counts[s].values())
+    )
+    columns = (
+        f" (text column {dataset.columns['text']!r}, label column {dataset.columns['label']!r})"
+        if dataset.columns
+        else ""
+    )
+    say(
+        config.quiet,
+        f"run folder [bold]{run.path}[/]; {len(dataset.samples)} texts in "
+        f"{len(dataset.classes)} classes{columns}: {sizes}; encoder {encoder.name} "
+        f"({encoder.source}, {encoder.dimension} features, reads {encoder.max_tokens} tokens)",
+    )
+    for skip in dataset.skipped[:10]:
+        say(config.quiet, f"[yellow]skipped[/] {skip.path}: {skip.reason}")
+    if len(dataset.skipped) > 10:
+        say(config.quiet, f"[yellow]skipped[/] {len(dataset.skipped) - 10} more ({DATASET})")
+    for warning in dataset.warnings:
+        say(config.quiet, f"[yellow]warning[/]: {warning}")
+
+
+def _record_split(run: RunFolder, dataset: TextDataset) -> None:
+    """``dataset.json``, and ``splits.csv``: where each text came from, its label and split."""
+    run.write_json(DATASET, dataset.to_dict())
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["path", "label", "split"])
+    writer.writerows((s.where, s.label, s.split) for s in dataset.samples)
+    write_atomically(run / SPLITS, rows.getvalue().encode("utf-8", errors="surrogateescape"))
+
+
+def _plan(
+    dataset: TextDataset, audit: TextAudit, encoder: TextEncoder, config: FitConfig
+) -> TextPlan:
+    train = dataset.split("train")
+    reasons = [
+        f"{len(train)} training texts; the encoder's embeddings are cached, so the linear "
+        "probe costs seconds"
+    ]
+    if audit.lengths.get("truncated"):
+        reasons.append(
+            f"{audit.lengths['truncated']} text(s) are longer than {encoder.max_tokens} "
+            "tokens: the encoder reads their beginning only"
+        )
+    strategy = config.strategy
+    if strategy == "linear-probe":
+        reasons.append("strategy linear-probe, as asked: the encoder stays as it is")
+        return TextPlan(strategy, encoder.name, None, reasons=reasons)
+    settings = ContrastiveSettings(
+        epochs=config.epochs or ContrastiveSettings.epochs,
+        lr=config.lr or ContrastiveSettings.lr,
+        batch_size=min(config.batch_size, ContrastiveSettings.batch_size),
+    )
+    pairs = len(contrastive_pairs(labels_of(train, dataset.classes), settings, config.seed))
+    seconds = settings.steps(pairs) * _STEP_SECONDS
+    capped = " (capped)" if pairs == settings.max_pairs else ""
+    reasons.append(
+        f"the encoder fine-tuned on {pairs} contrastive pairs{capped} of training texts "
+        f"(SetFit's recipe: {settings.rounds} pairs of each kind a text), "
+        f"{settings.steps(pairs)} steps, about {_minutes(seconds)} here"
+    )
+    if strategy == "auto":
+        reasons.append(
+            "both the probe and the fine-tuned encoder are scored on validation; the "
+            "fine-tuning is kept unless it is behind beyond noise"
+        )
+    return TextPlan(strategy, encoder.name, settings, pairs, seconds, reasons)
+
+
+def _rows_by_split(dataset: TextDataset) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for row, sample in enumerate(dataset.samples):
+        rows.setdefault(sample.split, []).append(row)
+    return rows
+
+
+def _probe(
+    encoder: TextEncoder,
+    embeddings: np.ndarray,
+    dataset: TextDataset,
+    rows: dict[str, list[int]],
+    config: FitConfig,
+    strategy: str,
+    *,
+    fine_tuned: bool = False,
+) -> Candidate:
+    """A logistic head on ``embeddings``' training rows, scored on the held-out ones."""
+    train = rows["train"]
+    labels = np.array(labels_of([dataset.samples[r] for r in train], dataset.classes))
+    probe = fit_probe(
+        embeddings,
+        labels,
+        len(dataset.classes),
+        rows=train,
+        seed=config.seed,
+        penalty=config.probe_penalty,
+    )
+    model = TextModel(encoder, probe.head, dataset.classes, fine_tuned=fine_tuned)
+    scored = {}
+    for split in EVALUATED:
+        if rows.get(split):
+            scored[split] = _scored(model, embeddings[rows[split]], dataset, rows[split])
+    return Candidate(model, strategy, scored)
+
+
+def _scored(
+    model: TextModel, embeddings: np.ndarray, dataset: TextDataset, rows: list[int]
+) -> Scored:
+    samples = [dataset.samples[r] for r in rows]
+    logits = torch.from_numpy(model.logits(embeddings)).double()
+    log_probabilities = logits.log_softmax(1).numpy()
+    labels = np.array(labels_of(samples, dataset.classes))
+    scores = classification_metrics(labels, log_probabilities.argmax(1), dataset.classes)
+    return Scored(samples, labels, log_probabilities, scores)
+
+
+def _fine_tuned(
+    dataset: TextDataset,
+    rows: dict[str, list[int]],
+    plan: TextPlan,
+    config: FitConfig,
+    device: torch.device,
+) -> tuple[Candidate, dict]:
+    """The encoder fine-tuned on contrastive pairs of the training texts (a fresh copy: the
+    probe keeps the original), a new probe on its embeddings."""
+    encoder = TextEncoder(config.encoder, device=str(device))
+    train = dataset.split("train")
+    torch.manual_seed(config.seed)
+    tuning = fine_tune_encoder(
+        encoder,
+        [s.text for s in train],
+        labels_of(train, dataset.classes),
+        plan.contrastive,
+        seed=config.seed,
+        quiet=config.quiet,
+    )
+    say(
+        config.quiet,
+        f"fine-tune: {tuning['steps']} steps in {_minutes(tuning['seconds'])}, contrastive "
+        f"loss {tuning['loss_start']:.3f} -> {tuning['loss_end']:.3f}",
+    )
+    embeddings = encoder.encode([s.text for s in dataset.samples], batch_size=config.batch_size)
+    candidate = _probe(encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True)
+    return candidate, tuning
+
+
+def _choose(probe: Candidate | None, tuned: Candidate | None, config: FitConfig) -> Choice:
+    """The probe or the fine-tuned encoder: by validation where there is one (the fine-tuning
+    kept unless behind beyond noise: it chose nothing on validation), else the fine-tuning."""
+    if probe is not None and tuned is not None and "val" not in tuned.scored:
+        return Choice(tuned, "no validation texts to compare on: kept the fine-tuned encoder")
+    return choose(
+        probe,
+        tuned,
+        asked=config.strategy == "fine-tune",
+        within_noise="fine-tune",
+        items="texts",
+    )
+
+
+def _scores(candidate: Candidate) -> dict[str, dict]:
+    return {split: scored.scores for split, scored in candidate.scored.items()}
+
+
+def _clean_scores(kept: Candidate, audit: TextAudit, dataset: TextDataset) -> dict[str, dict]:
+    """Held-out scores without the texts that are copies of training texts (when some are)."""
+    if not any(audit.leaks.values()):
+        return {}
+    trained = {normalised(s.text) or s.text for s in dataset.split("train")}
+    clean = {}
+    for split, scored in kept.scored.items():
+        keep = np.array([(normalised(s.text) or s.text) not in trained for s in scored.samples])
+        if keep.any() and not keep.all():
+            clean[split] = classification_metrics(
+                scored.labels[keep],
+                scored.log_probabilities[keep].argmax(1),
+                dataset.classes,
+            )
+    return clean
+
+
+def _write_predictions(run: RunFolder, kept: Candidate, dataset: TextDataset) -> None:
+    """Every held-out text with its label and the kept model's prediction, most confident
+    mistakes first within each split."""
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["split", "where", "label", "predicted", "probability", "text"])
+    for split, scored in kept.scored.items():
+        probabilities = np.exp(scored.log_probabilities / kept.model.temperature)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        predicted = probabilities.argmax(1)
+        wrong = predicted != scored.labels
+        order = np.lexsort((-probabilities.max(1), ~wrong))
+        for i in order:
+            sample = scored.samples[i]
+            writer.writerow(
+                [
+                    split,
+                    sample.where,
+                    sample.label,
+                    dataset.classes[predicted[i]],
+                    f"{probabilities[i].max():.4f}",
+                    sample.text,
+                ]
+            )
+    write_atomically(run / PREDICTIONS, rows.getvalue().encode("utf-8"))
+
+
+def _accuracy(candidate: Candidate) -> str:
+    val = candidate.scored.get("val")
+    if val is None:
+        return "(no validation texts)"
+    return f"{val.scores['accuracy']:.1%} of {val.scores['n']}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

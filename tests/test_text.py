@@ -1,0 +1,333 @@
+"""Texts: read from tables and folders, encoded by the built-in sentence encoder, a probe or a
+fine-tuned encoder fitted, saved, loaded, predicted and evaluated like photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.cli import main
+from headstart.errors import HeadstartError
+from headstart.text.data import is_text_data, read_texts, texts_to_predict
+from headstart.text.encoder import TextEncoder, encoder_location
+
+WEATHER = [
+    "Heavy rain is expected across the north tonight",
+    "Tomorrow will be sunny with a light breeze",
+    "Snow is falling in the mountains this morning",
+    "A thunderstorm warning was issued for the coast",
+    "Temperatures will drop below freezing overnight",
+    "Fog will clear by noon, then clouds build up",
+    "Strong winds are forecast for the weekend",
+    "It has not rained here for three weeks",
+    "The heatwave continues with highs of 38 degrees",
+    "Expect scattered showers in the afternoon",
+    "Hail damaged cars during yesterday's storm",
+    "A mild, dry autumn day with clear skies",
+]
+COOKING = [
+    "Whisk the eggs with sugar until pale",
+    "Simmer the tomato sauce for twenty minutes",
+    "Knead the dough and let it rise for an hour",
+    "Fry the onions in butter until golden",
+    "Season the soup with salt and black pepper",
+    "Bake the cake at 180 degrees for 40 minutes",
+    "Chop the parsley finely and stir it into the rice",
+    "Roast the chicken with garlic and lemon",
+    "Melt the chocolate slowly over warm water",
+    "Boil the pasta in plenty of salted water",
+    "Marinate the beef overnight in soy sauce",
+    "Grate the cheese over the warm gratin",
+]
+
+
+def write_table(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(file, fieldnames=columns, delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 labelled texts of two topics in a CSV whose columns are named as users name them."""
+    rows = [{"Sentence": t, "Topic": "weather"} for t in WEATHER]
+    rows += [{"Sentence": t, "Topic": "cooking"} for t in COOKING]
+    return write_table(tmp_path_factory.mktemp("texts") / "topics.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def probe_run(reviews: Path, tmp_path_factory: pytest.TempPathFactory) -> headstart.FitResult:
+    runs = tmp_path_factory.mktemp("runs")
+    return headstart.fit(reviews, strategy="linear-probe", runs_dir=str(runs), quiet=True)
+
+
+# --- Reading ------------------------------------------------------------------------------
+
+
+def test_a_table_of_texts_is_told_from_a_table_of_image_paths(tmp_path: Path, reviews: Path):
+    images = write_table(tmp_path / "images.csv", [{"path": "a.jpg", "label": "cat"}])
+    assert is_text_data(reviews)
+    assert not is_text_data(images)
+    assert is_text_data(write_table(tmp_path / "t.tsv", [{"text": "a", "label": "b"}], "\t"))
+
+
+def test_columns_are_found_by_name_and_copies_stay_on_one_side(tmp_path: Path):
+    rows = [{"Sentence": t, "Topic": "weather", "id": i} for i, t in enumerate(WEATHER)]
+    rows += [{"Sentence": t, "Topic": "cooking", "id": i} for i, t in enumerate(COOKING)]
+    rows += [{"Sentence": "  HEAVY rain is expected across the north tonight!", "Topic": "weather"}]
+    dataset = read_texts(write_table(tmp_path / "t.csv", rows), val_fraction=0.25)
+    assert dataset.columns == {"text": "Sentence", "label": "Topic"}
+    assert dataset.classes == ("cooking", "weather")
+    copies = [s.split for s in dataset.samples if "heavy rain" in s.text.lower()]
+    assert len(copies) == 2 and len(set(copies)) == 1
+    assert dataset.counts()["val"] == {"cooking": 3, "weather": 3}
+    # The split depends on the texts and the seed, not on their order in the file.
+    reordered = read_texts(write_table(tmp_path / "r.csv", rows[::-1]), val_fraction=0.25)
+    assert {s.text for s in reordered.split("val")} == {s.text for s in dataset.split("val")}
+
+
+def test_json_lines_with_a_split_column_and_named_columns(tmp_path: Path):
+    lines = [
+        {"body": t, "kind": "w", "split": "test" if i < 2 else ""} for i, t in enumerate(WEATHER)
+    ]
+    lines += [
+        {"body": t, "kind": "c", "split": "test" if i < 2 else ""} for i, t in enumerate(COOKING)
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    dataset = read_texts(path, label_column="kind", val_fraction=0.2)
+    assert dataset.counts()["test"] == {"c": 2, "w": 2}
+    assert sum(dataset.counts()["val"].values()) == 4
+
+
+def test_folders_of_text_files_with_bad_files_skipped_and_said(tmp_path: Path):
+    for label, texts in (("weather", WEATHER[:4]), ("cooking", COOKING[:4])):
+        (tmp_path / label).mkdir()
+        for i, text in enumerate(texts):
+            (tmp_path / label / f"{i}.txt").write_text(text)
+    (tmp_path / "weather" / "empty.txt").write_text("  \n")
+    (tmp_path / "weather" / "binary.txt").write_bytes(b"\x89PNG\x00\x00\x01")
+    (tmp_path / "cooking" / "latin1.txt").write_bytes("crème brûlée".encode("latin-1"))
+    assert is_text_data(tmp_path)
+    dataset = read_texts(tmp_path)
+    assert dataset.layout == "class-folders" and len(dataset.samples) == 8
+    reasons = {item.path.name: item.reason for item in dataset.skipped}
+    assert reasons["empty.txt"] == "empty text"
+    assert reasons["binary.txt"] == "a binary file, not text"
+    assert reasons["latin1.txt"].startswith("not UTF-8 text (byte 0xe8 at offset 2)")
+
+
+def test_bad_tables_get_one_line_errors_that_name_the_problem(tmp_path: Path):
+    missing = write_table(tmp_path / "m.csv", [{"review": "good", "score": "5"}])
+    with pytest.raises(
+        HeadstartError,
+        match=r"no label column found among review, score; name it with --label-column",
+    ):
+        read_texts(missing)
+    with pytest.raises(HeadstartError, match=r"has no column 'stars' \(--label-column\)"):
+        read_texts(missing, label_column="stars")
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"text,label\n\x00\x01\x02")
+    with pytest.raises(HeadstartError, match="a binary file, not text"):
+        read_texts(binary)
+    one = write_table(tmp_path / "one.csv", [{"text": t, "label": "w"} for t in WEATHER])
+    with pytest.raises(HeadstartError, match="only one class 'w'"):
+        read_texts(one)
+    rows = [{"text": "", "label": "a"}, {"text": "fine", "label": ""}]
+    with pytest.raises(HeadstartError, match=r"no usable text found .*1 empty text, 1 no label"):
+        read_texts(write_table(tmp_path / "e.csv", rows))
+
+
+def test_texts_to_predict_from_a_file_a_table_and_standard_input(tmp_path: Path, reviews: Path):
+    (tmp_path / "new.txt").write_text("first text\n\nsecond text\n")
+    found = texts_to_predict([str(tmp_path / "new.txt"), str(reviews)])
+    assert found[:2] == [("new.txt:1", "first text"), ("new.txt:3", "second text")]
+    assert len(found) == 2 + len(WEATHER) + len(COOKING)
+
+    class Stdin:
+        def read(self) -> str:
+            return "from a pipe\n"
+
+    assert texts_to_predict(["-"], stdin=Stdin()) == [("stdin:1", "from a pipe")]
+
+
+# --- Fitting, saving, predicting ------------------------------------------------------------
+
+
+def test_a_probe_on_texts_is_a_run_like_any_other(probe_run: headstart.FitResult):
+    run = probe_run.run_dir
+    for name in ("config.yaml", "dataset.json", "splits.csv", "audit.json", "plan.json"):
+        assert (run / name).exists(), name
+    assert probe_run.strategy == "linear-probe" and probe_run.unit == "texts"
+    assert probe_run.scores["val"]["accuracy"] >= 0.8  # two plain topics, 4 validation texts
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["modality"] == "text"
+    model = headstart.load(run)
+    predictions = model.predict(["Light snow showers are likely tonight", "Stir in the flour"])
+    assert [p.label for p in predictions] == ["weather", "cooking"]
+    assert np.allclose(model.predict_proba("Stir in the flour").sum(), 1.0)
+
+
+def test_the_embeddings_are_cached(probe_run, reviews: Path, monkeypatch, tmp_path: Path):
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(TextEncoder, "encode", no_encoding)
+    again = headstart.fit(reviews, strategy="linear-probe", runs_dir=str(tmp_path), quiet=True)
+    assert again.scores["val"] == probe_run.scores["val"]
+
+
+def test_the_audit_finds_copies_conflicts_and_leaks(tmp_path: Path):
+    rows = [{"text": t, "label": "weather", "split": ""} for t in WEATHER]
+    rows += [{"text": t, "label": "cooking", "split": ""} for t in COOKING]
+    rows += [
+        {"text": WEATHER[0].upper(), "label": "weather", "split": "test"},  # a leak
+        {"text": "Sunny spells and a cool wind", "label": "weather", "split": "test"},
+        {"text": COOKING[1], "label": "weather", "split": ""},  # a conflict
+    ]
+    result = headstart.fit(
+        write_table(tmp_path / "t.csv", rows),
+        strategy="linear-probe",
+        runs_dir=str(tmp_path / "runs"),
+        quiet=True,
+    )
+    audit = json.loads((result.run_dir / "audit.json").read_text())
+    assert audit["leaks"]["test"] == 1
+    assert audit["conflicting_texts"] == 1
+    assert audit["conflicts"][0]["labels"] == {"cooking": 1, "weather": 1}
+    assert audit["lengths"]["truncated"] == 0 and audit["lengths"]["limit"] == 256
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["clean_scores"]["test"]["n"] == 1  # scores without the leaked copy, beside
+
+
+def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
+    rows = [{"text": t, "label": "weather"} for t in WEATHER[:5]]
+    rows += [{"text": t, "label": "cooking"} for t in COOKING[:5]]
+    data = write_table(tmp_path / "few.csv", rows)
+    result = headstart.fit(
+        data, strategy="fine-tune", val_fraction=0.2, runs_dir=str(tmp_path), quiet=True
+    )
+    assert result.strategy == "fine-tune"
+    assert (result.run_dir / "model" / "encoder" / "model.safetensors").exists()
+    texts = ["Cloudy with a chance of rain", "Add the butter to the pan"]
+    loaded = headstart.load(result.run_dir)
+    assert np.allclose(loaded.predict_proba(texts), result.model.predict_proba(texts), atol=1e-5)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    tuning = summary["fine_tuning"]
+    assert tuning["loss_end"] < tuning["loss_start"]  # the contrastive loss fell
+
+    # Weights changed under the bundle's name are refused, never run.
+    weights = result.run_dir / "model" / "encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(HeadstartError, match="the model was trained on encoder"):
+        headstart.load(result.run_dir)
+
+
+def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces: Path, tmp_path):
+    with pytest.raises(HeadstartError, match=r"--augment: setting.s. for photos"):
+        headstart.fit(reviews, augment="strong", runs_dir=str(tmp_path))
+    with pytest.raises(HeadstartError, match=r"--text-column: setting.s. for texts"):
+        headstart.fit(faces, text_column="text", runs_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_predict_and_evaluate_from_the_command_line(
+    probe_run, reviews: Path, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.setattr("sys.stdin", type("In", (), {"read": lambda self: "Bake for an hour\n"})())
+    code = main(
+        [
+            "predict",
+            str(probe_run.run_dir),
+            "-",
+            "--text",
+            "Windy and wet all day",
+            "--csv",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["where"], r["label1"]) for r in rows] == [
+        ("--text 1", "weather"),
+        ("stdin:1", "cooking"),
+    ]
+    # Other data holding the training texts: they are left out, and counted.
+    rows = [{"text": t, "label": "weather"} for t in WEATHER] + [
+        {"text": "Drizzle and grey skies until Friday", "label": "weather"}
+    ]
+    other = write_table(tmp_path / "other.csv", rows)
+    scores, _ = headstart.evaluate(probe_run.run_dir, other, quiet=True)
+    trained = sum(1 for s in probe_run.dataset.split("train") if s.label == "weather")
+    assert scores["left_out"] == trained and scores["n"] == len(rows) - trained
+    # The data it was fitted on: its own held-out split.
+    scores, _ = headstart.evaluate(probe_run.run_dir, reviews, quiet=True)
+    assert scores["split"] == "val" and scores["n"] == probe_run.scores["val"]["n"] == 4
+
+
+# --- Encoders ------------------------------------------------------------------------------
+
+
+def test_unknown_encoders_get_a_clear_error(tmp_path: Path):
+    with pytest.raises(HeadstartError, match="neither a folder nor a Hugging Face name"):
+        encoder_location("not a model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HeadstartError, match="not an encoder folder"):
+        encoder_location(str(tmp_path / "empty"))
+
+
+HUB_SCRIPT = """
+import json
+from headstart.errors import HeadstartError
+from headstart.text.encoder import TextEncoder
+
+encoder = TextEncoder("acme/minilm")
+vector = encoder.encode(["a text"])
+try:
+    TextEncoder("acme/absent")
+    error = None
+except HeadstartError as raised:
+    error = str(raised)
+print(json.dumps({"source": encoder.source, "width": vector.shape[1], "error": error}))
+"""
+
+
+def test_hub_encoders_load_offline_from_a_prefilled_cache(tmp_path: Path):
+    """A Hugging Face name is read from the hub cache, as huggingface_hub lays it out; with
+    HF_HUB_OFFLINE=1, a name not in it is a clear error (in a fresh interpreter: the hub
+    library reads its settings when imported)."""
+    built_in, _ = encoder_location("all-MiniLM-L6-v2")
+    repo = tmp_path / "models--acme--minilm"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(built_in, repo / "snapshots" / commit)
+    package_root = Path(headstart.__file__).parents[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(package_root), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["source"] == "hub" and found["width"] == 384
+    assert "'acme/absent' is not in the Hugging Face cache" in found["error"]
+    assert "HF_HUB_OFFLINE" in found["error"]
