@@ -40,6 +40,11 @@ def sample(rows: list[dict], shots: int | None, seed: int = 0) -> list[dict]:
     return [row for label in sorted(by_label) for row in rng.sample(by_label[label], shots)]
 
 
+def read(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
 def write(rows: list[dict], path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=["text", "label"])
@@ -64,10 +69,10 @@ def headstart_row(train: Path, test: Path, strategy: str, work: Path) -> dict:
 
 
 def setfit_row(train_rows: list[dict], test_rows: list[dict]) -> dict:
-    from datasets import Dataset
     from setfit import SetFitModel, Trainer
     from sklearn.metrics import accuracy_score, f1_score
 
+    from datasets import Dataset
     from headstart.text.encoder import encoder_location
 
     trained = {text_key(r["text"]) for r in train_rows}
@@ -98,8 +103,7 @@ def main() -> None:
     print("| set | texts a class | method | kept | test accuracy | macro-F1 | scored | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.sets:
-        rows = list(csv.DictReader(open(DATA / name / "train.csv", encoding="utf-8")))
-        test_rows = list(csv.DictReader(open(DATA / name / "test.csv", encoding="utf-8")))
+        rows, test_rows = read(DATA / name / "train.csv"), read(DATA / name / "test.csv")
         for shots in args.shots:
             chosen = sample(rows, None if shots == "all" else int(shots))
             with tempfile.TemporaryDirectory() as scratch:

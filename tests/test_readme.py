@@ -105,3 +105,32 @@ def test_the_distributed_command_runs_as_written(workspace):
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert (workspace / "runs" / "photos-1" / "model" / "model.safetensors").exists()
+
+
+@pytest.fixture
+def text_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tickets.csv (text,label), mail.tsv (body,team), new_tickets.txt: as the README's
+    texts section describes them, with two topics of real sentences."""
+    from test_text import COOKING, WEATHER
+
+    rows = [(t, "weather") for t in WEATHER] + [(t, "cooking") for t in COOKING]
+    with open(tmp_path / "tickets.csv", "w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([("text", "label"), *rows])
+    with open(tmp_path / "mail.tsv", "w", newline="", encoding="utf-8") as file:
+        csv.writer(file, delimiter="\t").writerows([("body", "team"), *rows])
+    (tmp_path / "new_tickets.txt").write_text("Rain all week\nAdd a pinch of salt\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_text_examples_run_as_written(text_workspace: Path):
+    (block,) = code_blocks("bash", "## Texts")
+    for line in (line for line in block.splitlines() if line.strip()):
+        assert run_line(line) == 0, line
+    assert (text_workspace / "runs" / "tickets-1" / "model" / "model.safetensors").exists()
+    assert (text_workspace / "runs" / "mail-1" / "plan.json").exists()
+
+    (python,) = code_blocks("python", "## Texts")
+    namespace: dict = {}
+    exec(compile(python, str(README), "exec"), namespace)
+    assert namespace["result"].run_dir.name == "tickets-2"

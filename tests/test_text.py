@@ -174,6 +174,17 @@ def test_a_probe_on_texts_is_a_run_like_any_other(probe_run: headstart.FitResult
     assert probe_run.scores["val"]["accuracy"] >= 0.8  # two plain topics, 4 validation texts
     summary = json.loads((run / "summary.json").read_text())
     assert summary["modality"] == "text"
+    checks = json.loads((run / "checks.json").read_text())["checks"]
+    assert {c["name"]: c["status"] for c in checks} == {
+        "majority-baseline": "skip",  # 4 validation texts cannot beat 50% beyond noise
+        "input-independent": "pass",
+        "fits-training": "pass",
+        "loss-falls": "skip",  # a probe: the encoder was not fine-tuned
+    }
+    page = (run / "report.html").read_text()
+    for heading in ("Data audit", "Sanity checks", "Confusion matrix", "Mistakes"):
+        assert heading in page
+    assert "texts" in page and "images" not in page
     model = headstart.load(run)
     predictions = model.predict(["Light snow showers are likely tonight", "Stir in the flour"])
     assert [p.label for p in predictions] == ["weather", "cooking"]
@@ -331,3 +342,15 @@ def test_hub_encoders_load_offline_from_a_prefilled_cache(tmp_path: Path):
     assert found["source"] == "hub" and found["width"] == 384
     assert "'acme/absent' is not in the Hugging Face cache" in found["error"]
     assert "HF_HUB_OFFLINE" in found["error"]
+
+
+def test_the_audit_alone_and_the_report_rebuilt(probe_run, reviews: Path, tmp_path: Path, capsys):
+    assert main(["audit", str(reviews), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
+    found = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert found["texts"] == len(WEATHER) + len(COOKING)
+    assert "written:" in capsys.readouterr().out
+    assert main(["audit", str(reviews), "--fix-split", str(tmp_path / "split.csv")]) == 2
+    assert "--fix-split is for photos" in capsys.readouterr().err
+    page = tmp_path / "page.html"
+    assert main(["report", str(probe_run.run_dir), "--out", str(page)]) == 0
+    assert "Mistakes" in page.read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .auditing import AuditReport, audit_dataset
 from .checks import CheckReport, sanity_checks
@@ -25,22 +26,31 @@ from .prediction import Predictor
 from .runfolder import RunFolder
 from .stages.data import prepare
 from .stages.plan import fine_tuning_plan, range_test
+from .text.data import is_text_data
 from .training.lr_find import LRFindResult
+
+if TYPE_CHECKING:
+    from .text.audit import TextAudit
 
 __all__ = ["audit", "check", "evaluate", "lr_find"]
 
 
-def audit(data: str | Path, config: FitConfig | None = None, **settings) -> AuditReport:
+def audit(data: str | Path, config: FitConfig | None = None, **settings) -> AuditReport | TextAudit:
     """Audit the dataset at ``data`` (class folders, train/val folders, or a CSV).
 
     The settings are those of ``fit`` (only the data and network ones matter): given the same
     values, the audit judges the split that ``fit`` will train on, and its features are
     computed (or read from the cache) exactly as ``fit`` computes them, and left in the cache
     for it. ``pretrained=False`` audits from pixels alone (see
-    :func:`~headstart.auditing.audit_dataset`).
+    :func:`~headstart.auditing.audit_dataset`). Texts (see :func:`headstart.fit`) get the
+    audit of texts, a :class:`~headstart.text.audit.TextAudit`.
     """
     started = time.perf_counter()
     config = FitConfig.of(config, **settings)
+    if is_text_data(data):
+        from .text.recipe import audit_text_data
+
+        return audit_text_data(data, config)
     ready = prepare(data, config)
     report = audit_dataset(
         ready.dataset, ready.features, ready.images, seed=config.seed, quiet=config.quiet

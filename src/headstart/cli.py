@@ -404,10 +404,22 @@ def _audit(args: argparse.Namespace) -> int:
     from .api import audit
     from .auditing import print_summary
     from .console import out
+    from .errors import HeadstartError
     from .runfolder import AUDIT_JSON, new_folder
+    from .text.data import is_text_data
 
+    if args.fix_split and is_text_data(args.data):
+        raise HeadstartError(
+            "--fix-split is for photos: fit draws a split of texts with every copy on one side"
+        )
     report = audit(args.data, _config_from(args, "out", "fix_split"))
     folder = Path(args.out) if args.out else new_folder("runs", f"audit-{Path(args.data).stem}")
+    if is_text_data(args.data):
+        path = report.write(folder)
+        for line in report.findings() or ["nothing to report"]:
+            out.print(f"- {line}", soft_wrap=True)
+        out.print(f"\nwritten: {path}")
+        return 0
     report.write(folder)
     print_summary(report)
     out.print(f"\nwritten: {folder / AUDIT_JSON}, and the image grids beside it")

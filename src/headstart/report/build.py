@@ -16,6 +16,7 @@ from ..storage import write_atomically
 from . import results, summary, training
 from .folder import ReportedRun
 from .html import Html, note, page
+from .text import TEXT_SECTIONS
 
 __all__ = ["SECTIONS", "build_report"]
 
@@ -46,7 +47,9 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     folder = ReportedRun(Path(run))
     if not folder.exists(SUMMARY) and not folder.exists(CONFIG_JSON):
         raise HeadstartError(f"{run} is not a run folder (no summary.json or config.json)")
-    sections = [(anchor, heading, _draw(draw, folder)) for anchor, heading, draw in SECTIONS]
+    texts = (folder.json(SUMMARY) or {}).get("modality") == "text"
+    drawn = TEXT_SECTIONS if texts else SECTIONS
+    sections = [(anchor, heading, _draw(draw, folder)) for anchor, heading, draw in drawn]
     built = time.strftime("%Y-%m-%d %H:%M")
     title = f"headstart report: {folder.path.resolve().name}"
     target = Path(out) if out is not None else folder.path / "report.html"

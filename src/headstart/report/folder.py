@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runfolder import PREDICTIONS, THUMBNAILS, RunFolder
+from ..runfolder import PREDICTIONS, SUMMARY, THUMBNAILS, RunFolder
 from .records import SplitPredictions, read_predictions, read_thumbnails
 
 __all__ = ["ReportedRun", "duration", "number", "percent"]
@@ -21,6 +21,11 @@ class ReportedRun(RunFolder):
     @cached_property
     def predictions(self) -> dict[str, SplitPredictions]:
         return read_predictions(self.path) if self.exists(PREDICTIONS) else {}
+
+    @cached_property
+    def unit(self) -> str:
+        """What the run's examples are: "texts" for a fit of texts, else "images"."""
+        return "texts" if (self.json(SUMMARY) or {}).get("modality") == "text" else "images"
 
     @cached_property
     def thumbnails(self) -> dict[str, np.ndarray]:

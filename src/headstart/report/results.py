@@ -40,11 +40,14 @@ def confusion(run: ReportedRun) -> Html:
             caption = "rows: the true class; columns: the prediction; colour: share of the row"
             parts.append(figure(plots.confusion_matrix(matrix, classes, title), title, caption))
         else:
-            parts += [tag("h3", f"Most confused pairs, {name}"), _confused_pairs(matrix, classes)]
+            parts += [
+                tag("h3", f"Most confused pairs, {name}"),
+                _confused_pairs(matrix, classes, run.unit),
+            ]
     return join(parts) if parts else note("summary.json holds no scores")
 
 
-def _confused_pairs(matrix: np.ndarray, classes: list[str]) -> Html:
+def _confused_pairs(matrix: np.ndarray, classes: list[str], unit: str) -> Html:
     errors = matrix.copy()
     np.fill_diagonal(errors, 0)
     order = np.argsort(-errors, axis=None, kind="stable")[:CONFUSED_PAIRS]
@@ -71,7 +74,7 @@ def _confused_pairs(matrix: np.ndarray, classes: list[str]) -> Html:
     return join(
         [
             explain,
-            table(["true class", "predicted as", "images", "share of true class"], rows, "llrr"),
+            table(["true class", "predicted as", unit, "share of true class"], rows, "llrr"),
         ]
     )
 
@@ -106,7 +109,7 @@ def per_class(run: ReportedRun) -> Html:
                 f"{scores['n']:,}",
             )
         )
-        header = ["class", "precision", "recall", "F1", "images"]
+        header = ["class", "precision", "recall", "F1", run.unit]
         parts.append(tag("h3", name.capitalize()))
         if many:  # the worst in view; the rest one click away (<details> needs no script)
             worst = [*rows[:CONFUSED_PAIRS], rows[-1]]
@@ -123,9 +126,9 @@ def per_class(run: ReportedRun) -> Html:
             parts.append(table(header, rows, "lrrrr"))
     parts.append(
         note(
-            "precision: of the images predicted as the class, the share that are; recall: of "
-            "the class's images, the share found; macro averages weigh every class equally "
-            "(classes without images in the split left out)"
+            f"precision: of the {run.unit} predicted as the class, the share that are; recall: of "
+            f"the class's {run.unit}, the share found; macro averages weigh every class equally "
+            f"(classes without {run.unit} in the split left out)"
         )
     )
     return join(parts)
@@ -134,7 +137,7 @@ def per_class(run: ReportedRun) -> Html:
 def calibration(run: ReportedRun) -> Html:
     val = run.predictions.get("val")
     if val is None:
-        return note("predictions.npz is missing: no per-image predictions were saved")
+        return note("predictions.npz is missing: no per-example predictions were saved")
     if len(val.labels) == 0:
         return note("no validation predictions")
     result = calibrate(val.logits, val.labels)
@@ -155,8 +158,8 @@ def calibration(run: ReportedRun) -> Html:
         if test is not None:
             rows.append(("ECE on the test split", percent(ece(softmax(test.logits), test.labels))))
         explain = note(
-            "no temperature fitted: every validation image is predicted right, and without a "
-            "mistake ever sharper predictions always lower the loss"
+            f"no temperature fitted: every validation {run.unit[:-1]} is predicted right, and "
+            "without a mistake ever sharper predictions always lower the loss"
         )
         parts = [figure_, table(["", "as trained"], rows, "lr"), explain]
     else:
@@ -180,7 +183,7 @@ def calibration(run: ReportedRun) -> Html:
             paragraph(
                 f"Temperature scaling divides the logits by T = {t:.2f} (T {'>' if t > 1 else '<'}"
                 f" 1: the model was {direction}; the predicted classes do not change). T is "
-                "fitted on the same validation images the after-values are measured on, so "
+                f"fitted on the same validation {run.unit} the after-values are measured on, so "
                 "they are optimistic"
                 + (
                     "; the test row, with T from validation, is an honest estimate."
@@ -196,8 +199,8 @@ def calibration(run: ReportedRun) -> Html:
     if result.n < 200:
         parts.append(
             note(
-                f"{result.n} validation images: too few for a precise ECE (a bin of a few "
-                "images swings it by whole percentage points)"
+                f"{result.n} validation {run.unit}: too few for a precise ECE (a bin of a few "
+                f"{run.unit} swings it by whole percentage points)"
             )
         )
     applied = (run.json(SUMMARY) or {}).get("calibration")

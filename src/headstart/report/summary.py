@@ -74,7 +74,7 @@ def headline(run: ReportedRun) -> Html:
         ("time", duration(summary.get("seconds"))),
         ("stopped", summary.get("stopped", "–")),
         ("diagnosis", _verdict(run, summary)),
-        ("sanity checks", _checks_line(run.json(CHECKS))),
+        ("sanity checks", checks_line(run.json(CHECKS))),
     ]
     if summary.get("skipped"):
         rows.append(
@@ -96,7 +96,7 @@ def _verdict(run: ReportedRun, summary: dict) -> object:
     return join([tag("strong", diagnosis["verdict"]), " (see the training curves)"])
 
 
-def _checks_line(checks: dict | None) -> object:
+def checks_line(checks: dict | None) -> object:
     if checks is None:
         return "not recorded (no checks.json)"
     report = _check_report(checks)

@@ -16,14 +16,18 @@ What the audit of photos does, for texts:
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..auditing.labels import LabelCheck, check_labels
 from ..auditing.neighbours import neighbours
+from ..runfolder import AUDIT_JSON
+from ..storage import write_atomically
 from .data import TextDataset, TextSample, normalised
 
 __all__ = ["NEAR_COPY", "TextAudit", "audit_texts"]
@@ -97,6 +101,13 @@ class TextAudit:
                 )
             )
         return lines + self.notes
+
+    def write(self, folder: str | Path) -> Path:
+        """``audit.json`` in ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return write_atomically(folder / AUDIT_JSON, text.encode("utf-8"))
 
     def to_dict(self) -> dict:
         check = self.label_check

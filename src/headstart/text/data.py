@@ -75,7 +75,6 @@ class TextDataset:
     skipped: tuple[Skipped, ...] = ()
     warnings: tuple[str, ...] = ()
     columns: dict[str, str] = field(default_factory=dict)  # role -> the table's column
-    split_here: int = 0  # how many samples had their split chosen here
 
     def split(self, name: str) -> list[TextSample]:
         if name not in SPLITS:
@@ -114,13 +113,15 @@ def is_text_data(source: str | Path) -> bool:
     if path.is_dir():
         from ..data.images import IMAGE_EXTENSIONS
 
-        kinds = Counter(
-            p.suffix.lower()
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        texts, images = kinds[".txt"], sum(kinds[e] for e in IMAGE_EXTENSIONS)
-        return texts > 0 and images == 0
+        texts = False
+        for file in path.rglob("*"):
+            if any(part.startswith(".") for part in file.relative_to(path).parts):
+                continue
+            suffix = file.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:
+                return False  # a folder of photos (a stray note among them changes nothing)
+            texts = texts or suffix == ".txt"
+        return texts
     return False
 
 
@@ -195,7 +196,6 @@ def read_texts(
         skipped=tuple(found.skipped),
         warnings=tuple(found.warnings + warnings),
         columns=found.columns,
-        split_here=sum(1 for *_, split in found.rows if split is None),
     )
 
 
@@ -310,11 +310,12 @@ def _columns(
 
 
 def _cell(value: object) -> str:
+    """A table cell as text: strings stripped, JSON numbers and lists written out."""
     if value is None:
         return ""
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return " ".join(str(value).split()) if not isinstance(value, str) else value.strip()
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def _read_folders(root: Path) -> _Found:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,20 +28,33 @@ from ..console import say
 from ..data.sources import SPLITS as SPLIT_NAMES
 from ..errors import HeadstartError
 from ..metrics import classification_metrics
-from ..runfolder import CONFIG_JSON, CONFIG_YAML, DATASET, PLAN, SPLITS, SUMMARY, RunFolder
+from ..report.build import build_report
+from ..report.records import write_predictions
+from ..runfolder import (
+    CHECKS,
+    CONFIG_JSON,
+    CONFIG_YAML,
+    DATASET,
+    PLAN,
+    SPLITS,
+    SUMMARY,
+    RunFolder,
+)
 from ..stages.calibrate import calibrate
+from ..stages.checks import say_checks
 from ..stages.data import default_cache_dir, device_of, seed_everything
 from ..stages.evaluate import EVALUATED, Candidate, Choice, Scored, choose
 from ..storage import write_atomically
 from ..training.probe import fit_probe
 from .audit import TextAudit, audit_texts
+from .checks import text_checks
 from .data import TextDataset, labels_of, normalised, read_texts, text_key
 from .embeddings import embed
 from .encoder import TextEncoder
 from .finetune import ContrastiveSettings, contrastive_pairs, fine_tune_encoder
 from .model import TextModel, save_text_model
 
-__all__ = ["TEXT_SETTINGS", "TextPlan", "fit_texts"]
+__all__ = ["TEXT_SETTINGS", "TextPlan", "audit_text_data", "fit_texts"]
 
 #: The settings a fit of texts reads; any other given is refused (it would do nothing).
 TEXT_SETTINGS = frozenset(
@@ -65,8 +79,7 @@ TEXT_SETTINGS = frozenset(
         "checks",
     }
 )
-AUDIT_JSON = "audit.json"
-PREDICTIONS = "predictions.csv"
+PREDICTIONS_CSV = "predictions.csv"
 #: Seconds a contrastive step is assumed to cost before one is timed (MiniLM-L6, 16 pairs of
 #: short texts, two CPU cores): only for the plan's estimate.
 _STEP_SECONDS = 0.5
@@ -89,25 +102,31 @@ class TextPlan:
         return values
 
 
+@dataclass
+class Fitted:
+    """A probe's candidate model, and what its fit measured on the training texts."""
+
+    candidate: Candidate
+    cv_accuracy: float  # out of fold: meaningful on a frozen encoder only
+    train_accuracy: float
+
+
 def fit_texts(data: str | Path, config: FitConfig):
     """Train a text classifier on ``data`` (see :func:`headstart.text.data.read_texts`)."""
     from ..recipe import FitResult
 
     started = time.perf_counter()
     _refuse_image_settings(config)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise HeadstartError(
+            "texts are fitted in one process: run `headstart fit` without torchrun"
+        )
     if config.strategy == "full":
         raise HeadstartError(
             "strategy='full' trains a network from random weights: for texts, use "
             "linear-probe, fine-tune or auto"
         )
-    dataset = read_texts(
-        data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
+    dataset = _read(data, config)
     device = device_of(config.device)
     encoder = TextEncoder(config.encoder, device=str(device))  # refused here: nothing written
     run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
@@ -117,13 +136,9 @@ def fit_texts(data: str | Path, config: FitConfig):
         _say_what_runs(run, dataset, encoder, config)
         _record_split(run, dataset)
         seed_everything(config.seed)
-        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        texts = [s.text for s in dataset.samples]
-        embeddings = embed(texts, encoder, cache, batch_size=config.batch_size, quiet=config.quiet)
-        audit = audit_texts(
-            dataset, embeddings, encoder.token_counts(texts), encoder.max_tokens, seed=config.seed
-        )
-        run.write_json(AUDIT_JSON, audit.to_dict())
+        embeddings = _embed(dataset, encoder, config)
+        audit = _audit(dataset, embeddings, encoder, config)
+        audit.write(run.path)
         for line in audit.findings():
             say(config.quiet, f"[yellow]audit[/]: {line}")
         plan = _plan(dataset, audit, encoder, config)
@@ -131,18 +146,29 @@ def fit_texts(data: str | Path, config: FitConfig):
         for reason in plan.reasons:
             say(config.quiet, f"plan: {reason}")
         rows = _rows_by_split(dataset)
-        probe = None
-        if plan.strategy in ("linear-probe", "auto"):
-            probe = _probe(encoder, embeddings, dataset, rows, config, "linear-probe")
-            say(config.quiet, f"probe: validation {_accuracy(probe)}")
+        # The probe on the frozen encoder always: seconds, and the measure of how far the
+        # pretrained embeddings already carry the labels (a fine-tuned encoder has seen them).
+        probe = _probe(encoder, embeddings, dataset, rows, config, "linear-probe")
+        say(config.quiet, f"probe: validation {_accuracy(probe.candidate)}")
         tuned, tuning = None, None
         if plan.contrastive is not None:
             tuned, tuning = _fine_tuned(dataset, rows, plan, config, device)
-            say(config.quiet, f"fine-tune: validation {_accuracy(tuned)}")
-        choice = _choose(probe, tuned, config)
+            say(config.quiet, f"fine-tune: validation {_accuracy(tuned.candidate)}")
+        choice = _choose(probe.candidate, tuned.candidate if tuned else None, config)
         if choice.why:
             say(config.quiet, f"plan: {choice.why}")
         kept = choice.kept
+        if config.checks:
+            trained = tuned if tuned is not None and kept is tuned.candidate else probe
+            checks = text_checks(
+                kept,
+                trained.train_accuracy,
+                probe.cv_accuracy,
+                np.array(labels_of(dataset.split("train"), dataset.classes)),
+                tuning,
+            )
+            checks.write(run / CHECKS)
+            say_checks(config.quiet, checks)
         calibrated = calibrate(kept, config, items="texts")
         say(config.quiet, calibrated.why)
         model: TextModel = kept.model
@@ -150,6 +176,15 @@ def fit_texts(data: str | Path, config: FitConfig):
         model.info = {"strategy": kept.strategy, "scores": _scores(kept)}
         save_text_model(model, run.bundle)
         _write_predictions(run, kept, dataset)
+        for split, scored in kept.scored.items():  # what the report recomputes from
+            write_predictions(
+                run.path,
+                split,
+                [sample.where for sample in scored.samples],
+                scored.labels,
+                scored.log_probabilities,
+                dataset.classes,
+            )
         seconds = time.perf_counter() - started
         summary = {
             "modality": "text",
@@ -158,13 +193,17 @@ def fit_texts(data: str | Path, config: FitConfig):
             "evidence": choice.evidence,
             "scores": _scores(kept),
             "clean_scores": _clean_scores(kept, audit, dataset),
-            "candidates": {c.strategy: _scores(c) for c in (probe, tuned) if c is not None},
+            "candidates": {
+                f.candidate.strategy: _scores(f.candidate) for f in (probe, tuned) if f is not None
+            },
+            "probe_cv_accuracy": probe.cv_accuracy,
             "fine_tuning": tuning,
             "calibration": calibrated.to_dict(),
             "audit": audit.findings(),
             "seconds": seconds,
         }
         run.write_json(SUMMARY, summary)
+        build_report(run.path)
     return FitResult(
         run.path,
         model,
@@ -176,6 +215,41 @@ def fit_texts(data: str | Path, config: FitConfig):
         dataset=dataset,
         why_kept=choice.why,
         unit="texts",
+    )
+
+
+def audit_text_data(data: str | Path, config: FitConfig) -> TextAudit:
+    """The audit ``fit`` runs first, alone: nothing trained, nothing written (the
+    embeddings are cached for the fit)."""
+    _refuse_image_settings(config)
+    dataset = _read(data, config)
+    encoder = TextEncoder(config.encoder, device=str(device_of(config.device)))
+    return _audit(dataset, _embed(dataset, encoder, config), encoder, config)
+
+
+def _read(data: str | Path, config: FitConfig) -> TextDataset:
+    return read_texts(
+        data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+
+
+def _embed(dataset: TextDataset, encoder: TextEncoder, config: FitConfig) -> np.ndarray:
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    texts = [s.text for s in dataset.samples]
+    return embed(texts, encoder, cache, batch_size=config.batch_size, quiet=config.quiet)
+
+
+def _audit(
+    dataset: TextDataset, embeddings: np.ndarray, encoder: TextEncoder, config: FitConfig
+) -> TextAudit:
+    texts = [s.text for s in dataset.samples]
+    return audit_texts(
+        dataset, embeddings, encoder.token_counts(texts), encoder.max_tokens, seed=config.seed
     )
 
 
@@ -279,8 +353,8 @@ def _probe(
     strategy: str,
     *,
     fine_tuned: bool = False,
-) -> Candidate:
-    """A logistic head on ``embeddings``' training rows, scored on the held-out ones."""
+) -> Fitted:
+    """A logistic head on ``embeddings``' training rows, scored on every split."""
     train = rows["train"]
     labels = np.array(labels_of([dataset.samples[r] for r in train], dataset.classes))
     probe = fit_probe(
@@ -296,7 +370,8 @@ def _probe(
     for split in EVALUATED:
         if rows.get(split):
             scored[split] = _scored(model, embeddings[rows[split]], dataset, rows[split])
-    return Candidate(model, strategy, scored)
+    fitted = _scored(model, embeddings[train], dataset, train).scores["accuracy"]
+    return Fitted(Candidate(model, strategy, scored), probe.cv_accuracy, fitted)
 
 
 def _scored(
@@ -316,7 +391,7 @@ def _fine_tuned(
     plan: TextPlan,
     config: FitConfig,
     device: torch.device,
-) -> tuple[Candidate, dict]:
+) -> tuple[Fitted, dict]:
     """The encoder fine-tuned on contrastive pairs of the training texts (a fresh copy: the
     probe keeps the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
@@ -336,8 +411,8 @@ def _fine_tuned(
         f"loss {tuning['loss_start']:.3f} -> {tuning['loss_end']:.3f}",
     )
     embeddings = encoder.encode([s.text for s in dataset.samples], batch_size=config.batch_size)
-    candidate = _probe(encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True)
-    return candidate, tuning
+    fitted = _probe(encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True)
+    return fitted, tuning
 
 
 def _choose(probe: Candidate | None, tuned: Candidate | None, config: FitConfig) -> Choice:
@@ -399,7 +474,7 @@ def _write_predictions(run: RunFolder, kept: Candidate, dataset: TextDataset) ->
                     sample.text,
                 ]
             )
-    write_atomically(run / PREDICTIONS, rows.getvalue().encode("utf-8"))
+    write_atomically(run / PREDICTIONS_CSV, rows.getvalue().encode("utf-8"))
 
 
 def _accuracy(candidate: Candidate) -> str:
