@@ -19,12 +19,17 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import headstart
-from headstart.text.data import text_key
+# This folder's datasets.py (the image benchmarks' sets) would shadow Hugging Face's
+# `datasets`, which sentence-transformers and SetFit import.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+import headstart  # noqa: E402
+from headstart.text.data import text_key  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
 

@@ -41,9 +41,9 @@ class TextEncoder:
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging
-        except ImportError:
+        except ImportError as error:
             raise HeadstartError(
-                "texts need sentence-transformers: pip install 'headstart[text]'"
+                f"texts need sentence-transformers ({error}): pip install 'headstart[text]'"
             ) from None
 
         logging.disable_progress_bar()  # "Loading weights" bars on every load: noise
