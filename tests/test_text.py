@@ -275,17 +275,29 @@ def test_predict_and_evaluate_from_the_command_line(
         ("--text 1", "weather"),
         ("stdin:1", "cooking"),
     ]
-    # Other data holding the training texts: they are left out, and counted.
+    # Other data holding the training texts: they are left out, and counted. With 10 texts
+    # a class the probe was fitted again on train and validation: all of them trained it.
+    assert json.loads((probe_run.run_dir / "summary.json").read_text())["refit"]["texts"] == 24
     rows = [{"text": t, "label": "weather"} for t in WEATHER] + [
         {"text": "Drizzle and grey skies until Friday", "label": "weather"}
     ]
     other = write_table(tmp_path / "other.csv", rows)
     scores, _ = headstart.evaluate(probe_run.run_dir, other, quiet=True)
-    trained = sum(1 for s in probe_run.dataset.split("train") if s.label == "weather")
-    assert scores["left_out"] == trained and scores["n"] == len(rows) - trained
-    # The data it was fitted on: its own held-out split.
-    scores, _ = headstart.evaluate(probe_run.run_dir, reviews, quiet=True)
-    assert scores["split"] == "val" and scores["n"] == probe_run.scores["val"]["n"] == 4
+    assert scores["left_out"] == len(WEATHER) and scores["n"] == 1
+    # The data it was fitted on holds no text it did not train on: said, not scored.
+    with pytest.raises(HeadstartError, match="does not hold out for testing"):
+        headstart.evaluate(probe_run.run_dir, reviews, quiet=True)
+    with pytest.raises(HeadstartError, match="fitted again on its validation texts"):
+        headstart.evaluate(probe_run.run_dir, reviews, split="val", quiet=True)
+
+
+def test_evaluate_scores_the_runs_own_test_texts(reviews: Path, tmp_path: Path):
+    result = headstart.fit(
+        reviews, strategy="linear-probe", test_fraction=0.25, runs_dir=str(tmp_path), quiet=True
+    )
+    scores, _ = headstart.evaluate(result.run_dir, reviews, quiet=True)
+    assert scores["split"] == "test" and scores["n"] == result.scores["test"]["n"] == 6
+    assert scores["accuracy"] == result.scores["test"]["accuracy"]  # the refit model's own
 
 
 # --- Encoders ------------------------------------------------------------------------------

@@ -80,6 +80,10 @@ TEXT_SETTINGS = frozenset(
     }
 )
 PREDICTIONS_CSV = "predictions.csv"
+#: Below this many training texts in the smallest class, every labelled text counts: the kept
+#: model is fitted again on train and validation together (benchmarks/text.py, 8 and 32
+#: texts a class).
+REFIT_BELOW = 50
 #: Seconds a contrastive step is assumed to cost before one is timed (MiniLM-L6, 16 pairs of
 #: short texts, two CPU cores): only for the plan's estimate.
 _STEP_SECONDS = 0.5
@@ -94,6 +98,7 @@ class TextPlan:
     contrastive: ContrastiveSettings | None
     pairs: int = 0
     estimated_seconds: float = 0.0
+    refit: bool = False  # fit the kept strategy again on train and validation together
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -171,21 +176,10 @@ def fit_texts(data: str | Path, config: FitConfig):
             say_checks(config.quiet, checks)
         calibrated = calibrate(kept, config, items="texts")
         say(config.quiet, calibrated.why)
-        model: TextModel = kept.model
-        model.trained_on = frozenset(text_key(s.text) for s in dataset.split("train"))
-        model.info = {"strategy": kept.strategy, "scores": _scores(kept)}
-        save_text_model(model, run.bundle)
-        _write_predictions(run, kept, dataset)
-        for split, scored in kept.scored.items():  # what the report recomputes from
-            write_predictions(
-                run.path,
-                split,
-                [sample.where for sample in scored.samples],
-                scored.labels,
-                scored.log_probabilities,
-                dataset.classes,
-            )
-        seconds = time.perf_counter() - started
+        refit = None
+        if plan.refit and "val" in kept.scored:
+            kept, refit = _refit(kept, embeddings, dataset, rows, plan, config, device)
+        model = _save(run, kept, dataset, refit is not None)
         summary = {
             "modality": "text",
             "strategy": kept.strategy,
@@ -198,9 +192,10 @@ def fit_texts(data: str | Path, config: FitConfig):
             },
             "probe_cv_accuracy": probe.cv_accuracy,
             "fine_tuning": tuning,
+            "refit": refit,
             "calibration": calibrated.to_dict(),
             "audit": audit.findings(),
-            "seconds": seconds,
+            "seconds": (seconds := time.perf_counter() - started),
         }
         run.write_json(SUMMARY, summary)
         build_report(run.path)
@@ -216,6 +211,27 @@ def fit_texts(data: str | Path, config: FitConfig):
         why_kept=choice.why,
         unit="texts",
     )
+
+
+def _save(run: RunFolder, kept: Candidate, dataset: TextDataset, refit: bool) -> TextModel:
+    """The kept model's bundle (knowing its training texts, validation's too once refit) and
+    its predictions: ``predictions.csv`` to read, ``predictions.npz`` for the report."""
+    model: TextModel = kept.model
+    fitted_on = ("train", "val") if refit else ("train",)
+    model.trained_on = frozenset(text_key(s.text) for s in dataset.samples if s.split in fitted_on)
+    model.info = {"strategy": kept.strategy, "scores": _scores(kept)}
+    save_text_model(model, run.bundle)
+    _write_predictions(run, kept, dataset)
+    for split, scored in kept.scored.items():
+        write_predictions(
+            run.path,
+            split,
+            [sample.where for sample in scored.samples],
+            scored.labels,
+            scored.log_probabilities,
+            dataset.classes,
+        )
+    return model
 
 
 def audit_text_data(data: str | Path, config: FitConfig) -> TextAudit:
@@ -312,10 +328,20 @@ def _plan(
             f"{audit.lengths['truncated']} text(s) are longer than {encoder.max_tokens} "
             "tokens: the encoder reads their beginning only"
         )
+    smallest = min(n for n in dataset.counts()["train"].values())
+    held = sum(dataset.counts()["val"].values())
+    refit = smallest < REFIT_BELOW and held > 0
+    if refit:
+        reasons.append(
+            f"few texts a class (the smallest has {smallest} for training): once validation "
+            f"has chosen, the kept model is fitted again with the {held} validation texts "
+            "too; its validation scores are then those of the model before, its test scores "
+            "its own"
+        )
     strategy = config.strategy
     if strategy == "linear-probe":
         reasons.append("strategy linear-probe, as asked: the encoder stays as it is")
-        return TextPlan(strategy, encoder.name, None, reasons=reasons)
+        return TextPlan(strategy, encoder.name, None, refit=refit, reasons=reasons)
     settings = ContrastiveSettings(
         epochs=config.epochs or ContrastiveSettings.epochs,
         lr=config.lr or ContrastiveSettings.lr,
@@ -334,7 +360,7 @@ def _plan(
             "both the probe and the fine-tuned encoder are scored on validation; the "
             "fine-tuning is kept unless it is behind beyond noise"
         )
-    return TextPlan(strategy, encoder.name, settings, pairs, seconds, reasons)
+    return TextPlan(strategy, encoder.name, settings, pairs, seconds, refit, reasons)
 
 
 def _rows_by_split(dataset: TextDataset) -> dict[str, list[int]]:
@@ -392,10 +418,10 @@ def _fine_tuned(
     config: FitConfig,
     device: torch.device,
 ) -> tuple[Fitted, dict]:
-    """The encoder fine-tuned on contrastive pairs of the training texts (a fresh copy: the
-    probe keeps the original), a new probe on its embeddings."""
+    """The encoder fine-tuned on contrastive pairs of the texts at ``rows["train"]`` (a fresh
+    copy: the probe keeps the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
-    train = dataset.split("train")
+    train = [dataset.samples[row] for row in rows["train"]]
     torch.manual_seed(config.seed)
     tuning = fine_tune_encoder(
         encoder,
@@ -413,6 +439,34 @@ def _fine_tuned(
     embeddings = encoder.encode([s.text for s in dataset.samples], batch_size=config.batch_size)
     fitted = _probe(encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True)
     return fitted, tuning
+
+
+def _refit(
+    kept: Candidate,
+    embeddings: np.ndarray,
+    dataset: TextDataset,
+    rows: dict[str, list[int]],
+    plan: TextPlan,
+    config: FitConfig,
+    device: torch.device,
+) -> tuple[Candidate, dict]:
+    """``kept``'s strategy fitted again on the training and validation texts together, with
+    ``kept``'s temperature; validation scored by ``kept`` (the refit model has seen those
+    texts), test by the refit model."""
+    together = {"train": rows["train"] + rows["val"], "test": rows.get("test", [])}
+    say(config.quiet, f"refit: the {kept.strategy} again, on {len(together['train'])} texts")
+    if kept.strategy == "fine-tune":
+        fitted, _ = _fine_tuned(dataset, together, plan, config, device)
+    else:
+        fitted = _probe(kept.model.encoder, embeddings, dataset, together, config, kept.strategy)
+    final = fitted.candidate
+    final.model.temperature = kept.model.temperature
+    final.scored = {"val": kept.scored["val"], **final.scored}
+    why = (
+        f"fitted again on {len(together['train'])} texts (train and validation): its validation "
+        "scores are those of the model before"
+    )
+    return final, {"texts": len(together["train"]), "why": why}
 
 
 def _choose(probe: Candidate | None, tuned: Candidate | None, config: FitConfig) -> Choice:

@@ -14,7 +14,7 @@ from ..config import load_config
 from ..console import say
 from ..errors import HeadstartError
 from ..metrics import classification_metrics
-from ..runfolder import CONFIG_YAML, RunFolder
+from ..runfolder import CONFIG_YAML, SUMMARY, RunFolder
 from .data import TextSample, labels_of, read_texts, text_key
 from .model import TextModel
 
@@ -42,12 +42,21 @@ def evaluate_texts(
             seed=settings.get("seed", 0),
         )
         present = {s.split for s in dataset.samples}
+        if (run.json(SUMMARY) or {}).get("refit"):
+            # Fitted again with its validation texts: they are training texts now.
+            present.discard("val")
+            if split == "val":
+                raise HeadstartError(
+                    f"{run.path} was fitted again on its validation texts (few texts a class): "
+                    "they are training texts now; its validation scores (before) are in "
+                    "summary.json"
+                )
         if split is None:
             split = next((name for name in ("test", "val") if name in present), None)
             if split is None:
                 raise HeadstartError(
-                    f"{run.path} trained on every text of {data}: evaluate it on other "
-                    "labelled texts, or pass --split train"
+                    f"{run.path} trained on every text of {data} it does not hold out for "
+                    "testing: evaluate it on other labelled texts, or pass --split train"
                 )
         if split == "all":
             say(quiet, f"evaluate: split 'all' of {data} includes the texts the run trained on")
