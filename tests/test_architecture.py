@@ -14,9 +14,12 @@ import headstart
 
 PACKAGE = Path(headstart.__file__).parent
 
-#: The layers, lowest first: a module may import from its own layer or a lower one.
+#: The layers, lowest first: a module may import from its own layer or a lower one. Texts
+#: span them (reading texts sits with reading photos, a text model with the bundles, the
+#: fit of texts with the fit), so each of their modules has its own place.
 LAYERS = [
     {
+        "text",
         "_version",
         "errors",
         "console",
@@ -27,13 +30,25 @@ LAYERS = [
         "storage",
         "transferability",
     },
-    {"data", "models", "preprocessing"},
-    {"inputs", "classifier", "features"},
-    {"training", "auditing", "checks", "monitor", "diagnosis"},
-    {"bundle", "prediction", "torch_model", "exported", "loading"},
+    {"data", "models", "preprocessing", "text.data", "text.encoder"},
+    {"inputs", "classifier", "features", "text.embeddings"},
+    {"training", "auditing", "checks", "monitor", "diagnosis", "text.audit", "text.finetune"},
+    {"bundle", "prediction", "torch_model", "exported", "loading", "text.model"},
     {"compare", "report"},
-    {"stages"},
-    {"recipe", "api", "preview", "printing", "demo", "publish", "exporting", "serve", "ranking"},
+    {"stages", "text.checks", "text.scoring", "text.plan"},
+    {
+        "result",
+        "recipe",
+        "api",
+        "preview",
+        "printing",
+        "demo",
+        "publish",
+        "exporting",
+        "serve",
+        "ranking",
+        "text.recipe",
+    },
     {"cli", "__init__", "__main__"},
 ]
 
@@ -72,8 +87,11 @@ def graph() -> dict[str, set[str]]:
 
 
 def component(module: str) -> str:
-    """``headstart.training.plan`` -> ``training``; the package itself -> ``__init__``."""
+    """``headstart.training.plan`` -> ``training``; ``headstart.text.model`` -> ``text.model``
+    (see LAYERS); the package itself -> ``__init__``."""
     parts = module.split(".")
+    if parts[1:2] == ["text"] and len(parts) > 2:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -366,3 +366,8 @@ def test_the_audit_alone_and_the_report_rebuilt(probe_run, reviews: Path, tmp_pa
     page = tmp_path / "page.html"
     assert main(["report", str(probe_run.run_dir), "--out", str(page)]) == 0
     assert "Mistakes" in page.read_text()
+
+
+def test_commands_for_photos_say_so_on_texts(reviews: Path):
+    with pytest.raises(HeadstartError, match="holds texts: this command works on photos"):
+        headstart.check(reviews)

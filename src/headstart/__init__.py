@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .loading import load
     from .prediction import Prediction, Predictor
     from .ranking import rank
-    from .recipe import FitResult, fit, resume
+    from .recipe import fit, resume
+    from .result import FitResult
     from .torch_model import Model
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
 #: Where each public name lives.
 _HOMES = {
     "FitConfig": "config",
-    "FitResult": "recipe",
+    "FitResult": "result",
     "Model": "torch_model",
     "Prediction": "prediction",
     "Predictor": "prediction",

@@ -16,16 +16,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .checks import CheckReport
 from .config import FitConfig, load_config, save_config
 from .console import say
-from .data.sources import Dataset, Skipped
 from .errors import HeadstartError
 from .ranking import Ranking, rank
+from .result import FitResult
 from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, SUMMARY, RunFolder
 from .stages import checks as checking
 from .stages.audit import audit_data
@@ -41,27 +40,7 @@ from .training import distributed
 from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan
 
-if TYPE_CHECKING:
-    from .text.data import TextDataset
-    from .text.model import TextModel
-    from .text.recipe import TextPlan
-
 __all__ = ["FitResult", "fit", "resume"]
-
-
-@dataclass
-class FitResult:
-    run_dir: Path
-    model: Model | TextModel
-    plan: Plan | TextPlan
-    strategy: str  # what was kept: the plan's strategy, or the linear probe when it scored higher
-    scores: dict[str, dict]  # split -> classification_metrics(...)
-    seconds: float
-    skipped: list[Skipped] = field(default_factory=list)
-    stopped: str = "finished"
-    dataset: Dataset | TextDataset | None = None
-    why_kept: str | None = None  # what decided between the linear probe and the fine-tuning
-    unit: str = "images"  # what the examples are: "images" or "texts"
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:

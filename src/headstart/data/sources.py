@@ -26,7 +26,16 @@ from pathlib import Path
 from ..errors import HeadstartError
 from .images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGES, UnreadableImage, probe_image
 
-__all__ = ["SPLITS", "Dataset", "Sample", "Skipped", "discover", "image_files", "split_sizes"]
+__all__ = [
+    "SPLITS",
+    "Dataset",
+    "Sample",
+    "Skipped",
+    "Splits",
+    "discover",
+    "image_files",
+    "split_sizes",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -52,8 +61,24 @@ class Skipped:
     reason: str
 
 
+class Splits:
+    """What a labelled dataset of any kind answers: its samples by split, counts by class.
+    Needs ``samples`` (each with ``split`` and ``label``) and ``classes``."""
+
+    def split(self, name: str) -> list:
+        """The samples of one split ("train", "val" or "test"), in a stable order."""
+        if name not in SPLITS:
+            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
+        return [sample for sample in self.samples if sample.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Examples per split and class, ``counts()["val"]["cats"]``; zeros included."""
+        tally = Counter((sample.split, sample.label) for sample in self.samples)
+        return {split: {c: tally[split, c] for c in self.classes} for split in SPLITS}
+
+
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(Splits):
     """A labelled image dataset as found on disk: what :func:`discover` returns.
 
     ``classes`` is sorted and fixed: a class's index is its position here, and :meth:`drop`
@@ -69,17 +94,6 @@ class Dataset:
     # The files whose split headstart chose (the rest were given by the data): only these
     # may be moved, to keep copies of one image on one side (see headstart.auditing.split).
     split_here: frozenset[Path] = frozenset()
-
-    def split(self, name: str) -> list[Sample]:
-        """The samples of one split ("train", "val" or "test"), in a stable order."""
-        if name not in SPLITS:
-            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
-        return [sample for sample in self.samples if sample.split == name]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class, ``counts()["val"]["cats"]``; zeros included."""
-        tally = Counter((sample.split, sample.label) for sample in self.samples)
-        return {split: {c: tally[split, c] for c in self.classes} for split in SPLITS}
 
     def drop(self, skipped: Iterable[Skipped]) -> Dataset:
         """A copy without the samples at ``skipped``'s paths, which are added to ``.skipped``.

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ __all__ = [
     "record_split",
     "require_trainable",
     "seed_everything",
+    "write_splits",
 ]
 
 
@@ -139,6 +141,13 @@ def prepare(data: str | Path, config: FitConfig, *, read: bool = True) -> Prepar
 def find_data(data: str | Path, config: FitConfig) -> Dataset:
     """Seed every generator and discover ``data``, split as ``config`` says; refused unless
     it can be trained on, before any image is read (a refusal costs nothing)."""
+    from ..text.data import is_text_data
+
+    if is_text_data(data):
+        raise HeadstartError(
+            f"{data} holds texts: this command works on photos (texts take fit, audit, "
+            "predict, evaluate and report)"
+        )
     seed_everything(config.seed)
     dataset = discover(
         data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
@@ -229,11 +238,16 @@ def record_split(run: RunFolder, dataset: Dataset, *, resuming: bool) -> None:
     if resuming:
         _require_same_split(run, dataset)
     run.write_json(DATASET, dataset.to_dict())
-    rows = io.StringIO(newline="")
-    writer = csv.writer(rows)
+    write_splits(run, ((s.path, s.label, s.split) for s in dataset.samples))
+
+
+def write_splits(run: RunFolder, rows: Iterable[tuple[object, str, str]]) -> None:
+    """``splits.csv``: each example's file (or row of a table), label and split."""
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
     writer.writerow(["path", "label", "split"])
-    writer.writerows((s.path, s.label, s.split) for s in dataset.samples)
-    write_atomically(run / SPLITS, rows.getvalue().encode("utf-8", errors="surrogateescape"))
+    writer.writerows(rows)
+    write_atomically(run / SPLITS, table.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
 def _require_same_split(run: RunFolder, dataset: Dataset) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.sources import SPLITS, Skipped, split_sizes
+from ..data.sources import SPLITS, Skipped, Splits, split_sizes
 from ..errors import HeadstartError
 
 __all__ = [
@@ -64,7 +64,7 @@ class TextSample:
 
 
 @dataclass(frozen=True)
-class TextDataset:
+class TextDataset(Splits):
     """Labelled texts as found: what :func:`read_texts` returns. ``classes`` is sorted, so that
     the same data always gives the same class indices."""
 
@@ -75,16 +75,6 @@ class TextDataset:
     skipped: tuple[Skipped, ...] = ()
     warnings: tuple[str, ...] = ()
     columns: dict[str, str] = field(default_factory=dict)  # role -> the table's column
-
-    def split(self, name: str) -> list[TextSample]:
-        if name not in SPLITS:
-            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
-        return [sample for sample in self.samples if sample.split == name]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Texts per split and class, ``counts()["val"]["spam"]``; zeros included."""
-        tally = Counter((sample.split, sample.label) for sample in self.samples)
-        return {split: {c: tally[split, c] for c in self.classes} for split in SPLITS}
 
     def to_dict(self) -> dict:
         return {

@@ -17,7 +17,7 @@ import csv
 import io
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +30,19 @@ from ..errors import HeadstartError
 from ..metrics import classification_metrics
 from ..report.build import build_report
 from ..report.records import write_predictions
+from ..result import FitResult
 from ..runfolder import (
     CHECKS,
     CONFIG_JSON,
     CONFIG_YAML,
     DATASET,
     PLAN,
-    SPLITS,
     SUMMARY,
     RunFolder,
 )
 from ..stages.calibrate import calibrate
 from ..stages.checks import say_checks
-from ..stages.data import default_cache_dir, device_of, seed_everything
+from ..stages.data import default_cache_dir, device_of, seed_everything, write_splits
 from ..stages.evaluate import EVALUATED, Candidate, Choice, Scored, choose
 from ..storage import write_atomically
 from ..training.probe import fit_probe
@@ -53,8 +53,9 @@ from .embeddings import embed
 from .encoder import TextEncoder
 from .finetune import ContrastiveSettings, contrastive_pairs, fine_tune_encoder
 from .model import TextModel, save_text_model
+from .plan import TextPlan
 
-__all__ = ["TEXT_SETTINGS", "TextPlan", "audit_text_data", "fit_texts"]
+__all__ = ["TEXT_SETTINGS", "audit_text_data", "fit_texts"]
 
 #: The settings a fit of texts reads; any other given is refused (it would do nothing).
 TEXT_SETTINGS = frozenset(
@@ -91,24 +92,6 @@ _STEP_SECONDS = 0.5
 
 
 @dataclass
-class TextPlan:
-    """What the fit of texts will do, decided before anything trains, and why."""
-
-    strategy: str  # "linear-probe" | "fine-tune" | "auto" (both, validation chooses)
-    encoder: str
-    contrastive: ContrastiveSettings | None
-    pairs: int = 0
-    estimated_seconds: float = 0.0
-    refit: bool = False  # fit the kept strategy again on train and validation together
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["modality"] = "text"
-        return values
-
-
-@dataclass
 class Fitted:
     """A probe's candidate model, and what its fit measured on the training texts."""
 
@@ -119,8 +102,6 @@ class Fitted:
 
 def fit_texts(data: str | Path, config: FitConfig):
     """Train a text classifier on ``data`` (see :func:`headstart.text.data.read_texts`)."""
-    from ..recipe import FitResult
-
     started = time.perf_counter()
     _refuse_image_settings(config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -309,11 +290,7 @@ def _say_what_runs(
 def _record_split(run: RunFolder, dataset: TextDataset) -> None:
     """``dataset.json``, and ``splits.csv``: where each text came from, its label and split."""
     run.write_json(DATASET, dataset.to_dict())
-    rows = io.StringIO(newline="")
-    writer = csv.writer(rows)
-    writer.writerow(["path", "label", "split"])
-    writer.writerows((s.where, s.label, s.split) for s in dataset.samples)
-    write_atomically(run / SPLITS, rows.getvalue().encode("utf-8", errors="surrogateescape"))
+    write_splits(run, ((s.where, s.label, s.split) for s in dataset.samples))
 
 
 def _plan(

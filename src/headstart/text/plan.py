@@ -1,0 +1,27 @@
+"""What a fit of texts will do, decided once, before anything trains, and why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .finetune import ContrastiveSettings
+
+__all__ = ["TextPlan"]
+
+
+@dataclass
+class TextPlan:
+    """What the fit of texts will do, decided before anything trains, and why."""
+
+    strategy: str  # "linear-probe" | "fine-tune" | "auto" (both, validation chooses)
+    encoder: str
+    contrastive: ContrastiveSettings | None
+    pairs: int = 0
+    estimated_seconds: float = 0.0
+    refit: bool = False  # fit the kept strategy again on train and validation together
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["modality"] = "text"
+        return values
