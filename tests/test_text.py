@@ -371,3 +371,8 @@ def test_the_audit_alone_and_the_report_rebuilt(probe_run, reviews: Path, tmp_pa
 def test_commands_for_photos_say_so_on_texts(reviews: Path):
     with pytest.raises(HeadstartError, match="holds texts: this command works on photos"):
         headstart.check(reviews)
+
+
+def test_image_only_commands_refuse_a_text_model(probe_run, capsys):
+    assert main(["export", str(probe_run.run_dir)]) == 2
+    assert "is a text model: export is for image models" in capsys.readouterr().err

@@ -89,6 +89,11 @@ def export(
     if int8 and format != "onnx":
         raise HeadstartError("int8 quantisation is for ONNX exports (format='onnx')")
     source = describe(bundle)
+    if source.modality != "image":
+        raise HeadstartError(
+            f"{source.directory} is a text model: export is for image models (a text bundle "
+            "is already safetensors, loaded by headstart.load)"
+        )
     if source.runtime != "pytorch":
         raise HeadstartError(
             f"{source.directory} is already an export ({source.runtime}); export the run's "

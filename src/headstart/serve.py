@@ -277,6 +277,8 @@ def serve(
     from .loading import load
 
     model = load(bundle)
+    if getattr(model, "modality", "image") != "image":
+        raise HeadstartError(f"{bundle} is a text model: serve is for image models (so far)")
     if not calibrated:
         model.temperature = 1.0
     err.print(
