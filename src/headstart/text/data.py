@@ -219,16 +219,7 @@ def _read_table(path: Path, text_column: str | None, label_column: str | None) -
     if content is None or isinstance(content, Skipped):
         reason = content.reason if content else "empty file"
         raise HeadstartError(f"{path}: {reason}")
-    if path.suffix.lower() == ".jsonl":
-        records, names = _json_lines(path, content)
-    else:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        try:
-            reader = csv.DictReader(content.splitlines(), delimiter=delimiter)
-            names = [name for name in reader.fieldnames or [] if name]
-            records = [(reader.line_num, row) for row in reader]
-        except csv.Error as error:
-            raise HeadstartError(f"cannot read {path} as a table: {error}") from None
+    records, names = _records(path, content)
     columns = _columns(path, names, text_column, label_column)
     found = _Found("table", columns=columns)
     for line, record in records:
@@ -250,6 +241,19 @@ def _read_table(path: Path, text_column: str | None, label_column: str | None) -
             found.given |= {split} - {"train"}
         found.rows.append((value["text"], value["label"], where, split))
     return found
+
+
+def _records(path: Path, content: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """The rows of a table's ``content`` with their line numbers, and its column names."""
+    if path.suffix.lower() == ".jsonl":
+        return _json_lines(path, content)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        reader = csv.DictReader(content.splitlines(), delimiter=delimiter)
+        names = [name for name in reader.fieldnames or [] if name]
+        return [(reader.line_num, row) for row in reader], names
+    except csv.Error as error:
+        raise HeadstartError(f"cannot read {path} as a table: {error}") from None
 
 
 def _json_lines(path: Path, content: str) -> tuple[list[tuple[int, dict]], list[str]]:
@@ -451,13 +455,7 @@ def _table_texts(path: Path, text_column: str | None) -> list[tuple[str, str]]:
     content = _text_of(path)
     if not isinstance(content, str):
         raise HeadstartError(f"{path}: {content.reason if content else 'empty file'}")
-    if path.suffix.lower() == ".jsonl":
-        records, names = _json_lines(path, content)
-    else:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        reader = csv.DictReader(content.splitlines(), delimiter=delimiter)
-        names = [name for name in reader.fieldnames or [] if name]
-        records = [(reader.line_num, row) for row in reader]
+    records, names = _records(path, content)
     by_lower = {name.strip().lower(): name for name in names}
     if text_column is not None:
         column = text_column if text_column in names else by_lower.get(text_column.lower())

@@ -400,7 +400,6 @@ def _fine_tuned(
     copy: the probe keeps the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
     train = [dataset.samples[row] for row in rows["train"]]
-    torch.manual_seed(config.seed)
     tuning = fine_tune_encoder(
         encoder,
         [s.text for s in train],
