@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import HeadstartError
-from .preprocessing import Preprocessing
+from .preprocessing import CROPS, Preprocessing
 from .runfolder import MODEL
 
 __all__ = [
@@ -31,13 +31,22 @@ __all__ = [
     "WEIGHTS",
     "Description",
     "bundle_folder",
+    "bundle_format",
     "describe",
 ]
 
 #: The newest bundle format this version reads. 2: a temperature applied to the logits; 3: a
-#: network exported to another runtime (older versions cannot run those, and say so).
-BUNDLE_FORMAT = 3
-PYTORCH_FORMAT, EXPORTED_FORMAT = 2, 3
+#: network exported to another runtime (older versions cannot run those, and say so); 4:
+#: test-time crops averaged (older versions would predict from the centre crop alone).
+BUNDLE_FORMAT = 4
+PYTORCH_FORMAT, EXPORTED_FORMAT, CROPS_FORMAT = 2, 3, 4
+
+
+def bundle_format(runtime_format: int, test_time_crops: tuple[str, ...]) -> int:
+    """The format a bundle is written in: its runtime's, or newer where it averages crops."""
+    return CROPS_FORMAT if test_time_crops != CROPS[:1] else runtime_format
+
+
 WEIGHTS = "model.safetensors"
 META = "headstart.json"
 #: The content hashes of the images the model was trained on, one a line: wherever the bundle
@@ -57,12 +66,20 @@ _OWN_KEYS = {
     "classes",
     "preprocessing",
     "test_time_flip",
+    "test_time_crops",
     "temperature",
     "num_features",
     "modality",
     "encoder",
 }
-_OPTIONAL_KEYS = {"format", "headstart_version", "torch_version", "runtime", "temperature"}
+_OPTIONAL_KEYS = {
+    "format",
+    "headstart_version",
+    "torch_version",
+    "runtime",
+    "temperature",
+    "test_time_crops",
+}
 #: What a bundle of each modality must describe (besides the optional keys).
 _NEEDED = {
     "image": _OWN_KEYS - _OPTIONAL_KEYS - {"modality", "encoder"},
@@ -96,6 +113,17 @@ class Description:
     @property
     def test_time_flip(self) -> bool:
         return self.meta["test_time_flip"]
+
+    @property
+    def test_time_crops(self) -> tuple[str, ...]:
+        """The crops a prediction averages; bundles from before test-time crops: the centre."""
+        crops = self.meta.get("test_time_crops", CROPS[:1])
+        if not (isinstance(crops, list | tuple) and crops and set(crops) <= set(CROPS)):
+            raise HeadstartError(
+                f"{self.directory / META}: not a valid bundle description (test_time_crops "
+                f"{crops!r}; expected a list of some of {list(CROPS)})"
+            )
+        return tuple(crops)
 
     @cached_property
     def preprocessing(self) -> Preprocessing:

@@ -63,6 +63,8 @@ BALANCING = ("auto", "none", "weighted-loss", "sampler")
 #: The linear probe's penalties on the head's weights; "l1" and "elasticnet" make it sparse.
 PENALTIES = ("l2", "l1", "elasticnet")
 PRESETS = ("none", "light", "standard", "strong")
+#: Which crops of an image a prediction averages: validation decides (auto), or a named set.
+TEST_TIME_CROPS = ("auto", "none", "wide", "five-crop", "six-crop")
 POLICIES = ("autoaugment", "randaugment", "trivialaugment", "augmix")
 #: Every random operation of the augmentation, by the name that excludes (or includes) it.
 TRANSFORMS = (
@@ -480,6 +482,14 @@ class FitConfig:
         group="run",
         kind="names",
         metavar="CANDIDATE",
+    )
+    tta: str = setting(
+        "auto",
+        "test-time crops a prediction averages: auto (measured on validation after a "
+        "fine-tuning, kept where they help beyond noise), none (the centre crop), wide, "
+        "five-crop or six-crop",
+        group="run",
+        choices=TEST_TIME_CROPS,
     )
     compare_scratch: bool = setting(
         False,

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from .bundle import Description
 from .errors import HeadstartError
 from .prediction import Predictor
-from .preprocessing import ImageReader
+from .preprocessing import CROPS, ImageReader
 
 __all__ = ["INPUT", "OUTPUTS", "ExportedModel", "load_exported_bundle"]
 
@@ -34,7 +35,11 @@ class ExportedModel(Predictor):
     ) -> None:
         super().__init__(
             description.classes,
-            ImageReader(description.preprocessing, description.test_time_flip),
+            ImageReader(
+                description.preprocessing,
+                description.test_time_flip,
+                description.test_time_crops,
+            ),
             architecture=description.meta["architecture"],
             info=description.info,
             trained_on=description.trained_on,
@@ -48,8 +53,9 @@ class ExportedModel(Predictor):
 
     def graph_probabilities(self, pixels: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """The network's own ``probabilities`` output for decoded pixels: the calibrated
-        softmax computed inside the graph, as runtimes other than headstart read it."""
-        batches = self.inputs.batches(pixels, batch_size)
+        softmax computed inside the graph, as runtimes other than headstart read it, of the
+        centre crop (whatever crops the bundle averages)."""
+        batches = replace(self.inputs, test_time_crops=CROPS[:1]).batches(pixels, batch_size)
         return np.concatenate([self._network(np.ascontiguousarray(b), OUTPUTS[1]) for b in batches])
 
 

@@ -17,6 +17,7 @@ the tolerance: its cost in accuracy and agreement is measured and stored instead
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -31,13 +32,14 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .bundle import EXPORTED_FORMAT, META, RUNTIMES, TRAINED_ON, describe
+from .bundle import EXPORTED_FORMAT, META, RUNTIMES, TRAINED_ON, bundle_format, describe
 from .console import say
 from .data.images import UnreadableImage
 from .data.sources import image_files
 from .errors import HeadstartError
 from .exported import INPUT, OUTPUTS, ExportedModel, load_exported_bundle
 from .inputs import view
+from .preprocessing import CROPS
 from .report.card import CARD
 from .runfolder import RunFolder
 from .storage import write_atomically
@@ -115,7 +117,7 @@ def export(
             _quantise(network_file)
         meta = {
             **source.meta,
-            "format": EXPORTED_FORMAT,
+            "format": bundle_format(EXPORTED_FORMAT, model.test_time_crops),
             "runtime": format,
             "headstart_version": __version__,
             "graph": _graph_description(model),
@@ -239,6 +241,9 @@ def _graph_description(model: Model) -> dict:
             OUTPUTS[1]: "float32 [batch, classes], softmax(logits / temperature)",
         },
         "views": list(model.inputs.views),
+        "crops": list(model.test_time_crops),
+        "averaging": "one input row per crop in 'crops' (as 'test_time_crops' in "
+        "headstart.json cuts them); an image's logits are the mean of its crops' rows",
         "normalisation": "inside the graph (mean and std of 'preprocessing')",
     }
 
@@ -291,9 +296,13 @@ def _parity(
     middle = time.perf_counter()
     candidate = exported.probabilities(pixels)
     seconds = (middle - started, time.perf_counter() - middle)
-    # What other runtimes read: the graph's own calibrated softmax, held to the same bar.
+    # What other runtimes read: the graph's own calibrated softmax, held to the same bar (on
+    # the centre crop: the graph sees one crop a row; averaging crops is the caller's step).
     graph = exported.graph_probabilities(pixels)
-    difference = max(np.abs(reference - candidate).max(), np.abs(reference - graph).max())
+    graph_reference = copy.copy(model)
+    graph_reference.inputs = model.inputs.with_crops(CROPS[:1])
+    graph_difference = np.abs(graph_reference.probabilities(pixels) - graph).max()
+    difference = max(np.abs(reference - candidate).max(), graph_difference)
     same = int((reference.argmax(1) == candidate.argmax(1)).sum())
     accuracy = reference_accuracy = None
     if labels is not None:

@@ -17,13 +17,15 @@ from the weights:
    (:class:`Normalize`, the first module of every :class:`~headstart.classifier.Classifier`,
    so an exported network takes uint8 pixels);
 4. at prediction, average the logits of every view in :attr:`InputPipeline.views`: the image,
-   and its mirror image when the task looks the same in a mirror (test-time flip).
+   and its mirror image when the task looks the same in a mirror (test-time flip); and of
+   every crop in :attr:`InputPipeline.test_time_crops` (the centre crop, unless validation
+   showed that more crops help: :mod:`headstart.stages.test_time`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,4 +127,7 @@ class InputPipeline(ImageReader):
         return total / len(self.views)
 
     def with_flip(self, test_time_flip: bool) -> InputPipeline:
-        return InputPipeline(self.preprocessing, test_time_flip)
+        return replace(self, test_time_flip=test_time_flip)
+
+    def with_crops(self, crops: Sequence[str]) -> InputPipeline:
+        return replace(self, test_time_crops=tuple(crops))

@@ -36,7 +36,8 @@ class Predictor:
     """A trained classifier: ``predict`` labels, ``predict_proba`` class probabilities.
 
     Subclasses run the network: :meth:`logits` of an ``(N, C, H, W)`` uint8 batch of
-    evaluation crops, averaged over the views (the image, and its mirror with test-time flip).
+    evaluation crops, averaged over the views (the image, and its mirror with test-time flip);
+    the logits of an image's test-time crops are averaged here.
     """
 
     def __init__(
@@ -65,6 +66,10 @@ class Predictor:
         return self.inputs.test_time_flip
 
     @property
+    def test_time_crops(self) -> tuple[str, ...]:
+        return self.inputs.test_time_crops
+
+    @property
     def temperature(self) -> float:
         """The logits are divided by it before the softmax (temperature scaling, fitted on
         validation by ``fit``: probabilities that mean what they say); 1: the network's own."""
@@ -77,9 +82,16 @@ class Predictor:
         self._temperature = float(value)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """The network's float32 logits for a uint8 ``(N, C, H, W)`` batch, averaged over
-        the views, before the temperature."""
+        """The network's float32 logits for a uint8 ``(N, C, H, W)`` batch of crops, averaged
+        over the views, before the temperature."""
         raise NotImplementedError
+
+    def image_logits(self, batch: np.ndarray) -> np.ndarray:
+        """The logits of each image of a batch of :meth:`~headstart.preprocessing.ImageReader.
+        batch_array` crops (``K`` test-time crops an image), averaged over its crops."""
+        logits = self.logits(batch)
+        crops = len(self.test_time_crops)
+        return logits if crops == 1 else logits.reshape(-1, crops, logits.shape[-1]).mean(1)
 
     #: Whether decoding the next batch should overlap with the network's work on this one
     #: (a network on a GPU), rather than take turns with it on every core (on a CPU).
@@ -138,7 +150,11 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def _log_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return log_softmax(self.logits(batch) / np.float32(self.temperature))
+        return self.log_softmax(self.image_logits(batch))
+
+    def log_softmax(self, logits: np.ndarray) -> np.ndarray:
+        """Log class probabilities of images' logits, at the model's temperature."""
+        return log_softmax(logits / np.float32(self.temperature))
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[Prediction]:
         return ranked(probabilities, self.classes, k)

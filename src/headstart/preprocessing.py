@@ -23,10 +23,33 @@ from .data.images import UnreadableImage, to_rgb
 from .data.sources import Skipped
 from .errors import HeadstartError
 
-__all__ = ["VIEWS", "Crops", "ImageLike", "ImageReader", "Preprocessing", "center_crop"]
+__all__ = [
+    "CROPS",
+    "CROP_SETS",
+    "VIEWS",
+    "Crops",
+    "ImageLike",
+    "ImageReader",
+    "Preprocessing",
+    "center_crop",
+    "crop",
+]
 
 #: The views a prediction can average: the image as it is, and its mirror image.
 VIEWS = ("plain", "hflip")
+#: The crops of a resized image a prediction can average (test-time augmentation): the centre
+#: crop the network is evaluated on; "wide", the central square of the resized image scaled
+#: down to the input size (a wider field of view: the centre crop drops ``1 - crop_pct`` of
+#: it); and the four corners of that square at the input size (shifted views). Each crop is
+#: seen in every view (mirrored too, under test-time flip).
+CROPS = ("centre", "wide", "top-left", "top-right", "bottom-left", "bottom-right")
+#: The sets of crops ``fit --tta`` chooses from, by name.
+CROP_SETS = {
+    "none": CROPS[:1],
+    "wide": CROPS[:2],
+    "five-crop": (CROPS[0], *CROPS[2:]),
+    "six-crop": CROPS,
+}
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -93,6 +116,21 @@ def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return pixels[top : top + height, left : left + width]
 
 
+def crop(pixels: np.ndarray, name: str, height: int, width: int, interpolation: str) -> np.ndarray:
+    """The ``(height, width)`` crop of resized ``(H, W, C)`` pixels that :data:`CROPS` names."""
+    if name == "centre":
+        return center_crop(pixels, height, width)
+    side = min(pixels.shape[:2])
+    square = center_crop(pixels, side, side)
+    if name == "wide":
+        scaled = resize_shortest_side(square, max(height, width), interpolation)
+        return center_crop(scaled, height, width)
+    vertical, horizontal = name.split("-")
+    top = 0 if vertical == "top" else max(side - height, 0)
+    left = 0 if horizontal == "left" else max(side - width, 0)
+    return center_crop(square[top : top + height, left : left + width], height, width)
+
+
 @dataclass(frozen=True)
 class Crops:
     """The evaluation crops of one batch of files, and the files of it that could not be read."""
@@ -114,6 +152,15 @@ class ImageReader:
     preprocessing: Preprocessing
     #: Predictions average the image with its mirror (the plan decides, from the probe).
     test_time_flip: bool = False
+    #: The crops whose logits a prediction averages (validation decides: ``fit --tta``).
+    test_time_crops: tuple[str, ...] = CROPS[:1]
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.test_time_crops if name not in CROPS]
+        if unknown or not self.test_time_crops:
+            raise HeadstartError(
+                f"test-time crops {list(self.test_time_crops)}; expected some of {list(CROPS)}"
+            )
 
     @property
     def channels(self) -> int:
@@ -176,12 +223,18 @@ class ImageReader:
         """The evaluation crop of resized pixels: ``(H, W, C)`` uint8."""
         return center_crop(pixels, *self.crop_size)
 
+    def crop_arrays(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The test-time crops of resized pixels, in :attr:`test_time_crops` order."""
+        interpolation = self.preprocessing.interpolation
+        return [crop(pixels, name, *self.crop_size, interpolation) for name in self.test_time_crops]
+
     def batch_array(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        """The evaluation crops of several images: ``(N, C, H, W)`` uint8, a view of an
-        ``(N, H, W, C)`` array (channels-last memory, as the network on a CPU takes it)."""
+        """The evaluation crops of several images: ``(N * K, C, H, W)`` uint8 for ``K`` test-time
+        crops an image (an image's crops together), a view of an ``(N * K, H, W, C)`` array
+        (channels-last memory, as the network on a CPU takes it)."""
         if not pixels:
             return np.zeros((0, self.channels, *self.crop_size), np.uint8)
-        return np.stack([self.crop_array(p) for p in pixels]).transpose(0, 3, 1, 2)
+        return np.stack([c for p in pixels for c in self.crop_arrays(p)]).transpose(0, 3, 1, 2)
 
     def batches(self, pixels: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
         """The evaluation crops of already decoded pixels, ``batch_size`` images at a time
@@ -204,18 +257,18 @@ class ImageReader:
         :func:`~headstart.data.decoded.map_batches`).
         """
 
-        def crop(path: Path) -> tuple[Path, np.ndarray] | Skipped:
+        def crops(path: Path) -> tuple[Path, list[np.ndarray]] | Skipped:
             try:
-                return path, self.crop_array(decoder.get(path))
+                return path, self.crop_arrays(decoder.get(path))
             except UnreadableImage as error:
                 return Skipped(path, error.reason)
 
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        for cropped in map_batches(crop, batches, overlap=overlap):
+        for cropped in map_batches(crops, batches, overlap=overlap):
             good = [c for c in cropped if not isinstance(c, Skipped)]
             yield Crops(
                 [path for path, _ in good],
-                np.stack([p for _, p in good]).transpose(0, 3, 1, 2)
+                np.stack([c for _, each in good for c in each]).transpose(0, 3, 1, 2)
                 if good
                 else np.zeros((0, self.channels, *self.crop_size), np.uint8),
                 [c for c in cropped if isinstance(c, Skipped)],

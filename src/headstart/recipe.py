@@ -33,6 +33,7 @@ from .stages.data import Prepared, device_of, look_again, prepare, record_split,
 from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
+from .stages.test_time import choose_crops
 from .stages.train import train
 from .text.data import is_text_data
 from .torch_model import Model, save
@@ -154,6 +155,8 @@ def _fit(
     choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
+    test_time = choose_crops(choice.kept, decision.ready, config, trained.tuned is not None)
+    say(config.quiet, f"plan: {test_time.why}")
     calibrated = calibrate(choice.kept, config)
     say(config.quiet, calibrated.why)
     _save_model(choice.kept.model, decision.ready, run)
@@ -172,6 +175,7 @@ def _fit(
         checks,
         trained,
         choice,
+        test_time,
         calibrated,
         seconds,
         config,

@@ -223,6 +223,7 @@ def create_app(
                 "runtime": getattr(model, "runtime", "pytorch"),
                 "preprocessing": model.preprocessing.to_dict(),
                 "test_time_flip": model.test_time_flip,
+                "test_time_crops": list(model.test_time_crops),
                 "temperature": model.temperature,
                 "headstart_version": __version__,
                 "limits": {**limits.to_dict(), "max_batch": max_batch},

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from ._version import __version__
-from .bundle import META, PYTORCH_FORMAT, TRAINED_ON, WEIGHTS, Description
+from .bundle import META, PYTORCH_FORMAT, TRAINED_ON, WEIGHTS, Description, bundle_format
 from .classifier import Classifier
 from .errors import HeadstartError
 from .inputs import InputPipeline
@@ -34,13 +34,14 @@ class Model(Predictor):
         *,
         architecture: str,
         test_time_flip: bool = False,
+        test_time_crops: Sequence[str] = ("centre",),
         info: dict | None = None,
         trained_on: Iterable[str] = (),
         temperature: float = 1.0,
     ):
         super().__init__(
             classes,
-            InputPipeline(preprocessing, test_time_flip),
+            InputPipeline(preprocessing, test_time_flip, tuple(test_time_crops)),
             architecture=architecture,
             info=info,
             trained_on=trained_on,
@@ -66,13 +67,14 @@ def save(model: Model, directory: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     write_tensors(state, directory / WEIGHTS)
     meta = {
-        "format": PYTORCH_FORMAT,
+        "format": bundle_format(PYTORCH_FORMAT, model.test_time_crops),
         "headstart_version": __version__,
         "torch_version": torch.__version__,
         "architecture": model.architecture,
         "classes": list(model.classes),
         "preprocessing": model.preprocessing.to_dict(),
         "test_time_flip": model.test_time_flip,
+        "test_time_crops": list(model.test_time_crops),
         "temperature": model.temperature,
         "num_features": int(model.network.head.in_features),
         **model.info,
@@ -104,6 +106,7 @@ def load_network_bundle(description: Description) -> Model:
         description.preprocessing,
         architecture=meta["architecture"],
         test_time_flip=meta["test_time_flip"],
+        test_time_crops=description.test_time_crops,
         info=description.info,
         trained_on=description.trained_on,
         temperature=description.temperature,

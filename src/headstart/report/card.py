@@ -120,9 +120,7 @@ def _model(meta: dict, config: dict, summary: dict, plan: dict) -> str:
         + (f", {stopped}" if stopped else "")
         + (f" ({kept})" if kept else "")
         + ".",
-        "- Test-time augmentation: the image and its mirror averaged."
-        if meta.get("test_time_flip")
-        else "- Test-time augmentation: none.",
+        f"- Test-time augmentation: {_test_time(meta)}.",
         "",
         "Why this plan (from `plan.json`):",
         "",
@@ -130,6 +128,14 @@ def _model(meta: dict, config: dict, summary: dict, plan: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_time(meta: dict) -> str:
+    crops = meta.get("test_time_crops") or ["centre"]
+    seen = [f"{len(crops)} crops ({', '.join(crops)})"] if len(crops) > 1 else []
+    if meta.get("test_time_flip"):
+        seen.append("the mirror image" + (" of each" if seen else ""))
+    return " and ".join(seen) + " averaged" if seen else "none"
 
 
 def _weights(config: dict, meta: dict) -> str:

@@ -145,12 +145,47 @@ def plan(run: ReportedRun) -> Html:
                 "lr",
             ),
         ]
-    kept = ((run.json(SUMMARY) or {}).get("kept") or {}).get("why")
+    summary = run.json(SUMMARY) or {}
+    kept = (summary.get("kept") or {}).get("why")
     if kept:
         parts += [tag("h3", "The model kept"), paragraph(kept)]
-    flip = "yes" if plan.get("test_time_flip") else "no"
-    parts.append(note(f"predictions average the image and its mirror image: {flip}"))
+    parts += _test_time(plan, summary.get("test_time"))
     return join(parts)
+
+
+def _test_time(plan: dict, decided: dict | None) -> list:
+    """What a prediction averages: the mirror image (the plan's call) and the crops
+    (validation's), with each set of crops measured."""
+    flip = "yes" if plan.get("test_time_flip") else "no"
+    parts = [
+        tag("h3", "Test-time augmentation"),
+        note(f"predictions average the image and its mirror image: {flip}"),
+    ]
+    if not decided:
+        return parts
+    parts.append(paragraph(decided["why"]))
+    measured = decided.get("measured") or {}
+    if measured:
+        rows = [
+            (
+                name,
+                m["cost"],
+                f"{m['z']:.2f}",
+                f"+{m['fixed']} / -{m['broken']}",
+                f"{m['nll']:.3f}",
+                percent(m["accuracy"]),
+            )
+            for name, m in measured.items()
+        ]
+        header = ["crops", "cost", "z (loss gain)", "fixed / broken", "loss", "accuracy"]
+        parts.append(table(header, rows, "lrrrrr"))
+        parts.append(
+            note(
+                f"on {decided['images']} validation images, each set at its own fitted "
+                "temperature, against the centre crop alone"
+            )
+        )
+    return parts
 
 
 def _evidence(key: str, value: object) -> object:

@@ -105,10 +105,13 @@ def score_features(model: Model, ready: Prepared) -> dict[str, Scored]:
     return scored
 
 
-def score_pixels(model: Model, ready: Prepared) -> dict[str, Scored]:
-    """Scores of a model on the decoded images, as the bundle predicts them."""
+def score_pixels(
+    model: Model, ready: Prepared, splits: list[str] | None = None
+) -> dict[str, Scored]:
+    """Scores of a model on the decoded images, as the bundle predicts them (of ``splits``,
+    or every evaluated split)."""
     scored = {}
-    for split in _splits(ready):
+    for split in _splits(ready) if splits is None else splits:
         samples = ready.dataset.split(split)
         log_probabilities = []
         for start in range(0, len(samples), 256):  # bounded memory on large splits

@@ -14,6 +14,7 @@ from ..training.plan import Plan
 from .calibrate import Calibrated
 from .data import Prepared
 from .evaluate import Choice
+from .test_time import TestTime
 from .train import Trained
 
 __all__ = ["write_results"]
@@ -27,6 +28,7 @@ def write_results(
     checks: CheckReport | None,
     trained: Trained,
     choice: Choice,
+    test_time: TestTime,
     calibrated: Calibrated,
     seconds: float,
     config: FitConfig,
@@ -48,6 +50,7 @@ def write_results(
         "strategy": kept.strategy,
         "reasons": [*plan.reasons, *([choice.why] if choice.why else [])],
         "kept": {"strategy": kept.strategy, "why": choice.why, "evidence": choice.evidence},
+        "test_time": test_time.to_dict(),
         "calibration": calibrated.to_dict(),
         "seconds": seconds,
         "stopped": trained.stopped,
