@@ -84,8 +84,10 @@ def test_a_value_of_the_wrong_kind_is_refused_by_name(name, tmp_path):
 def test_fine_tuning_settings_keep_their_names_down_to_the_training_loop():
     loop = {f.name for f in fields(FineTuneSettings)}
     # augment, policy, no_augment, vflip and cutout make one AugmentSettings; dropout and
-    # drop_path are built into the network; early_stopping=False is patience=None.
+    # drop_path are built into the network; early_stopping=False is patience=None; ensemble
+    # is how many fine-tunings run.
     built_elsewhere = {"policy", "no_augment", "vflip", "cutout", "dropout", "drop_path"}
+    built_elsewhere |= {"ensemble"}
     for name, described in TABLE.items():
         if described.fine_tuning and name not in built_elsewhere | {"early_stopping"}:
             assert name in loop, name

@@ -37,14 +37,16 @@ __all__ = [
 
 #: The newest bundle format this version reads. 2: a temperature applied to the logits; 3: a
 #: network exported to another runtime (older versions cannot run those, and say so); 4:
-#: test-time crops averaged (older versions would predict from the centre crop alone).
+#: test-time crops averaged, or an ensemble of networks (older versions would predict from
+#: the centre crop alone, or fail to read the weights).
 BUNDLE_FORMAT = 4
-PYTORCH_FORMAT, EXPORTED_FORMAT, CROPS_FORMAT = 2, 3, 4
+PYTORCH_FORMAT, EXPORTED_FORMAT, SQUEEZED_FORMAT = 2, 3, 4
 
 
-def bundle_format(runtime_format: int, test_time_crops: tuple[str, ...]) -> int:
-    """The format a bundle is written in: its runtime's, or newer where it averages crops."""
-    return CROPS_FORMAT if test_time_crops != CROPS[:1] else runtime_format
+def bundle_format(runtime_format: int, test_time_crops: tuple[str, ...], members: int = 1) -> int:
+    """The format a bundle is written in: its runtime's, or newer where it averages crops or
+    networks."""
+    return SQUEEZED_FORMAT if test_time_crops != CROPS[:1] or members > 1 else runtime_format
 
 
 WEIGHTS = "model.safetensors"
@@ -67,6 +69,7 @@ _OWN_KEYS = {
     "preprocessing",
     "test_time_flip",
     "test_time_crops",
+    "ensemble",
     "temperature",
     "num_features",
     "modality",
@@ -79,6 +82,7 @@ _OPTIONAL_KEYS = {
     "runtime",
     "temperature",
     "test_time_crops",
+    "ensemble",
 }
 #: What a bundle of each modality must describe (besides the optional keys).
 _NEEDED = {
@@ -113,6 +117,17 @@ class Description:
     @property
     def test_time_flip(self) -> bool:
         return self.meta["test_time_flip"]
+
+    @property
+    def members(self) -> int:
+        """How many networks the bundle averages (an ensemble's members; 1 for one network)."""
+        members = self.meta.get("ensemble", 1)
+        if not (isinstance(members, int) and members >= 1):
+            raise HeadstartError(
+                f"{self.directory / META}: not a valid bundle description (ensemble "
+                f"{members!r}; expected a number of networks)"
+            )
+        return members
 
     @property
     def test_time_crops(self) -> tuple[str, ...]:

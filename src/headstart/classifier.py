@@ -6,6 +6,7 @@ with them and cannot drift between training, a bundle on disk and an exported mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import nn
 from .inputs import Normalize
 from .models import Preprocessing
 
-__all__ = ["Classifier", "layer_groups", "new_head"]
+__all__ = ["Classifier", "Ensemble", "layer_groups", "new_head"]
 
 
 class Classifier(nn.Module):
@@ -30,6 +31,28 @@ class Classifier(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixels))
+
+    @property
+    def num_features(self) -> int:
+        return self.head.in_features
+
+
+class Ensemble(nn.Module):
+    """Classifiers of one architecture and preprocessing as one network. Its output is the
+    log of their averaged probabilities: a "logit" whose softmax is that average, so that the
+    views, the temperature, every prediction path and an export treat it as any network."""
+
+    def __init__(self, members: Sequence[Classifier]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        log_probabilities = torch.stack([m(pixels).float().log_softmax(-1) for m in self.members])
+        return torch.logsumexp(log_probabilities, 0) - math.log(len(self.members))
+
+    @property
+    def num_features(self) -> int:
+        return self.members[0].num_features
 
 
 def layer_groups(backbone: nn.Module) -> list[list[nn.Parameter]]:

@@ -483,6 +483,13 @@ class FitConfig:
         kind="names",
         metavar="CANDIDATE",
     )
+    ensemble: int = _fine(
+        1,
+        "fine-tune this many times from different seeds and average their probabilities "
+        "(costs that many fine-tunings, and that many networks a prediction)",
+        group="training",
+        low=1,
+    )
     tta: str = setting(
         "auto",
         "test-time crops a prediction averages: auto (measured on validation after a "

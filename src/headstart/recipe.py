@@ -30,6 +30,7 @@ from .stages import checks as checking
 from .stages.audit import audit_data
 from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
+from .stages.ensemble import ensemble
 from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
@@ -106,6 +107,11 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
             f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
             f"(more than {done}) to train it longer"
         )
+    if epochs is not None and saved.get("ensemble", 1) > 1:
+        raise HeadstartError(
+            f"{run.path} is an ensemble of {saved['ensemble']} fine-tunings: --epochs would "
+            "train its first member longer alone; fit again with --epochs N"
+        )
     if epochs is not None and epochs <= done:
         raise HeadstartError(
             f"epochs={epochs}: the run has already trained {done} epochs; ask for more to go on"
@@ -153,6 +159,8 @@ def _fit(
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resume=resume)
     choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
+    if config.ensemble > 1 and trained.tuned is not None:
+        choice = ensemble(decision, run, config, trained.tuned, choice)
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
     test_time = choose_crops(choice.kept, decision.ready, config, trained.tuned is not None)
@@ -168,17 +176,7 @@ def _fit(
         compare_with_scratch(run, decision.ready, decision.plan, probe_accuracy, config)
     seconds = time.perf_counter() - started
     write_results(
-        run,
-        decision.ready,
-        decision.plan,
-        audit,
-        checks,
-        trained,
-        choice,
-        test_time,
-        calibrated,
-        seconds,
-        config,
+        run, decision, audit, checks, trained, choice, test_time, calibrated, seconds, config
     )
     kept = choice.kept
     return FitResult(

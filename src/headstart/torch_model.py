@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from ._version import __version__
 from .bundle import META, PYTORCH_FORMAT, TRAINED_ON, WEIGHTS, Description, bundle_format
-from .classifier import Classifier
+from .classifier import Classifier, Ensemble
 from .errors import HeadstartError
 from .inputs import InputPipeline
 from .models import Preprocessing, create_backbone
@@ -23,12 +23,13 @@ __all__ = ["Model", "load_network_bundle", "save"]
 
 
 class Model(Predictor):
-    """A trained classifier whose network runs in PyTorch (``model.network``): ``predict``
-    labels, ``predict_proba`` class probabilities."""
+    """A trained classifier whose network runs in PyTorch (``model.network``: a
+    :class:`~headstart.classifier.Classifier`, or an :class:`~headstart.classifier.Ensemble`
+    of them): ``predict`` labels, ``predict_proba`` class probabilities."""
 
     def __init__(
         self,
-        network: Classifier,
+        network: Classifier | Ensemble,
         classes: Sequence[str],
         preprocessing: Preprocessing,
         *,
@@ -65,9 +66,10 @@ def save(model: Model, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    members = len(model.network.members) if isinstance(model.network, Ensemble) else 1
     write_tensors(state, directory / WEIGHTS)
     meta = {
-        "format": bundle_format(PYTORCH_FORMAT, model.test_time_crops),
+        "format": bundle_format(PYTORCH_FORMAT, model.test_time_crops, members),
         "headstart_version": __version__,
         "torch_version": torch.__version__,
         "architecture": model.architecture,
@@ -76,7 +78,8 @@ def save(model: Model, directory: str | Path) -> Path:
         "test_time_flip": model.test_time_flip,
         "test_time_crops": list(model.test_time_crops),
         "temperature": model.temperature,
-        "num_features": int(model.network.head.in_features),
+        "num_features": int(model.network.num_features),
+        **({"ensemble": members} if members > 1 else {}),
         **model.info,
     }
     write_atomically(directory / META, json.dumps(meta, indent=2).encode())
@@ -91,13 +94,10 @@ def load_network_bundle(description: Description) -> Model:
     architecture's name and given the bundle's safetensors weights."""
     meta, where = description.meta, description.directory / META
     try:
-        backbone, _, _ = create_backbone(
-            meta["architecture"], pretrained=False, in_chans=description.preprocessing.input_size[0]
-        )
-        head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
+        members = [_network(description) for _ in range(description.members)]
     except (KeyError, TypeError, ValueError) as error:
         raise HeadstartError(f"{where}: not a valid bundle description ({error})") from None
-    network = Classifier(backbone, head, description.preprocessing)
+    network = members[0] if len(members) == 1 else Ensemble(members)
     weights = description.directory / WEIGHTS
     network.load_state_dict(_weights(weights, network, len(meta["classes"])))
     return Model(
@@ -113,7 +113,17 @@ def load_network_bundle(description: Description) -> Model:
     )
 
 
-def _weights(file: Path, network: Classifier, classes: int) -> dict[str, torch.Tensor]:
+def _network(description: Description) -> Classifier:
+    """A network of the architecture a bundle describes, its weights not yet loaded."""
+    meta = description.meta
+    backbone, _, _ = create_backbone(
+        meta["architecture"], pretrained=False, in_chans=description.preprocessing.input_size[0]
+    )
+    head = torch.nn.Linear(meta["num_features"], len(meta["classes"]))
+    return Classifier(backbone, head, description.preprocessing)
+
+
+def _weights(file: Path, network: torch.nn.Module, classes: int) -> dict[str, torch.Tensor]:
     """The bundle's weights, checked against the network its description builds."""
     try:
         weights = load_file(file)
@@ -124,7 +134,8 @@ def _weights(file: Path, network: Classifier, classes: int) -> dict[str, torch.T
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
     if absent or unexpected or wrong:
-        outputs = weights.get("head.weight", expected["head.weight"]).shape[0]
+        head = next(key for key in expected if key.endswith("head.weight"))
+        outputs = weights.get(head, expected[head]).shape[0]
         what = (
             f"its head has {outputs} outputs for {classes} classes"
             if outputs != classes

@@ -13,6 +13,7 @@ from ..runfolder import (
     DATASET,
     DIAGNOSIS,
     DUPLICATES_GRID,
+    ENSEMBLE,
     LABEL_ISSUES_GRID,
     PLAN,
     SUMMARY,
@@ -149,8 +150,32 @@ def plan(run: ReportedRun) -> Html:
     kept = (summary.get("kept") or {}).get("why")
     if kept:
         parts += [tag("h3", "The model kept"), paragraph(kept)]
+    parts += _members(run.json(ENSEMBLE) or {}, summary)
     parts += _test_time(plan, summary.get("test_time"))
     return join(parts)
+
+
+def _members(ensemble: dict, summary: dict) -> list:
+    """Each member of an ensemble beside the ensemble, on validation and test."""
+    members = ensemble.get("members") or []
+    if not members:
+        return []
+
+    def accuracy(scores: dict, split: str) -> str:
+        found = (scores or {}).get(split)
+        return percent(found["accuracy"]) if found else "–"
+
+    rows = [
+        (f"member {i}", member["seed"], *(accuracy(member["scores"], s) for s in ("val", "test")))
+        for i, member in enumerate(members, 1)
+    ]
+    scores = summary.get("scores") or {}
+    rows.append(("the ensemble", "–", accuracy(scores, "val"), accuracy(scores, "test")))
+    return [
+        tag("h3", "The ensemble's members"),
+        table(["model", "seed", "validation", "test"], rows, "lrrr"),
+        note("the ensemble's scores are with its test-time crops and calibration"),
+    ]
 
 
 def _test_time(plan: dict, decided: dict | None) -> list:

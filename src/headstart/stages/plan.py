@@ -233,18 +233,29 @@ def _costed(
     inputs = ready.inputs.with_flip(plan.test_time_flip)
     cost = measure_cost(network, train, held_out, ready.images, inputs, settings, config.seed)
     cost = distributed.agree(cost)
-    if config.time_budget:
-        plan, cost = within_budget(plan, cost, config.time_budget * 60 - spent)
+    if config.time_budget:  # an ensemble's members share it equally
+        left = (config.time_budget * 60 - spent) / config.ensemble
+        plan, cost = within_budget(plan, cost, left)
         settings = plan.fine_tune
         if settings is None:
             return plan
     size = f" at {settings.train_size} px" if settings.train_size else ""
-    return plan.adding(
+    plan = plan.adding(
         f"cost: {cost.epochs} epochs of {cost.steps_per_epoch} steps of {settings.batch_size} "
         f"images{size}, {cost.step_seconds:.2f} s a step and {cost.validation_seconds:.0f} s of "
         f"validation an epoch on this machine: about {_minutes(cost.seconds)} (measured now; "
         "without --time-budget the plan does not depend on it)",
         cost=cost.to_dict(),
+    )
+    if config.ensemble == 1:
+        return plan
+    members = config.ensemble
+    return plan.adding(
+        f"ensemble: {members} fine-tunings like this one from seeds {config.seed} to "
+        f"{config.seed + members - 1}, their probabilities averaged: about "
+        f"{_minutes(cost.seconds * members)} in all, and {members} networks to run for each "
+        "prediction",
+        ensemble=members,
     )
 
 

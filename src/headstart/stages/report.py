@@ -10,10 +10,9 @@ from ..console import say
 from ..report import build_report, examples_to_show, save_thumbnails, write_predictions
 from ..report.card import write_card
 from ..runfolder import CHECKS, FIXED_BATCH, SUMMARY, RunFolder
-from ..training.plan import Plan
 from .calibrate import Calibrated
-from .data import Prepared
 from .evaluate import Choice
+from .plan import Decision
 from .test_time import TestTime
 from .train import Trained
 
@@ -22,8 +21,7 @@ __all__ = ["write_results"]
 
 def write_results(
     run: RunFolder,
-    ready: Prepared,
-    plan: Plan,
+    decision: Decision,
     audit: AuditReport,
     checks: CheckReport | None,
     trained: Trained,
@@ -34,6 +32,7 @@ def write_results(
     config: FitConfig,
 ) -> dict:
     """Write what the fit ended with; returns the summary."""
+    ready, plan = decision.ready, decision.plan
     trained.fixed.write(run / FIXED_BATCH)
     if checks is not None:
         checks.write(run / CHECKS)

@@ -111,9 +111,7 @@ def _crop_logits(model: Model, paths: list, ready: Prepared) -> dict[str, np.nda
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def compare_crops(
-    logits: dict[str, np.ndarray], labels: np.ndarray
-) -> tuple[str, dict[str, dict]]:
+def compare_crops(logits: dict[str, np.ndarray], labels: np.ndarray) -> tuple[str, dict[str, dict]]:
     """Every set of :data:`CROP_SETS` measured against the centre crop alone, from each
     crop's logits of the same images; and the name of the set to keep (``"none"``: the
     centre alone)."""

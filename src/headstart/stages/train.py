@@ -28,7 +28,7 @@ from .data import device_of
 from .evaluate import Candidate, score_features, score_pixels
 from .plan import Decision, probe_record
 
-__all__ = ["Trained", "train"]
+__all__ = ["EpochLine", "Trained", "starting_model", "train"]
 
 
 @dataclass
@@ -53,7 +53,7 @@ def train(
     resuming = resume is not None
     ready, probe, plan = decision.ready, decision.probe, decision.plan
     inputs = ready.inputs.with_flip(plan.test_time_flip)
-    model = _starting_model(decision, config)
+    model = starting_model(decision, config)
     fixed = FixedBatch.choose(ready.dataset.split("val"), ready.dataset.classes, config.seed)
     if resuming and run.exists(FIXED_BATCH):
         fixed.records = run.json(FIXED_BATCH)["records"]
@@ -78,7 +78,7 @@ def train(
             MetricsLog(run, plan.strategy),
             board,
             fixed.watch(inputs, ready.images, plan.strategy),
-            _EpochLine(config.quiet),
+            EpochLine(config.quiet),
             trained.watch,
             Progress(plan.strategy, quiet=config.quiet),
         ]
@@ -92,7 +92,7 @@ def train(
     return trained
 
 
-def _starting_model(decision: Decision, config: FitConfig) -> Model:
+def starting_model(decision: Decision, config: FitConfig) -> Model:
     """The backbone with the probe's head (or a new one, without features): the linear
     probe's model, and where fine-tuning starts."""
     ready, probe, plan = decision.ready, decision.probe, decision.plan
@@ -153,15 +153,15 @@ def _diagnose(result: FineTuneResult, classes: int, settings: FineTuneSettings) 
     )
 
 
-class _EpochLine(Callback):
-    """One line per epoch on the console."""
+class EpochLine(Callback):
+    """One line per epoch on the console (after ``prefix``: which training it is)."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, prefix: str = ""):
+        self.quiet, self.prefix = quiet, prefix
 
     def on_epoch_end(self, record: dict, training: Training) -> None:
         say(
             self.quiet,
-            f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
+            f"{self.prefix}epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
             f"val loss {record['val_loss']:.3f}, val accuracy {record['val_accuracy']:.1%}",
         )
