@@ -48,7 +48,7 @@ def test_the_run_says_what_each_member_scored_and_what_it_cost(ensemble, small_f
     members = json.loads((ensemble.run_dir / "ensemble.json").read_text())["members"]
     assert [m["seed"] for m in members] == [0, 1] and members[1]["history"]
     summary = json.loads((ensemble.run_dir / "summary.json").read_text())
-    assert summary["strategy"] == "ensemble-2" and "ensemble of 2" in summary["kept"]["why"]
+    assert summary["strategy"] == "ensemble" and "ensemble of 2" in summary["kept"]["why"]
     report = (ensemble.run_dir / "report.html").read_text()
     assert "The ensemble&#x27;s members" in report or "The ensemble's members" in report
     scores, _ = headstart.evaluate(ensemble.run_dir, small_faces)
@@ -64,8 +64,33 @@ def test_a_run_killed_while_training_a_member_goes_on_with_it(ensemble, small_fa
     images = sorted(small_faces.rglob("*.png"))[:6]
     before = headstart.load(ensemble.run_dir).predict_proba(images)
     assert np.array_equal(headstart.load(resumed.run_dir).predict_proba(images), before)
-    with pytest.raises(HeadstartError, match="ensemble of 2 fine-tunings: --epochs"):
+    with pytest.raises(HeadstartError, match="ensemble of 2 fine-tunings: it cannot be"):
         headstart.resume(copied, epochs=3)  # longer would lengthen one member alone
+
+
+def test_ctrl_c_during_a_member_keeps_its_state_and_resume_finishes_it(
+    small_faces, tmp_path, monkeypatch
+):
+    from headstart.stages import ensemble as stage
+
+    real = stage.fine_tune
+
+    def interrupted(*args, **kwargs):  # as Ctrl-C at the end of the member's epoch leaves it
+        result = real(*args, **kwargs)
+        result.stopped = "interrupted"
+        return result
+
+    monkeypatch.setattr(stage, "fine_tune", interrupted)
+    settings = dict(strategy="fine-tune", epochs=1, ensemble=2, tta="none", quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        headstart.fit(small_faces, runs_dir=tmp_path, name="killed", **settings)
+    member = tmp_path / "killed" / "checkpoints" / "member-2"
+    assert (member / "last.pt").exists() and not (member / "model.safetensors").exists()
+    assert not (tmp_path / "killed" / "failed.json").exists()  # a run to resume, not a failure
+
+    monkeypatch.setattr(stage, "fine_tune", real)
+    resumed = headstart.resume(tmp_path / "killed", quiet=True)
+    assert len(resumed.model.network.members) == 2 and (member / "model.safetensors").exists()
 
 
 def test_an_ensemble_exports_as_one_network(ensemble, tmp_path):

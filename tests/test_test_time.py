@@ -51,6 +51,13 @@ def test_the_corners_of_a_wide_photo_are_those_of_its_central_square():
         ), name
 
 
+def test_a_wider_input_than_the_square_takes_its_corners_from_real_pixels():
+    photo = np.full((256, 384, 3), 200, np.uint8)  # no black anywhere to pad with
+    for name in CROPS:
+        cropped = crop(photo, name, 224, 320, "bicubic")
+        assert cropped.shape == (224, 320, 3) and cropped.min() > 0, name
+
+
 def test_every_named_set_of_crops_is_a_choice_of_fit_tta():
     assert set(TEST_TIME_CROPS) == {"auto", *CROP_SETS}
     assert CROP_SETS["none"] == ("centre",) and set(CROP_SETS["six-crop"]) == set(CROPS)

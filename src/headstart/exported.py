@@ -2,10 +2,11 @@
 TorchScript.
 
 The exported network takes what :class:`~headstart.preprocessing.ImageReader` makes (uint8
-``(N, C, H, W)`` centre crops, any batch size) and returns ``logits`` (averaged over the views,
-before the temperature) and ``probabilities`` (the calibrated softmax, for runtimes other than
-headstart). headstart's own prediction reads ``logits``, so that ``--no-calibration`` works on
-an export as on the original, with the same NumPy code.
+``(N, C, H, W)`` crops, any batch size; an image's test-time crops are rows of their own) and
+returns ``logits`` (averaged over the views, before the temperature) and ``probabilities``
+(the calibrated softmax, for runtimes other than headstart). headstart's own prediction reads
+``logits`` and averages an image's crops, so that ``--no-calibration`` works on an export as
+on the original, with the same NumPy code.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ VIEWS = ("plain", "hflip")
 #: crop the network is evaluated on; "wide", the central square of the resized image scaled
 #: down to the input size (a wider field of view: the centre crop drops ``1 - crop_pct`` of
 #: it); and the four corners of that square at the input size (shifted views). Each crop is
-#: seen in every view (mirrored too, under test-time flip).
+#: seen in every view (mirrored too, under test-time flip). With ``crop_pct`` 1 every crop is
+#: the centre crop; with ``crop_pct`` above 1, "wide" is scaled up, not down.
 CROPS = ("centre", "wide", "top-left", "top-right", "bottom-left", "bottom-right")
 #: The sets of crops ``fit --tta`` chooses from, by name.
 CROP_SETS = {
@@ -120,15 +121,17 @@ def crop(pixels: np.ndarray, name: str, height: int, width: int, interpolation: 
     """The ``(height, width)`` crop of resized ``(H, W, C)`` pixels that :data:`CROPS` names."""
     if name == "centre":
         return center_crop(pixels, height, width)
+    # The central square of the resized image, widened to the crop where the crop is wider.
     side = min(pixels.shape[:2])
-    square = center_crop(pixels, side, side)
+    rows, columns = max(side, height), max(side, width)
+    region = center_crop(pixels, rows, columns)
     if name == "wide":
-        scaled = resize_shortest_side(square, max(height, width), interpolation)
+        scaled = resize_shortest_side(region, max(height, width), interpolation)
         return center_crop(scaled, height, width)
     vertical, horizontal = name.split("-")
-    top = 0 if vertical == "top" else max(side - height, 0)
-    left = 0 if horizontal == "left" else max(side - width, 0)
-    return center_crop(square[top : top + height, left : left + width], height, width)
+    top = 0 if vertical == "top" else rows - height
+    left = 0 if horizontal == "left" else columns - width
+    return region[top : top + height, left : left + width]
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class Crops:
     """The evaluation crops of one batch of files, and the files of it that could not be read."""
 
     paths: list[Path]  # the files read, in the order given
-    pixels: Any  # (len(paths), C, H, W) uint8: a NumPy array, or a tensor in InputPipeline
+    pixels: Any  # (len(paths) * K, C, H, W) uint8, K test-time crops a file: NumPy, or a tensor
     skipped: list[Skipped]
 
     def __len__(self) -> int:

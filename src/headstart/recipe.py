@@ -100,17 +100,18 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     done, stopped = progress.get("epoch", 0), progress.get("stopped", "interrupted")
     planned = progress.get("planned", plan.fine_tune.epochs)  # more, once trained longer
     plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=planned))
+    finished = stopped != "interrupted" and run.exists(SUMMARY)
+    if saved.get("ensemble", 1) > 1 and (epochs is not None or finished):
+        raise HeadstartError(
+            f"{run.path} is an ensemble of {saved['ensemble']} fine-tunings: it cannot be "
+            "trained longer (--epochs would lengthen its first member alone); fit again"
+        )
     # A run killed after its training ended but before it finished (no summary) goes on
     # from there: no epoch more, the stages after training done again.
-    if epochs is None and stopped != "interrupted" and run.exists(SUMMARY):
+    if epochs is None and finished:
         raise HeadstartError(
             f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
             f"(more than {done}) to train it longer"
-        )
-    if epochs is not None and saved.get("ensemble", 1) > 1:
-        raise HeadstartError(
-            f"{run.path} is an ensemble of {saved['ensemble']} fine-tunings: --epochs would "
-            "train its first member longer alone; fit again with --epochs N"
         )
     if epochs is not None and epochs <= done:
         raise HeadstartError(
@@ -158,9 +159,11 @@ def _fit(
     decision = _decide(ready, run, config, plan, time.perf_counter() - started)
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resume=resume)
-    choice = choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
-    if config.ensemble > 1 and trained.tuned is not None:
-        choice = ensemble(decision, run, config, trained.tuned, choice)
+    choice = (
+        ensemble(decision, run, config, trained)
+        if config.ensemble > 1 and decision.plan.fine_tune is not None
+        else choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
+    )
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
     test_time = choose_crops(choice.kept, decision.ready, config, trained.tuned is not None)

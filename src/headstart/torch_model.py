@@ -134,7 +134,7 @@ def _weights(file: Path, network: torch.nn.Module, classes: int) -> dict[str, to
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
     if absent or unexpected or wrong:
-        head = next(key for key in expected if key.endswith("head.weight"))
+        head = "members.0.head.weight" if isinstance(network, Ensemble) else "head.weight"
         outputs = weights.get(head, expected[head]).shape[0]
         what = (
             f"its head has {outputs} outputs for {classes} classes"

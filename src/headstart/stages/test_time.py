@@ -2,7 +2,8 @@
 
 Averaging a model's predictions over several crops of each image (test-time augmentation)
 buys a little accuracy for a multiple of the prediction's cost: the wide crop (the central
-square, zoomed out to the input size) doubles it, five corners and centre quintuple it. Under
+square, zoomed out to the input size) doubles it, the four corners and the centre quintuple
+it. Under
 ``--tta auto`` the kept model's logits are computed for every crop of :data:`CROPS` on the
 validation images (once each, in every view), and a set of crops is kept only where it
 lowers the validation negative log-likelihood beyond noise and breaks no more validation
@@ -40,7 +41,7 @@ __all__ = ["KEEP_CROPS", "MEASURED_IMAGES", "TestTime", "choose_crops", "compare
 #: the same bar as keeping a fine-tuning over the probe (about a 7% chance, one-sided, that
 #: crops that change nothing look that much better).
 KEEP_CROPS = 1.5
-#: At most this many validation images are measured (spread over the classes by the seed):
+#: At most this many validation images are measured (drawn at random by the seed):
 #: enough to see a difference in NLL, and a bounded cost on a large validation split.
 MEASURED_IMAGES = 1000
 
