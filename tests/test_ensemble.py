@@ -73,14 +73,14 @@ def test_ctrl_c_during_a_member_keeps_its_state_and_resume_finishes_it(
 ):
     from headstart.stages import ensemble as stage
 
-    real = stage.fine_tune
+    real = stage.fine_tune_planned
 
     def interrupted(*args, **kwargs):  # as Ctrl-C at the end of the member's epoch leaves it
         result = real(*args, **kwargs)
         result.stopped = "interrupted"
         return result
 
-    monkeypatch.setattr(stage, "fine_tune", interrupted)
+    monkeypatch.setattr(stage, "fine_tune_planned", interrupted)
     settings = dict(strategy="fine-tune", epochs=1, ensemble=2, tta="none", quiet=True)
     with pytest.raises(KeyboardInterrupt):
         headstart.fit(small_faces, runs_dir=tmp_path, name="killed", **settings)
@@ -88,11 +88,12 @@ def test_ctrl_c_during_a_member_keeps_its_state_and_resume_finishes_it(
     assert (member / "last.pt").exists() and not (member / "model.safetensors").exists()
     assert not (tmp_path / "killed" / "failed.json").exists()  # a run to resume, not a failure
 
-    monkeypatch.setattr(stage, "fine_tune", real)
+    monkeypatch.setattr(stage, "fine_tune_planned", real)
     resumed = headstart.resume(tmp_path / "killed", quiet=True)
     assert len(resumed.model.network.members) == 2 and (member / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # an ONNX export: tens of seconds
 def test_an_ensemble_exports_as_one_network(ensemble, tmp_path):
     copied = shutil.copytree(ensemble.run_dir, tmp_path / "run")
     exported = headstart.export(copied, "onnx", quiet=True)

@@ -108,6 +108,7 @@ def test_a_torchscript_export_is_checked_the_same_way(fitted, tmp_path):
     )
 
 
+@pytest.mark.slow  # an ONNX export: tens of seconds
 def test_an_int8_export_measures_what_it_costs(capsys, fitted, tmp_path):
     copy = shutil.copytree(fitted.run_dir, tmp_path / "run")
     code, printed, err = run(capsys, "export", copy, "--int8")

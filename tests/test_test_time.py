@@ -155,6 +155,7 @@ def with_crops(fitted, folder, crops):
     return copied
 
 
+@pytest.mark.slow  # an ONNX export: tens of seconds
 def test_an_export_averages_the_same_crops(fitted, faces, tmp_path):
     copied = with_crops(fitted, tmp_path, ["centre", "wide"])
     exported = headstart.export(copied, "onnx", quiet=True)

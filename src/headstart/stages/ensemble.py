@@ -36,10 +36,10 @@ from ..runfolder import CHECKPOINTS, ENSEMBLE, TRAINING_STATE, RunFolder
 from ..storage import write_atomically, write_tensors
 from ..torch_model import Model
 from ..training.callbacks import Checkpoints, Progress
-from ..training.finetune import Resume, fine_tune
+from ..training.finetune import Resume
 from .evaluate import Candidate, Choice, choose, score_pixels
 from .plan import Decision
-from .train import EpochLine, Trained, starting_model
+from .train import EpochLine, Trained, fine_tune_planned, starting_model
 
 __all__ = ["Ensembled", "ensemble", "train_ensemble"]
 
@@ -123,25 +123,13 @@ def _member(
         history = json.loads(record.read_text()) if record.exists() else None
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        examples = {
-            split: [(s.path, ready.index[s.label]) for s in ready.dataset.split(split)]
-            for split in ("train", "val")
-        }
-        result = fine_tune(
-            model.network,
-            examples["train"],
-            examples["val"],
-            ready.images,
-            ready.inputs.with_flip(plan.test_time_flip),
-            plan.fine_tune,
-            seed=seed,
-            callbacks=[
-                Checkpoints(state=state),
-                EpochLine(config.quiet, f"member {k}: "),
-                Progress(f"member {k}", quiet=config.quiet),
-            ],
-            resume_from=Resume(state) if state.exists() else None,
-        )
+        callbacks = [
+            Checkpoints(state=state),
+            EpochLine(config.quiet, f"member {k}: "),
+            Progress(f"member {k}", quiet=config.quiet),
+        ]
+        resume = Resume(state) if state.exists() else None
+        result = fine_tune_planned(model, decision, config, callbacks, resume, seed=seed)
         if result.stopped == "interrupted":  # its state is kept: --resume goes on with it
             raise KeyboardInterrupt
         history = result.history

@@ -28,7 +28,7 @@ from .data import device_of
 from .evaluate import Candidate, score_features, score_pixels
 from .plan import Decision, probe_record
 
-__all__ = ["EpochLine", "Trained", "starting_model", "train"]
+__all__ = ["EpochLine", "Trained", "fine_tune_planned", "starting_model", "train"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def train(
             trained.watch,
             Progress(plan.strategy, quiet=config.quiet),
         ]
-        result = _fine_tune(tuned, decision, run, config, callbacks, resume)
+        result = fine_tune_planned(tuned, decision, config, callbacks, resume)
     trained.tuned = Candidate(tuned, plan.strategy, score_pixels(tuned, ready))
     trained.stopped = result.stopped
     trained.diagnosis = _diagnose(result, len(ready.index), plan.fine_tune)
@@ -111,14 +111,17 @@ def starting_model(decision: Decision, config: FitConfig) -> Model:
     )
 
 
-def _fine_tune(
+def fine_tune_planned(
     model: Model,
     decision: Decision,
-    run: RunFolder,
     config: FitConfig,
     callbacks: list[Callback],
     resume: Resume | None,
+    *,
+    seed: int | None = None,
 ) -> FineTuneResult:
+    """``model`` fine-tuned in place as the plan says, on the training images, its epochs
+    chosen on the validation images; from the fit's seed, or ``seed``."""
     ready, plan = decision.ready, decision.plan
     examples = {
         split: [(s.path, ready.index[s.label]) for s in ready.dataset.split(split)]
@@ -131,7 +134,7 @@ def _fine_tune(
         ready.images,
         ready.inputs.with_flip(plan.test_time_flip),
         plan.fine_tune,
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
         callbacks=callbacks,
         resume_from=resume,
     )
