@@ -25,7 +25,6 @@ import copy
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -37,7 +36,7 @@ from ..storage import write_atomically, write_tensors
 from ..torch_model import Model
 from ..training.callbacks import Checkpoints, Progress
 from ..training.finetune import Resume
-from .evaluate import Candidate, Choice, choose, score_pixels
+from .evaluate import Candidate, Choice, choose, paired, score_pixels
 from .plan import Decision
 from .train import EpochLine, Trained, fine_tune_planned, starting_model
 
@@ -154,13 +153,9 @@ def _combined(members: list[Candidate], decision: Decision) -> Candidate:
 
 
 def _against(kept: Candidate, first: Candidate) -> str:
-    """The ensemble against its first member, image by image (McNemar)."""
-    ours, theirs = kept.scored["val"], first.scored["val"]
-    right = ours.log_probabilities.argmax(1) == ours.labels
-    first_right = theirs.log_probabilities.argmax(1) == theirs.labels
-    fixed, broken = int((right & ~first_right).sum()), int((~right & first_right).sum())
-    z = (fixed - broken) / np.sqrt(fixed + broken) if fixed + broken else 0.0
-    return f"{fixed} fixed, {broken} broken, McNemar z = {z:+.1f}"
+    """The ensemble against its first member, image by image."""
+    found = paired(kept.scored["val"].right, first.scored["val"].right)
+    return f"{found['fixed']} fixed, {found['broken']} broken, McNemar z = {found['z']:+.1f}"
 
 
 def _record(member: Candidate, seed: int, history: list[dict] | None) -> dict:

@@ -26,6 +26,7 @@ __all__ = [
     "Scored",
     "choose",
     "compare_with_scratch",
+    "paired",
     "score_features",
     "score_pixels",
 ]
@@ -62,6 +63,11 @@ class Scored:
         predicted = log_probabilities.argmax(1)
         scores = classification_metrics(labels, predicted, ready.dataset.classes)
         return cls(samples, labels, log_probabilities, scores)
+
+    @property
+    def right(self) -> np.ndarray:
+        """Which images the model gets right."""
+        return self.log_probabilities.argmax(1) == self.labels
 
 
 @dataclass
@@ -125,6 +131,15 @@ def _splits(ready: Prepared) -> list[str]:
     return [split for split in EVALUATED if ready.dataset.split(split)]
 
 
+def paired(right: np.ndarray, other_right: np.ndarray) -> dict:
+    """Two models on the same images, image by image (McNemar): the images the first gets
+    right and the other wrong (``fixed``), the other way (``broken``), and
+    ``z = (fixed - broken) / sqrt(fixed + broken)``."""
+    fixed, broken = int((right & ~other_right).sum()), int((~right & other_right).sum())
+    z = (fixed - broken) / np.sqrt(fixed + broken) if fixed + broken else 0.0
+    return {"fixed": fixed, "broken": broken, "z": float(z), "images": len(right)}
+
+
 def choose(
     probe: Candidate | None,
     tuned: Candidate | None,
@@ -148,16 +163,12 @@ def choose(
     """
     if tuned is None or probe is None:
         return Choice(tuned or probe)
-    ours, theirs = tuned.scored["val"], probe.scored["val"]
-    right = ours.log_probabilities.argmax(1) == ours.labels
-    probe_right = theirs.log_probabilities.argmax(1) == theirs.labels
-    fixed, broken = int((right & ~probe_right).sum()), int((~right & probe_right).sum())
-    z = (fixed - broken) / np.sqrt(fixed + broken) if fixed + broken else 0.0
-    evidence = {"fixed": fixed, "broken": broken, "z": float(z), "images": len(right)}
+    evidence = paired(tuned.scored["val"].right, probe.scored["val"].right)
+    fixed, broken, z = evidence["fixed"], evidence["broken"], evidence["z"]
     said = (
         f"{tuned.strategy} {tuned.val_accuracy:.1%} against the linear probe's "
-        f"{probe.val_accuracy:.1%} on {len(right)} validation {items}: it gets {fixed} right "
-        f"that the probe gets wrong and {broken} the other way (McNemar z = {z:+.1f})"
+        f"{probe.val_accuracy:.1%} on {evidence['images']} validation {items}: it gets {fixed} "
+        f"right that the probe gets wrong and {broken} the other way (McNemar z = {z:+.1f})"
     )
     if z >= KEEP_FINE_TUNED:
         return Choice(tuned, f"{said}: ahead beyond noise, kept the {tuned.strategy}", evidence)

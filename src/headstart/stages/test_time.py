@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import FitConfig
+from ..prediction import log_softmax
 from ..preprocessing import CROP_SETS, CROPS
 from ..report.calibration import fit_temperature
 from ..torch_model import Model
 from .data import Prepared
-from .evaluate import Candidate, Scored, score_pixels
+from .evaluate import Candidate, Scored, paired, score_pixels
 
 __all__ = ["KEEP_CROPS", "MEASURED_IMAGES", "TestTime", "choose_crops", "compare_crops"]
 
@@ -128,11 +129,12 @@ def _compare(logits: dict[str, np.ndarray], crops: tuple[str, ...], labels: np.n
     gain = _losses(centre, labels) - losses
     spread = gain.std(ddof=1) if len(gain) > 1 else 0.0
     z = float(gain.mean() / (spread / np.sqrt(len(gain)))) if spread > 0 else 0.0
-    right, right_before = mean.argmax(1) == labels, centre.argmax(1) == labels
+    right = mean.argmax(1) == labels
+    changed = paired(right, centre.argmax(1) == labels)
     return {
         "z": z,
-        "fixed": int((right & ~right_before).sum()),
-        "broken": int((~right & right_before).sum()),
+        "fixed": changed["fixed"],
+        "broken": changed["broken"],
         "nll": float(losses.mean()),
         "accuracy": float(right.mean()),
         "cost": len(crops),
@@ -141,9 +143,7 @@ def _compare(logits: dict[str, np.ndarray], crops: tuple[str, ...], labels: np.n
 
 def _losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-image negative log-likelihood at the temperature fitted to these logits."""
-    scaled = logits / fit_temperature(logits, labels)
-    shifted = scaled - scaled.max(1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    log_p = log_softmax(logits / fit_temperature(logits, labels))
     return -log_p[np.arange(len(labels)), labels]
 
 
