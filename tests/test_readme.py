@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shlex
@@ -71,7 +72,7 @@ def run_line(line: str) -> int:
 
 
 def _takes_quiet(words: list[str]) -> bool:
-    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview", "rank")
+    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill")
 
 
 def test_the_command_lines_then_the_python_run_as_written(workspace):
@@ -81,6 +82,8 @@ def test_the_command_lines_then_the_python_run_as_written(workspace):
         assert run_line(line) == 0, line
     assert (workspace / "runs" / "photos-1" / "report.html").exists()
     assert (workspace / "lr" / "lr_find.png").exists()
+    student = json.loads((workspace / "runs" / "photos-6" / "config.json").read_text())
+    assert Path(student["teacher"]).name == "photos-5"
     rows = list(csv.DictReader((workspace / "predictions.csv").open()))
     assert len(rows) == 3 and {"label1", "probability1"} <= set(rows[0])
 

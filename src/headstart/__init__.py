@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .loading import load
     from .prediction import Prediction, Predictor
     from .ranking import rank
-    from .recipe import fit, resume
+    from .recipe import distill, fit, resume
     from .result import FitResult
     from .torch_model import Model
 
@@ -38,6 +38,7 @@ __all__ = [
     "__version__",
     "audit",
     "check",
+    "distill",
     "evaluate",
     "export",
     "fit",
@@ -57,6 +58,7 @@ _HOMES = {
     "Predictor": "prediction",
     "audit": "api",
     "check": "api",
+    "distill": "recipe",
     "evaluate": "api",
     "export": "exporting",
     "fit": "recipe",

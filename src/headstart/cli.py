@@ -1,5 +1,5 @@
-"""The ``headstart`` command line: ``fit``, ``audit``, ``check``, ``lr-find``, ``report``,
-``push``, ``export``, ``serve``, ``predict``, ``evaluate``, ``models``, ``demo``.
+"""The ``headstart`` command line: ``fit``, ``distill``, ``audit``, ``check``, ``lr-find``,
+``report``, ``push``, ``export``, ``serve``, ``predict``, ``evaluate``, ``models``, ``demo``.
 
 Every setting of a fit is a flag built from the settings table (:mod:`headstart.config`), so
 a flag, a ``FitConfig`` field and a YAML key always share a name, a type and a default.
@@ -72,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     _settings(fit, "fit")
     fit.set_defaults(run=_fit)
+
+    distill = commands.add_parser(
+        "distill",
+        help="distil a finished run's model (an ensemble, say) into one smaller or faster network",
+        description="Fit a student network on RUN's data and split, trained on the "
+        "probabilities of RUN's model (its teacher) on every augmented batch in place of the "
+        "labels; it ends with the two side by side: accuracy, parameters, size and latency. "
+        "The student is a normal run folder (predict, export, serve, --resume).",
+    )
+    distill.add_argument("run_dir", metavar="RUN", help="the teacher: a finished run folder")
+    distill.add_argument(
+        "--student",
+        metavar="ARCH",
+        help="the student's architecture (a timm name; default: the teacher's own)",
+    )
+    _settings(distill, "distill", leave_out=("arch", "teacher"))
+    distill.set_defaults(run=_distill)
 
     preview = commands.add_parser(
         "augment-preview",
@@ -291,9 +308,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(parser: argparse.ArgumentParser, command: str) -> None:
+def _settings(
+    parser: argparse.ArgumentParser, command: str, leave_out: tuple[str, ...] = ()
+) -> None:
     """One flag per setting this command takes, from the settings table (its name, help,
-    choices and default), grouped as the table groups them; and ``--config YAML``.
+    choices and default), grouped as the table groups them, but those in ``leave_out`` (the
+    command says them otherwise); and ``--config YAML``.
 
     A flag that is not given is left out of the parsed arguments, so that a ``--config``
     file can supply the value and FitConfig holds every default.
@@ -304,7 +324,7 @@ def _settings(parser: argparse.ArgumentParser, command: str) -> None:
             continue
         section = parser.add_argument_group(title)
         for name, described in table.items():
-            if described.group == group:
+            if described.group == group and name not in leave_out:
                 _flag(section, name, described)
     parser.add_argument(
         "--config",
@@ -388,6 +408,26 @@ def _fit(args: argparse.Namespace) -> int:
         result = fit(args.data, _config_from(args))
     if distributed.is_main():  # under torchrun, one summary
         print_fit_summary(result)
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .errors import HeadstartError
+    from .printing import print_fit_summary
+    from .recipe import distill
+
+    settings = load_config(args.config) if getattr(args, "config", None) else {}
+    if {"arch", "teacher"} & set(settings):
+        raise HeadstartError(
+            f"{args.config}: arch and teacher are distill's --student and RUN, not settings"
+        )
+    settings |= {
+        k: v
+        for k, v in vars(args).items()
+        if k not in {"command", "run", "config", "run_dir", "student"}
+    }
+    print_fit_summary(distill(args.run_dir, args.student, **settings))
     return 0
 
 

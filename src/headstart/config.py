@@ -90,15 +90,15 @@ GROUPS = {
     "augmentation": "augmentation and class balance",
     "run": "the run",
 }
-_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank")
-_TRAINS = ("fit", "check", "lr-find", "augment-preview")
+_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill")
+_TRAINS = ("fit", "check", "lr-find", "augment-preview", "distill")
 COMMANDS = {
     "data": _READS_DATA,
     "text": ("fit", "audit"),
     "training": _TRAINS,
     "regularisation": _TRAINS,
     "augmentation": _TRAINS,
-    "run": ("fit",),
+    "run": ("fit", "distill"),
 }
 
 
@@ -490,6 +490,32 @@ class FitConfig:
         group="training",
         low=1,
     )
+    teacher: str | None = _fine(
+        None,
+        "a finished run folder (of the same data and split) whose model the fine-tuning learns "
+        "from: knowledge distillation, its probabilities on every augmented batch in place of "
+        "the labels (`headstart distill RUN` sets it)",
+        group="training",
+        optional=True,
+        metavar="RUN",
+    )
+    distill_temperature: float | None = _fine(
+        None,
+        "the temperature of a distillation's targets (default 1: the teacher's probabilities "
+        "as it predicts them; higher: softer)",
+        group="training",
+        optional=True,
+        low=0,
+        closed="neither",
+    )
+    unlabelled: str | None = _fine(
+        None,
+        "a folder of images without labels that a distillation's teacher labels for the "
+        "student: more images to learn from (copies of validation or test images are left out)",
+        group="training",
+        optional=True,
+        metavar="DIR",
+    )
     tta: str = setting(
         "auto",
         "test-time crops a prediction averages: auto (measured on validation after a "
@@ -669,6 +695,25 @@ def _candidates_are_specs(config: FitConfig) -> str | None:
     return None
 
 
+def _distillation_needs_a_teacher(config: FitConfig) -> str | None:
+    if config.teacher is None:
+        given = [n for n in ("distill_temperature", "unlabelled") if getattr(config, n) is not None]
+        if given:
+            return f"{', '.join(given)} set without a teacher: they are settings of a distillation"
+        return None
+    if config.ensemble > 1:
+        return (
+            f"teacher=... with ensemble={config.ensemble}: a distillation trains one network "
+            "(distil an ensemble: fit it with --ensemble, then `headstart distill RUN`)"
+        )
+    if config.strategy == "linear-probe":
+        return (
+            "teacher=... with strategy='linear-probe': a student learns from its teacher by "
+            "fine-tuning; use auto, fine-tune or full"
+        )
+    return None
+
+
 def _device_is_named(config: FitConfig) -> str | None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         return f"device={config.device!r}; expected auto, cpu, cuda or cuda:N"
@@ -688,6 +733,7 @@ _RULES = (
     _vflip_is_included_or_excluded,
     _some_images_train,
     _candidates_are_specs,
+    _distillation_needs_a_teacher,
 )
 
 #: A backbone to rank (``headstart rank --models``, ``fit --candidates``): ``[random:]ARCH[@SIZE]``.

@@ -20,16 +20,26 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .checks import CheckReport
-from .config import FitConfig, load_config, save_config
+from .config import FitConfig, load_config, save_config, settings_table
 from .console import say
 from .errors import HeadstartError
 from .ranking import Ranking, rank
 from .result import FitResult
-from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, PLAN, PROGRESS, SUMMARY, RunFolder
+from .runfolder import (
+    CHECKS,
+    CONFIG_JSON,
+    CONFIG_YAML,
+    DISTILLATION,
+    PLAN,
+    PROGRESS,
+    SUMMARY,
+    RunFolder,
+)
 from .stages import checks as checking
 from .stages.audit import audit_data
 from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
+from .stages.distill import Teaching, load_teacher, weigh_student
 from .stages.ensemble import ensemble
 from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
@@ -42,7 +52,7 @@ from .training import distributed
 from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan
 
-__all__ = ["FitResult", "fit", "resume"]
+__all__ = ["FitResult", "distill", "fit", "resume"]
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
@@ -55,6 +65,8 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     """
     started = time.perf_counter()
     config = FitConfig.of(config, **settings)
+    if is_text_data(data) and config.teacher is not None:
+        raise HeadstartError("teacher=...: distillation is built for image models only")
     if is_text_data(data):
         from .text.recipe import fit_texts
 
@@ -69,6 +81,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         if config.candidates:
             ranking, config = _ranked(data, config)
         ready = prepare(data, config)
+        teaching = load_teacher(config, ready)
         run = _in_every_process(
             lambda: RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
         )
@@ -77,7 +90,48 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
                 ranking.write(run.path)
             run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
             save_config(config, run / CONFIG_YAML, data)
-            return _fit(ready, config, run, started)
+            return _fit(ready, config, run, started, teaching=teaching)
+
+
+#: What a student takes from its teacher's settings: how the data is read, split and
+#: augmented (what the data allows), and where runs go. The network and how it trains are
+#: the student's own: the plan decides them for it.
+_TAUGHT = ("in_chans", "val_fraction", "test_fraction", "seed", "batch_size", "cache_dir", "device")
+_TAUGHT_RUN = ("runs_dir", "allow_leakage", "calibration")
+
+
+def distill(run_dir: str | Path, student: str | None = None, **settings) -> FitResult:
+    """Distil the model of the finished run ``run_dir`` (an ensemble, say) into one
+    ``student`` network (an architecture; by default the teacher's own): a new run on the
+    teacher's data and split whose fine-tuning learns the teacher's probabilities, as
+    ``fit(data, teacher=run_dir, arch=student)``. It ends with the student beside its
+    teacher: accuracy, parameters, size and latency (``distillation.json``, the report).
+
+    ``settings`` are fit's, over the teacher's data settings: ``input_size=160`` (a student
+    at a smaller size costs less), ``unlabelled="more_photos/"`` (images the teacher labels
+    for it), ``epochs``, ``distill_temperature``, ``name`` ...
+    """
+    run = RunFolder(run_dir)
+    if not (run.exists(CONFIG_YAML) and run.exists(CONFIG_JSON) and run.exists(SUMMARY)):
+        raise HeadstartError(
+            f"{run.path} is not a finished headstart run folder (no {CONFIG_YAML}, "
+            f"{CONFIG_JSON} or {SUMMARY}): distil the run of a finished fit"
+        )
+    if (run.json(SUMMARY) or {}).get("modality") == "text":
+        raise HeadstartError(f"{run.path} holds a text model: distillation is built for images")
+    saved = load_config(run / CONFIG_YAML)
+    taught = {
+        name: value
+        for name, value in saved.items()
+        if name in _TAUGHT + _TAUGHT_RUN or settings_table()[name].group == "augmentation"
+    }
+    arch = student or saved.get("arch") or FitConfig().arch
+    if arch == saved.get("arch"):  # the teacher's own network: its weights, at its size
+        plan = run.json(PLAN) or {}
+        taught["input_size"] = plan.get("input_size") or saved.get("input_size")
+        taught["weights"] = saved.get("weights")
+    config = FitConfig.of(**{**taught, "arch": arch, "teacher": str(run.path), **settings})
+    return fit(run.json(CONFIG_JSON)["data"], config)
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
@@ -138,8 +192,10 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         started = time.perf_counter()
         if scratch is None and epochs is not None:
             run.discard(SUMMARY)  # it describes the model before; a new one comes at the end
+        ready = prepare(data, config)
+        teaching = load_teacher(config, ready)
         with run.running():
-            return _fit(prepare(data, config), config, run, started, resumed=(plan, how))
+            return _fit(ready, config, run, started, resumed=(plan, how), teaching=teaching)
 
 
 def _fit(
@@ -148,21 +204,24 @@ def _fit(
     run: RunFolder,
     started: float,
     resumed: tuple[Plan, Resume] | None = None,
+    teaching: Teaching | None = None,
 ) -> FitResult:
     """The stages of a fit of ``ready`` (the data stage, done) into ``run``; ``resumed``: the
-    plan of a run being resumed, and how it goes on."""
+    plan of a run being resumed, and how it goes on; ``teaching``: a distillation's teacher."""
     _say_what_runs(run, ready, config)
     audit = audit_data(ready, run, config)
     record_split(run, ready.dataset, resuming=resumed is not None)
     require_trainable(ready.dataset)
     plan, resume = resumed or (None, None)
-    decision = _decide(ready, run, config, plan, time.perf_counter() - started)
+    decision = _decide(ready, run, config, plan, time.perf_counter() - started, teaching)
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resume=resume)
+    # A student is what a distillation was asked for: kept, with the probe's comparison said.
+    asked = config.strategy != "auto" or teaching is not None
     choice = (
         ensemble(decision, run, config, trained)
         if config.ensemble > 1 and decision.plan.fine_tune is not None
-        else choose(trained.probe, trained.tuned, asked=config.strategy != "auto")
+        else choose(trained.probe, trained.tuned, asked=asked)
     )
     if choice.why:
         say(config.quiet, f"plan: {choice.why}")
@@ -171,6 +230,11 @@ def _fit(
     calibrated = calibrate(choice.kept, config)
     say(config.quiet, calibrated.why)
     _save_model(choice.kept.model, decision.ready, run)
+    distillation = None
+    if teaching is not None:
+        distillation = weigh_student(choice.kept, teaching, decision.ready, run.epochs)
+        run.write_json(DISTILLATION, distillation)
+        say(config.quiet, f"distillation: {distillation['verdict']}")
     if config.checks and checks is not None:
         checks = checking.after_training(checks, trained.watch, trained.stopped, trained.fixed)
         checking.say_checks(config.quiet, checks)
@@ -179,7 +243,17 @@ def _fit(
         compare_with_scratch(run, decision.ready, decision.plan, probe_accuracy, config)
     seconds = time.perf_counter() - started
     write_results(
-        run, decision, audit, checks, trained, choice, test_time, calibrated, seconds, config
+        run,
+        decision,
+        audit,
+        checks,
+        trained,
+        choice,
+        test_time,
+        calibrated,
+        seconds,
+        config,
+        distillation,
     )
     kept = choice.kept
     return FitResult(
@@ -221,17 +295,22 @@ def _say_what_runs(run: RunFolder, ready: Prepared, config: FitConfig) -> None:
 
 
 def _decide(
-    ready: Prepared, run: RunFolder, config: FitConfig, resumed: Plan | None, spent: float
+    ready: Prepared,
+    run: RunFolder,
+    config: FitConfig,
+    resumed: Plan | None,
+    spent: float,
+    teaching: Teaching | None,
 ) -> Decision:
     """The plan, decided now and written once (with the range test it ran), or, for a
     resumed run, the plan it began with; ``spent``: seconds the fit has run so far."""
     if resumed is None:
-        decision = decide(ready, config, spent)
+        decision = decide(ready, config, spent, teaching)
         run.write_json(PLAN, decision.plan.to_dict())
         if decision.lr_find is not None:
             decision.lr_find.save(run.path)
     else:
-        decision = _resumed_decision(ready, config, resumed)
+        decision = _resumed_decision(ready, config, resumed, teaching)
     for reason in decision.plan.reasons:
         say(config.quiet, f"plan: {reason}")
     return decision
@@ -251,12 +330,14 @@ def _checks_before_training(
     return checks
 
 
-def _resumed_decision(ready: Prepared, config: FitConfig, plan: Plan) -> Decision:
+def _resumed_decision(
+    ready: Prepared, config: FitConfig, plan: Plan, teaching: Teaching | None
+) -> Decision:
     """The decision a resumed run trains by: its own plan, on the data it began with (at the
     input size its plan chose), with the probe fitted again (the same, from the cache)."""
     if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
         ready = look_again(ready, config, plan.input_size)
-    return Decision(plan, ready, probe_features(ready, config))
+    return Decision(plan, ready, probe_features(ready, config), teaching=teaching)
 
 
 def _in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:

@@ -99,6 +99,7 @@ FIXED_BATCH = "fixed_batch.json"
 DIAGNOSIS = "diagnosis.json"
 COMPARE_SCRATCH = "compare_scratch.json"
 ENSEMBLE = "ensemble.json"
+DISTILLATION = "distillation.json"
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.safetensors"
 TRAINING_STATE = "last.pt"
@@ -129,6 +130,8 @@ RUN_ENTRIES = frozenset(
         FIXED_BATCH,
         DIAGNOSIS,
         COMPARE_SCRATCH,
+        ENSEMBLE,
+        DISTILLATION,
         CHECKPOINTS,
         TENSORBOARD,
         MODEL,

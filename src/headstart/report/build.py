@@ -32,6 +32,7 @@ SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
     ("confusion", "Confusion matrix", results.confusion),
     ("per-class", "Scores per class", results.per_class),
     ("calibration", "Calibration", results.calibration),
+    ("distillation", "Distillation: the student beside its teacher", results.distillation),
     ("examples", "Mistakes and hard examples", results.examples),
     ("filters", "First-layer filters", training.filters),
     ("fixed-batch", "A fixed batch over the epochs", training.fixed_batch),

@@ -1,5 +1,5 @@
-"""How good the model is: confusion matrices, per-class scores, calibration, and the images
-it gets most wrong."""
+"""How good the model is: confusion matrices, per-class scores, calibration, the images it
+gets most wrong, and, for a distilled student, how it compares with its teacher."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runfolder import SUMMARY
+from ..runfolder import DISTILLATION, SUMMARY
 from . import plots
 from .calibration import calibrate, ece
 from .folder import ReportedRun, percent
-from .html import Html, figure, image, join, note, paragraph, table, tag
+from .html import Html, badge, bullets, figure, image, join, note, paragraph, table, tag
 from .images import png
 from .records import SplitPredictions, confident_mistakes, highest_loss, softmax
 
-__all__ = ["calibration", "confusion", "examples", "per_class"]
+__all__ = ["calibration", "confusion", "distillation", "examples", "per_class"]
 
 #: Up to this many classes the confusion matrix is drawn; beyond, the most confused pairs are
 #: listed (a 100 x 100 heatmap is unreadable at any size a page allows) and the per-class
@@ -270,3 +270,56 @@ def thumbnail(run: ReportedRun, path: str) -> Html:
     if pixels is None:
         return tag("div", "no thumbnail", class_="missing")
     return image(png(pixels), path)
+
+
+def distillation(run: ReportedRun) -> Html:
+    """The distilled student beside its teacher: accuracy, size and cost, and the verdict."""
+    data = run.json(DISTILLATION)
+    if data is None:
+        return note(
+            "not a distillation (`headstart distill RUN --student ARCH` trains one network on "
+            "a run's probabilities, an ensemble's say, and compares the two here)"
+        )
+    sides = [data["teacher"], data["student"]]
+
+    def accuracy(side: dict, split: str) -> str:
+        found = side["accuracy"].get(split)
+        return percent(found) if found is not None else "–"
+
+    rows = [
+        ("model", *(f"{side['architecture']} ({side['strategy']})" for side in sides)),
+        ("validation accuracy", *(accuracy(side, "val") for side in sides)),
+        ("test accuracy", *(accuracy(side, "test") for side in sides)),
+        ("parameters", *(f"{side['parameters'] / 1e6:.2f} M" for side in sides)),
+        ("weights", *(f"{side['weights_bytes'] / 2**20:.1f} MiB" for side in sides)),
+        ("input size", *("x".join(map(str, side["input_size"])) for side in sides)),
+        ("networks run per image", *(str(side["networks_per_image"]) for side in sides)),
+        ("latency, one image", *(f"{side['latency_ms']:.0f} ms" for side in sides)),
+    ]
+    unlabelled = data.get("unlabelled") or 0
+    left_out = data.get("unlabelled_left_out") or {}
+    parts = [
+        table(["", "teacher", "student"], rows, "lrr"),
+        paragraph(
+            badge(
+                "pass" if data["passed"] else "fail",
+                "clears the bar" if data["passed"] else "does not clear the bar",
+            ),
+            f" {data['verdict']} (the bar: at least 99% of its accuracy at no more than half "
+            "its parameters or latency).",
+        ),
+    ]
+    if data.get("why_not"):
+        parts += [paragraph("What may explain it:"), bullets(data["why_not"])]
+    if unlabelled or left_out:
+        said = "; ".join(f"{n} {reason} left out" for reason, n in left_out.items())
+        parts.append(
+            note(f"{unlabelled} unlabelled images taught as well" + (f" ({said})" if said else ""))
+        )
+    parts.append(
+        note(
+            f"teacher: {data['teacher_run']}; latency measured on this machine as loaded at "
+            "the time, one image at a time, with each model's test-time crops and views"
+        )
+    )
+    return join(parts)

@@ -22,6 +22,7 @@ from ..console import progress_bar, say
 from ..errors import HeadstartError
 from ..training import distributed
 from ..training.cost import Cost, measure_cost
+from ..training.distill import DEFAULT_TEMPERATURE
 from ..training.domain import DomainReport, measure_domain
 from ..training.finetune import FineTuneSettings
 from ..training.imbalance import choose_balancing
@@ -29,6 +30,7 @@ from ..training.lr_find import LRFindResult, lr_range_test
 from ..training.plan import Plan, make_plan
 from ..training.probe import ProbeResult, fit_probe
 from .data import Prepared, device_of, look_again, prepare, require_trainable
+from .distill import Teaching, training_examples
 
 __all__ = [
     "DOMAIN_SAMPLE",
@@ -60,22 +62,29 @@ class Decision:
     ready: Prepared  # the data and network the plan trains (another input size, after a look)
     probe: ProbeResult | None  # the linear probe on ``ready``'s features
     lr_find: LRFindResult | None = None  # the range test, when it ran
+    teaching: Teaching | None = None  # a distillation's teacher
 
 
-def decide(ready: Prepared, config: FitConfig, spent: float = 0.0) -> Decision:
+def decide(
+    ready: Prepared, config: FitConfig, spent: float = 0.0, teaching: Teaching | None = None
+) -> Decision:
     """Probe, measure and plan; look again at another input size when the plan asks; say
     what the fine-tuning will cost, and fit it into the time budget (``spent``: seconds the
-    fit has run so far)."""
+    fit has run so far). With ``teaching``, the plan fine-tunes a student of that teacher."""
     probe = probe_features(ready, config)
     domain = _measure_domain(ready, probe, config)
-    plan = distributed.agree(_plan(config.strategy, ready, probe, config, domain))
+    # A student learns from its teacher by fine-tuning: never the probe alone.
+    strategy = (
+        "fine-tune" if teaching is not None and config.strategy == "auto" else config.strategy
+    )
+    plan = distributed.agree(_plan(strategy, ready, probe, config, domain))
     if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
         for reason in plan.reasons:
             say(config.quiet, f"first look: {reason}")
         first, size = plan, ready.preprocessing.input_size[-1]
         ready = look_again(ready, config, plan.input_size)
         probe = probe_features(ready, config)
-        plan = _plan(config.strategy, ready, probe, config, domain=None, resized_from=size)
+        plan = _plan(strategy, ready, probe, config, domain=None, resized_from=size)
         plan = distributed.agree(plan)  # every process times the same steps below
         plan = replace(
             plan,
@@ -83,13 +92,36 @@ def decide(ready: Prepared, config: FitConfig, spent: float = 0.0) -> Decision:
             evidence={**plan.evidence, "first_look": first.evidence},
             input_size=first.input_size,  # what the plan trains at (and --resume reads)
         )
+    if plan.fine_tune and teaching is not None:
+        plan = _distilled(plan, teaching, config)
     if plan.fine_tune:
-        plan = _costed(plan, ready, probe, config, spent)
+        plan = _costed(plan, ready, probe, config, spent, teaching)
     lr_find = None
     if plan.fine_tune and config.lr is None and distributed.is_main():
         plan, lr_find = _measure_lr(plan, ready, probe, config)
     plan = distributed.agree(plan)  # with the main process's learning rate
-    return Decision(plan, ready, probe, lr_find)
+    return Decision(plan, ready, probe, lr_find, teaching)
+
+
+def _distilled(plan: Plan, teaching: Teaching, config: FitConfig) -> Plan:
+    """The plan's fine-tuning as a distillation from ``teaching``'s teacher."""
+    temperature = config.distill_temperature or DEFAULT_TEMPERATURE
+    settings = replace(
+        plan.fine_tune, distill_temperature=temperature, label_smoothing=0.0, balance="none"
+    )
+    # Under auto, the fine-tuning is the distillation's, not the user's request.
+    reasons = tuple(
+        "fine-tune: a student learns from its teacher by training, never by a probe alone"
+        if reason == "strategy fine-tune was asked for" and config.strategy == "auto"
+        else reason
+        for reason in plan.reasons
+    )
+    return replace(plan, fine_tune=settings, reasons=reasons).adding(
+        f"distillation: the student learns {teaching.describe()}, at temperature "
+        f"{temperature:g}, in place of the labels (label smoothing and class balancing, which "
+        "act on labels, are off); the labels still score validation and pick the epoch",
+        distillation={"teacher": str(teaching.run), "temperature": temperature},
+    )
 
 
 def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
@@ -219,7 +251,12 @@ def _measure_lr(
 
 
 def _costed(
-    plan: Plan, ready: Prepared, probe: ProbeResult | None, config: FitConfig, spent: float
+    plan: Plan,
+    ready: Prepared,
+    probe: ProbeResult | None,
+    config: FitConfig,
+    spent: float,
+    teaching: Teaching | None = None,
 ) -> Plan:
     """The plan with what its fine-tuning costs here (measured, said, recorded) and, under a
     time budget, as many epochs as fit in what is left of it."""
@@ -228,10 +265,13 @@ def _costed(
     # need them all); the main process's numbers decide.
     head = probe.head if probe else new_head(ready.backbone.num_features, ready.train_counts)
     network = Classifier(ready.backbone, copy.deepcopy(head), ready.preprocessing)
-    train = [(s.path, ready.index[s.label]) for s in ready.dataset.split("train")]
+    train = training_examples(ready, teaching)
     held_out = (len(ready.dataset.split("val")), len(ready.dataset.split("test")))
     inputs = ready.inputs.with_flip(plan.test_time_flip)
-    cost = measure_cost(network, train, held_out, ready.images, inputs, settings, config.seed)
+    teacher = teaching.teacher if teaching is not None else None
+    cost = measure_cost(
+        network, train, held_out, ready.images, inputs, settings, config.seed, teacher
+    )
     cost = distributed.agree(cost)
     if config.time_budget:  # an ensemble's members share it equally
         left = (config.time_budget * 60 - spent) / config.ensemble

@@ -30,8 +30,10 @@ def write_results(
     calibrated: Calibrated,
     seconds: float,
     config: FitConfig,
+    distillation: dict | None = None,
 ) -> dict:
-    """Write what the fit ended with; returns the summary."""
+    """Write what the fit ended with (``distillation``: the student beside its teacher, for a
+    distillation); returns the summary."""
     ready, plan = decision.ready, decision.plan
     trained.fixed.write(run / FIXED_BATCH)
     if checks is not None:
@@ -61,6 +63,8 @@ def write_results(
             "failed": [c.name for c in checks.failed] if checks is not None else [],
         },
     }
+    if distillation is not None:
+        summary["distillation"] = distillation
     write_card(run.path, summary)  # first: a run with a summary always has its card
     run.write_json(SUMMARY, summary)
     say(config.quiet, f"report: {build_report(run.path)}")

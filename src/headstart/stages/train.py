@@ -25,6 +25,7 @@ from ..training.callbacks import (
 )
 from ..training.finetune import FineTuneSettings, Resume, fine_tune
 from .data import device_of
+from .distill import training_examples
 from .evaluate import Candidate, score_features, score_pixels
 from .plan import Decision, probe_record
 
@@ -120,23 +121,21 @@ def fine_tune_planned(
     *,
     seed: int | None = None,
 ) -> FineTuneResult:
-    """``model`` fine-tuned in place as the plan says, on the training images, its epochs
+    """``model`` fine-tuned in place as the plan says, on the training images (and a
+    distillation's unlabelled ones, its teacher's probabilities the targets), its epochs
     chosen on the validation images; from the fit's seed, or ``seed``."""
-    ready, plan = decision.ready, decision.plan
-    examples = {
-        split: [(s.path, ready.index[s.label]) for s in ready.dataset.split(split)]
-        for split in ("train", "val")
-    }
+    ready, plan, teaching = decision.ready, decision.plan, decision.teaching
     result = fine_tune(
         model.network,
-        examples["train"],
-        examples["val"],
+        training_examples(ready, teaching),
+        [(s.path, ready.index[s.label]) for s in ready.dataset.split("val")],
         ready.images,
         ready.inputs.with_flip(plan.test_time_flip),
         plan.fine_tune,
         seed=config.seed if seed is None else seed,
         callbacks=callbacks,
         resume_from=resume,
+        teacher=teaching.teacher if teaching is not None else None,
     )
     if result.stopped != "finished":
         say(

@@ -22,6 +22,7 @@ from ..classifier import Classifier
 from ..data.decoded import DecodedImages
 from ..inputs import InputPipeline
 from .callbacks import Callback, StopTraining, TrainingStep
+from .distill import Teacher
 from .finetune import Example, FineTuneSettings, autocast, fine_tune
 
 __all__ = ["Cost", "measure_cost"]
@@ -74,10 +75,12 @@ def measure_cost(
     inputs: InputPipeline,
     settings: FineTuneSettings,
     seed: int = 0,
+    teacher: Teacher | None = None,
 ) -> Cost:
     """The cost of fine-tuning ``network`` with ``settings`` on ``train``, measured on a copy
     (``network`` is left as it was); ``held_out`` is the number of validation and test
-    images, which are scored once an epoch (validation) and at the end (both)."""
+    images, which are scored once an epoch (validation) and at the end (both). A
+    distillation's steps are timed with the ``teacher``'s forward pass in them."""
     steps_per_epoch = max(1, len(train) // settings.batch_size)
     n_val, n_test = held_out
     timed = list(train[: TIMED_STEPS * settings.batch_size])
@@ -85,7 +88,7 @@ def measure_cost(
     return Cost(
         steps_per_epoch=steps_per_epoch,
         epochs=settings.epochs,
-        step_seconds=_seconds_per_step(network, timed, images, inputs, settings, seed),
+        step_seconds=_seconds_per_step(network, timed, images, inputs, settings, seed, teacher),
         validation_seconds=n_val * per_image,
         scoring_seconds=(n_val + n_test) * per_image,
     )
@@ -98,6 +101,7 @@ def _seconds_per_step(
     inputs: InputPipeline,
     settings: FineTuneSettings,
     seed: int,
+    teacher: Teacher | None,
 ) -> float:
     clock = _StepClock(TIMED_STEPS)
     with torch.random.fork_rng(devices=_cuda(network)):
@@ -110,6 +114,7 @@ def _seconds_per_step(
             settings,
             seed=seed,
             callbacks=[clock],
+            teacher=teacher,
         )
     return clock.seconds_per_step()
 

@@ -41,6 +41,7 @@ from ..inputs import InputPipeline, to_tensor
 from ..storage import write_atomically
 from . import distributed
 from .callbacks import Callback, FineTuneResult, StopTraining, TrainingStep
+from .distill import Teacher, distillation_loss
 from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
 from .imbalance import balanced_order, class_weights
 from .optim import Schedule, create_optimizer
@@ -96,6 +97,9 @@ class FineTuneSettings:
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
     precision: str = "auto"
+    # Knowledge distillation: the temperature at which the student learns a teacher's
+    # probabilities in place of the labels (see .distill); None: it learns the labels.
+    distill_temperature: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +113,7 @@ class FineTuneSettings:
         return cls(**values, augment=AugmentSettings(**augment))
 
 
+#: An image and its class index; -1: no label (a distillation's teacher labels it).
 Example = tuple[Path, int]
 
 
@@ -140,6 +145,7 @@ def fine_tune(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     resume_from: Path | Resume | None = None,
+    teacher: Teacher | None = None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -155,8 +161,12 @@ def fine_tune(
     Under ``torchrun`` (a process group initialised, see :mod:`.distributed`) every process
     trains its share of each batch and gradients are averaged: the same model as one process
     training the whole batch, within noise.
+
+    With a ``teacher`` (and ``settings.distill_temperature``) the model learns the teacher's
+    probabilities on each augmented batch in place of the labels (:mod:`.distill`); training
+    examples may then be unlabelled (label -1). Validation still scores the labels.
     """
-    run = Training(model, train, images, inputs, settings, seed)
+    run = Training(model, train, images, inputs, settings, seed, teacher)
     resume = Resume(Path(resume_from)) if isinstance(resume_from, str | Path) else resume_from
     if resume is not None:
         if not resume.state.exists():
@@ -234,10 +244,18 @@ class Training:
         inputs: InputPipeline,
         settings: FineTuneSettings,
         seed: int,
+        teacher: Teacher | None = None,
     ):
         self.model, self.train, self.images = model, train, images
         self.settings, self.seed = settings, seed
         self.device = next(model.parameters()).device
+        if (teacher is None) != (settings.distill_temperature is None):
+            raise HeadstartError(
+                "distillation needs both a teacher and settings.distill_temperature "
+                f"(teacher {'given' if teacher else 'missing'}, "
+                f"distill_temperature={settings.distill_temperature})"
+            )
+        self.teacher = teacher.to(self.device) if teacher is not None else None
         channels = model.normalize.mean.shape[1]
         self.augment = build_augmentation(
             *training_crop(inputs, settings), settings.augment, channels=channels
@@ -271,7 +289,12 @@ class Training:
         )
         self.labels = np.array([label for _, label in train])
         n_classes = model.head.out_features
-        counts = np.bincount(self.labels, minlength=n_classes)
+        if (self.labels < 0).any() and (self.teacher is None or settings.balance != "none"):
+            raise HeadstartError(
+                "unlabelled training images need a teacher to label them, and no class "
+                f"balancing (balance={settings.balance!r})"
+            )
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=n_classes)
         weight = None
         if settings.balance == "weighted-loss":
             weight = class_weights(counts).to(self.device)
@@ -303,7 +326,7 @@ class Training:
         self._wrap(trained)
         train_mode(self.model, settings)
         rank, world = distributed.rank_and_size()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum, labelled, correct = 0, 0.0, 0, 0
         shares = [positions[rank::world] for positions in self._batches(epoch)]
         decoded = prefetch(
             lambda mine: decode_batch(self.images, [self.train[i] for i in mine]), shares
@@ -321,11 +344,17 @@ class Training:
                     cutmix=settings.cutmix,
                     seed=_seed(self.seed, epoch, batch, rank),
                 )
-                inputs, targets = mixer(inputs, labels)
+                # Unlabelled images mix as any (the teacher's targets replace the labels').
+                inputs, targets = mixer(inputs, labels.clamp(min=0))
                 targets = targets.to(self.device)
             with autocast(self.device, settings.precision):
                 logits = self.network(inputs)
-            loss = self.loss_fn(logits.float(), targets)
+                if self.teacher is not None:
+                    targets = self.teacher.targets(inputs, settings.distill_temperature)
+            if self.teacher is not None:
+                loss = distillation_loss(logits, targets, settings.distill_temperature)
+            else:
+                loss = self.loss_fn(logits.float(), targets)
             if settings.head_l1 > 0:
                 loss = loss + head_penalty(self.model.head, settings.head_l1, 0.0)
             if distributed.any_rank(not torch.isfinite(loss)):
@@ -355,11 +384,13 @@ class Training:
                 raise StopTraining(stop or "stopped: another process stopped the training")
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            known = labels >= 0  # accuracy on the labelled images; the loss on all
+            labelled += int(known.sum())
+            correct += int((logits.argmax(1) == labels)[known].sum())
         return {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            "train_accuracy": correct / max(labelled, 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             "stages_trained": trained,
         }
