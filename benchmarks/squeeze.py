@@ -5,16 +5,19 @@ For each set in ``../shared/data`` (see ``real_photos.py``): ``headstart fit`` o
 ``train/`` class folders with default settings (``--tta auto``: the crops validation
 chose), then the same model predicting with each named set of test-time crops (the network
 is the same; only what a prediction averages changes), then ``fit --ensemble N`` (N
-fine-tunings from different seeds, their probabilities averaged). Each row prints the test
-accuracy, the test negative log-likelihood (of the calibrated probabilities), the fit's
-wall time and the milliseconds a test photo takes to predict. Distillation and tuning
-(``headstart distill``, ``headstart tune``) are not built yet; their rows say so.
+fine-tunings from different seeds, their probabilities averaged), then ``headstart distill``
+of that ensemble into one network of the same architecture (and, with ``--student-sizes``,
+at smaller input sizes). Each row prints the test accuracy, the test negative
+log-likelihood (of the calibrated probabilities), the fit's wall time and the milliseconds
+a test photo takes to predict; a student's note is its verdict beside its teacher. Tuning
+(``headstart tune``) is not built yet; its row says so.
 
 Usage: python benchmarks/squeeze.py [--only trashnet,...] [--members 3] [--data DIR]
-       [--keep FOLDER] [--reuse RUN ...]
+       [--keep FOLDER] [--reuse RUN ...] [--reuse-ensemble RUN ...] [--student-sizes 160 ...]
 
-``--reuse``: score an existing run folder's model (one per set, in ``--only`` order) in
-place of the default fit. It prints numbers; it does not assert.
+``--reuse`` / ``--reuse-ensemble``: score an existing run folder's model (one per set, in
+``--only`` order) in place of the default fit / of the ensemble's fit. It prints numbers;
+it does not assert.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--keep", type=Path)
     parser.add_argument("--reuse", type=Path, nargs="*", default=[])
+    parser.add_argument("--reuse-ensemble", type=Path, nargs="*", default=[])
+    parser.add_argument("--student-sizes", type=int, nargs="*", default=[])
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="headstart-squeeze-"))
     lines = [
@@ -108,23 +113,46 @@ def main() -> None:
             lines.append(row(name, f"crops: {crops_name}", score(variant, files, labels), None))
             print(lines[-1], flush=True)
         if args.members > 1:
-            run, seconds = fitted(data, work / "runs", ensemble=args.members)
-            summary = json.loads((Path(run) / "summary.json").read_text())
-            note = (summary.get("ensemble") or {}).get("why", "")
+            if i < len(args.reuse_ensemble):
+                teacher, seconds = args.reuse_ensemble[i], None
+            else:
+                teacher, seconds = fitted(data, work / "runs", ensemble=args.members)
+            summary = json.loads((Path(teacher) / "summary.json").read_text())
             lines.append(
                 row(
                     name,
                     f"ensemble of {args.members}",
-                    score(headstart.load(run), files, labels),
+                    score(headstart.load(teacher), files, labels),
                     seconds,
-                    note,
+                    (summary.get("kept") or {}).get("why") or "",
                 )
             )
-        lines.append(row(name, "distilled student", None, None, "not built yet"))
+            print(lines[-1], flush=True)
+            for size in [None, *args.student_sizes]:
+                lines.append(distilled(name, teacher, work / "runs", size, files, labels))
+                print(lines[-1], flush=True)
         lines.append(row(name, "tuned", None, None, "not built yet"))
-        print("\n".join(lines[-3:]), flush=True)
     print("\n".join(lines))
     print(f"\nruns under {work}")
+
+
+def distilled(
+    name: str, teacher: Path, runs: Path, size: int | None, files: list[Path], labels: list[str]
+) -> str:
+    """``headstart distill`` of ``teacher`` into one network (at input ``size``), scored."""
+    started = time.perf_counter()
+    sized = {"input_size": size} if size else {}
+    student = headstart.distill(teacher, runs_dir=runs, quiet=True, **sized)
+    seconds = time.perf_counter() - started
+    weighed = json.loads((student.run_dir / "distillation.json").read_text())
+    at = f" at {size} px" if size else ""
+    return row(
+        name,
+        f"distilled into one network{at}",
+        score(headstart.load(student.run_dir), files, labels),
+        seconds,
+        weighed["verdict"],
+    )
 
 
 if __name__ == "__main__":

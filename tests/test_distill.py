@@ -17,7 +17,7 @@ from headstart.classifier import Classifier
 from headstart.errors import HeadstartError
 from headstart.inputs import InputPipeline
 from headstart.models import create_backbone
-from headstart.training.distill import Teacher, distillation_loss
+from headstart.training.distill import Teacher
 from headstart.training.finetune import FineTuneSettings, fine_tune
 from test_cli import one_line_error, run
 
@@ -88,8 +88,8 @@ def test_the_plan_says_the_student_learns_the_teachers_probabilities(student, te
     assert said and teacher.run_dir.name in said[0]
     assert plan["strategy"] == "fine-tune"  # a student fine-tunes, even where auto would probe
     assert "strategy fine-tune was asked for" not in plan["reasons"]
-    settings = plan["fine_tune"]
-    assert settings["distill_temperature"] == 1.0 and settings["label_smoothing"] == 0.0
+    assert plan["fine_tune"]["label_smoothing"] == 0.0 and plan["fine_tune"]["balance"] == "none"
+    assert plan["evidence"]["distillation"]["temperature"] == 1.0
     assert any("images" in r and "s a step" in r for r in plan["reasons"])  # its cost, said
     config = json.loads((student.run_dir / "config.json").read_text())
     assert config["teacher"] == str(teacher.run_dir)
@@ -119,6 +119,19 @@ def test_a_killed_distillation_resumes_with_its_teacher(student, small_faces, tm
     assert (copied / "distillation.json").exists()
 
 
+def test_a_resume_whose_teacher_is_gone_is_refused_and_changes_nothing(student, tmp_path):
+    copied = shutil.copytree(student.run_dir, tmp_path / "run")
+    config = (copied / "config.yaml").read_text()
+    (copied / "config.yaml").write_text(config.replace(str(student_teacher(copied)), "/gone"))
+    with pytest.raises(HeadstartError, match="not a finished headstart run folder"):
+        headstart.resume(copied, epochs=3)
+    assert (copied / "summary.json").exists()  # the finished run is as it was
+
+
+def student_teacher(run) -> str:
+    return json.loads((run / "config.json").read_text())["teacher"]
+
+
 def test_a_teacher_split_otherwise_is_refused_before_anything_is_written(teacher, tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(HeadstartError, match="was split otherwise"):
@@ -139,15 +152,20 @@ def test_what_is_not_a_teacher_is_one_line(capsys, tmp_path, small_faces):
     assert code == 2 and "without a teacher" in one_line_error(err)
     with pytest.raises(HeadstartError, match="a distillation trains one network"):
         headstart.fit(small_faces, teacher=tmp_path, ensemble=2)
+    with pytest.raises(HeadstartError, match=r"balance='sampler', label_smoothing=0\.1: a"):
+        headstart.fit(small_faces, teacher=tmp_path, balance="sampler", label_smoothing=0.1)
+    with pytest.raises(HeadstartError, match="arch: distill takes"):
+        headstart.distill(tmp_path, arch="resnet18")
 
 
-def test_the_loss_is_least_where_the_student_matches_the_teacher():
-    teacher = torch.tensor([[2.0, 0.5, -1.0]])
+def test_the_loss_is_zero_where_the_student_matches_the_teacher_and_more_elsewhere():
+    logits = torch.tensor([[2.0, 0.5, -1.0]])
     for temperature in (1.0, 4.0):
-        targets = (teacher / temperature).softmax(1)
-        matched = distillation_loss(teacher.clone(), targets, temperature)
+        teacher = Teacher(torch.nn.Identity(), (1, 3), temperature)
+        targets = (logits / temperature).softmax(1)
+        assert float(teacher.loss(logits.clone(), targets)) == pytest.approx(0.0, abs=1e-6)
         for other in ([[0.0, 0.0, 0.0]], [[4.0, 0.0, -3.0]], [[-1.0, 0.5, 2.0]]):
-            assert distillation_loss(torch.tensor(other), targets, temperature) > matched
+            assert teacher.loss(torch.tensor(other), targets) > 1e-3
 
 
 def test_a_teacher_sees_the_students_crops_at_its_own_size():
@@ -158,7 +176,7 @@ def test_a_teacher_sees_the_students_crops_at_its_own_size():
             seen.append(tuple(pixels.shape))
             return torch.zeros(len(pixels), 2)
 
-    targets = Teacher(Recording(), (224, 224)).targets(torch.zeros(3, 3, 160, 160), 1.0)
+    targets = Teacher(Recording(), (224, 224)).targets(torch.zeros(3, 3, 160, 160))
     assert seen == [(3, 3, 224, 224)] and torch.allclose(targets, torch.full((3, 2), 0.5))
 
 

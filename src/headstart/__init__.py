@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from .api import audit, check, evaluate, lr_find
     from .config import FitConfig
     from .exporting import export
+    from .from_runs import distill, resume
     from .loading import load
     from .prediction import Prediction, Predictor
     from .ranking import rank
-    from .recipe import distill, fit, resume
+    from .recipe import fit
     from .result import FitResult
     from .torch_model import Model
 
@@ -58,7 +59,7 @@ _HOMES = {
     "Predictor": "prediction",
     "audit": "api",
     "check": "api",
-    "distill": "recipe",
+    "distill": "from_runs",
     "evaluate": "api",
     "export": "exporting",
     "fit": "recipe",
@@ -66,7 +67,7 @@ _HOMES = {
     "lr_find": "api",
     "push": "publish",
     "rank": "ranking",
-    "resume": "recipe",
+    "resume": "from_runs",
 }
 
 

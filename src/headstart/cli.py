@@ -388,8 +388,9 @@ def _config_from(args: argparse.Namespace, *command_only: str):
 
 def _fit(args: argparse.Namespace) -> int:
     from .errors import HeadstartError
+    from .from_runs import resume
     from .printing import print_fit_summary
-    from .recipe import fit, resume
+    from .recipe import fit
     from .training import distributed
 
     if getattr(args, "resume", None):
@@ -414,8 +415,8 @@ def _fit(args: argparse.Namespace) -> int:
 def _distill(args: argparse.Namespace) -> int:
     from .config import load_config
     from .errors import HeadstartError
+    from .from_runs import distill
     from .printing import print_fit_summary
-    from .recipe import distill
 
     settings = load_config(args.config) if getattr(args, "config", None) else {}
     if {"arch", "teacher"} & set(settings):

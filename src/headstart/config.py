@@ -88,6 +88,7 @@ GROUPS = {
     "training": "training (defaults: the plan's)",
     "regularisation": "regularisation",
     "augmentation": "augmentation and class balance",
+    "distillation": "distillation (a student of a finished run's model)",
     "run": "the run",
 }
 _READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill")
@@ -98,6 +99,7 @@ COMMANDS = {
     "training": _TRAINS,
     "regularisation": _TRAINS,
     "augmentation": _TRAINS,
+    "distillation": ("fit", "distill"),
     "run": ("fit", "distill"),
 }
 
@@ -495,15 +497,15 @@ class FitConfig:
         "a finished run folder (of the same data and split) whose model the fine-tuning learns "
         "from: knowledge distillation, its probabilities on every augmented batch in place of "
         "the labels (`headstart distill RUN` sets it)",
-        group="training",
+        group="distillation",
         optional=True,
         metavar="RUN",
     )
     distill_temperature: float | None = _fine(
         None,
-        "the temperature of a distillation's targets (default 1: the teacher's probabilities "
-        "as it predicts them; higher: softer)",
-        group="training",
+        "the temperature of a distillation's targets (default 1: the teacher network's own "
+        "probabilities on the student's crop; higher: softer)",
+        group="distillation",
         optional=True,
         low=0,
         closed="neither",
@@ -512,7 +514,7 @@ class FitConfig:
         None,
         "a folder of images without labels that a distillation's teacher labels for the "
         "student: more images to learn from (copies of validation or test images are left out)",
-        group="training",
+        group="distillation",
         optional=True,
         metavar="DIR",
     )
@@ -710,6 +712,16 @@ def _distillation_needs_a_teacher(config: FitConfig) -> str | None:
         return (
             "teacher=... with strategy='linear-probe': a student learns from its teacher by "
             "fine-tuning; use auto, fine-tune or full"
+        )
+    on_labels = [
+        f"{name}={getattr(config, name)!r}"
+        for name, unset in (("balance", ("auto", "none")), ("label_smoothing", (None,)))
+        if getattr(config, name) not in unset
+    ]
+    if on_labels:
+        return (
+            f"teacher=... with {', '.join(on_labels)}: a student learns its teacher's "
+            "probabilities, not the labels these act on; leave them out"
         )
     return None
 

@@ -12,7 +12,6 @@ decided once, before training, and written once.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .checks import CheckReport
-from .config import FitConfig, load_config, save_config, settings_table
+from .config import FitConfig, save_config
 from .console import say
 from .errors import HeadstartError
 from .ranking import Ranking, rank
@@ -31,15 +30,13 @@ from .runfolder import (
     CONFIG_YAML,
     DISTILLATION,
     PLAN,
-    PROGRESS,
-    SUMMARY,
     RunFolder,
 )
 from .stages import checks as checking
 from .stages.audit import audit_data
 from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
-from .stages.distill import Teaching, load_teacher, weigh_student
+from .stages.distill import Teaching, absolute_paths, load_teacher, weigh_student
 from .stages.ensemble import ensemble
 from .stages.evaluate import choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
@@ -52,7 +49,7 @@ from .training import distributed
 from .training.finetune import Resume, resolve_precision
 from .training.plan import Plan
 
-__all__ = ["FitResult", "distill", "fit", "resume"]
+__all__ = ["FitResult", "fit", "in_every_process", "run_stages", "scratch_unless_main"]
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
@@ -64,7 +61,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     main process writes the run.
     """
     started = time.perf_counter()
-    config = FitConfig.of(config, **settings)
+    config = absolute_paths(FitConfig.of(config, **settings))
     if is_text_data(data) and config.teacher is not None:
         raise HeadstartError("teacher=...: distillation is built for image models only")
     if is_text_data(data):
@@ -73,7 +70,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         return fit_texts(data, config)
     _refuse_text_settings(config)
     resolve_precision(config.precision, device_of(config.device))
-    with _scratch_unless_main() as scratch:
+    with scratch_unless_main() as scratch:
         if scratch is not None:
             config = replace(config, runs_dir=str(scratch), quiet=True)
         # The data, the network and its weights first: what refuses to run writes nothing.
@@ -82,7 +79,7 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
             ranking, config = _ranked(data, config)
         ready = prepare(data, config)
         teaching = load_teacher(config, ready)
-        run = _in_every_process(
+        run = in_every_process(
             lambda: RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
         )
         with run.running():
@@ -90,115 +87,10 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
                 ranking.write(run.path)
             run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(config)})
             save_config(config, run / CONFIG_YAML, data)
-            return _fit(ready, config, run, started, teaching=teaching)
+            return run_stages(ready, config, run, started, teaching=teaching)
 
 
-#: What a student takes from its teacher's settings: how the data is read, split and
-#: augmented (what the data allows), and where runs go. The network and how it trains are
-#: the student's own: the plan decides them for it.
-_TAUGHT = ("in_chans", "val_fraction", "test_fraction", "seed", "batch_size", "cache_dir", "device")
-_TAUGHT_RUN = ("runs_dir", "allow_leakage", "calibration")
-
-
-def distill(run_dir: str | Path, student: str | None = None, **settings) -> FitResult:
-    """Distil the model of the finished run ``run_dir`` (an ensemble, say) into one
-    ``student`` network (an architecture; by default the teacher's own): a new run on the
-    teacher's data and split whose fine-tuning learns the teacher's probabilities, as
-    ``fit(data, teacher=run_dir, arch=student)``. It ends with the student beside its
-    teacher: accuracy, parameters, size and latency (``distillation.json``, the report).
-
-    ``settings`` are fit's, over the teacher's data settings: ``input_size=160`` (a student
-    at a smaller size costs less), ``unlabelled="more_photos/"`` (images the teacher labels
-    for it), ``epochs``, ``distill_temperature``, ``name`` ...
-    """
-    run = RunFolder(run_dir)
-    if not (run.exists(CONFIG_YAML) and run.exists(CONFIG_JSON) and run.exists(SUMMARY)):
-        raise HeadstartError(
-            f"{run.path} is not a finished headstart run folder (no {CONFIG_YAML}, "
-            f"{CONFIG_JSON} or {SUMMARY}): distil the run of a finished fit"
-        )
-    if (run.json(SUMMARY) or {}).get("modality") == "text":
-        raise HeadstartError(f"{run.path} holds a text model: distillation is built for images")
-    saved = load_config(run / CONFIG_YAML)
-    taught = {
-        name: value
-        for name, value in saved.items()
-        if name in _TAUGHT + _TAUGHT_RUN or settings_table()[name].group == "augmentation"
-    }
-    arch = student or saved.get("arch") or FitConfig().arch
-    if arch == saved.get("arch"):  # the teacher's own network: its weights, at its size
-        plan = run.json(PLAN) or {}
-        taught["input_size"] = plan.get("input_size") or saved.get("input_size")
-        taught["weights"] = saved.get("weights")
-    config = FitConfig.of(**{**taught, "arch": arch, "teacher": str(run.path), **settings})
-    return fit(run.json(CONFIG_JSON)["data"], config)
-
-
-def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False) -> FitResult:
-    """Go on with the run in ``run_dir`` after a crash or Ctrl-C, from its last finished epoch,
-    with the settings and the split it was started with; or, given more ``epochs`` than it has
-    trained, train it longer ("leave it training"). An interrupted run resumed ends where an
-    uninterrupted ``fit`` would have, within noise. Under ``torchrun``, as :func:`fit`."""
-    if not (Path(run_dir) / CONFIG_YAML).exists():
-        raise HeadstartError(f"{run_dir} is not a headstart run folder (no {CONFIG_YAML})")
-    run = RunFolder(run_dir)
-    saved = load_config(run / CONFIG_YAML)
-    data = run.json(CONFIG_JSON)["data"]
-    plan = Plan.from_dict(run.json(PLAN)) if run.exists(PLAN) else None
-    if plan is None or plan.fine_tune is None or not run.training_state.exists():
-        raise HeadstartError(
-            f"{run.path} has no fine-tuning to resume (it stopped before training, or its plan "
-            "was the linear probe alone); start a new `headstart fit`"
-        )
-    progress = run.json(PROGRESS) or {}
-    done, stopped = progress.get("epoch", 0), progress.get("stopped", "interrupted")
-    planned = progress.get("planned", plan.fine_tune.epochs)  # more, once trained longer
-    plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=planned))
-    finished = stopped != "interrupted" and run.exists(SUMMARY)
-    if saved.get("ensemble", 1) > 1 and (epochs is not None or finished):
-        raise HeadstartError(
-            f"{run.path} is an ensemble of {saved['ensemble']} fine-tunings: it cannot be "
-            "trained longer (--epochs would lengthen its first member alone); fit again"
-        )
-    # A run killed after its training ended but before it finished (no summary) goes on
-    # from there: no epoch more, the stages after training done again.
-    if epochs is None and finished:
-        raise HeadstartError(
-            f"{run.path} ended after {done} of {planned} epochs ({stopped}); pass --epochs N "
-            f"(more than {done}) to train it longer"
-        )
-    if epochs is not None and epochs <= done:
-        raise HeadstartError(
-            f"epochs={epochs}: the run has already trained {done} epochs; ask for more to go on"
-        )
-    if epochs is not None and epochs < planned and stopped == "interrupted":
-        raise HeadstartError(
-            f"epochs={epochs} is fewer than the {planned} this interrupted run planned: resume "
-            f"it without --epochs, or with more than {planned} to train longer"
-        )
-    config = FitConfig.of(FitConfig(**saved), quiet=quiet, checks=False)
-    ended = stopped if stopped != "interrupted" else None
-    how = Resume(run.training_state, ended=ended if epochs is None else None)
-    if epochs is not None:
-        config = FitConfig.of(config, epochs=epochs)
-        plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
-        how = Resume(run.training_state, longer=ended is not None)
-    with _scratch_unless_main() as scratch:
-        if scratch is not None:  # read the state from a copy; write nothing of the run
-            run = RunFolder(shutil.copytree(run.path, scratch / run.path.name))
-            config = replace(config, quiet=True)
-        else:
-            run = _in_every_process(lambda: RunFolder.open(run.path))
-        started = time.perf_counter()
-        if scratch is None and epochs is not None:
-            run.discard(SUMMARY)  # it describes the model before; a new one comes at the end
-        ready = prepare(data, config)
-        teaching = load_teacher(config, ready)
-        with run.running():
-            return _fit(ready, config, run, started, resumed=(plan, how), teaching=teaching)
-
-
-def _fit(
+def run_stages(
     ready: Prepared,
     config: FitConfig,
     run: RunFolder,
@@ -340,7 +232,7 @@ def _resumed_decision(
     return Decision(plan, ready, probe_features(ready, config), teaching=teaching)
 
 
-def _in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:
+def in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:
     """``claim()``, the run folder; under torchrun a refusal in one process (the main one's
     folder in use or finished) is a refusal in all, or the others would wait for it forever."""
     try:
@@ -368,7 +260,7 @@ def _ranked(data: str | Path, config: FitConfig) -> tuple[Ranking, FitConfig]:
 
 
 @contextlib.contextmanager
-def _scratch_unless_main() -> Iterator[Path | None]:
+def scratch_unless_main() -> Iterator[Path | None]:
     """Under torchrun, a throwaway folder for every process but the main one: each computes
     what the main one does, and only the main one keeps it. None in the main process."""
     if distributed.init_from_environment() and not distributed.is_main():

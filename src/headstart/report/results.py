@@ -280,7 +280,7 @@ def distillation(run: ReportedRun) -> Html:
             "not a distillation (`headstart distill RUN --student ARCH` trains one network on "
             "a run's probabilities, an ensemble's say, and compares the two here)"
         )
-    sides = [data["teacher"], data["student"]]
+    sides, bar = [data["teacher"], data["student"]], data["bar"]
 
     def accuracy(side: dict, split: str) -> str:
         found = side["accuracy"].get(split)
@@ -305,8 +305,8 @@ def distillation(run: ReportedRun) -> Html:
                 "pass" if data["passed"] else "fail",
                 "clears the bar" if data["passed"] else "does not clear the bar",
             ),
-            f" {data['verdict']} (the bar: at least 99% of its accuracy at no more than half "
-            "its parameters or latency).",
+            f" {data['verdict']} (the bar: at least {bar['keeps']:.0%} of its accuracy at no "
+            f"more than {bar['smaller']:.0%} of its parameters or latency).",
         ),
     ]
     if data.get("why_not"):

@@ -44,6 +44,7 @@ __all__ = [
     "record_split",
     "require_trainable",
     "seed_everything",
+    "split_changes",
     "write_splits",
 ]
 
@@ -235,8 +236,13 @@ def require_trainable(dataset: Dataset) -> None:
 def record_split(run: RunFolder, dataset: Dataset, *, resuming: bool) -> None:
     """``dataset.json`` and ``splits.csv`` (which file went where, so ``evaluate`` and audits
     can reproduce the split); a resumed run must find the split it began with."""
-    if resuming:
-        _require_same_split(run, dataset)
+    changed = split_changes(run, dataset) if resuming else []
+    if changed:
+        raise HeadstartError(
+            f"cannot resume {run.path}: the data changed since it began ({len(changed)} "
+            f"file(s) added, removed or moved, e.g. {changed[0][0]}); a resumed run must see "
+            "the same split: start a new fit"
+        )
     run.write_json(DATASET, dataset.to_dict())
     write_splits(run, ((s.path, s.label, s.split) for s in dataset.samples))
 
@@ -250,16 +256,12 @@ def write_splits(run: RunFolder, rows: Iterable[tuple[object, str, str]]) -> Non
     write_atomically(run / SPLITS, table.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
-def _require_same_split(run: RunFolder, dataset: Dataset) -> None:
+def split_changes(run: RunFolder, dataset: Dataset) -> list[tuple[Path, str, str]]:
+    """The images ``(path, label, split)`` split otherwise in ``dataset`` than in ``run``
+    (added, removed or moved), in order; none when the split is the run's."""
     before = set(run.splits)
-    now = {(s.path, s.label, s.split) for s in dataset.samples}
-    if before != now:
-        changed = sorted(before ^ now)
-        raise HeadstartError(
-            f"cannot resume {run.path}: the data changed since it began ({len(changed)} "
-            f"file(s) added, removed or moved, e.g. {changed[0][0]}); a resumed run must see "
-            "the same split: start a new fit"
-        )
+    now = {(Path(s.path), s.label, s.split) for s in dataset.samples}
+    return sorted(before ^ now)
 
 
 def seed_everything(seed: int) -> None:

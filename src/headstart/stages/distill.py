@@ -12,9 +12,10 @@ the two are weighed side by side: accuracy, parameters, size and latency.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..classifier import Ensemble
@@ -25,16 +26,19 @@ from ..data.sources import image_files
 from ..errors import HeadstartError
 from ..runfolder import SUMMARY, RunFolder
 from ..torch_model import Model
-from ..training.distill import Teacher
+from ..training.distill import DEFAULT_TEMPERATURE, Teacher
 from ..training.finetune import Example
-from .data import Prepared, device_of
+from ..training.plan import Plan
+from .data import Prepared, device_of, split_changes
 from .evaluate import Candidate
 
 __all__ = [
     "KEEPS",
     "SMALLER",
     "Teaching",
+    "absolute_paths",
     "load_teacher",
+    "require_same_teaching",
     "training_examples",
     "weigh_student",
 ]
@@ -60,6 +64,16 @@ class Teaching:
     unlabelled: tuple[Path, ...]
     scores: dict[str, dict]
     left_out: dict[str, int]  # unlabelled images not used, by reason
+
+    def to_dict(self) -> dict:
+        """What the plan records of it, and a resumed run must find again."""
+        listed = "\n".join(str(path) for path in self.unlabelled).encode()
+        return {
+            "teacher": str(self.run),
+            "temperature": self.teacher.temperature,
+            "unlabelled": len(self.unlabelled),
+            "unlabelled_sha256": hashlib.sha256(listed).hexdigest(),
+        }
 
     def describe(self) -> str:
         extra = f" and {len(self.unlabelled)} unlabelled images" if self.unlabelled else ""
@@ -100,19 +114,38 @@ def load_teacher(config: FitConfig, ready: Prepared) -> Teaching | None:
             f"teacher {run.path} takes {model.preprocessing.input_size[0]}-channel images; "
             f"the student {ready.preprocessing.input_size[0]}-channel ones"
         )
-    _require_same_split(run, ready)
+    changed = split_changes(run, ready.dataset)
+    if changed:
+        raise HeadstartError(
+            f"teacher {run.path} was split otherwise ({len(changed)} image(s) differ, e.g. "
+            f"{changed[0][0]}): a student is fitted on its teacher's data with its split, so "
+            "that no image it is scored on taught its teacher (`headstart distill RUN` does "
+            "that; the data may have changed since)"
+        )
     unlabelled, left_out = _unlabelled(config, ready)
     network = model.network.to(device_of(config.device))
+    temperature = config.distill_temperature or DEFAULT_TEMPERATURE
     teaching = Teaching(
         run.path,
         model,
-        Teacher(network, model.inputs.crop_size),
+        Teacher(network, model.inputs.crop_size, temperature),
         unlabelled,
         (run.json(SUMMARY) or {}).get("scores", {}),
         left_out,
     )
     say(config.quiet, f"distillation: the student learns {teaching.describe()}")
     return teaching
+
+
+def absolute_paths(config: FitConfig) -> FitConfig:
+    """``config`` with its teacher and unlabelled folder as absolute paths: a run saves
+    them, and ``--resume`` finds them again from wherever it is run."""
+    resolved = {
+        name: str(Path(getattr(config, name)).resolve())
+        for name in ("teacher", "unlabelled")
+        if getattr(config, name) is not None
+    }
+    return replace(config, **resolved)
 
 
 def training_examples(ready: Prepared, teaching: Teaching | None) -> list[Example]:
@@ -122,17 +155,18 @@ def training_examples(ready: Prepared, teaching: Teaching | None) -> list[Exampl
     return train + [(path, -1) for path in teaching.unlabelled] if teaching else train
 
 
-def _require_same_split(run: RunFolder, ready: Prepared) -> None:
-    """The student's split must be the teacher's: scores side by side on the same images,
-    and no held-out image of the student's among the teacher's training images."""
-    theirs = {(Path(path), label, split) for path, label, split in run.splits}
-    ours = {(Path(s.path), s.label, s.split) for s in ready.dataset.samples}
-    if theirs != ours:
-        differing = sorted(theirs ^ ours)
+def require_same_teaching(plan: Plan, teaching: Teaching | None) -> None:
+    """A run that goes on (``--resume``) learns from what it began with: the same teacher,
+    at the same temperature, on the same unlabelled images."""
+    planned = plan.evidence.get("distillation")
+    if planned is None and teaching is None:
+        return
+    found = teaching.to_dict() if teaching is not None else None
+    if found != planned:
         raise HeadstartError(
-            f"teacher {run.path} was split otherwise ({len(differing)} image(s) differ, e.g. "
-            f"{differing[0][0]}): a student is fitted on its teacher's data with its split "
-            "(`headstart distill RUN` does that; the data may have changed since)"
+            "cannot resume: its distillation changed since it began (the teacher, the "
+            "temperature or the unlabelled images differ from what plan.json records); start "
+            "a new `headstart distill`"
         )
 
 
@@ -191,8 +225,10 @@ def weigh_student(
         ),
     }
     teacher, pupil = sides["teacher"], sides["student"]
-    split = "test" if teacher["accuracy"].get("test") and pupil["accuracy"].get("test") else "val"
-    kept = pupil["accuracy"][split] / teacher["accuracy"][split]
+    split = next(s for s in ("test", "val") if s in teacher["accuracy"] and s in pupil["accuracy"])
+    # A teacher right on no image leaves nothing to lose: the student keeps it all.
+    right = teacher["accuracy"][split]
+    kept = pupil["accuracy"][split] / right if right else 1.0
     ratios = {
         "parameters": pupil["parameters"] / teacher["parameters"],
         "latency": pupil["latency_ms"] / teacher["latency_ms"],
@@ -210,6 +246,7 @@ def weigh_student(
         "kept": kept,
         "ratios": ratios,
         "passed": keeps and smaller,
+        "bar": {"keeps": KEEPS, "smaller": SMALLER},
         "verdict": verdict,
         "why_not": _why_not(keeps, smaller, history, teaching),
         "unlabelled": len(teaching.unlabelled),

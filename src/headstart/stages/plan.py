@@ -22,7 +22,6 @@ from ..console import progress_bar, say
 from ..errors import HeadstartError
 from ..training import distributed
 from ..training.cost import Cost, measure_cost
-from ..training.distill import DEFAULT_TEMPERATURE
 from ..training.domain import DomainReport, measure_domain
 from ..training.finetune import FineTuneSettings
 from ..training.imbalance import choose_balancing
@@ -105,10 +104,7 @@ def decide(
 
 def _distilled(plan: Plan, teaching: Teaching, config: FitConfig) -> Plan:
     """The plan's fine-tuning as a distillation from ``teaching``'s teacher."""
-    temperature = config.distill_temperature or DEFAULT_TEMPERATURE
-    settings = replace(
-        plan.fine_tune, distill_temperature=temperature, label_smoothing=0.0, balance="none"
-    )
+    settings = replace(plan.fine_tune, label_smoothing=0.0, balance="none")
     # Under auto, the fine-tuning is the distillation's, not the user's request.
     reasons = tuple(
         "fine-tune: a student learns from its teacher by training, never by a probe alone"
@@ -118,9 +114,10 @@ def _distilled(plan: Plan, teaching: Teaching, config: FitConfig) -> Plan:
     )
     return replace(plan, fine_tune=settings, reasons=reasons).adding(
         f"distillation: the student learns {teaching.describe()}, at temperature "
-        f"{temperature:g}, in place of the labels (label smoothing and class balancing, which "
-        "act on labels, are off); the labels still score validation and pick the epoch",
-        distillation={"teacher": str(teaching.run), "temperature": temperature},
+        f"{teaching.teacher.temperature:g}, in place of the labels (label smoothing and class "
+        "balancing, which act on labels, are off); the labels still score validation and pick "
+        "the epoch, and the learning rate is the plan's for the labels",
+        distillation=teaching.to_dict(),
     )
 
 
@@ -308,7 +305,10 @@ def within_budget(plan: Plan, cost: Cost, seconds: float) -> tuple[Plan, Cost]:
             f"time budget: {_minutes(seconds)} left, enough for the {cost.epochs} planned epochs",
             budget=budget,
         ), cost
-    if fit >= 1 or (plan.strategy == "full" and "probe_cv_accuracy" not in plan.evidence):
+    # Without a fine-tuning there is no model (no pretrained features to probe) or nothing
+    # that was asked for (a distillation's student): at least one epoch, over budget or not.
+    must_train = plan.strategy == "full" and "probe_cv_accuracy" not in plan.evidence
+    if fit >= 1 or must_train or "distillation" in plan.evidence:
         epochs = max(fit, 1)
         plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
         return plan.adding(

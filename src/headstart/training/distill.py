@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DEFAULT_TEMPERATURE", "Teacher", "distillation_loss"]
+__all__ = ["DEFAULT_TEMPERATURE", "Teacher"]
 
 #: The temperature when none is given: the probabilities as the teacher predicts them (the
 #: value Beyer et al. 2022 found as good as any for function matching).
@@ -24,35 +24,45 @@ DEFAULT_TEMPERATURE = 1.0
 
 
 class Teacher:
-    """A trained network, frozen, whose softened probabilities a fine-tuning learns.
+    """A trained network, frozen, whose probabilities at ``temperature`` a fine-tuning learns
+    (the network's own: without the calibration, crops and views its bundle predicts with).
 
     ``input_size`` is the ``(height, width)`` the teacher was trained at: a student that
     trains at another size shows it the same crops resized to it.
     """
 
-    def __init__(self, network: nn.Module, input_size: tuple[int, int]):
+    def __init__(
+        self,
+        network: nn.Module,
+        input_size: tuple[int, int],
+        temperature: float = DEFAULT_TEMPERATURE,
+    ):
         self.network = network.eval().requires_grad_(False)
         self.input_size = tuple(input_size)
+        self.temperature = temperature
+        self.device = next(network.parameters(), torch.empty(0)).device
 
     def to(self, device: torch.device) -> Teacher:
         self.network.to(device, memory_format=torch.channels_last)
+        self.device = device
         return self
 
     @torch.no_grad()  # not inference mode: the targets enter the student's autograd graph
-    def targets(self, inputs: torch.Tensor, temperature: float) -> torch.Tensor:
+    def targets(self, inputs: torch.Tensor) -> torch.Tensor:
         """The teacher's probabilities on ``inputs`` (the student's crops, pixel values as
-        the network takes them) at ``temperature``."""
+        the network takes them)."""
+        inputs = inputs.to(self.device, non_blocking=True)  # once, for the resize too
         if tuple(inputs.shape[-2:]) != self.input_size:
             inputs = F.interpolate(
                 inputs.float(), size=self.input_size, mode="bilinear", antialias=True
             )
-        return (self.network(inputs).float() / temperature).softmax(1)
+        return (self.network(inputs).float() / self.temperature).softmax(1)
 
-
-def distillation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Cross-entropy of the student's softened prediction against the teacher's softened
-    probabilities (its KL divergence plus the teacher's entropy, a constant), times T²: the
-    softening divides the gradients by T², and this keeps their scale as T changes."""
-    return F.cross_entropy(logits.float() / temperature, targets) * temperature**2
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """How far the student's ``logits`` are from the teacher's ``targets``: the KL
+        divergence of the softened predictions, times T² (the softening divides the
+        gradients by T²; this keeps their scale as T changes). Zero where the student
+        matches the teacher, so that the watches on the training loss read it as any loss."""
+        student = (logits.float() / self.temperature).log_softmax(1)
+        divergence = F.kl_div(student, targets, reduction="batchmean")
+        return divergence * self.temperature**2

@@ -41,7 +41,7 @@ from ..inputs import InputPipeline, to_tensor
 from ..storage import write_atomically
 from . import distributed
 from .callbacks import Callback, FineTuneResult, StopTraining, TrainingStep
-from .distill import Teacher, distillation_loss
+from .distill import Teacher
 from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
 from .imbalance import balanced_order, class_weights
 from .optim import Schedule, create_optimizer
@@ -97,9 +97,6 @@ class FineTuneSettings:
     # each batch, as training from scratch needs.
     frozen_norm_statistics: bool = True
     precision: str = "auto"
-    # Knowledge distillation: the temperature at which the student learns a teacher's
-    # probabilities in place of the labels (see .distill); None: it learns the labels.
-    distill_temperature: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,9 +159,9 @@ def fine_tune(
     trains its share of each batch and gradients are averaged: the same model as one process
     training the whole batch, within noise.
 
-    With a ``teacher`` (and ``settings.distill_temperature``) the model learns the teacher's
-    probabilities on each augmented batch in place of the labels (:mod:`.distill`); training
-    examples may then be unlabelled (label -1). Validation still scores the labels.
+    With a ``teacher`` the model learns the teacher's probabilities on each augmented batch in
+    place of the labels (:mod:`.distill`); training examples may then be unlabelled (label
+    -1). Validation still scores the labels.
     """
     run = Training(model, train, images, inputs, settings, seed, teacher)
     resume = Resume(Path(resume_from)) if isinstance(resume_from, str | Path) else resume_from
@@ -249,12 +246,6 @@ class Training:
         self.model, self.train, self.images = model, train, images
         self.settings, self.seed = settings, seed
         self.device = next(model.parameters()).device
-        if (teacher is None) != (settings.distill_temperature is None):
-            raise HeadstartError(
-                "distillation needs both a teacher and settings.distill_temperature "
-                f"(teacher {'given' if teacher else 'missing'}, "
-                f"distill_temperature={settings.distill_temperature})"
-            )
         self.teacher = teacher.to(self.device) if teacher is not None else None
         channels = model.normalize.mean.shape[1]
         self.augment = build_augmentation(
@@ -350,9 +341,9 @@ class Training:
             with autocast(self.device, settings.precision):
                 logits = self.network(inputs)
                 if self.teacher is not None:
-                    targets = self.teacher.targets(inputs, settings.distill_temperature)
+                    targets = self.teacher.targets(inputs)
             if self.teacher is not None:
-                loss = distillation_loss(logits, targets, settings.distill_temperature)
+                loss = self.teacher.loss(logits, targets)
             else:
                 loss = self.loss_fn(logits.float(), targets)
             if settings.head_l1 > 0:
