@@ -39,6 +39,7 @@ LAYERS = [
     {
         "result",
         "recipe",
+        "from_runs",
         "api",
         "preview",
         "printing",

@@ -13,6 +13,8 @@ from headstart.config import COMMANDS, default_of, load_config, settings_table
 from headstart.training.finetune import FineTuneSettings
 
 TABLE = settings_table()
+#: Settings that are valid only beside another: what they are tried with.
+NEEDS = {"distill_temperature": {"teacher": "runs/x"}, "unlabelled": {"teacher": "runs/x"}}
 
 
 def example(name: str):
@@ -30,7 +32,7 @@ def example(name: str):
         if value == default or value is None:
             continue
         try:
-            FitConfig.of(**{name: value})
+            FitConfig.of(**{**NEEDS.get(name, {}), name: value})
         except HeadstartError:
             continue
         return value
@@ -57,6 +59,8 @@ def test_every_setting_is_documented_and_its_default_is_valid(name):
 def test_every_setting_is_a_flag_of_the_commands_that_take_it(name):
     value = example(name)
     for command in COMMANDS[TABLE[name].group]:
+        if command == "distill" and name in ("arch", "teacher"):
+            continue  # distill takes them as --student ARCH and its RUN
         args = _parser().parse_args([command, "DATA", *command_line(name, value)])
         assert vars(args)[name] == value, command
 
@@ -87,7 +91,9 @@ def test_fine_tuning_settings_keep_their_names_down_to_the_training_loop():
     # drop_path are built into the network; early_stopping=False is patience=None; ensemble
     # is how many fine-tunings run.
     built_elsewhere = {"policy", "no_augment", "vflip", "cutout", "dropout", "drop_path"}
-    built_elsewhere |= {"ensemble"}
+    # ensemble is how many fine-tunings run; teacher, distill_temperature and unlabelled make
+    # the Teacher and its images.
+    built_elsewhere |= {"ensemble", "teacher", "distill_temperature", "unlabelled"}
     for name, described in TABLE.items():
         if described.fine_tuning and name not in built_elsewhere | {"early_stopping"}:
             assert name in loop, name

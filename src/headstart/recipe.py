@@ -28,7 +28,6 @@ from .runfolder import (
     CHECKS,
     CONFIG_JSON,
     CONFIG_YAML,
-    DISTILLATION,
     PLAN,
     RunFolder,
 )
@@ -38,11 +37,11 @@ from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
 from .stages.distill import Teaching, absolute_paths, load_teacher, weigh_student
 from .stages.ensemble import ensemble
-from .stages.evaluate import choose, compare_with_scratch
+from .stages.evaluate import Choice, choose, compare_with_scratch
 from .stages.plan import Decision, decide, probe_features
 from .stages.report import write_results
 from .stages.test_time import choose_crops
-from .stages.train import train
+from .stages.train import Trained, train
 from .text.data import is_text_data
 from .torch_model import Model, save
 from .training import distributed
@@ -108,25 +107,13 @@ def run_stages(
     decision = _decide(ready, run, config, plan, time.perf_counter() - started, teaching)
     checks = _checks_before_training(decision, run, config, resumed is not None)
     trained = train(decision, run, config, resume=resume)
-    # A student is what a distillation was asked for: kept, with the probe's comparison said.
-    asked = config.strategy != "auto" or teaching is not None
-    choice = (
-        ensemble(decision, run, config, trained)
-        if config.ensemble > 1 and decision.plan.fine_tune is not None
-        else choose(trained.probe, trained.tuned, asked=asked)
-    )
-    if choice.why:
-        say(config.quiet, f"plan: {choice.why}")
+    choice = _keep(decision, run, config, trained)
     test_time = choose_crops(choice.kept, decision.ready, config, trained.tuned is not None)
     say(config.quiet, f"plan: {test_time.why}")
     calibrated = calibrate(choice.kept, config)
     say(config.quiet, calibrated.why)
     _save_model(choice.kept.model, decision.ready, run)
-    distillation = None
-    if teaching is not None:
-        distillation = weigh_student(choice.kept, teaching, decision.ready, run.epochs)
-        run.write_json(DISTILLATION, distillation)
-        say(config.quiet, f"distillation: {distillation['verdict']}")
+    distillation = weigh_student(choice.kept, teaching, run, config) if teaching else None
     if config.checks and checks is not None:
         checks = checking.after_training(checks, trained.watch, trained.stopped, trained.fixed)
         checking.say_checks(config.quiet, checks)
@@ -147,6 +134,26 @@ def run_stages(
         config,
         distillation,
     )
+    return _result(run, decision, trained, choice, seconds)
+
+
+def _keep(decision: Decision, run: RunFolder, config: FitConfig, trained: Trained) -> Choice:
+    """The model the fit keeps: the ensemble's, or the probe or the fine-tuning; a student is
+    what a distillation was asked for (kept, with the probe's comparison said)."""
+    asked = config.strategy != "auto" or decision.teaching is not None
+    choice = (
+        ensemble(decision, run, config, trained)
+        if config.ensemble > 1 and decision.plan.fine_tune is not None
+        else choose(trained.probe, trained.tuned, asked=asked)
+    )
+    if choice.why:
+        say(config.quiet, f"plan: {choice.why}")
+    return choice
+
+
+def _result(
+    run: RunFolder, decision: Decision, trained: Trained, choice: Choice, seconds: float
+) -> FitResult:
     kept = choice.kept
     return FitResult(
         run.path,

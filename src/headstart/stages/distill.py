@@ -24,7 +24,7 @@ from ..console import progress_bar, say
 from ..data.images import UnreadableImage
 from ..data.sources import image_files
 from ..errors import HeadstartError
-from ..runfolder import SUMMARY, RunFolder
+from ..runfolder import DISTILLATION, SUMMARY, RunFolder
 from ..torch_model import Model
 from ..training.distill import DEFAULT_TEMPERATURE, Teacher
 from ..training.finetune import Example
@@ -209,13 +209,20 @@ def _unlabelled(config: FitConfig, ready: Prepared) -> tuple[tuple[Path, ...], d
 
 
 def weigh_student(
-    student: Candidate, teaching: Teaching, ready: Prepared, history: list[dict]
+    student: Candidate, teaching: Teaching, run: RunFolder, config: FitConfig
 ) -> dict:
-    """The student beside its teacher: accuracy on the split they share, parameters, size of
-    the weights, networks run per image and latency on this machine; and whether the student
-    keeps :data:`KEEPS` of the teacher's accuracy at :data:`SMALLER` of its parameters or
-    latency, or why not."""
-    images = [ready.images.get(s.path) for s in ready.dataset.split("val")[:TIMED_IMAGES]]
+    """The student beside its teacher, said and written (``distillation.json``): accuracy on
+    the split they share, parameters, size of the weights, networks run per image and latency
+    on this machine; and whether the student keeps :data:`KEEPS` of the teacher's accuracy at
+    :data:`SMALLER` of its parameters or latency, or why not."""
+    weighed = _weighed(student, teaching, run.epochs)
+    run.write_json(DISTILLATION, weighed)
+    say(config.quiet, f"distillation: {weighed['verdict']}")
+    return weighed
+
+
+def _weighed(student: Candidate, teaching: Teaching, history: list[dict]) -> dict:
+    images = [sample.path for sample in student.scored["val"].samples[:TIMED_IMAGES]]
     sides = {
         "teacher": _measured(teaching.model, teaching.scores, images),
         "student": _measured(
@@ -255,7 +262,7 @@ def weigh_student(
     }
 
 
-def _measured(model: Model, scores: dict[str, dict], images: list) -> dict:
+def _measured(model: Model, scores: dict[str, dict], images: list[Path]) -> dict:
     network = model.network
     members = len(network.members) if isinstance(network, Ensemble) else 1
     crops = max(len(model.test_time_crops), 1)
@@ -271,9 +278,10 @@ def _measured(model: Model, scores: dict[str, dict], images: list) -> dict:
     }
 
 
-def _latency_ms(model: Model, images: list) -> float:
-    """Median milliseconds to predict one image alone (its crops and views included), on
-    this machine as it is loaded now: reported, never used to decide."""
+def _latency_ms(model: Model, paths: list[Path]) -> float:
+    """Median milliseconds to predict one decoded image alone (its crops and views
+    included), on this machine as it is loaded now: reported, never used to decide."""
+    images = [model.inputs.pixels(path) for path in paths]  # each at its model's own size
     model.log_probabilities(images[:1])  # warm-up: first calls allocate
     seconds = []
     for image in images:
