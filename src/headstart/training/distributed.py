@@ -10,6 +10,7 @@ plan) is computed the same way in every process; only the main process writes th
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 from typing import TypeVar
@@ -41,7 +42,16 @@ def init_from_environment() -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
+        # Left to the interpreter's exit, gloo's threads can be torn down while still
+        # joinable, and the process aborts ("terminate called without an active exception")
+        # after its work is done: torchrun then reports a failed run.
+        atexit.register(_leave)
     return True
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_and_size() -> tuple[int, int]:
