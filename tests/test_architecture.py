@@ -40,6 +40,7 @@ LAYERS = [
         "result",
         "recipe",
         "from_runs",
+        "tuning",
         "api",
         "preview",
         "printing",

@@ -72,7 +72,16 @@ def run_line(line: str) -> int:
 
 
 def _takes_quiet(words: list[str]) -> bool:
-    return words[1] in ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill")
+    return words[1] in (
+        "fit",
+        "audit",
+        "check",
+        "lr-find",
+        "augment-preview",
+        "rank",
+        "distill",
+        "tune",
+    )
 
 
 def test_the_command_lines_then_the_python_run_as_written(workspace):
@@ -84,6 +93,7 @@ def test_the_command_lines_then_the_python_run_as_written(workspace):
     assert (workspace / "lr" / "lr_find.png").exists()
     student = json.loads((workspace / "runs" / "photos-6" / "config.json").read_text())
     assert Path(student["teacher"]).name == "photos-5"
+    assert (workspace / "runs" / "photos-tuned-1" / "search.json").exists()
     rows = list(csv.DictReader((workspace / "predictions.csv").open()))
     assert len(rows) == 3 and {"label1", "probability1"} <= set(rows[0])
 

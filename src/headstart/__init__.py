@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .recipe import fit
     from .result import FitResult
     from .torch_model import Model
+    from .tuning import tune
 
 __all__ = [
     "FitConfig",
@@ -48,6 +49,7 @@ __all__ = [
     "push",
     "rank",
     "resume",
+    "tune",
 ]
 
 #: Where each public name lives.
@@ -68,6 +70,7 @@ _HOMES = {
     "push": "publish",
     "rank": "ranking",
     "resume": "from_runs",
+    "tune": "tuning",
 }
 
 

@@ -1,5 +1,6 @@
-"""The ``headstart`` command line: ``fit``, ``distill``, ``audit``, ``check``, ``lr-find``,
-``report``, ``push``, ``export``, ``serve``, ``predict``, ``evaluate``, ``models``, ``demo``.
+"""The ``headstart`` command line: ``fit``, ``distill``, ``tune``, ``audit``, ``check``,
+``lr-find``, ``report``, ``push``, ``export``, ``serve``, ``predict``, ``evaluate``, ``models``,
+``demo``.
 
 Every setting of a fit is a flag built from the settings table (:mod:`headstart.config`), so
 a flag, a ``FitConfig`` field and a YAML key always share a name, a type and a default.
@@ -89,6 +90,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     _settings(distill, "distill", leave_out=("arch", "teacher"))
     distill.set_defaults(run=_distill)
+
+    tune = commands.add_parser(
+        "tune",
+        help="search the fine-tuning settings with Optuna, then fit the best",
+        description="The sanity checks, the learning-rate range test, a coarse round of short "
+        "trials over wide ranges (poor ones pruned from their epoch curves), then a finer "
+        "round around the best; the best trial is fitted as a normal run in the same folder, "
+        "whose report shows the search. Settings given are the base every trial draws over.",
+    )
+    tune.add_argument("data", help="folder or CSV file, as for fit")
+    tune.add_argument("--trials", type=int, default=12, help="trials in all (default 12)")
+    tune.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage shared by several processes or machines, e.g. "
+        "sqlite:///study.db or postgresql://... (default: study.db in the run folder)",
+    )
+    tune.add_argument("--study", metavar="NAME", help="the study's name in --storage")
+    tune.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="TPE, or random search"
+    )
+    _settings(tune, "tune")
+    tune.set_defaults(run=_tune)
 
     preview = commands.add_parser(
         "augment-preview",
@@ -378,12 +402,19 @@ def _stages_or_word(text: str) -> int | str:
 
 def _config_from(args: argparse.Namespace, *command_only: str):
     """The FitConfig of a command line: the --config file, then the flags given."""
-    from .config import FitConfig, load_config
+    from .config import FitConfig
+
+    return FitConfig.of(**_settings_given(args, *command_only))
+
+
+def _settings_given(args: argparse.Namespace, *command_only: str) -> dict:
+    """The settings of a command line, by name: the --config file's, then the flags given
+    (a flag left out is not in ``args``: its default is argparse.SUPPRESS)."""
+    from .config import load_config
 
     settings = load_config(args.config) if getattr(args, "config", None) else {}
     ignored = {"data", "command", "run", "config", "resume", *command_only}
-    settings |= {k: v for k, v in vars(args).items() if k not in ignored}
-    return FitConfig.of(**settings)
+    return settings | {k: v for k, v in vars(args).items() if k not in ignored}
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -429,6 +460,25 @@ def _distill(args: argparse.Namespace) -> int:
         if k not in {"command", "run", "config", "run_dir", "student"}
     }
     print_fit_summary(distill(args.run_dir, args.student, **settings))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .printing import print_fit_summary
+    from .tuning import tune
+
+    # The settings given, by name: those are not searched, even where given at their default.
+    settings = _settings_given(args, "trials", "storage", "study", "sampler")
+    found = tune(
+        args.data,
+        args.trials,
+        storage=args.storage,
+        study=args.study,
+        sampler=args.sampler,
+        **settings,
+    )
+    if found.fitted is not None:
+        print_fit_summary(found.fitted)
     return 0
 
 

@@ -91,8 +91,8 @@ GROUPS = {
     "distillation": "distillation (a student of a finished run's model)",
     "run": "the run",
 }
-_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill")
-_TRAINS = ("fit", "check", "lr-find", "augment-preview", "distill")
+_READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "distill", "tune")
+_TRAINS = ("fit", "check", "lr-find", "augment-preview", "distill", "tune")
 COMMANDS = {
     "data": _READS_DATA,
     "text": ("fit", "audit"),
@@ -100,7 +100,7 @@ COMMANDS = {
     "regularisation": _TRAINS,
     "augmentation": _TRAINS,
     "distillation": ("fit", "distill"),
-    "run": ("fit", "distill"),
+    "run": ("fit", "distill", "tune"),
 }
 
 

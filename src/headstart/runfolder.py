@@ -100,6 +100,8 @@ DIAGNOSIS = "diagnosis.json"
 COMPARE_SCRATCH = "compare_scratch.json"
 ENSEMBLE = "ensemble.json"
 DISTILLATION = "distillation.json"
+STUDY = "study.db"
+SEARCH = "search.json"
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.safetensors"
 TRAINING_STATE = "last.pt"
@@ -132,6 +134,12 @@ RUN_ENTRIES = frozenset(
         COMPARE_SCRATCH,
         ENSEMBLE,
         DISTILLATION,
+        STUDY,
+        # SQLite's journal beside the study, left by a tune killed mid-write.
+        f"{STUDY}-journal",
+        f"{STUDY}-wal",
+        f"{STUDY}-shm",
+        SEARCH,
         CHECKPOINTS,
         TENSORBOARD,
         MODEL,

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import HeadstartError
 from ..runfolder import CONFIG_JSON, SUMMARY
 from ..storage import write_atomically
-from . import results, summary, training
+from . import results, search, summary, training
 from .folder import ReportedRun
 from .html import Html, note, page
 from .text import TEXT_SECTIONS
@@ -27,6 +27,7 @@ SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
     ("plan", "The plan and why", summary.plan),
     ("audit", "Data audit", summary.audit),
     ("checks", "Sanity checks", summary.checks),
+    ("search", "Hyperparameter search", search.search),
     ("lr-find", "Learning-rate range test", training.lr_find),
     ("curves", "Training curves", training.curves),
     ("confusion", "Confusion matrix", results.confusion),

@@ -265,3 +265,49 @@ def compare_scratch(data: dict) -> bytes:
         axes.set_ylabel("validation accuracy (%)")
         axes.legend(loc="lower right")
     return _png(figure)
+
+
+def search_history(rounds: list[dict]) -> bytes:
+    """Every trial's validation accuracy by trial, round by round (pruned trials at the last
+    epoch they reached, hollow), with the best so far."""
+    with _figure(3.2) as (figure, axes):
+        x, best, shown = 0, None, []
+        for found, color in zip(rounds, (SCRATCH, TRANSFER), strict=False):
+            done, pruned = [], []
+            for trial in found["history"]:
+                x += 1
+                value = trial["value"]
+                if value is None:
+                    continue
+                (pruned if trial["state"] == "pruned" else done).append((x, value))
+                if trial["state"] == "complete":
+                    best = value if best is None else max(best, value)
+                    shown.append((x, best))
+            if done:
+                axes.plot(
+                    *zip(*done, strict=True),
+                    "o",
+                    ms=5,
+                    color=color,
+                    label=f"{found['round']} round",
+                )
+            if pruned:
+                axes.plot(
+                    *zip(*pruned, strict=True),
+                    "o",
+                    ms=5,
+                    mfc="none",
+                    color=color,
+                    label=f"{found['round']} round, pruned",
+                )
+        if shown:
+            axes.step(
+                *zip(*shown, strict=True), where="post", color=REFERENCE, lw=1, label="best so far"
+            )
+        _percent(axes)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title("The search: validation accuracy of each trial")
+        axes.set_xlabel("trial")
+        axes.set_ylabel("validation accuracy (%)")
+        axes.legend(loc="lower right")
+    return _png(figure)

@@ -38,6 +38,7 @@ __all__ = [
     "Decision",
     "decide",
     "fine_tuning_plan",
+    "plan_fine_tuning",
     "probe_features",
     "probe_record",
     "range_test",
@@ -119,6 +120,13 @@ def _distilled(plan: Plan, teaching: Teaching, config: FitConfig) -> Plan:
         "the epoch, and the learning rate is the plan's for the labels",
         distillation=teaching.to_dict(),
     )
+
+
+def plan_fine_tuning(ready: Prepared, probe: ProbeResult | None, config: FitConfig) -> Plan:
+    """The plan of a fine-tuning of ``ready`` with ``config``'s settings over the table's,
+    whatever ``fit`` would choose, and without measuring anything (the domain, the cost, the
+    range test): for the commands that train many fine-tunings, ``tune``'s trials."""
+    return _plan("fine-tune", ready, probe, config)
 
 
 def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
