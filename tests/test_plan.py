@@ -159,6 +159,8 @@ def test_a_time_budget_becomes_a_number_of_epochs_when_the_plan_is_made():
     tight, tight_cost = within_budget(planned, cost, seconds=45)
     assert tight.fine_tune.epochs == 4 and tight_cost.seconds == 45
     assert tight.evidence["budget"]["epochs_that_fit"] == 4
+    # The epochs left out are one command away.
+    assert any(f"--resume RUN --epochs {cost.epochs}` trains the rest" in r for r in tight.reasons)
     none, _ = within_budget(planned, cost, seconds=12)
     assert none.strategy == "linear-probe" and none.fine_tune is None
     assert any("less than one epoch" in reason for reason in none.reasons)

@@ -321,7 +321,8 @@ def within_budget(plan: Plan, cost: Cost, seconds: float) -> tuple[Plan, Cost]:
         plan = replace(plan, fine_tune=replace(plan.fine_tune, epochs=epochs))
         return plan.adding(
             f"time budget: {_minutes(seconds)} left: {epochs} of the {cost.epochs} planned "
-            f"epochs fit (about {_minutes(cost.epoch_seconds)} each)",
+            f"epochs fit (about {_minutes(cost.epoch_seconds)} each); "
+            f"`headstart fit --resume RUN --epochs {cost.epochs}` trains the rest later",
             budget=budget,
         ), cost.with_epochs(epochs)
     probe_only = replace(plan, strategy="linear-probe", fine_tune=None)
