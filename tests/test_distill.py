@@ -7,6 +7,7 @@ import csv
 import html
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_a_student_is_weighed_against_its_teacher_side_by_side(student, teacher)
     assert weighed["verdict"].startswith("the student keeps")
     assert weighed["passed"] == (weighed["kept"] >= 0.99)  # half the parameters: smaller
     assert all(isinstance(reason, str) for reason in weighed["why_not"])
+    assert 0.5 <= weighed["teacher_mean_top_probability"] <= 1  # two classes
     summary = json.loads((student.run_dir / "summary.json").read_text())
     assert summary["distillation"]["verdict"] == weighed["verdict"]
     report = (student.run_dir / "report.html").read_text()
@@ -178,6 +180,23 @@ def test_a_teacher_sees_the_students_crops_at_its_own_size():
 
     targets = Teacher(Recording(), (224, 224)).targets(torch.zeros(3, 3, 160, 160))
     assert seen == [(3, 3, 224, 224)] and torch.allclose(targets, torch.full((3, 2), 0.5))
+
+
+def test_a_student_of_a_near_certain_teacher_is_told_why_it_learned_little():
+    from headstart.stages.distill import _why_not
+
+    # An identity "network" whose logits are its inputs (two images, two classes).
+    sure = Teacher(torch.nn.Identity(), (2, 2))
+    sure.targets(torch.tensor([[9.0, 0.0], [0.0, 9.0]]))  # 99.99% sure of each
+    assert sure.mean_top_probability == pytest.approx(0.9999, abs=1e-4)
+    teaching = SimpleNamespace(teacher=sure, unlabelled=())
+    history = [{"epoch": 1, "val_accuracy": 0.9}, {"epoch": 2, "val_accuracy": 0.8}]
+    reasons = _why_not(False, True, history, teaching, mixed=False)
+    assert any("near-certain" in r and "--mixup 0.8" in r for r in reasons)
+    unsure = Teacher(torch.nn.Identity(), (1, 2))
+    unsure.targets(torch.tensor([[0.5, 0.0]]))
+    teaching = SimpleNamespace(teacher=unsure, unlabelled=())
+    assert not any("near-certain" in r for r in _why_not(False, True, history, teaching, False))
 
 
 def test_unlabelled_examples_without_a_teacher_are_refused(small_faces):

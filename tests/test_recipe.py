@@ -181,6 +181,9 @@ def test_augment_preview_writes_the_grid_of_training_tensors(small_faces, tmp_pa
     assert Image.open(out).size[0] > 400
 
 
+# slow: test_training's torchrun test checks DDP's model against one process's at every
+# commit; this one, the whole command under torchrun, runs with `pytest -m slow`.
+@pytest.mark.slow
 def test_the_same_fit_command_runs_on_two_processes_under_torchrun(small_faces, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", "2", "-m", "headstart", "fit", str(small_faces)]

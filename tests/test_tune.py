@@ -73,15 +73,17 @@ def test_the_best_trial_is_a_normal_run_whose_report_shows_the_search(tuned, sma
 def test_the_study_lives_in_the_run_folder(tuned):
     storage = f"sqlite:///{tuned.run_dir / 'study.db'}"
     names = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
-    # A study a round, and one whose first trial claims the fit of the best.
-    assert names == {f"{tuned.run_dir.name}-{kind}" for kind in ("coarse", "fine", "fit")}
+    # A study a round, and two of claims: the rounds the first process proposed, and who
+    # fits the best.
+    kinds = ("coarse", "fine", "rounds", "fit")
+    assert names == {f"{tuned.run_dir.name}-{kind}" for kind in kinds}
 
 
 @pytest.mark.slow
 def test_two_processes_tune_one_study_with_no_trial_lost_or_run_twice(small_faces, tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     command = [sys.executable, "-m", "headstart", "tune", small_faces, "--trials", "6"]
-    command += ["--storage", storage, "--study", "shared", "--lr", "2e-4", "--epochs", "1"]
+    command += ["--storage", storage, "--study", "shared", "--lr", "2e-4", "--epochs", "2"]
     command += ["--tta", "none", "--quiet"]
     processes = [
         subprocess.Popen(
@@ -92,27 +94,64 @@ def test_two_processes_tune_one_study_with_no_trial_lost_or_run_twice(small_face
         )
         for i in range(2)
     ]
+    said = []
     for process in processes:
-        _, err = process.communicate(timeout=1200)
+        out, err = process.communicate(timeout=1200)
         assert process.returncode == 0, err[-3000:]
+        said.append(out)
+    states = optuna.trial.TrialState
     for kind, wanted in (("coarse", 4), ("fine", 2)):
         trials = optuna.load_study(study_name=f"shared-{kind}", storage=storage).trials
-        finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
-        assert all(t.state in finished for t in trials), [t.state for t in trials]
-        # Each process stops once the study holds its trials: one more at most, when both
-        # started their last at once; never the same settings twice.
-        assert wanted <= len(trials) <= wanted + 1
-        drawn = [json.dumps(t.params, sort_keys=True) for t in trials]
-        assert len(set(drawn)) == len(drawn)
+        # Exactly the round's trials finished (pruned ones count); a trial started when
+        # the other process had taken the last one stopped before drawing anything.
+        finished = [t for t in trials if t.state in (states.COMPLETE, states.PRUNED)]
+        assert len(finished) == wanted
+        others = [t for t in trials if t not in finished]
+        assert all(t.user_attrs.get("surplus") and not t.params for t in others)
+        drawn = [json.dumps(t.params, sort_keys=True) for t in finished]
+        assert len(set(drawn)) == len(drawn)  # never the same settings twice
     fitted = [p for i in range(2) for p in (tmp_path / f"runs-{i}").glob("*/summary.json")]
-    assert len(fitted) == 1  # one process fitted the best trial
+    assert len(fitted) == 1  # one process fitted the best trial, and the other says where
+    assert any(f"is fitted in {fitted[0].parent}," in out for out in said)
     searched = [p for i in range(2) for p in (tmp_path / f"runs-{i}").glob("*/search.json")]
     bests = {json.dumps(json.loads(p.read_text())["best"], sort_keys=True) for p in searched}
     assert len(searched) == 2 and len(bests) == 1  # both read the same best
 
 
+def test_a_process_joining_a_study_with_other_settings_is_refused(tuned, small_faces, tmp_path):
+    storage = f"sqlite:///{tuned.run_dir / 'study.db'}"
+    with pytest.raises(HeadstartError, match="leaves augment as given; this process gives none"):
+        headstart.tune(
+            small_faces,
+            trials=3,
+            storage=storage,
+            study=tuned.run_dir.name,
+            lr=2e-4,
+            epochs=2,
+            tta="none",
+            runs_dir=tmp_path,
+            quiet=True,
+        )
+
+
+def test_a_search_out_of_time_before_any_trial_says_so(small_faces, tmp_path):
+    with pytest.raises(HeadstartError, match="no coarse trial finished within the time budget"):
+        headstart.tune(small_faces, trials=2, lr=2e-4, time_budget=0.001, runs_dir=tmp_path)
+
+
+def test_a_failed_search_keeps_its_study_and_the_next_run_takes_another_folder(tmp_path):
+    from headstart.runfolder import RunFolder
+
+    first = RunFolder.create(tmp_path, None, "photos-tuned")
+    (first / "study.db").write_bytes(b"trials")
+    first.release()  # killed: no summary, its study kept
+    second = RunFolder.create(tmp_path, None, "photos-tuned")
+    assert second.path.name == "photos-tuned-2"
+    assert (first / "study.db").read_bytes() == b"trials"
+
+
 def test_a_trial_is_pruned_when_behind_but_never_after_its_last_epoch():
-    from headstart.tuning import _PRUNED, _Pruning
+    from headstart.tuning import _PRUNED, _TrialWatch
 
     study = optuna.create_study(
         direction="maximize",
@@ -126,11 +165,11 @@ def test_a_trial_is_pruned_when_behind_but_never_after_its_last_epoch():
     behind = study.ask()
     training = type("Training", (), {"settings": type("S", (), {"epochs": 3})()})()
     with pytest.raises(headstart.training.callbacks.StopTraining, match=_PRUNED):
-        _Pruning(behind, None).on_epoch_end({"epoch": 1, "val_accuracy": 0.1}, training)
+        _TrialWatch(behind, None).on_epoch_end({"epoch": 1, "val_accuracy": 0.1}, training)
     last = study.ask()
     for epoch in (1, 2):
         last.report(0.9, epoch)
-    _Pruning(last, None).on_epoch_end({"epoch": 3, "val_accuracy": 0.1}, training)  # counts
+    _TrialWatch(last, None).on_epoch_end({"epoch": 3, "val_accuracy": 0.1}, training)  # counts
 
 
 def test_a_search_space_draws_fit_settings_and_narrows_around_the_best():
@@ -163,6 +202,8 @@ def test_bad_requests_are_one_line(capsys, small_faces, tmp_path):
         capsys, "tune", small_faces, "--storage", "nosuchdb://x", "--runs-dir", tmp_path
     )
     assert code == 2 and "cannot open the study storage nosuchdb://x" in one_line_error(err)
+    with pytest.raises(HeadstartError, match="give its --storage and --study"):
+        headstart.tune(small_faces, trials=0, runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 

@@ -479,6 +479,16 @@ def _tune(args: argparse.Namespace) -> int:
     )
     if found.fitted is not None:
         print_fit_summary(found.fitted)
+    else:  # the result of this process: where its search's best was fitted
+        from .console import out
+
+        out.print(
+            f"the best trial ({found.best_accuracy:.1%} on validation) is fitted in "
+            f"{found.fitted_in}, by another process of the study; this one's search: "
+            f"{found.run_dir}",
+            soft_wrap=True,  # paths whole, as a script reads them
+            markup=False,
+        )
     return 0
 
 

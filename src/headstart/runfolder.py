@@ -254,6 +254,12 @@ class RunFolder:
         if run.exists(SUMMARY) and not run.exists(FAILED):
             run.release()
             return "already holds a finished run"
+        if run.exists(STUDY):  # a search's trials: hours of work a rerun would wipe
+            run.release()
+            return (
+                f"holds a tuning study (`headstart tune DATA --storage sqlite:///"
+                f"{(path / STUDY).resolve()} --study {path.name}` goes on with it)"
+            )
         if run.resumable and not run.exists(FAILED):
             run.release()
             return "holds a run that can go on (`headstart fit --resume` it)"

@@ -72,14 +72,16 @@ SAMPLERS = ("tpe", "random")
 
 @dataclass(frozen=True)
 class TuneResult:
-    """Where the search was written, what it found, and the best trial's fit (None where
-    another process of a shared study fitted it)."""
+    """Where the search was written, what it found, and the best trial's fit: in this run
+    folder, or in ``fitted_in`` where another process of a shared study fitted it (``fitted``
+    is then None)."""
 
     run_dir: Path
     best: dict[str, Any]  # the best trial's fit settings
     best_accuracy: float
     trials: int
     fitted: FitResult | None
+    fitted_in: Path
 
 
 def tune(
@@ -97,13 +99,17 @@ def tune(
     over (``time_budget``: minutes for the search; the best's fit comes after). ``storage``:
     an Optuna database URL (default: ``study.db`` in the run folder); ``study``: the study's
     name there (several processes that give the same ones share its trials; ``trials=0``
-    fits the best of a finished study); ``sampler``: ``tpe`` (Bayesian) or ``random`` (the
-    baseline)."""
+    fits the best of a study another run searched); ``sampler``: ``tpe`` (Bayesian) or
+    ``random`` (the baseline)."""
     optuna = _optuna()
     if sampler not in SAMPLERS:
         raise HeadstartError(f"sampler={sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 0:
         raise HeadstartError(f"trials={trials!r} must be a whole number, at least 0")
+    if trials == 0 and not (storage and study):
+        raise HeadstartError(
+            "--trials 0 fits the best of a study searched before: give its --storage and --study"
+        )
     config = FitConfig.of(config, **settings)
     # What the user gave is not searched, even where given at its default (--augment light).
     given = tuple(sorted({*settings, *config.changed()}))
@@ -121,26 +127,48 @@ def tune(
         require_trainable(ready.dataset)
         probe = probe_features(ready, config)
         base = Decision(plan_fine_tuning(ready, probe, config), ready, probe)
+        checked = _checked(base, config, run)
+        # Made once the checks pass: a folder holding a study is kept for the study's sake.
         store = shared or _storage(optuna, f"sqlite:///{(run / STUDY).resolve()}")
         name = study or run.path.name
         search = _Search(optuna, base, config, given, store, name, sampler, shared_url=storage)
-        record = search.run(trials, run, started)
+        record = search.run(trials, run, started) | {"checks": checked}
         run.write_json(SEARCH, record)
-        best = record["best"]
-        if not record["fits"]:
-            say(config.quiet, f"tune: {_FITTED_ELSEWHERE}")
-            return TuneResult(run.path, best["settings"], best["accuracy"], record["trials"], None)
+        best, fitted_in = record["best"], Path(record["fitted_in"])
+        if fitted_in != run.path:
+            say(config.quiet, f"tune: the best trial is fitted in {fitted_in}, by another process")
+            return TuneResult(
+                run.path, best["settings"], best["accuracy"], record["trials"], None, fitted_in
+            )
         # The search's budget is spent: the best's fit trains all its epochs.
         chosen = FitConfig.of(config, strategy="fine-tune", time_budget=None, **best["settings"])
         run.write_json(CONFIG_JSON, {"data": str(Path(data).resolve()), **asdict(chosen)})
         save_config(chosen, run / CONFIG_YAML, data)
         fitted = run_stages(ready, chosen, run, started)
-    return TuneResult(run.path, best["settings"], best["accuracy"], record["trials"], fitted)
+    return TuneResult(
+        run.path, best["settings"], best["accuracy"], record["trials"], fitted, run.path
+    )
+
+
+def _checked(base: Decision, config: FitConfig, run: RunFolder) -> dict:
+    """The sanity checks before the first trial: a search over a broken pipeline finds
+    nothing, so a failure stops it."""
+    checks = checking.before_training(base, config)
+    checks.write(run / CHECKS)
+    if not checks.passed:
+        failed = "; ".join(f"{c.title}: {c.summary}" for c in checks.failed)
+        raise HeadstartError(f"the search stops before its first trial: {failed}")
+    return {"passed": checks.passed, "headline": checks.headline()}
 
 
 class _Search:
     """The rounds of one search, over one study per round in ``storage`` (at ``shared_url``
-    where other processes may share it)."""
+    where other processes may share it).
+
+    What the processes of a shared study must agree on (the rounds' spaces and quotas, who
+    fits the best) is proposed by each and decided by the first to ask (:meth:`_agreed`);
+    each round's trials are shared out until the round holds its quota, and a round is read
+    only once all of them are in."""
 
     def __init__(
         self,
@@ -160,45 +188,96 @@ class _Search:
         self.shown_storage = shared_url or f"sqlite:///{STUDY} (in the run folder)"
 
     def run(self, trials: int, run: RunFolder, started: float) -> dict:
-        config, plan = self.config, self.base.plan
         record: dict[str, Any] = {"study": self.name, "storage": self.shown_storage}
-        checks = checking.before_training(self.base, config)
-        checks.write(run / CHECKS)
-        record["checks"] = {"passed": checks.passed, "headline": checks.headline()}
-        if not checks.passed:
-            failed = "; ".join(f"{c.title}: {c.summary}" for c in checks.failed)
-            raise HeadstartError(f"the search stops before its first trial: {failed}")
-        lr = self._learning_rate(record, run)
-        stages = len(layer_groups(self.base.ready.backbone))
-        coarse_trials = max(1, round(trials * COARSE_SHARE)) if trials else 0
-        epochs = plan.fine_tune.epochs
-        coarse_space = SearchSpace.wide(lr, stages, min(COARSE_EPOCHS, epochs), self.given)
+        rounds = self._agreed("rounds", self._proposal(trials, record, run) if trials else None)
+        self._require_same_givens(SearchSpace.from_dict(rounds["space"]))
         deadline = self._deadline(started)
-        coarse = self._round("coarse", coarse_space, coarse_trials, deadline)
+        coarse_space = SearchSpace.from_dict(rounds["space"])
+        coarse = self._round("coarse", coarse_space, rounds["coarse"], deadline, trials > 0)
         if coarse["best"] is None:
-            raise HeadstartError("no coarse trial finished: nothing to search around")
+            within = " within the time budget" if _past(deadline) else ""
+            raise HeadstartError(f"no coarse trial finished{within}: nothing to search around")
         rising, reading = _reading(coarse["best"]["history"])
-        fine_epochs = epochs if rising else coarse_space.epochs
+        fine_epochs = rounds["epochs"] if rising else coarse_space.epochs
         record["reading"] = f"{reading}: the finer round trains {fine_epochs} epochs a trial"
-        say(config.quiet, f"tune: {record['reading']}")
+        say(self.config.quiet, f"tune: {record['reading']}")
         fine_space = coarse_space.around(coarse["best"]["params"], fine_epochs)
-        fine = self._round("fine", fine_space, trials - coarse_trials, deadline)
+        fine = self._round("fine", fine_space, rounds["fine"], deadline, trials > 0)
         record["rounds"] = [coarse, fine]
         record["trials"] = coarse["trials"] + fine["trials"]
         best, where = (fine["best"], "fine") if fine["best"] else (coarse["best"], "coarse")
+        settings = dict(best["settings"])
+        if where == "coarse" and not fine["trials"] and rising:
+            # No finer trial ran (the budget, or no trials left for it): the curves asked
+            # for more epochs than a coarse trial's, and the fit trains them.
+            settings["epochs"] = fine_epochs
         record["best"] = {
             "round": where,
             "number": best["number"],
             "accuracy": best["value"],
-            "settings": best["settings"],
+            "settings": settings,
         }
         say(
-            config.quiet,
+            self.config.quiet,
             f"tune: best trial {best['number']} of the {where} round, {best['value']:.1%} on "
-            f"validation: {best['settings']}",
+            f"validation: {settings}",
         )
-        record["fits"] = trials == 0 or self._claims_the_fit()
+        claimed = self._agreed("fit", {"run": str(run.path)})["run"]
+        record["fitted_in"] = str(run.path) if trials == 0 else claimed
         return record
+
+    def _proposal(self, trials: int, record: dict, run: RunFolder) -> dict:
+        """This process's rounds: the coarse space around its learning-rate centre, the
+        trials of each round, and the epochs the finer round trains when the curves rise."""
+        lr = self._learning_rate(record, run)
+        stages = len(layer_groups(self.base.ready.backbone))
+        epochs = self.base.plan.fine_tune.epochs
+        coarse = max(1, round(trials * COARSE_SHARE))
+        space = SearchSpace.wide(lr, stages, min(COARSE_EPOCHS, epochs), self.given)
+        return {
+            "space": space.to_dict(),
+            "coarse": coarse,
+            "fine": trials - coarse,
+            "epochs": epochs,
+        }
+
+    def _require_same_givens(self, agreed: SearchSpace) -> None:
+        mine = SearchSpace.not_drawn(self.given)
+        if sorted(agreed.fixed) != sorted(mine):
+            raise HeadstartError(
+                f"study {self.name} leaves {', '.join(agreed.fixed) or 'nothing'} as given; "
+                f"this process gives {', '.join(mine) or 'none of them'}: start every process "
+                "of a study with the same settings"
+            )
+
+    def _agreed(self, topic: str, proposal: dict | None) -> dict:
+        """The proposal of the first process to ask about ``topic``, in every process of the
+        study: the storage hands out the trial numbers of a study of claims one at a time,
+        and trial 0's proposal stands. ``None`` proposes nothing: one must stand already."""
+        optuna, states = self.optuna, self.optuna.trial.TrialState
+        claims = optuna.create_study(
+            study_name=f"{self.name}-{topic}", storage=self.storage, load_if_exists=True
+        )
+        if proposal is not None:
+            with warnings.catch_warnings():  # a claim is told at once: it needs no heartbeat
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                claim = claims.ask()
+            if claim.number == 0:
+                claim.set_user_attr("proposal", proposal)
+            claims.tell(claim, 0.0)
+        for _ in range(GRACE):
+            first = [t for t in claims.get_trials(deepcopy=False) if t.number == 0]
+            if first and "proposal" in first[0].user_attrs:
+                return first[0].user_attrs["proposal"]
+            if not first and proposal is None:
+                raise HeadstartError(f"study {self.name} holds no search: nothing to fit")
+            if first and first[0].state != states.RUNNING:
+                break  # the first asked, and died before it proposed
+            time.sleep(1)
+        raise HeadstartError(
+            f"study {self.name}: the first process to ask about its {topic} never said "
+            "(killed?): start the search again under another --study name"
+        )
 
     def _learning_rate(self, record: dict, run: RunFolder) -> float:
         """The centre of the search's learning rates: the one given (--lr), or the range
@@ -222,10 +301,14 @@ class _Search:
         say(self.config.quiet, f"tune: learning rates around {lr:.3g} ({how})")
         return lr
 
-    def _round(self, kind: str, proposed: SearchSpace, quota: int, deadline: float | None) -> dict:
-        """One round's study: its space (the first process's, for all), its trials shared
-        out until it holds ``quota`` of them, and its record once all of them are in."""
+    def _round(
+        self, kind: str, space: SearchSpace, quota: int, deadline: float | None, runs: bool
+    ) -> dict:
+        """One round's study: trials run here (when ``runs``) while the round holds fewer
+        than ``quota`` finished or running ones; then, once none runs anywhere, its record.
+        A trial whose process died is failed (its heartbeat stopped), and run again."""
         optuna = self.optuna
+        states = optuna.trial.TrialState
         study = optuna.create_study(
             study_name=f"{self.name}-{kind}",
             storage=self.storage,
@@ -236,42 +319,63 @@ class _Search:
             ),
             load_if_exists=True,
         )
-        if "space" not in study.user_attrs:
-            study.set_user_attr("space", proposed.to_dict())
-        space = SearchSpace.from_dict(study.user_attrs["space"])
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        left = quota - len(study.get_trials(deepcopy=False, states=finished))
-        timeout = None if deadline is None else max(deadline - time.perf_counter(), 0)
         say(self.config.quiet, f"tune: {kind} round, {quota} trials: {space.describe()}")
-        if left > 0 and timeout != 0:
-            study.optimize(
-                self._objective(space, kind, deadline),
-                n_trials=left,
-                timeout=timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(quota, states=finished)],
-            )
-        _wait_for_others(study, optuna)
+        objective = self._objective(space, kind, deadline, quota)
+        stopped = (_Surplus, _OutOfTime, MemoryError, *_out_of_memory())
+        while True:
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as heartbeats
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
+            running = sum(t.state == states.RUNNING for t in trials)
+            if finished >= quota or (running == 0 and (_past(deadline) or not runs)):
+                break
+            if _failed(trials) >= max(quota, 1):
+                raise HeadstartError(f"{_failed(trials)} trials of the {kind} round failed")
+            if runs and not _past(deadline) and finished + running < quota:
+                study.optimize(objective, n_trials=1, catch=stopped)
+            else:
+                time.sleep(POLL)
         return _round_record(study, kind, space, optuna, self.config.seed)
 
-    def _objective(self, space: SearchSpace, kind: str, deadline: float | None):
+    def _objective(self, space: SearchSpace, kind: str, deadline: float | None, quota: int):
         base, config, optuna = self.base, self.config, self.optuna
+        counted = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.RUNNING,
+        )
 
         def objective(trial) -> float:
+            # Two processes may start the round's last trial at once: the later one is
+            # surplus, and stops before it draws anything.
+            ahead = trial.study.get_trials(deepcopy=False, states=counted)
+            if sum(t.number < trial.number for t in ahead) >= quota:
+                trial.set_user_attr("surplus", True)
+                raise _Surplus
             settings = space.suggest(trial)
             trial_config = FitConfig.of(config, strategy="fine-tune", quiet=True, **settings)
             plan = plan_fine_tuning(base.ready, base.probe, trial_config)
             model = copy.deepcopy(starting_model(base, config))
             callbacks = [
-                _Pruning(trial, deadline),
+                _TrialWatch(trial, deadline),
                 Progress(f"{kind} trial {trial.number}", quiet=config.quiet),
             ]
-            result = fine_tune_planned(
-                model, replace(base, plan=plan), trial_config, callbacks, None
-            )
+            try:
+                result = fine_tune_planned(
+                    model, replace(base, plan=plan), trial_config, callbacks, None
+                )
+            except (MemoryError, *_out_of_memory()) as error:
+                trial.set_user_attr("settings", settings)
+                say(config.quiet, f"tune: {kind} trial {trial.number} failed, out of memory")
+                raise error
             trial.set_user_attr("settings", settings)
             trial.set_user_attr("history", result.history)
             trial.set_user_attr("stopped", result.stopped)
-            if result.stopped in (_PRUNED, _OUT_OF_TIME):
+            if result.stopped == _OUT_OF_TIME:
+                raise _OutOfTime
+            if result.stopped == _PRUNED:
                 raise optuna.TrialPruned(result.stopped)
             if result.stopped == "interrupted":
                 raise KeyboardInterrupt
@@ -291,30 +395,27 @@ class _Search:
             return samplers.RandomSampler(seed=seed)
         return samplers.TPESampler(seed=seed, n_startup_trials=max(2, trials // 3))
 
-    def _claims_the_fit(self) -> bool:
-        """Whether this process fits the best: the first to ask the study of the fit wins
-        (trial numbers are given out one at a time by the storage)."""
-        claims = self.optuna.create_study(
-            study_name=f"{self.name}-fit", storage=self.storage, load_if_exists=True
-        )
-        with warnings.catch_warnings():  # a claim is told at once: it needs no heartbeat
-            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-            trial = claims.ask()
-        claims.tell(trial, 0.0)
-        return trial.number == 0
-
     def _deadline(self, started: float) -> float | None:
         if self.config.time_budget is None:
             return None
         return started + self.config.time_budget * 60
 
 
+#: Seconds between two looks at a round other processes are still running trials of.
+POLL = 2.0
 _PRUNED = "pruned: behind the median of the other trials at this epoch"
 _OUT_OF_TIME = "stopped: the search's time budget ran out"
-_FITTED_ELSEWHERE = "another process of this study fits the best trial"
 
 
-class _Pruning(Callback):
+class _Surplus(Exception):
+    """A trial started when the round already held its quota (recorded as failed)."""
+
+
+class _OutOfTime(Exception):
+    """A trial the time budget stopped (recorded as failed: it does not count as a trial)."""
+
+
+class _TrialWatch(Callback):
     """Reports each epoch's validation accuracy to the trial, and stops a trial the pruner
     finds behind (never after its last epoch: a finished trial counts) or the time budget
     runs out on."""
@@ -323,13 +424,35 @@ class _Pruning(Callback):
         self.trial, self.deadline = trial, deadline
 
     def on_batch_end(self, step: TrainingStep) -> None:
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if _past(self.deadline):
             raise StopTraining(_OUT_OF_TIME)
 
     def on_epoch_end(self, record: dict, training: Training) -> None:
         self.trial.report(record["val_accuracy"], record["epoch"])
         if record["epoch"] < training.settings.epochs and self.trial.should_prune():
             raise StopTraining(_PRUNED)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    """A trial whose settings need more memory than there is fails alone: the next trial
+    draws others."""
+    import torch
+
+    return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ()
+
+
+def _failed(trials: list) -> int:
+    """Trials that failed on their own: not the surplus ones, nor those the budget stopped."""
+    return sum(
+        t.state.name == "FAIL"
+        and not t.user_attrs.get("surplus")
+        and t.user_attrs.get("stopped") != _OUT_OF_TIME
+        for t in trials
+    )
 
 
 def _storage(optuna, url: str):
@@ -339,12 +462,14 @@ def _storage(optuna, url: str):
     again, and finds them made."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    # SQLite locks the whole file to write: wait for the other process's write, not fail.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT, grace_period=GRACE
+                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT, grace_period=GRACE
                 )
         except (IntegrityError, OperationalError) as error:
             if attempt == 4:
@@ -360,47 +485,22 @@ def _cannot_open(url: str, error: Exception) -> str:
     return f"cannot open the study storage {url}: {first_line}"
 
 
-def _wait_for_others(study, optuna, poll: float = 2.0) -> None:
-    """Until no trial of ``study`` is running in another process (a round's best is read
-    only once all its trials are in); a trial whose process died is failed, not waited for."""
-    running = (optuna.trial.TrialState.RUNNING,)
-    while study.get_trials(deepcopy=False, states=running):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(poll)
-
-
 def _round_record(study, kind: str, space: SearchSpace, optuna, seed: int) -> dict:
     states = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     complete = [t for t in trials if t.state == states.COMPLETE]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    importance = {}
-    if len(complete) >= 2 and space.drawn_count() > 1:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        try:
-            importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        except (RuntimeError, ValueError):  # every trial drew the same values
-            importance = {}
     return {
         "round": kind,
         "space": space.to_dict(),
         "described": space.describe(),
         "trials": sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials),
         "pruned": sum(t.state == states.PRUNED for t in trials),
-        "failed": sum(t.state == states.FAIL for t in trials),
-        "importance": {k: float(v) for k, v in importance.items()},
-        "history": [
-            {
-                "number": t.number,
-                "state": t.state.name.lower(),
-                "value": t.value
-                if t.value is not None
-                else max([r["val_accuracy"] for r in t.user_attrs.get("history") or []] or [None]),
-                "settings": t.user_attrs.get("settings"),
-                "epochs": len(t.user_attrs.get("history") or []),
-            }
-            for t in sorted(trials, key=lambda t: t.number)
-        ],
+        "out_of_time": sum(t.user_attrs.get("stopped") == _OUT_OF_TIME for t in trials),
+        "failed": _failed(trials),
+        "importance": _importance(study, complete, space, optuna, seed),
+        "importance_trials": len(complete),
+        "history": [_trial_record(t) for t in sorted(trials, key=lambda t: t.number)],
         "best": None
         if best is None
         else {
@@ -410,6 +510,32 @@ def _round_record(study, kind: str, space: SearchSpace, optuna, seed: int) -> di
             "settings": best.user_attrs["settings"],
             "history": best.user_attrs.get("history") or [],
         },
+    }
+
+
+def _importance(study, complete: list, space: SearchSpace, optuna, seed: int) -> dict:
+    """Each drawn setting's share of the variance of the validation accuracy (fANOVA)."""
+    if len(complete) < 2 or space.drawn_count() < 2:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    try:
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # every trial drew the same values
+        return {}
+    return {name: float(value) for name, value in found.items()}
+
+
+def _trial_record(trial) -> dict:
+    """A trial as the report shows it: a pruned one by the best epoch it reached."""
+    history = trial.user_attrs.get("history") or []
+    reached = max((epoch["val_accuracy"] for epoch in history), default=None)
+    stopped = trial.user_attrs.get("stopped")
+    return {
+        "number": trial.number,
+        "state": "out of time" if stopped == _OUT_OF_TIME else trial.state.name.lower(),
+        "value": trial.value if trial.value is not None else reached,
+        "settings": trial.user_attrs.get("settings"),
+        "epochs": len(history),
     }
 
 
@@ -435,5 +561,7 @@ def _optuna():
         raise HeadstartError(
             "tune needs Optuna: pip install 'headstart[tune]' (or pip install optuna)"
         ) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs each trial that fails (a surplus one, one the budget stopped) with its
+    # traceback: the search says what happens in its own words instead.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna

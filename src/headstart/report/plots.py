@@ -268,8 +268,8 @@ def compare_scratch(data: dict) -> bytes:
 
 
 def search_history(rounds: list[dict]) -> bytes:
-    """Every trial's validation accuracy by trial, round by round (pruned trials at the last
-    epoch they reached, hollow), with the best so far."""
+    """Every trial's validation accuracy by trial, round by round (trials stopped early,
+    hollow, at the best epoch they reached), with the best so far."""
     with _figure(3.2) as (figure, axes):
         x, best, shown = 0, None, []
         for found, color in zip(rounds, (SCRATCH, TRANSFER), strict=False):
@@ -279,7 +279,7 @@ def search_history(rounds: list[dict]) -> bytes:
                 value = trial["value"]
                 if value is None:
                     continue
-                (pruned if trial["state"] == "pruned" else done).append((x, value))
+                (done if trial["state"] == "complete" else pruned).append((x, value))
                 if trial["state"] == "complete":
                     best = value if best is None else max(best, value)
                     shown.append((x, best))
@@ -298,7 +298,7 @@ def search_history(rounds: list[dict]) -> bytes:
                     ms=5,
                     mfc="none",
                     color=color,
-                    label=f"{found['round']} round, pruned",
+                    label=f"{found['round']} round, stopped early",
                 )
         if shown:
             axes.step(

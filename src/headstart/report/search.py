@@ -23,6 +23,10 @@ SHOWN = (
 )
 
 
+#: Below this many finished trials, the importance of each setting is said to be rough.
+ROUGH_BELOW = 20
+
+
 def search(run: ReportedRun) -> Html:
     data = run.json(SEARCH)
     if data is None:
@@ -52,8 +56,6 @@ def search(run: ReportedRun) -> Html:
                 "those settings (see the plan)."
             )
         )
-    elif data.get("waiting"):
-        parts.append(note(data["waiting"]))
     return join(parts)
 
 
@@ -86,17 +88,28 @@ def _round(found: dict) -> list:
     parts = [
         tag("h3", f"The {found['round']} round"),
         paragraph(
-            f"{found['trials']} trials ({found['pruned']} pruned from their epoch curves, "
-            f"{found['failed']} failed) over: {found['described']}."
+            f"{found['trials']} trials ({found['pruned']} pruned from their epoch curves"
+            + (
+                f", {found['out_of_time']} more stopped by the time budget"
+                if found.get("out_of_time")
+                else ""
+            )
+            + f", {found['failed']} failed) over: {found['described']}."
         ),
         table(["trial", "state", "validation", "epochs", *SHOWN], rows, "rlrr" + "r" * len(SHOWN)),
     ]
     if found.get("importance"):
         importance = sorted(found["importance"].items(), key=lambda item: -item[1])
+        counted = found.get("importance_trials", 0)
+        rough = (
+            f" From {counted} finished trials, a rough guide: fANOVA needs tens to be sure."
+            if counted < ROUGH_BELOW
+            else ""
+        )
         parts += [
             paragraph(
                 "What mattered (Optuna's fANOVA importance: the share of the variance of "
-                "the validation accuracy each setting explains):"
+                f"the validation accuracy each setting explains).{rough}"
             ),
             table(["setting", "importance"], [(k, f"{v:.2f}") for k, v in importance], "lr"),
         ]

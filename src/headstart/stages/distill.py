@@ -215,13 +215,13 @@ def weigh_student(
     the split they share, parameters, size of the weights, networks run per image and latency
     on this machine; and whether the student keeps :data:`KEEPS` of the teacher's accuracy at
     :data:`SMALLER` of its parameters or latency, or why not."""
-    weighed = _weighed(student, teaching, run.epochs)
+    weighed = _weighed(student, teaching, run.epochs, bool(config.mixup or config.cutmix))
     run.write_json(DISTILLATION, weighed)
     say(config.quiet, f"distillation: {weighed['verdict']}")
     return weighed
 
 
-def _weighed(student: Candidate, teaching: Teaching, history: list[dict]) -> dict:
+def _weighed(student: Candidate, teaching: Teaching, history: list[dict], mixed: bool) -> dict:
     images = [sample.path for sample in student.scored["val"].samples[:TIMED_IMAGES]]
     sides = {
         "teacher": _measured(teaching.model, teaching.scores, images),
@@ -255,7 +255,8 @@ def _weighed(student: Candidate, teaching: Teaching, history: list[dict]) -> dic
         "passed": keeps and smaller,
         "bar": {"keeps": KEEPS, "smaller": SMALLER},
         "verdict": verdict,
-        "why_not": _why_not(keeps, smaller, history, teaching),
+        "why_not": _why_not(keeps, smaller, history, teaching, mixed),
+        "teacher_mean_top_probability": teaching.teacher.mean_top_probability,
         "unlabelled": len(teaching.unlabelled),
         "unlabelled_left_out": teaching.left_out,
         **sides,
@@ -291,7 +292,13 @@ def _latency_ms(model: Model, paths: list[Path]) -> float:
     return 1000 * statistics.median(seconds)
 
 
-def _why_not(keeps: bool, smaller: bool, history: list[dict], teaching: Teaching) -> list[str]:
+#: Targets this sure on average carry little beyond the labels.
+CERTAIN = 0.95
+
+
+def _why_not(
+    keeps: bool, smaller: bool, history: list[dict], teaching: Teaching, mixed: bool
+) -> list[str]:
     """What may explain a student that does not clear the bar, from what the run shows."""
     reasons = []
     if not smaller:
@@ -308,6 +315,14 @@ def _why_not(keeps: bool, smaller: bool, history: list[dict], teaching: Teaching
             f"its validation accuracy was still at its best in the last epoch ({last['epoch']}): "
             "it may gain from training longer (`headstart fit --resume RUN --epochs N`); "
             "distillation pays off over long training (Beyer et al. 2022)"
+        )
+    sure = teaching.teacher.mean_top_probability
+    if sure is not None and sure >= CERTAIN:
+        mixing = "" if mixed else "mixed images (--mixup 0.8, --cutmix 1.0, as Beyer et al.) or "
+        reasons.append(
+            f"the teacher's targets were near-certain (mean top probability {sure:.1%} on the "
+            "crops the student saw; it trained on these images): they teach little beyond the "
+            f"labels; {mixing}unlabelled images give softer ones"
         )
     if not teaching.unlabelled:
         reasons.append(

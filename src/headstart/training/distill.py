@@ -41,6 +41,14 @@ class Teacher:
         self.input_size = tuple(input_size)
         self.temperature = temperature
         self.device = next(network.parameters(), torch.empty(0)).device
+        # The targets' top probabilities, summed: near-certain targets teach little more
+        # than the labels (the teacher saw these images in its own training).
+        self.top_probability_sum, self.targets_given = 0.0, 0
+
+    @property
+    def mean_top_probability(self) -> float | None:
+        """How sure the teacher was, on average, on the crops it gave targets for."""
+        return self.top_probability_sum / self.targets_given if self.targets_given else None
 
     def to(self, device: torch.device) -> Teacher:
         self.network.to(device, memory_format=torch.channels_last)
@@ -56,7 +64,10 @@ class Teacher:
             inputs = F.interpolate(
                 inputs.float(), size=self.input_size, mode="bilinear", antialias=True
             )
-        return (self.network(inputs).float() / self.temperature).softmax(1)
+        targets = (self.network(inputs).float() / self.temperature).softmax(1)
+        self.top_probability_sum += float(targets.max(1).values.sum())
+        self.targets_given += len(targets)
+        return targets
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """How far the student's ``logits`` are from the teacher's ``targets``: the KL

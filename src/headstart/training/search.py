@@ -77,8 +77,13 @@ class SearchSpace:
             cutmix=(0.0, 1.0),
             epochs=epochs,
             stages=stages,
-            fixed=tuple(name for name in fixed if name in (*_DRAWN, "freeze")),
+            fixed=cls.not_drawn(fixed),
         )
+
+    @staticmethod
+    def not_drawn(given: tuple[str, ...]) -> tuple[str, ...]:
+        """The settings of ``given`` that a search would draw: it leaves them as given."""
+        return tuple(name for name in given if name in (*_DRAWN, "freeze"))
 
     def suggest(self, trial: Suggester) -> dict[str, Any]:
         """One draw, as fit settings (``FitConfig`` names); the fixed ones are not drawn."""
