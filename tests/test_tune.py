@@ -20,13 +20,13 @@ from test_cli import one_line_error, run
 
 @pytest.fixture(scope="module")
 def tuned(small_faces, tmp_path_factory):
-    # --lr centres the search without a range test, and 2 epochs a trial: a quick search;
+    # --lr centres the search without a range test, and 1 epoch a trial: a quick search;
     # the augmentation given is not searched.
     return headstart.tune(
         small_faces,
         trials=3,
         lr=2e-4,
-        epochs=2,
+        epochs=1,
         augment="light",
         tta="none",
         runs_dir=tmp_path_factory.mktemp("runs"),
@@ -52,7 +52,7 @@ def test_the_search_runs_its_rounds_and_fits_the_best(tuned):
     assert fine["space"]["mixup"] == [chosen["mixup"]]
     assert fine["space"]["lr"] == pytest.approx([chosen["lr"] / 3, chosen["lr"] * 3])
     assert coarse["space"]["lr"] == pytest.approx([2e-5, 6e-4])  # around the --lr given
-    assert search["reading"].endswith("the finer round trains 2 epochs a trial")
+    assert search["reading"].endswith("the finer round trains 1 epoch a trial")
     # What was given is not searched: every trial augments as asked.
     assert "augment" in coarse["space"]["fixed"]
     assert all("augment" not in t["settings"] for r in (coarse, fine) for t in r["history"])
@@ -215,7 +215,7 @@ def test_no_trials_fits_the_best_of_a_finished_study(tuned, small_faces, tmp_pat
         storage=storage,
         study=tuned.run_dir.name,
         lr=2e-4,
-        epochs=2,
+        epochs=1,
         augment="light",
         tta="none",
         runs_dir=tmp_path,

@@ -199,7 +199,8 @@ class _Search:
             raise HeadstartError(f"no coarse trial finished{within}: nothing to search around")
         rising, reading = _reading(coarse["best"]["history"])
         fine_epochs = rounds["epochs"] if rising else coarse_space.epochs
-        record["reading"] = f"{reading}: the finer round trains {fine_epochs} epochs a trial"
+        a_trial = f"{fine_epochs} epoch{'s' if fine_epochs != 1 else ''} a trial"
+        record["reading"] = f"{reading}: the finer round trains {a_trial}"
         say(self.config.quiet, f"tune: {record['reading']}")
         fine_space = coarse_space.around(coarse["best"]["params"], fine_epochs)
         fine = self._round("fine", fine_space, rounds["fine"], deadline, trials > 0)
