@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         description="The sanity checks, the learning-rate range test, a coarse round of short "
         "trials over wide ranges (poor ones pruned from their epoch curves), then a finer "
         "round around the best; the best trial is fitted as a normal run in the same folder, "
-        "whose report shows the search. Settings given are the base every trial draws over.",
+        "whose report shows the search. Settings given are the base every trial draws over, "
+        "and are not searched; --time-budget bounds the search (the best's fit comes after).",
     )
     tune.add_argument("data", help="folder or CSV file, as for fit")
     tune.add_argument("--trials", type=int, default=12, help="trials in all (default 12)")
