@@ -91,6 +91,8 @@ def test_the_plan_says_the_student_learns_the_teachers_probabilities(student, te
     assert plan["strategy"] == "fine-tune"  # a student fine-tunes, even where auto would probe
     assert "strategy fine-tune was asked for" not in plan["reasons"]
     assert plan["fine_tune"]["label_smoothing"] == 0.0 and plan["fine_tune"]["balance"] == "none"
+    # Mixed images, where the teacher's targets are soft (no --mixup or --cutmix given).
+    assert (plan["fine_tune"]["mixup"], plan["fine_tune"]["cutmix"]) == (0.8, 1.0)
     assert plan["evidence"]["distillation"]["temperature"] == 1.0
     assert any("images" in r and "s a step" in r for r in plan["reasons"])  # its cost, said
     config = json.loads((student.run_dir / "config.json").read_text())
