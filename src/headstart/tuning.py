@@ -367,10 +367,10 @@ class _Search:
                 result = fine_tune_planned(
                     model, replace(base, plan=plan), trial_config, callbacks, None
                 )
-            except (MemoryError, *_out_of_memory()) as error:
+            except (MemoryError, *_out_of_memory()):
                 trial.set_user_attr("settings", settings)
                 say(config.quiet, f"tune: {kind} trial {trial.number} failed, out of memory")
-                raise error
+                raise
             trial.set_user_attr("settings", settings)
             trial.set_user_attr("history", result.history)
             trial.set_user_attr("stopped", result.stopped)

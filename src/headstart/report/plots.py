@@ -273,13 +273,13 @@ def search_history(rounds: list[dict]) -> bytes:
     with _figure(3.2) as (figure, axes):
         x, best, shown = 0, None, []
         for found, color in zip(rounds, (SCRATCH, TRANSFER), strict=False):
-            done, pruned = [], []
+            done, stopped = [], []
             for trial in found["history"]:
                 x += 1
                 value = trial["value"]
                 if value is None:
                     continue
-                (done if trial["state"] == "complete" else pruned).append((x, value))
+                (done if trial["state"] == "complete" else stopped).append((x, value))
                 if trial["state"] == "complete":
                     best = value if best is None else max(best, value)
                     shown.append((x, best))
@@ -291,9 +291,9 @@ def search_history(rounds: list[dict]) -> bytes:
                     color=color,
                     label=f"{found['round']} round",
                 )
-            if pruned:
+            if stopped:
                 axes.plot(
-                    *zip(*pruned, strict=True),
+                    *zip(*stopped, strict=True),
                     "o",
                     ms=5,
                     mfc="none",
