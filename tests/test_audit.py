@@ -600,3 +600,22 @@ def test_a_probe_that_answers_the_largest_class_is_not_trusted(tmp_path):
     assert check.probe_accuracy >= 0.9 and not check.reliable
     assert "in an average class (balanced accuracy)" in check.why
     assert "no better than always answering the largest class (95%)" in check.why
+
+
+def test_the_label_check_works_on_the_callers_array_only_when_given_it():
+    # The audit gives the label check its own array of features, standardised in place (at
+    # 50,000 images a copy is 256 MB); any other caller's array is left as it was.
+    from headstart.auditing.labels import check_labels
+    from headstart.data.sources import Sample
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 40)
+    features = (rng.normal(size=(120, 16)) + 2 * labels[:, None] + 5).astype(np.float32)
+    samples = [Sample(Path(f"/{i}.png"), "abc"[label], "train") for i, label in enumerate(labels)]
+    kept = features.copy()
+    checked = check_labels(samples, features)
+    assert np.array_equal(features, kept)
+    given = check_labels(samples, features, overwrite=True)
+    assert abs(features.mean(0)).max() < 1e-4  # standardised where it lay
+    assert given.probe_accuracy == checked.probe_accuracy > 0.9
+    assert [issue.sample for issue in given.issues] == [issue.sample for issue in checked.issues]

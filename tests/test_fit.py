@@ -155,14 +155,14 @@ def test_features_are_computed_once_and_cached(lite0, small_faces, tmp_path):
 
     first, second = run(), run()
     assert first.computed == 8 and second.computed == 0
-    assert np.array_equal(first.views["plain"], second.views["plain"])
+    assert np.array_equal(first.of(paths), second.of(paths))
     # A copy of a file under another name is the same content: still a cache hit.
     twin = tmp_path / "renamed.png"
     shutil.copy(paths[0], twin)
     store = {"plain": FeatureStore(tmp_path / "features", identity)}
     third = extract_features(backbone, pipeline, [twin], images, store)
     assert third.computed == 0
-    assert np.array_equal(third.views["plain"][0], first.views["plain"][0])
+    assert np.array_equal(third.of([twin])[0], first.of(paths)[0])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong shape", "one vector not finite"])
@@ -194,27 +194,42 @@ def test_damaged_cache_entries_are_recomputed_never_served(lite0, small_faces, t
         save_file({"features": vectors}, shard, metadata=keys)
     again = run()
     assert again.computed == (1 if damage == "one vector not finite" else 4)
-    assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
+    assert np.allclose(again.of(paths), first.of(paths), atol=1e-5)
     size = pipeline.preprocessing.resize_size
     assert all(min(np.load(entry).shape[:2]) == size for entry in pixels)
 
 
-def test_an_open_store_reads_vectors_from_disk_and_notices_damage(lite0, small_faces, tmp_path):
-    # A store keeps an index in memory, not the vectors (50,000 images' would be 256 MB a
-    # view): they are read from the shard when asked for, and checked again then.
+def test_features_are_read_from_the_cache_when_asked_for_and_damage_is_noticed(
+    lite0, small_faces, tmp_path
+):
+    # With a cache, neither the store nor the extracted features keep the vectors (50,000
+    # images' would be 256 MB a view): each stage reads the rows it asks for, checked again
+    # as they are read, and a vector lost since is computed again, never served.
     backbone, pipeline, identity = lite0
     paths = sorted(small_faces.rglob("*.png"))[:4]
     images = decoded(pipeline, tmp_path / "pixels")
     store = {"plain": FeatureStore(tmp_path / "features", identity)}
     first = extract_features(backbone, pipeline, paths, images, store)
+    expected = first.of(paths)
+    again = extract_features(backbone, pipeline, paths, images, store)
+    assert again.computed == 0
     (shard,) = (tmp_path / "features").rglob("*.safetensors")
     shard.write_bytes(b"damaged while the store was open")
-    again = extract_features(backbone, pipeline, paths, images, store)
-    assert again.computed == 4
-    assert np.allclose(again.views["plain"], first.views["plain"], atol=1e-5)
+    assert np.allclose(again.of(paths), expected, atol=1e-5)
+    assert np.array_equal(again.of(paths[2:]), again.of(paths)[2:])
+    buffer = np.zeros((2, 1280), np.float32)
+    again.read_into(paths[1:3], "plain", buffer)
+    assert np.array_equal(buffer, again.of(paths)[1:3])
+    assert len(list((tmp_path / "features").rglob("*.safetensors"))) == 2  # computed again
+
+
+def test_features_without_a_cache_are_held_in_memory(lite0, small_faces, tmp_path):
+    backbone, pipeline, _ = lite0
+    paths = sorted(small_faces.rglob("*.png"))[:4]
+    held = extract_features(backbone, pipeline, paths, decoded(pipeline, tmp_path / "px"))
     # All the paths, in order: the array itself, not a copy; some of them: their rows.
-    assert again.of(again.paths) is again.views["plain"]
-    assert np.array_equal(again.of(again.paths[2:]), again.views["plain"][2:])
+    assert held.of(held.paths) is held.of(held.paths)
+    assert np.array_equal(held.of(paths[2:]), held.of(paths)[2:])
 
 
 def test_a_view_already_cached_is_not_computed_again(lite0, small_faces, tmp_path):
@@ -226,7 +241,7 @@ def test_a_view_already_cached_is_not_computed_again(lite0, small_faces, tmp_pat
     stores = {v: FeatureStore(tmp_path / "features", {**identity, "view": v}) for v in VIEWS}
     plain = extract_features(backbone, pipeline, paths[:4], images, stores)
     both = extract_features(backbone, pipeline, paths, images, stores, views=VIEWS)
-    assert both.computed == 6 and np.array_equal(both.views["plain"][:4], plain.views["plain"])
+    assert both.computed == 6 and np.array_equal(both.of(paths[:4]), plain.of(paths[:4]))
     shards = {v: list(stores[v].directory.glob("*.safetensors")) for v in VIEWS}
     assert len(shards["plain"]) == 2 and len(shards["hflip"]) == 1  # plain: 4, then the 2 new
     written = safe_open(shards["hflip"][0], framework="numpy").metadata()["keys"]

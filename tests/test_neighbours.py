@@ -78,3 +78,34 @@ def test_the_audit_says_how_it_sought_neighbours(small_faces, monkeypatch):
     monkeypatch.setattr(search, "EXACT_UP_TO", 10)
     report = headstart.audit(small_faces, quiet=True)
     assert any("sought by an approximate search (an inverted-file" in n for n in report.notes)
+
+
+def test_the_exact_search_centres_without_a_copy_and_agrees_with_centred_cosines():
+    # Features of photos share a positive mean (pooled features of photos: norms 1.7 times
+    # their centred norms); the search centres the products of raw vectors after the fact
+    # instead of keeping a centred copy (256 MB at 50,000 images).
+    vectors, _ = clustered(n=600)
+    vectors += 3.0  # norms about twice the centred ones
+    found = find(vectors, "exact")
+    centred = vectors - vectors.mean(axis=0, dtype=np.float64)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    fifth = -np.sort(-similarity, axis=1)[:, 4]
+    assert np.allclose(found.kth, fifth, atol=1e-5)
+    expected = {(i, j) for i, j in zip(*np.nonzero(np.triu(similarity >= 0.95)), strict=True)}
+    assert {(i, j) for i, j, _ in found.pairs} == expected
+
+
+def test_the_exact_search_holds_no_copy_of_the_features(monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(search, "_BLOCK_ELEMENTS", 1 << 18)  # blocks of 3 MB, not 48
+    vectors = np.random.default_rng(0).normal(size=(8_000, 640)).astype(np.float32)  # 20 MB
+    tracemalloc.start()
+    try:
+        find(vectors, "exact")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < vectors.nbytes / 2

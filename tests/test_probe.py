@@ -97,3 +97,40 @@ def test_rows_fit_the_same_head_as_their_copy():
     taken = fit_probe(features, labels, 3, mirrored=mirrored, rows=rows)
     copied = fit_probe(features[rows], labels, 3, mirrored=mirrored[rows])
     assert torch.equal(taken.head.weight, copied.head.weight) and taken.C == copied.C
+
+
+def test_each_fold_fits_its_rows_by_weight_to_the_optimum_of_a_fit_on_a_copy():
+    # The folds' models weigh the held-out rows at zero instead of copying the training rows
+    # (164 MB at 40,000 images): the same out-of-fold scores as models fitted on the copies.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 1, 2], 60)
+    features = (rng.normal(size=(180, 16)) + 0.7 * labels[:, None]).astype(np.float32)
+    probe = fit_probe(features, labels, 3, max_folds=5)
+    scaled = (features - features.mean(0)) / features.std(0)
+    logits = np.zeros((180, 3))
+    splits = StratifiedKFold(5, shuffle=True, random_state=0).split(scaled, labels)
+    for train, held_out in splits:
+        model = LogisticRegression(C=probe.C, max_iter=1000, tol=1e-8)
+        logits[held_out] = model.fit(scaled[train], labels[train]).decision_function(
+            scaled[held_out]
+        )
+    picked = np.exp(logits - logits.max(1, keepdims=True))
+    picked = picked[np.arange(180), labels] / picked.sum(1)
+    assert probe.cv_log_loss[probe.C] == pytest.approx(-np.log(picked).mean(), abs=2e-3)
+
+
+def test_the_in_place_probe_standardises_its_buffer_and_fits_the_same_head():
+    from headstart.training.probe import fit_probe_in_place
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1], 50)
+    features = (rng.normal(size=(100, 12)) + labels[:, None]).astype(np.float32)
+    mirrored = features + rng.normal(scale=0.1, size=features.shape).astype(np.float32)
+    stacked = np.concatenate([features, mirrored])
+    in_place = fit_probe_in_place(stacked, labels, 2, mirrored=True)
+    copied = fit_probe(features, labels, 2, mirrored=mirrored)
+    assert torch.equal(in_place.head.weight, copied.head.weight)
+    assert abs(stacked[:100].mean(0)).max() < 1e-5  # the buffer was the probe's to use

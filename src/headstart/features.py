@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from safetensors import safe_open
 from .data.decoded import PIXELS_VERSION, DecodedImages, content_hash
 from .data.images import UnreadableImage
 from .data.sources import Skipped
+from .errors import HeadstartError
 from .inputs import VIEWS, InputPipeline, forward, view
 from .models import Preprocessing, WeightsSource
 from .storage import write_tensors
@@ -77,10 +78,13 @@ class FeatureStore:
         the keys whose vectors could not be read (their shard damaged or removed since it was
         indexed): forgotten by the store, so that they are recomputed, never served."""
         wanted: dict[str, list[tuple[str, int, int]]] = {}  # shard -> (key, position, row)
+        lost = []
         for key, row in zip(keys, rows, strict=True):
+            if key not in self._where:  # lost by an earlier read
+                lost.append(key)
+                continue
             shard, position = self._where[key]
             wanted.setdefault(shard, []).append((key, position, row))
-        lost = []
         for shard, entries in wanted.items():
             usable = np.zeros(len(entries), dtype=bool)
             read = _read_shard(self.directory / shard, self.dimension)
@@ -164,31 +168,87 @@ def feature_stores(
     return {view: FeatureStore(root, {**identity, "view": view}) for view in VIEWS}
 
 
-@dataclass
 class ExtractedFeatures:
-    """Features of ``paths`` (in order), one array per view, and the files that failed."""
+    """Features of ``paths`` (in order) in each of ``views``, and the files that failed.
 
-    paths: list[Path]
-    views: dict[str, np.ndarray]
-    skipped: list[Skipped]
-    seconds: float
-    computed: int  # how many images went through the network (the rest came from the cache)
+    With a cache, the features live in it: each call of :meth:`of` or :meth:`read_into` reads
+    the rows asked for from its shards, so that a stage holds the features it asked for, and
+    frees them when it is done with them, instead of every view of every image staying in
+    memory for the whole run (at 50,000 images, 512 MB: the audit needs the plain view alone,
+    the probe the training rows). Reading every shard takes about a second at 50,000 images.
+    Without a cache, they are held in memory.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        keys: dict[Path, str],
+        held: dict[str, np.ndarray],
+        stores: dict[str, FeatureStore],
+        unstorable: dict[str, dict[str, np.ndarray]] | None = None,
+        *,
+        skipped: list[Skipped],
+        seconds: float,
+        computed: int,
+        recompute: Callable[[list[Path], str], None] | None = None,
+    ):
+        self.paths = paths
+        self.views = tuple(held) + tuple(view for view in stores if view not in held)
+        self.skipped = skipped
+        self.seconds = seconds
+        self.computed = computed  # images put through the network (the rest were cached)
+        self._keys = keys
+        self._held = held
+        self._stores = stores
+        self._unstorable = unstorable or {}  # view -> key -> a vector not finite, kept here
+        self._recompute = recompute  # puts the vectors of paths back into a view's store
 
     def __contains__(self, path: Path) -> bool:
         return path in self._row_of
 
-    def rows(self, paths: Sequence[Path]) -> list[int]:
-        """The rows of ``paths`` in the arrays of :attr:`views`."""
-        return [self._row_of[path] for path in paths]
+    def of(self, paths: Sequence[Path], view: str = "plain", *, copy: bool = False) -> np.ndarray:
+        """The vectors of ``paths`` in ``view``, a row each. Held in memory and asked for all
+        at once, in order, they are the array itself, unless ``copy``: a new array the caller
+        may overwrite (read from the cache, it always is)."""
+        held = self._held.get(view)
+        if held is not None and len(paths) == len(held) and list(paths) == self.paths:
+            return held.copy() if copy else held
+        out = np.empty((len(paths), self.dimension), np.float32)
+        self.read_into(paths, view, out)
+        return out
 
-    def of(self, paths: Sequence[Path], view: str = "plain") -> np.ndarray:
-        """The vectors of ``paths`` in ``view``, a row each: the array itself, not a copy, when
-        ``paths`` are all the paths in order (at 50,000 images, a copy is 256 MB)."""
-        rows = self.rows(paths)
-        array = self.views[view]
-        if len(rows) == len(array) and rows == list(range(len(array))):
-            return array
-        return array[rows]
+    def read_into(self, paths: Sequence[Path], view: str, out: np.ndarray) -> None:
+        """Write the vectors of ``paths`` in ``view`` into the rows of ``out``, in order, with
+        no copy between: how a caller fills a buffer of its own."""
+        if view not in self.views:
+            raise ValueError(f"view={view!r}; extracted: {self.views}")
+        held = self._held.get(view)
+        if held is not None:
+            rows = [self._row_of[path] for path in paths]
+            np.take(held, rows, axis=0, out=out, mode="clip")  # "raise" would buffer a copy
+            return
+        store, kept_here = self._stores[view], self._unstorable.get(view, {})
+        keys = [self._keys[path] for path in paths]
+        stored = [i for i, key in enumerate(keys) if key not in kept_here]
+        for i in (i for i, key in enumerate(keys) if key in kept_here):
+            out[i] = kept_here[keys[i]]
+        lost = set(store.read_into([keys[i] for i in stored], out, stored))
+        if lost and self._recompute is not None:
+            # A shard damaged or removed since the store was opened: computed again, never
+            # served (each shard is checked as it is read).
+            again = [i for i, key in enumerate(keys) if key in lost]
+            self._recompute([paths[i] for i in again], view)
+            lost = set(store.read_into([keys[i] for i in again], out, again))
+        if lost:
+            raise HeadstartError(
+                f"the feature cache {store.directory} lost {len(lost)} vector(s) while this "
+                "run read it, and they could not be computed again: run the command again"
+            )
+
+    @property
+    def dimension(self) -> int:
+        held = next(iter(self._held.values()), None)
+        return held.shape[1] if held is not None else next(iter(self._stores.values())).dimension
 
     @cached_property
     def _row_of(self) -> dict[Path, int]:
@@ -207,7 +267,8 @@ def extract_features(
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
 ) -> ExtractedFeatures:
-    """Pooled features of every readable file in ``paths`` for each of ``views``.
+    """Pooled features of every readable file in ``paths`` for each of ``views``: put in
+    ``stores`` (what they lack), or held in memory for a view without a store.
 
     Unreadable files are returned in ``skipped`` (with the reason) and left out of ``paths``.
     ``on_batch(n)`` is called after each ``n`` files, for progress bars.
@@ -216,7 +277,7 @@ def extract_features(
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise ValueError(f"views={sorted(unknown)}; expected some of {VIEWS}")
-    stores = stores or {}
+    stores = {name: store for name, store in (stores or {}).items() if name in views}
     device = next(backbone.parameters()).device
     normalize = inputs.normalizer().to(device)
     backbone = backbone.eval().to(memory_format=torch.channels_last)
@@ -228,25 +289,22 @@ def extract_features(
             keys[path] = images.key(path)
         except UnreadableImage as error:
             skipped.append(Skipped(path, error.reason))
-    # Every vector goes straight into its row of one array per view: the features' only copy
-    # in memory (the stores keep an index, and write what is computed to disk).
     kept = list(keys)
     row_of = {path: row for row, path in enumerate(kept)}
-    arrays = {name: np.empty((len(kept), backbone.num_features), np.float32) for name in views}
+    # A view without a store is held in memory, each vector in its row of one array.
+    held = {
+        name: np.empty((len(kept), backbone.num_features), np.float32)
+        for name in views
+        if name not in stores
+    }
     # What each view lacks: a ranking may have cached one view of an image and not the other.
     missing = {name: {p for p in kept if keys[p] not in stores.get(name, ())} for name in views}
-    for name, store in stores.items():
-        if name in views:
-            cached = [path for path in kept if path not in missing[name]]
-            lost = set(
-                store.read_into([keys[p] for p in cached], arrays[name], _rows(cached, row_of))
-            )
-            missing[name].update(path for path in cached if keys[path] in lost)
     todo = [path for path in kept if any(path in missing[name] for name in views)]
     if on_batch and len(kept) > len(todo):
         on_batch(len(kept) - len(todo))
 
-    unsaved: dict[str, list[Path]] = {v: [] for v in views}
+    unsaved: dict[str, dict[str, np.ndarray]] = {name: {} for name in stores}  # key -> vector
+    unstorable: dict[str, dict[str, np.ndarray]] = {name: {} for name in stores}
     try:
         # On a CPU, decoding and the network take turns on every core (see map_batches).
         for crops in inputs.read(todo, images, batch_size, overlap=device.type != "cpu"):
@@ -262,43 +320,54 @@ def extract_features(
                     everything = len(lacking) == len(crops.paths)
                     batch = normalised if everything else normalised[lacking]
                     vectors = forward(backbone, view(batch, name)).float().cpu().numpy()
-                    paths_done = [crops.paths[i] for i in lacking]
-                    arrays[name][_rows(paths_done, row_of)] = vectors
-                    unsaved[name].extend(paths_done)
+                    done = [crops.paths[i] for i in lacking]
+                    if name in held:
+                        held[name][_rows(done, row_of)] = vectors
+                    else:  # a copy of an image (another path) is written once
+                        for path, vector in zip(done, vectors, strict=True):
+                            # A store never serves a vector that is not finite (a network
+                            # that overflowed): this run keeps it, for the caller to see.
+                            finite = np.isfinite(vector).all()
+                            (unsaved if finite else unstorable)[name].setdefault(keys[path], vector)
             if on_batch:
                 on_batch(len(crops))
             if sum(map(len, unsaved.values())) >= _SHARD_SIZE:
-                _flush(arrays, unsaved, keys, row_of, stores)
+                _flush(unsaved, stores)
     finally:
         # Also on Ctrl-C: what was computed is kept for the next run.
-        _flush(arrays, unsaved, keys, row_of, stores)
+        _flush(unsaved, stores)
 
     if len(keys) < len(kept):  # files that failed to decode: their rows go
         rows = _rows([path for path in kept if path in keys], row_of)
-        arrays = {name: array[rows] for name, array in arrays.items()}
+        held = {name: array[rows] for name, array in held.items()}
         kept = [path for path in kept if path in keys]
-    return ExtractedFeatures(kept, arrays, skipped, time.perf_counter() - start, len(todo))
+
+    def recompute(lost: list[Path], name: str) -> None:
+        extract_features(
+            backbone, inputs, lost, images, stores, views=(name,), batch_size=batch_size
+        )
+
+    return ExtractedFeatures(
+        kept,
+        keys,
+        held,
+        stores,
+        unstorable,
+        skipped=skipped,
+        seconds=time.perf_counter() - start,
+        computed=len(todo),
+        recompute=recompute,
+    )
 
 
 def _rows(paths: Sequence[Path], row_of: dict[Path, int]) -> list[int]:
     return [row_of[path] for path in paths]
 
 
-def _flush(
-    arrays: dict[str, np.ndarray],
-    unsaved: dict[str, list[Path]],
-    keys: dict[Path, str],
-    row_of: dict[Path, int],
-    stores: dict[str, FeatureStore],
-) -> None:
+def _flush(unsaved: dict[str, dict[str, np.ndarray]], stores: dict[str, FeatureStore]) -> None:
     """Write the vectors computed since the last flush to their stores, one shard a view."""
-    for name, paths in unsaved.items():
-        store = stores.get(name)
-        if store is not None:
-            new: dict[str, Path] = {}  # a copy of an image (another path) is written once
-            for path in paths:
-                if keys[path] not in store:
-                    new.setdefault(keys[path], path)
-            if new:
-                store.add(list(new), arrays[name][_rows(list(new.values()), row_of)])
-        paths.clear()
+    for name, vectors in unsaved.items():
+        new = {key: vector for key, vector in vectors.items() if key not in stores[name]}
+        if new:
+            stores[name].add(list(new), np.stack(list(new.values())))
+        vectors.clear()

@@ -75,7 +75,8 @@ def audit_dataset(
         notes.append(f"{len(samples) - len(featured)} images have no features: not in label check")
     nearest = matrix = None
     if len(featured) >= 2:
-        matrix = features.of([s.path for s in featured])  # all of them: no copy
+        # The audit's own array: the label check standardises it in place, once done with it.
+        matrix = features.of([s.path for s in featured], copy=True)
         nearest = neighbours(
             matrix,
             threshold=FEATURE_SIMILARITY,
@@ -112,7 +113,8 @@ def audit_dataset(
     if matrix is not None:
         group_of = {s: i for i, group in enumerate(groups) for s in group.samples}
         ids = [group_of.get(s, len(groups) + i) for i, s in enumerate(featured)]
-        check = check_labels(featured, matrix, ids, seed=seed)
+        check = check_labels(featured, matrix, ids, seed=seed, overwrite=True)
+        del matrix
         if check is None:
             notes.append(
                 "label errors not sought: too few classes or independent images "

@@ -183,12 +183,14 @@ def check_labels(
     groups: Sequence[int] | None = None,
     *,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> LabelCheck | None:
     """How many labels among ``samples`` (rows of ``features``) are likely wrong, and which.
 
     ``groups`` (one integer per sample) keeps copies in one fold. Returns None when the data
     cannot be cross-validated: fewer than two classes, or fewer than two independent groups,
-    or a training fold with a single class.
+    or a training fold with a single class. ``overwrite``: ``features`` is the caller's to
+    give up, standardised in place rather than copied (at 50,000 images, 256 MB).
     """
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
@@ -196,6 +198,7 @@ def check_labels(
 
     names = sorted({s.label for s in samples})
     labels = np.array([names.index(s.label) for s in samples])
+    features = features if overwrite else features.astype(np.float32)  # standardised in place
     probabilities = _out_of_sample(features, labels, len(names), groups, seed)
     if probabilities is None:
         return None
@@ -252,6 +255,7 @@ def _out_of_sample(
         splitter = StratifiedGroupKFold(min(folds, smallest), shuffle=True, random_state=seed)
     else:
         splitter = GroupKFold(folds)
+    _standardise(features)  # in place; the folds' probes train on their rows by weight
     # One BLAS thread: on these matrix sizes (thousands x 1280) the threaded BLAS spends
     # more on synchronisation than it saves; one thread was 5 to 15 times faster, measured.
     with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
@@ -260,15 +264,20 @@ def _out_of_sample(
         for train, held_out in splitter.split(features, labels, groups):
             if len(np.unique(labels[train])) < 2:
                 return None  # a fold of one class: nothing to tell the labels apart with
-            rows = np.asarray(features[train], dtype=np.float32)  # the fold's own copy
-            mean, scale = _standardise(rows)
+            # The held-out rows weigh nothing: the fold's probe is fitted on its training
+            # rows without a copy of them (at 50,000 images, 205 MB), to the same optimum.
+            weights = np.zeros(len(labels), features.dtype)
+            weights[train] = 1
             probe = LogisticRegression(C=C, max_iter=300, random_state=seed)
-            probe.fit(rows, labels[train])
-            del rows
-            # A class absent from a training fold gets probability 0 for its held-out images.
-            probabilities[np.ix_(held_out, probe.classes_)] = probe.predict_proba(
-                (features[held_out] - mean) / scale
-            )
+            probe.fit(features, labels, sample_weight=weights)
+            # A class absent from a fold's training rows gets probability 0 for its held-out
+            # images (the probe knows it, from its weightless rows, but never predicts it).
+            trained = np.isin(probe.classes_, labels[train])
+            for start in range(0, len(held_out), _BLOCK_ROWS):
+                rows = held_out[start : start + _BLOCK_ROWS]
+                found = probe.predict_proba(features[rows])[:, trained]
+                found /= found.sum(axis=1, keepdims=True)
+                probabilities[np.ix_(rows, probe.classes_[trained])] = found
     return probabilities
 
 

@@ -27,7 +27,7 @@ from ..training.finetune import FineTuneSettings
 from ..training.imbalance import choose_balancing
 from ..training.lr_find import LRFindResult, lr_range_test
 from ..training.plan import Plan, make_plan
-from ..training.probe import ProbeResult, fit_probe
+from ..training.probe import ProbeResult, fit_probe_in_place
 from .data import Prepared, device_of, look_again, prepare, require_trainable
 from .distill import Teaching, training_examples
 
@@ -136,14 +136,18 @@ def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
         return None
     balance = choose_balancing(ready.train_counts, config.balance)[0]
     train = ready.dataset.split("train")
-    features = ready.features
     labels = np.array([ready.index[s.label] for s in train])
-    return fit_probe(
-        features.views["plain"],
+    # The probe's buffer, both views of the training images read straight into it from the
+    # cache: their only copy in memory.
+    paths = [s.path for s in train]
+    stacked = np.empty((2 * len(train), ready.backbone.num_features), np.float32)
+    ready.features.read_into(paths, "plain", stacked[: len(train)])
+    ready.features.read_into(paths, "hflip", stacked[len(train) :])
+    return fit_probe_in_place(
+        stacked,
         labels,
         len(ready.index),
-        mirrored=features.views["hflip"],
-        rows=features.rows([s.path for s in train]),  # taken by the probe: no copy here
+        mirrored=True,
         seed=config.seed,
         penalty=config.probe_penalty,
         balanced=balance != "none",
