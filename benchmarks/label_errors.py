@@ -87,10 +87,8 @@ def datasets(root: Path) -> dict[str, Path]:
 def features_of(folder: Path) -> tuple[list[Sample], np.ndarray]:
     """The samples of ``folder`` and their plain-view features, standardised."""
     ready = prepare(folder, FitConfig(quiet=True))
-    extracted = ready.features
-    by_path = dict(zip(extracted.paths, extracted.views["plain"], strict=True))
     samples = list(ready.dataset.samples)
-    features = np.stack([by_path[s.path] for s in samples]).astype(np.float64)
+    features = ready.features.of([s.path for s in samples]).astype(np.float64)
     return samples, (features - features.mean(0)) / (features.std(0) + 1e-6)
 
 

@@ -185,15 +185,16 @@ class ExtractedFeatures:
         keys: dict[Path, str],
         held: dict[str, np.ndarray],
         stores: dict[str, FeatureStore],
-        unstorable: dict[str, dict[str, np.ndarray]] | None = None,
         *,
+        views: Sequence[str],
         skipped: list[Skipped],
         seconds: float,
         computed: int,
-        recompute: Callable[[list[Path], str], None] | None = None,
+        unstorable: dict[str, dict[str, np.ndarray]] | None = None,
+        recompute: Callable[[list[Path], str], ExtractedFeatures] | None = None,
     ):
         self.paths = paths
-        self.views = tuple(held) + tuple(view for view in stores if view not in held)
+        self.views = tuple(views)
         self.skipped = skipped
         self.seconds = seconds
         self.computed = computed  # images put through the network (the rest were cached)
@@ -222,6 +223,8 @@ class ExtractedFeatures:
         no copy between: how a caller fills a buffer of its own."""
         if view not in self.views:
             raise ValueError(f"view={view!r}; extracted: {self.views}")
+        if len(out) != len(paths):
+            raise ValueError(f"{len(out)} rows for the vectors of {len(paths)} paths")
         held = self._held.get(view)
         if held is not None:
             rows = [self._row_of[path] for path in paths]
@@ -237,7 +240,13 @@ class ExtractedFeatures:
             # A shard damaged or removed since the store was opened: computed again, never
             # served (each shard is checked as it is read).
             again = [i for i, key in enumerate(keys) if key in lost]
-            self._recompute([paths[i] for i in again], view)
+            recomputed = self._recompute([paths[i] for i in again], view)
+            # What is not finite is not stored: kept here, as at extraction.
+            kept_here.update(recomputed._unstorable.get(view, {}))
+            self._unstorable[view] = kept_here
+            for i in (i for i in again if keys[i] in kept_here):
+                out[i] = kept_here[keys[i]]
+            again = [i for i in again if keys[i] not in kept_here]
             lost = set(store.read_into([keys[i] for i in again], out, again))
         if lost:
             raise HeadstartError(
@@ -342,8 +351,8 @@ def extract_features(
         held = {name: array[rows] for name, array in held.items()}
         kept = [path for path in kept if path in keys]
 
-    def recompute(lost: list[Path], name: str) -> None:
-        extract_features(
+    def recompute(lost: list[Path], name: str) -> ExtractedFeatures:
+        return extract_features(
             backbone, inputs, lost, images, stores, views=(name,), batch_size=batch_size
         )
 
@@ -352,7 +361,8 @@ def extract_features(
         keys,
         held,
         stores,
-        unstorable,
+        views=views,
+        unstorable=unstorable,
         skipped=skipped,
         seconds=time.perf_counter() - start,
         computed=len(todo),

@@ -255,7 +255,11 @@ def _out_of_sample(
         splitter = StratifiedGroupKFold(min(folds, smallest), shuffle=True, random_state=seed)
     else:
         splitter = GroupKFold(folds)
-    _standardise(features)  # in place; the folds' probes train on their rows by weight
+    # Standardised once, over every image (no label is read), in place: each fold's probe
+    # then trains on its rows by weight, with no copy of them. Each fold used to scale by its
+    # own training rows; the scales of four fifths of the images and of all of them differ
+    # by sampling noise.
+    _standardise(features)
     # One BLAS thread: on these matrix sizes (thousands x 1280) the threaded BLAS spends
     # more on synchronisation than it saves; one thread was 5 to 15 times faster, measured.
     with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
@@ -265,13 +269,15 @@ def _out_of_sample(
             if len(np.unique(labels[train])) < 2:
                 return None  # a fold of one class: nothing to tell the labels apart with
             # The held-out rows weigh nothing: the fold's probe is fitted on its training
-            # rows without a copy of them (at 50,000 images, 205 MB), to the same optimum.
+            # rows without a copy of them (at 50,000 images, 205 MB), to the same optimum
+            # (L-BFGS; the penalty is scaled by the weights' sum, as by the rows' count).
             weights = np.zeros(len(labels), features.dtype)
             weights[train] = 1
             probe = LogisticRegression(C=C, max_iter=300, random_state=seed)
             probe.fit(features, labels, sample_weight=weights)
             # A class absent from a fold's training rows gets probability 0 for its held-out
-            # images (the probe knows it, from its weightless rows, but never predicts it).
+            # images: the probe knows it from its weightless rows and gives it a little
+            # probability, which is taken away and the rest renormalised.
             trained = np.isin(probe.classes_, labels[train])
             for start in range(0, len(held_out), _BLOCK_ROWS):
                 rows = held_out[start : start + _BLOCK_ROWS]
@@ -281,12 +287,11 @@ def _out_of_sample(
     return probabilities
 
 
-def _standardise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardise(rows: np.ndarray) -> None:
     """Centre and scale the columns of ``rows`` in place, as scikit-learn's ``StandardScaler``
-    does (the mean and the population spread; a constant column only centred), and return
-    the two, for other rows. In place and summed a block of rows at a time, because the
-    scaler holds two more copies of the matrix while it works: the label check's peak was
-    800 MB above the audit's at 50,000 images."""
+    does (the mean and the population spread; a constant column only centred). In place and
+    summed a block of rows at a time, because the scaler holds two more copies of the matrix
+    while it works: the label check's peak was 800 MB above the audit's at 50,000 images."""
     mean = rows.mean(axis=0, dtype=np.float64)
     rows -= mean.astype(rows.dtype)
     squares = np.zeros(rows.shape[1])
@@ -296,7 +301,6 @@ def _standardise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.sqrt(squares / len(rows))
     scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
     rows /= scale.astype(rows.dtype)
-    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def _percent(share: float) -> str:

@@ -123,9 +123,11 @@ def _centred_unit(features: np.ndarray) -> np.ndarray:
 def _exact(features: np.ndarray, width: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Each block of rows: the ``width`` most similar others of each, by similarity.
 
-    The centred vectors are never made (at 50,000 images, a copy of 256 MB): the block's
-    products of raw vectors are centred after the fact, ``(x - m).(y - m) = x.y - x.m - y.m +
-    m.m``, and divided by the centred norms, computed a few rows at a time.
+    The centred vectors are never made (at 50,000 images, a copy of 256 MB): the block's rows
+    are centred (a copy of a few rows) and their products with the raw vectors corrected after
+    the fact, ``(x - m).(y - m) = (x - m).y - (x - m).m``, then divided by the centred norms.
+    Only one side is raw, so float32's rounding grows with how far the vectors lie from their
+    mean as a ratio, not its square.
     """
     n = len(features)
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -134,14 +136,12 @@ def _exact(features: np.ndarray, width: int) -> Iterator[tuple[int, np.ndarray, 
         centred = features[start : start + _BLOCK] - mean
         norms[start : start + len(centred)] = np.linalg.norm(centred, axis=1)
     np.maximum(norms, 1e-12, out=norms)
-    along_mean = features @ mean  # x.m of every row
     rows = max(1, min(_BLOCK, _BLOCK_ELEMENTS // n))
     for start in range(0, n, rows):
         block = np.arange(start, min(start + rows, n))
-        similarity = features[block] @ features.T
-        similarity -= along_mean[block, None]
-        similarity -= along_mean[None, :]
-        similarity += mean @ mean
+        centred = features[block] - mean
+        similarity = centred @ features.T
+        similarity -= (centred @ mean)[:, None]
         similarity /= norms[block, None]
         similarity /= norms[None, :]
         yield start, *_most_similar(similarity, block, width)

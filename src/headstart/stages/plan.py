@@ -140,7 +140,7 @@ def probe_features(ready: Prepared, config: FitConfig) -> ProbeResult | None:
     # The probe's buffer, both views of the training images read straight into it from the
     # cache: their only copy in memory.
     paths = [s.path for s in train]
-    stacked = np.empty((2 * len(train), ready.backbone.num_features), np.float32)
+    stacked = np.empty((2 * len(train), ready.features.dimension), np.float32)
     ready.features.read_into(paths, "plain", stacked[: len(train)])
     ready.features.read_into(paths, "hflip", stacked[len(train) :])
     return fit_probe_in_place(

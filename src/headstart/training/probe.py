@@ -19,6 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 
 from ..config import PENALTIES
 from ..errors import HeadstartError
@@ -138,13 +139,10 @@ def fit_probe_in_place(
         logits = {C: np.zeros((len(labels), n_classes)) for C in C_GRID}
         mirrored_logits = {C: np.zeros((len(labels), n_classes)) for C in C_GRID}
         for train, held_out in splits:
-            # The held-out rows weigh nothing: each fold's model is fitted on its training
-            # rows without a copy of them (at 40,000 images, 164 MB), to the same optimum.
-            weights = np.zeros(len(labels), plain.dtype)
-            weights[train] = 1
             model = logistic(warm_start=True)
+            rows = _training_rows(model, plain, labels, train)
             for C in C_GRID:
-                _fit(model.set_params(C=C), plain, labels, weights)
+                _fit(model.set_params(C=C), *rows)
                 logits[C][held_out] = _logits(model, plain[held_out], n_classes)
                 if flipped is not None:
                     mirrored_logits[C][held_out] = _logits(model, flipped[held_out], n_classes)
@@ -241,6 +239,29 @@ def _logistic(
         # features, which the probe always fits on.
         model.set_params(solver="saga", l1_ratio=l1_ratio)
     return model.set_params(class_weight="balanced" if balanced else None)
+
+
+def _training_rows(
+    model: LogisticRegression, plain: np.ndarray, labels: np.ndarray, train: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What a fold's ``model`` fits on: ``(x, y, sample weights)``.
+
+    For L-BFGS, every row, the held-out ones weighed at zero: the same optimum as a fit on the
+    training rows, without a copy of them (at 40,000 images, 164 MB). Balanced class weights
+    are then counted on the training rows and folded into the weights (scikit-learn's own
+    count includes weightless rows before version 1.6). SAGA visits every row whatever its
+    weight, which moves where it stops: it gets the copy.
+    """
+    if model.solver == "saga":
+        return plain[train], labels[train], None
+    weights = np.zeros(len(labels), plain.dtype)
+    weights[train] = 1
+    if model.class_weight == "balanced":
+        classes = np.unique(labels[train])
+        per_class = compute_class_weight("balanced", classes=classes, y=labels[train])
+        weights[train] = per_class[np.searchsorted(classes, labels[train])]
+        model.set_params(class_weight=None)
+    return plain, labels, weights
 
 
 def _fit(
