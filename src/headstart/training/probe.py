@@ -23,6 +23,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from ..config import PENALTIES
 from ..errors import HeadstartError
+from ..scaling import mean_and_spread
 
 __all__ = ["MIRROR_TOLERANCE", "ProbeResult", "fit_probe", "fit_probe_in_place"]
 
@@ -33,8 +34,6 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: How much out-of-fold accuracy a probe may lose on mirrored images for the task to still
 #: count as mirror-invariant (photos of objects lose ~0; digits and text lose a lot).
 MIRROR_TOLERANCE = 0.02
-#: Rows whose spread is summed at a time (21 MB of float64 at 1,280 features).
-_BLOCK_ROWS = 2048
 
 
 @dataclass
@@ -227,15 +226,7 @@ def _standardiser(features: np.ndarray) -> StandardScaler:
     digits, 151 -> 2.9 on the faces) at the same out-of-fold accuracy (95.1 -> 95.5% and
     99.4% -> 99.4%).
     """
-    # The spread summed a block of rows at a time: StandardScaler.fit holds a float64 copy
-    # of the rows while it works (510 MB at 50,000 training images: the fit's peak).
-    mean = features.mean(axis=0, dtype=np.float64)
-    squares = np.zeros(features.shape[1])
-    for start in range(0, len(features), _BLOCK_ROWS):
-        block = features[start : start + _BLOCK_ROWS].astype(np.float64) - mean
-        squares += np.einsum("ij,ij->j", block, block)
-    scale = np.sqrt(squares / len(features))
-    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0  # a constant feature: only centred
+    mean, scale = mean_and_spread(features)  # no float64 copy of the rows, as fit makes
     scaler = StandardScaler()
     scaler.mean_, scaler.scale_ = mean, np.maximum(scale, np.median(scale))
     return scaler
