@@ -38,7 +38,7 @@ __all__ = [
     "check_labels",
 ]
 
-#: Rows standardised at a time (21 MB of float64 at 1,280 features).
+#: Held-out rows scored at a time.
 _BLOCK_ROWS = 2048
 #: Cross-validation folds: each probe trains on 80% of the images.
 FOLDS = 5
