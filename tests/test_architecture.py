@@ -29,6 +29,7 @@ LAYERS = [
         "drawing",
         "storage",
         "transferability",
+        "scaling",
     },
     {"data", "models", "preprocessing", "text.data", "text.encoder"},
     {"inputs", "classifier", "features", "text.embeddings"},
