@@ -50,17 +50,17 @@ C = 0.1
 #: the probe's own mistakes, and real datasets hold a few percent of wrong labels (3.3% on
 #: average in the ten benchmark test sets Northcutt, Athalye and Mueller examined in 2021).
 #: Measured by benchmarks/label_errors.py with every label right, cleanlab still listed
-#: 0.4-0.7% of the images where the probe scored 95-97%, 0.9% at 93%, 2.6% at 88%, 3.5% at
+#: 0.4-0.7% of the images where the probe scored 95-97%, 0.9% at 93%, 2.7% at 88%, 3.3% at
 #: 85%, 11% at 75% and 79% at chance. With 3% of the labels flipped on purpose, the list was
-#: 66-100% flips where the probe scored 90% or more, 65% at 89%, 36-52% at 82-85% and under
+#: 79-100% flips where the probe scored 90% or more, 65% at 89%, 37-53% at 82-85% and under
 #: 30% below 80%: the two cross at 85-89%; 90% keeps a margin. The accuracy cannot tell weak
-#: features from many wrong labels: with 10% flipped, good features score 80-89% and their
-#: list (76-100% flips) is called unreliable too, which the printed advice allows for.
+#: features from many wrong labels: with 10% flipped, good features score 81-90% and their
+#: list (86-100% flips) is called unreliable too, which the printed advice allows for.
 RELIABLE_ACCURACY = 0.90
 #: The balanced accuracy (the per-class accuracies averaged) below which the list is called
 #: unreliable however high the accuracy: a probe that mostly answers the largest class scores
 #: well on imbalanced data and lists the small classes' images as wrong. With one large class
-#: and small ones, every label right, the probes scored 87-94% but 42-78% balanced and listed
+#: and small ones, every label right, the probes scored 86-94% but 38-77% balanced and listed
 #: small-class images only; the planted faults of the tests (a class of 22 images, 11 wrong
 #: labels) score 90% balanced, with a list 85% right.
 RELIABLE_BALANCED_ACCURACY = 0.80
