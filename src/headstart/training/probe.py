@@ -18,7 +18,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..config import PENALTIES
@@ -126,7 +125,7 @@ def fit_probe_in_place(
     labels = np.asarray(labels)
     if len(stacked) != len(labels) * (2 if mirrored else 1):
         raise ValueError(f"{len(stacked)} rows for {len(labels)} labels (mirrored: {mirrored})")
-    scaler = _standardise(stacked, len(labels))
+    mean, scale = _standardise(stacked, len(labels))
     plain = stacked[: len(labels)]
     flipped = stacked[len(labels) :] if mirrored else None
 
@@ -176,7 +175,7 @@ def fit_probe_in_place(
         rows, targets = stacked, np.concatenate([labels, labels])
         result.mirrored = True
     model = _fit(logistic().set_params(C=best), rows, targets)
-    result.head = _to_linear(model, scaler, n_classes)
+    result.head = _to_linear(model, mean, scale, n_classes)
     return result
 
 
@@ -196,13 +195,13 @@ def _stacked(
     return both
 
 
-def _standardise(both: np.ndarray, n: int) -> StandardScaler:
-    """Standardise ``both`` in place by the scaler fitted on its first ``n`` rows (the plain
-    view), and return that scaler."""
-    scaler = _standardiser(both[:n])
-    both -= scaler.mean_.astype(both.dtype)  # in place: what scaler.transform does to a copy
-    both /= scaler.scale_.astype(both.dtype)
-    return scaler
+def _standardise(both: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise ``both`` in place by the mean and scale of its first ``n`` rows (the plain
+    view), and return the two."""
+    mean, scale = _mean_and_scale(both[:n])
+    both -= mean.astype(both.dtype)  # in place: what StandardScaler.transform does to a copy
+    both /= scale.astype(both.dtype)
+    return mean, scale
 
 
 def _take(source: np.ndarray, rows: Sequence[int] | None, out: np.ndarray) -> None:
@@ -215,9 +214,9 @@ def _take(source: np.ndarray, rows: Sequence[int] | None, out: np.ndarray) -> No
         out[...] = source[rows]
 
 
-def _standardiser(features: np.ndarray) -> StandardScaler:
-    """Centre every feature, and scale it by its spread, but never by less than the median
-    spread.
+def _mean_and_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and scale that standardise ``features``: every feature centred, and scaled by
+    its spread, but never by less than the median spread.
 
     Dividing a nearly constant feature by its tiny spread lets the probe give it an enormous
     weight in raw units; the fine-tuning that starts from this head then sees that feature
@@ -226,10 +225,8 @@ def _standardiser(features: np.ndarray) -> StandardScaler:
     digits, 151 -> 2.9 on the faces) at the same out-of-fold accuracy (95.1 -> 95.5% and
     99.4% -> 99.4%).
     """
-    mean, scale = mean_and_spread(features)  # no float64 copy of the rows, as fit makes
-    scaler = StandardScaler()
-    scaler.mean_, scaler.scale_ = mean, np.maximum(scale, np.median(scale))
-    return scaler
+    mean, spread = mean_and_spread(features)  # no float64 copy, as StandardScaler.fit makes
+    return mean, np.maximum(spread, np.median(spread))
 
 
 def _logistic(
@@ -250,9 +247,9 @@ def _training_rows(
 
     For L-BFGS, every row, the held-out ones weighed at zero: the same optimum as a fit on the
     training rows, without a copy of them (at 40,000 images, 164 MB). Balanced class weights
-    are then counted on the training rows and folded into the weights (scikit-learn's own
-    count includes weightless rows before version 1.6). SAGA visits every row whatever its
-    weight, which moves where it stops: it gets the copy.
+    are then counted on the training rows and folded into the weights, and ``model``'s own
+    class weights switched off (scikit-learn's count includes weightless rows before 1.6).
+    SAGA visits every row whatever its weight, which moves where it stops: it gets the copy.
     """
     if model.solver == "saga":
         return plain[train], labels[train], None
@@ -293,7 +290,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _to_linear(
-    model: LogisticRegression, scaler: StandardScaler, n_classes: int
+    model: LogisticRegression, mean: np.ndarray, scale: np.ndarray, n_classes: int
 ) -> torch.nn.Linear:
     """Fold the standardisation into the weights: one Linear layer on raw features."""
     coef = model.coef_
@@ -301,11 +298,10 @@ def _to_linear(
     if coef.shape[0] == 1:  # binary: split the single logit symmetrically over two classes
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = np.concatenate([-intercept / 2, intercept / 2])
-    scale = scaler.scale_
     weight = np.zeros((n_classes, coef.shape[1]))
     bias = np.full(n_classes, -1e4)  # a class never seen in training is never predicted
     weight[model.classes_] = coef / scale
-    bias[model.classes_] = intercept - (coef / scale) @ scaler.mean_
+    bias[model.classes_] = intercept - (coef / scale) @ mean
     head = torch.nn.Linear(coef.shape[1], n_classes)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight))
