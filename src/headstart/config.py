@@ -518,6 +518,15 @@ class FitConfig:
         optional=True,
         metavar="DIR",
     )
+    target_images: str | None = setting(
+        None,
+        "a folder of unlabelled images from the domain the model will be used in (another "
+        "camera, another scanner): the plan measures the shift, and the kept model is moved "
+        "towards them where reverse validation says it helps",
+        group="run",
+        optional=True,
+        metavar="DIR",
+    )
     tta: str = setting(
         "auto",
         "test-time crops a prediction averages: auto (measured on validation after a "
@@ -726,6 +735,15 @@ def _distillation_needs_a_teacher(config: FitConfig) -> str | None:
     return None
 
 
+def _adaptation_needs_pretrained(config: FitConfig) -> str | None:
+    if config.target_images is not None and not config.pretrained:
+        return (
+            "target_images=... with pretrained=False: adaptation measures the shift on the "
+            "pretrained features"
+        )
+    return None
+
+
 def _device_is_named(config: FitConfig) -> str | None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         return f"device={config.device!r}; expected auto, cpu, cuda or cuda:N"
@@ -746,6 +764,7 @@ _RULES = (
     _some_images_train,
     _candidates_are_specs,
     _distillation_needs_a_teacher,
+    _adaptation_needs_pretrained,
 )
 
 #: A backbone to rank (``headstart rank --models``, ``fit --candidates``): ``[random:]ARCH[@SIZE]``.

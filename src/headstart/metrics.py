@@ -12,7 +12,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "paired"]
 
 
 def classification_metrics(
@@ -40,3 +40,12 @@ def classification_metrics(
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def paired(right: np.ndarray, other_right: np.ndarray) -> dict:
+    """Two models on the same images, image by image (McNemar): the images the first gets
+    right and the other wrong (``fixed``), the other way (``broken``), and
+    ``z = (fixed - broken) / sqrt(fixed + broken)``."""
+    fixed, broken = int((right & ~other_right).sum()), int((~right & other_right).sum())
+    z = (fixed - broken) / np.sqrt(fixed + broken) if fixed + broken else 0.0
+    return {"fixed": fixed, "broken": broken, "z": float(z), "images": len(right)}

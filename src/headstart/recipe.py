@@ -21,6 +21,7 @@ from pathlib import Path
 from .checks import CheckReport
 from .config import FitConfig, save_config
 from .console import say
+from .data.sources import image_files
 from .errors import HeadstartError
 from .ranking import Ranking, rank
 from .result import FitResult
@@ -32,6 +33,7 @@ from .runfolder import (
     RunFolder,
 )
 from .stages import checks as checking
+from .stages.adapt import adapt, measure_target
 from .stages.audit import audit_data
 from .stages.calibrate import calibrate
 from .stages.data import Prepared, device_of, look_again, prepare, record_split, require_trainable
@@ -61,8 +63,12 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
     """
     started = time.perf_counter()
     config = absolute_paths(FitConfig.of(config, **settings))
+    if config.target_images is not None:
+        image_files([config.target_images])  # refused now, before a run folder is made
     if is_text_data(data) and config.teacher is not None:
         raise HeadstartError("teacher=...: distillation is built for image models only")
+    if is_text_data(data) and config.target_images is not None:
+        raise HeadstartError("target_images=...: adaptation is built for image models only")
     if is_text_data(data):
         from .text.recipe import fit_texts
 
@@ -112,6 +118,10 @@ def run_stages(
     say(config.quiet, f"plan: {test_time.why}")
     calibrated = calibrate(choice.kept, config)
     say(config.quiet, calibrated.why)
+    if decision.target is not None:
+        C = decision.probe.C if decision.probe is not None else 1.0
+        adapted = adapt(choice.kept, decision.ready, decision.target, C, run, config).model
+        choice = replace(choice, kept=replace(choice.kept, model=adapted))
     _save_model(choice.kept.model, decision.ready, run)
     distillation = weigh_student(choice.kept, teaching, run, config) if teaching else None
     if config.checks and checks is not None:
@@ -236,7 +246,8 @@ def _resumed_decision(
     input size its plan chose), with the probe fitted again (the same, from the cache)."""
     if plan.input_size is not None and plan.input_size != ready.preprocessing.input_size[-1]:
         ready = look_again(ready, config, plan.input_size)
-    return Decision(plan, ready, probe_features(ready, config), teaching=teaching)
+    probe = probe_features(ready, config)
+    return Decision(plan, ready, probe, teaching=teaching, target=measure_target(ready, config))
 
 
 def in_every_process(claim: Callable[[], RunFolder]) -> RunFolder:

@@ -54,6 +54,7 @@ except ImportError:  # Windows
     fcntl = None
 
 __all__ = [
+    "ADAPTATION",
     "AUDIT_JSON",
     "CHECKS",
     "COMPARE_SCRATCH",
@@ -100,6 +101,7 @@ DIAGNOSIS = "diagnosis.json"
 COMPARE_SCRATCH = "compare_scratch.json"
 ENSEMBLE = "ensemble.json"
 DISTILLATION = "distillation.json"
+ADAPTATION = "adaptation.json"
 STUDY = "study.db"
 SEARCH = "search.json"
 CHECKPOINTS = "checkpoints"
@@ -134,6 +136,7 @@ RUN_ENTRIES = frozenset(
         COMPARE_SCRATCH,
         ENSEMBLE,
         DISTILLATION,
+        ADAPTATION,
         STUDY,
         # SQLite's journal beside the study, left by a tune killed mid-write.
         f"{STUDY}-journal",

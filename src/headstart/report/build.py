@@ -34,6 +34,7 @@ SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
     ("per-class", "Scores per class", results.per_class),
     ("calibration", "Calibration", results.calibration),
     ("distillation", "Distillation: the student beside its teacher", results.distillation),
+    ("adaptation", "Adaptation to the target images", results.adaptation),
     ("examples", "Mistakes and hard examples", results.examples),
     ("filters", "First-layer filters", training.filters),
     ("fixed-batch", "A fixed batch over the epochs", training.fixed_batch),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runfolder import DISTILLATION, SUMMARY
+from ..runfolder import ADAPTATION, DISTILLATION, SUMMARY
 from . import plots
 from .calibration import calibrate, ece
 from .folder import ReportedRun, percent
@@ -15,7 +15,7 @@ from .html import Html, badge, bullets, figure, image, join, note, paragraph, ta
 from .images import png
 from .records import SplitPredictions, confident_mistakes, highest_loss, softmax
 
-__all__ = ["calibration", "confusion", "distillation", "examples", "per_class"]
+__all__ = ["adaptation", "calibration", "confusion", "distillation", "examples", "per_class"]
 
 #: Up to this many classes the confusion matrix is drawn; beyond, the most confused pairs are
 #: listed (a 100 x 100 heatmap is unreadable at any size a page allows) and the per-class
@@ -322,4 +322,47 @@ def distillation(run: ReportedRun) -> Html:
             "the time, one image at a time, with each model's test-time crops and views"
         )
     )
+    return join(parts)
+
+
+def adaptation(run: ReportedRun) -> Html:
+    """The shift to the target images, every move tried and its reverse validation."""
+    data = run.json(ADAPTATION)
+    if data is None:
+        return note(
+            "no target images (`headstart fit DATA --target-images DIR` measures the shift to "
+            "unlabelled images of the domain the model is for, and adapts to them)"
+        )
+    target, why = data["target"], data["why"]
+    parts = [
+        paragraph(
+            f"{target['images']} target images ({target['skipped']} skipped); a classifier "
+            f"tells them from the training images with "
+            f"{percent(target['domain_classifier_balanced_accuracy'])} balanced accuracy "
+            "(50%: alike)."
+        ),
+        paragraph(badge("pass" if data["kept"] != "none" else "info", data["kept"]), " ", why),
+    ]
+    rows = [
+        (
+            move["move"],
+            percent(move["reverse_accuracy"]),
+            str(move["pseudo_labelled"] or "–"),
+            f"{move['against_unadapted']['z']:+.1f}" if "against_unadapted" in move else "–",
+        )
+        for move in data["tried"]
+    ]
+    if rows:
+        parts.append(
+            table(
+                ["move", "reverse validation", "target images self-trained on", "z"], rows, "lrrr"
+            )
+        )
+        parts.append(
+            note(
+                "reverse validation: a head fitted on the target images alone, with the labels "
+                "the move gave them, scored on the validation images; z: McNemar's, against "
+                "the unadapted head"
+            )
+        )
     return join(parts)

@@ -138,11 +138,11 @@ def load_teacher(config: FitConfig, ready: Prepared) -> Teaching | None:
 
 
 def absolute_paths(config: FitConfig) -> FitConfig:
-    """``config`` with its teacher and unlabelled folder as absolute paths: a run saves
+    """``config`` with its teacher, unlabelled and target folders as absolute paths: a run saves
     them, and ``--resume`` finds them again from wherever it is run."""
     resolved = {
         name: str(Path(getattr(config, name)).resolve())
-        for name in ("teacher", "unlabelled")
+        for name in ("teacher", "unlabelled", "target_images")
         if getattr(config, name) is not None
     }
     return replace(config, **resolved)

@@ -12,7 +12,7 @@ from ..compare import Curve, compare, scratch_settings, train_from_scratch
 from ..config import FitConfig
 from ..console import say
 from ..data.sources import Sample
-from ..metrics import classification_metrics
+from ..metrics import classification_metrics, paired
 from ..runfolder import COMPARE_SCRATCH, RunFolder
 from ..torch_model import Model
 from ..training.callbacks import Progress
@@ -129,15 +129,6 @@ def score_pixels(
 
 def _splits(ready: Prepared) -> list[str]:
     return [split for split in EVALUATED if ready.dataset.split(split)]
-
-
-def paired(right: np.ndarray, other_right: np.ndarray) -> dict:
-    """Two models on the same images, image by image (McNemar): the images the first gets
-    right and the other wrong (``fixed``), the other way (``broken``), and
-    ``z = (fixed - broken) / sqrt(fixed + broken)``."""
-    fixed, broken = int((right & ~other_right).sum()), int((~right & other_right).sum())
-    z = (fixed - broken) / np.sqrt(fixed + broken) if fixed + broken else 0.0
-    return {"fixed": fixed, "broken": broken, "z": float(z), "images": len(right)}
 
 
 def choose(

@@ -28,6 +28,7 @@ from ..training.imbalance import choose_balancing
 from ..training.lr_find import LRFindResult, lr_range_test
 from ..training.plan import Plan, make_plan
 from ..training.probe import ProbeResult, fit_probe_in_place
+from .adapt import Target, measure_target
 from .data import Prepared, device_of, look_again, prepare, require_trainable
 from .distill import Teaching, training_examples
 
@@ -63,6 +64,7 @@ class Decision:
     probe: ProbeResult | None  # the linear probe on ``ready``'s features
     lr_find: LRFindResult | None = None  # the range test, when it ran
     teaching: Teaching | None = None  # a distillation's teacher
+    target: Target | None = None  # unlabelled images of the domain the model is for
 
 
 def decide(
@@ -100,7 +102,10 @@ def decide(
     if plan.fine_tune and config.lr is None and distributed.is_main():
         plan, lr_find = _measure_lr(plan, ready, probe, config)
     plan = distributed.agree(plan)  # with the main process's learning rate
-    return Decision(plan, ready, probe, lr_find, teaching)
+    target = measure_target(ready, config)
+    if target is not None:
+        plan = plan.adding(target.reason(), target=target.to_dict())
+    return Decision(plan, ready, probe, lr_find, teaching, target)
 
 
 def _distilled(plan: Plan, teaching: Teaching, config: FitConfig) -> Plan:

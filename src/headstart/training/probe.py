@@ -24,7 +24,14 @@ from ..config import PENALTIES
 from ..errors import HeadstartError
 from ..scaling import mean_and_spread
 
-__all__ = ["MIRROR_TOLERANCE", "ProbeResult", "fit_probe", "fit_probe_in_place"]
+__all__ = [
+    "MIRROR_TOLERANCE",
+    "ProbeResult",
+    "class_logits",
+    "fit_probe",
+    "fit_probe_in_place",
+    "linear_head",
+]
 
 #: Inverse regularisation strengths tried by cross-validation (on standardised features),
 #: strongest first: each fit starts from the previous solution, so the path costs little more
@@ -143,9 +150,9 @@ def fit_probe_in_place(
             rows = _training_rows(model, plain, labels, train)
             for C in C_GRID:
                 _fit(model.set_params(C=C), *rows)
-                logits[C][held_out] = _logits(model, plain[held_out], n_classes)
+                logits[C][held_out] = class_logits(model, plain[held_out], n_classes)
                 if flipped is not None:
-                    mirrored_logits[C][held_out] = _logits(model, flipped[held_out], n_classes)
+                    mirrored_logits[C][held_out] = class_logits(model, flipped[held_out], n_classes)
         for C in C_GRID:
             picked = _softmax(logits[C])[np.arange(len(labels)), labels]
             log_loss[C] = float(-np.log(np.clip(picked, 1e-12, None)).mean())
@@ -175,7 +182,7 @@ def fit_probe_in_place(
         rows, targets = stacked, np.concatenate([labels, labels])
         result.mirrored = True
     model = _fit(logistic().set_params(C=best), rows, targets)
-    result.head = _to_linear(model, mean, scale, n_classes)
+    result.head = linear_head(model, mean, scale, n_classes)
     return result
 
 
@@ -273,7 +280,7 @@ def _fit(
         return model.fit(x, y, sample_weight=weights)
 
 
-def _logits(model: LogisticRegression, x: np.ndarray, n_classes: int) -> np.ndarray:
+def class_logits(model: LogisticRegression, x: np.ndarray, n_classes: int) -> np.ndarray:
     """Decision values for all classes; a class absent from a fold's training rows gets a
     very low score rather than shifting the columns."""
     values = model.decision_function(x)
@@ -289,7 +296,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(1, keepdims=True)
 
 
-def _to_linear(
+def linear_head(
     model: LogisticRegression, mean: np.ndarray, scale: np.ndarray, n_classes: int
 ) -> torch.nn.Linear:
     """Fold the standardisation into the weights: one Linear layer on raw features."""
