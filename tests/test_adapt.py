@@ -86,6 +86,20 @@ def test_adapting_to_inverted_digits_raises_their_accuracy(digits, unadapted, tm
     assert target_accuracy(reloaded, digits["target_labelled"]) == after
 
 
+@pytest.mark.slow
+def test_a_fine_tuned_model_is_adapted_through_its_own_network(digits, tmp_path):
+    settings = {**SETTINGS, "strategy": "fine-tune", "epochs": 1}
+    plain = headstart.fit(digits["source"], runs_dir=tmp_path / "plain", **settings)
+    adapted = headstart.fit(
+        digits["source"], target_images=digits["target"], runs_dir=tmp_path / "adapted", **settings
+    )
+
+    assert adapted.strategy == "fine-tune"
+    before = target_accuracy(plain.model, digits["target_labelled"])
+    after = target_accuracy(adapted.model, digits["target_labelled"])
+    assert after >= before + 0.05, (before, after)
+
+
 def test_target_images_like_the_training_images_leave_the_model_as_trained(
     capsys, digits, unadapted, tmp_path
 ):
