@@ -142,6 +142,10 @@ def test_target_images_that_are_not_there_are_refused_before_a_run_folder(digits
         headstart.fit(
             digits["source"], target_images=digits["target"], pretrained=False, runs_dir=tmp_path
         )
+    with pytest.raises(HeadstartError, match="ensemble=3: adaptation moves one network"):
+        headstart.fit(
+            digits["source"], target_images=digits["target"], ensemble=3, runs_dir=tmp_path
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 

@@ -735,11 +735,16 @@ def _distillation_needs_a_teacher(config: FitConfig) -> str | None:
     return None
 
 
-def _adaptation_needs_pretrained(config: FitConfig) -> str | None:
+def _adaptation_needs_one_pretrained_network(config: FitConfig) -> str | None:
     if config.target_images is not None and not config.pretrained:
         return (
             "target_images=... with pretrained=False: adaptation measures the shift on the "
             "pretrained features"
+        )
+    if config.target_images is not None and config.ensemble > 1:
+        return (
+            f"target_images=... with ensemble={config.ensemble}: adaptation moves one "
+            "network's head; fit one network"
         )
     return None
 
@@ -764,7 +769,7 @@ _RULES = (
     _some_images_train,
     _candidates_are_specs,
     _distillation_needs_a_teacher,
-    _adaptation_needs_pretrained,
+    _adaptation_needs_one_pretrained_network,
 )
 
 #: A backbone to rank (``headstart rank --models``, ``fit --candidates``): ``[random:]ARCH[@SIZE]``.
