@@ -29,7 +29,7 @@ from ..features import ExtractedFeatures, extract_features
 from ..runfolder import ADAPTATION, RunFolder
 from ..torch_model import Model
 from ..training.adapt import (
-    SELF_TRAINING,
+    DEFAULT_MOVE,
     Domains,
     Standardised,
     choose_move,
@@ -188,7 +188,7 @@ def _choose(
         f"reverse validation {best.carried.mean():.1%} against {unadapted:.1%} unadapted "
         f"(z = {best.z:+.1f})"
     )
-    if best is tried[len(SELF_TRAINING)]:
+    if best.name == DEFAULT_MOVE:
         evidence = f"the move kept under a shift unless it falls behind; {evidence}"
     why = (
         f"{best.name} kept ({evidence}); the saved model is for the target images, and the "
@@ -215,20 +215,9 @@ def _representations(
     features = _features(kept, ready, target, paths, config)
     source = Standardised.of(features["train"])
     own = Standardised.of(features["target"])
-    yield Domains(
-        "unadapted",
-        source(features["train"]),
-        source(features["val"]),
-        source(features["target"]),
-        source,
-    )
-    yield Domains(
-        "feature statistics",
-        source(features["train"]),
-        source(features["val"]),
-        own(features["target"]),
-        own,
-    )
+    train, val = source(features["train"]), source(features["val"])  # shared: never changed
+    yield Domains("unadapted", train, val, source(features["target"]), source)
+    yield Domains(DEFAULT_MOVE, train, val, own(features["target"]), own)
     if has_batch_norm(kept.model.network.backbone):
         domains, networks[domains.name] = _batch_norm_statistics(kept.model, ready, paths, config)
         yield domains

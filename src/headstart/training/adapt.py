@@ -40,6 +40,7 @@ from ..scaling import mean_and_spread
 from .probe import class_logits, linear_head
 
 __all__ = [
+    "DEFAULT_MOVE",
     "AdaptedHead",
     "Domains",
     "Move",
@@ -76,6 +77,8 @@ SELF_TRAINING = ((1.0, 0), (0.5, 1), (0.7, 1), (0.7, 2), (0.9, 2))
 #: under blur 82.7 -> 87.6%) and lowered others; reverse validation never put it ahead of the
 #: feature statistics beyond noise.
 KEEP_MOVE = 1.5
+#: The representation kept under a shift unless reverse validation puts it behind (see above).
+DEFAULT_MOVE = "feature statistics"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ def choose_move(
 ) -> tuple[Move | None, list[Move]]:
     """The move to keep, None for the unadapted head, and every move tried: each
     self-training of :data:`SELF_TRAINING` on each representation, scored by reverse
-    validation. The first representation is the unadapted one, the second the default move.
+    validation. The first representation is the unadapted one; the one named
+    :data:`DEFAULT_MOVE`, without self-training, is the default move.
 
     The default move (each domain's own feature statistics) is kept unless reverse validation
     puts it behind the unadapted head by :data:`KEEP_MOVE`; any other move must beat it (or
@@ -200,7 +204,8 @@ def choose_move(
             if tried:
                 move.against_unadapted = paired(carried, tried[0].carried)
             tried.append(move)
-    unadapted, default = tried[0], tried[len(SELF_TRAINING)] if len(tried) > 1 else None
+    unadapted = tried[0]
+    default = next((m for m in tried if m.rounds == 0 and m.name == DEFAULT_MOVE), None)
     kept = default if default is not None and default.z > -KEEP_MOVE else None
     reference = (kept or unadapted).carried
     others = [move for move in tried[1:] if move is not default]
