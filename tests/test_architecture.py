@@ -16,10 +16,16 @@ PACKAGE = Path(headstart.__file__).parent
 
 #: The layers, lowest first: a module may import from its own layer or a lower one. Texts
 #: span them (reading texts sits with reading photos, a text model with the bundles, the
-#: fit of texts with the fit), so each of their modules has its own place.
+#: fit of texts with the fit), so each of their modules has its own place; so do the tasks
+#: (regression, multi-label), each role in every task at one place ("tasks.data": the table
+#: of a regression and of a multi-label fit alike).
 LAYERS = [
     {
         "text",
+        "tasks",
+        "tasks.regression",
+        "tasks.multilabel",
+        "tasks.thresholds",
         "_version",
         "errors",
         "console",
@@ -31,12 +37,24 @@ LAYERS = [
         "transferability",
         "scaling",
     },
-    {"data", "models", "preprocessing", "text.data", "text.encoder"},
-    {"inputs", "classifier", "features", "text.embeddings"},
-    {"training", "auditing", "checks", "monitor", "diagnosis", "text.audit", "text.finetune"},
-    {"bundle", "prediction", "torch_model", "exported", "loading", "text.model"},
+    {"data", "models", "preprocessing", "text.data", "text.encoder", "tasks.data"},
+    {"inputs", "classifier", "features", "text.embeddings", "tasks.copies"},
+    {
+        "training",
+        "auditing",
+        "checks",
+        "monitor",
+        "diagnosis",
+        "text.audit",
+        "text.finetune",
+        "tasks.probe",
+        "tasks.checks",
+        "tasks.audit",
+        "tasks.plan",
+    },
+    {"bundle", "prediction", "torch_model", "exported", "loading", "text.model", "tasks.model"},
     {"compare", "report"},
-    {"stages", "text.checks", "text.scoring", "text.plan"},
+    {"stages", "text.checks", "text.scoring", "text.plan", "tasks.training"},
     {
         "result",
         "recipe",
@@ -51,6 +69,7 @@ LAYERS = [
         "serve",
         "ranking",
         "text.recipe",
+        "tasks.recipe",
     },
     {"cli", "__init__", "__main__"},
 ]
@@ -90,11 +109,14 @@ def graph() -> dict[str, set[str]]:
 
 
 def component(module: str) -> str:
-    """``headstart.training.plan`` -> ``training``; ``headstart.text.model`` -> ``text.model``
-    (see LAYERS); the package itself -> ``__init__``."""
+    """``headstart.training.plan`` -> ``training``; ``headstart.text.model`` -> ``text.model``;
+    ``headstart.tasks.regression.data`` -> ``tasks.data`` (see LAYERS); the package itself ->
+    ``__init__``."""
     parts = module.split(".")
     if parts[1:2] == ["text"] and len(parts) > 2:
         return ".".join(parts[1:3])
+    if parts[1:2] == ["tasks"] and len(parts) > 2:  # a task's module by its role:
+        return f"tasks.{parts[-1]}"  # tasks.regression.data -> tasks.data
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -14,7 +14,12 @@ from headstart.training.finetune import FineTuneSettings
 
 TABLE = settings_table()
 #: Settings that are valid only beside another: what they are tried with.
-NEEDS = {"distill_temperature": {"teacher": "runs/x"}, "unlabelled": {"teacher": "runs/x"}}
+NEEDS = {
+    "distill_temperature": {"teacher": "runs/x"},
+    "unlabelled": {"teacher": "runs/x"},
+    "loss": {"task": "regression"},
+    "label_separator": {"task": "multi-label"},
+}
 
 
 def example(name: str):
@@ -94,6 +99,8 @@ def test_fine_tuning_settings_keep_their_names_down_to_the_training_loop():
     # ensemble is how many fine-tunings run; teacher, distill_temperature and unlabelled make
     # the Teacher and its images.
     built_elsewhere |= {"ensemble", "teacher", "distill_temperature", "unlabelled"}
+    # loss makes the training objective (headstart.training.objective).
+    built_elsewhere |= {"loss"}
     for name, described in TABLE.items():
         if described.fine_tuning and name not in built_elsewhere | {"early_stopping"}:
             assert name in loop, name

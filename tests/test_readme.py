@@ -147,3 +147,61 @@ def test_the_text_examples_run_as_written(text_workspace: Path):
     namespace: dict = {}
     exec(compile(python, str(README), "exec"), namespace)
     assert namespace["result"].run_dir.name == "tickets-2"
+
+
+@pytest.fixture
+def regression_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """counts.csv (path,count) and new_photos/, as the README's regression section describes
+    them: 30 handwritten digits, the digit's value standing in for the count."""
+    from test_regression import write_digits
+
+    table = write_digits(tmp_path, 30, column="count")
+    table.rename(tmp_path / "counts.csv")
+    (tmp_path / "new_photos").mkdir()
+    for i in range(2):
+        photo = Image.open(tmp_path / "images" / f"{i:04d}.png").convert("RGB")
+        photo.save(tmp_path / "new_photos" / f"{i + 1}.jpg")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_regression_examples_run_as_written(regression_workspace: Path):
+    (block,) = code_blocks("bash", "## A number per image")
+    for line in (line for line in block.splitlines() if line.strip()):
+        assert run_line(line) == 0, line
+    predicted = list(csv.DictReader((regression_workspace / "counts_predicted.csv").open()))
+    assert [Path(row["path"]).name for row in predicted] == ["1.jpg", "2.jpg"]
+    assert all(0 <= float(row["count"]) <= 9 for row in predicted)
+
+    (python,) = code_blocks("python", "## A number per image")
+    namespace: dict = {}
+    exec(compile(python, str(README), "exec"), namespace)
+    assert namespace["result"].run_dir.name == "counts-2"
+
+
+@pytest.fixture
+def labels_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tags.csv (path,labels) and new_photos/, as the README's multi-label section describes
+    them: 60 images of two digit slots, labelled with the digits they show."""
+    from test_multilabel import write_pairs
+
+    write_pairs(tmp_path, 60).rename(tmp_path / "tags.csv")
+    (tmp_path / "new_photos").mkdir()
+    for i in range(2):
+        photo = Image.open(tmp_path / "images" / f"{i:04d}.png").convert("RGB")
+        photo.save(tmp_path / "new_photos" / f"{i + 1}.jpg")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_multilabel_examples_run_as_written(labels_workspace: Path):
+    (block,) = code_blocks("bash", "## Several labels per image")
+    for line in (line for line in block.splitlines() if line.strip()):
+        assert run_line(line) == 0, line
+    predicted = list(csv.DictReader((labels_workspace / "tags_predicted.csv").open()))
+    assert [Path(row["path"]).name for row in predicted] == ["1.jpg", "2.jpg"]
+
+    (python,) = code_blocks("python", "## Several labels per image")
+    namespace: dict = {}
+    exec(compile(python, str(README), "exec"), namespace)
+    assert namespace["result"].run_dir.name == "tags-2"

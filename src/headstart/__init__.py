@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .ranking import rank
     from .recipe import fit
     from .result import FitResult
+    from .tasks.regression.model import Regressor
     from .torch_model import Model
     from .tuning import tune
 
@@ -37,6 +38,7 @@ __all__ = [
     "Model",
     "Prediction",
     "Predictor",
+    "Regressor",
     "__version__",
     "audit",
     "check",
@@ -59,6 +61,7 @@ _HOMES = {
     "Model": "torch_model",
     "Prediction": "prediction",
     "Predictor": "prediction",
+    "Regressor": "tasks.regression.model",
     "audit": "api",
     "check": "api",
     "distill": "from_runs",

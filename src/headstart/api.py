@@ -12,16 +12,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .auditing import AuditReport, audit_dataset
 from .checks import CheckReport, sanity_checks
 from .config import FitConfig
 from .console import say
 from .data.decoded import content_hash
 from .data.images import UnreadableImage
-from .data.sources import Skipped, discover
+from .data.sources import Dataset, Skipped, discover
 from .errors import HeadstartError
 from .loading import load
-from .metrics import classification_metrics
+from .metrics import classification_metrics, label_metrics, regression_metrics
 from .prediction import Predictor
 from .runfolder import RunFolder
 from .stages.data import prepare
@@ -30,6 +32,8 @@ from .text.data import is_text_data
 from .training.lr_find import LRFindResult
 
 if TYPE_CHECKING:
+    from .tasks.multilabel.data import LabelSets
+    from .tasks.regression.data import TargetDataset
     from .text.audit import TextAudit
 
 __all__ = ["audit", "check", "evaluate", "lr_find"]
@@ -110,7 +114,9 @@ def lr_find(
 def evaluate(
     bundle: str | Path, data: str | Path, *, split: str | None = None, quiet: bool = False
 ) -> tuple[dict, list[Skipped]]:
-    """Metrics of the bundle's predictions on ``data``'s labelled images.
+    """Metrics of the bundle's predictions on ``data``'s labelled images; for a regressor,
+    its errors (MAE, RMSE, R², beside predicting the training mean) on a table of images and
+    numbers.
 
     ``split``: ``"all"``, or one of the data's splits; by default its test split when it has
     one (a train/val/test folder or a CSV with a split column), else every image.
@@ -129,21 +135,24 @@ def evaluate(
         from .text.scoring import evaluate_texts
 
         return evaluate_texts(model, run, data, split=split, quiet=quiet)
+    task = getattr(model, "task", "classification")
     skipped: list[Skipped] = []
     if run is not None and run.data is not None and run.data == Path(data).resolve():
         examples, split = _run_split(run, split)
+        examples = [(path, _answer_of(task, label)) for path, label in examples]
         left_out = 0
         if split == "all":
             say(quiet, f"evaluate: split 'all' of {data} includes the images the run trained on")
     else:
         # No random split (every image is scored), and no training images needed.
-        dataset = discover(data, val_fraction=0.0, training=False)
+        dataset = _scored_data(model, data)
         if split is None:
             split = "test" if dataset.split("test") else "all"
         samples = list(dataset.samples) if split == "all" else dataset.split(split)
-        examples = [(s.path, s.label) for s in samples]
+        examples = [(s.path, _answer(task, s)) for s in samples]
         skipped += dataset.skipped
-        _require_known_labels(examples, model.classes, data)
+        if task == "classification":
+            _require_known_labels(examples, model.classes, data)
         trained_on = _trained_on(model, run, [path for path, _ in examples])
         examples = [(path, label) for path, label in examples if path not in trained_on]
         left_out = len(trained_on)
@@ -163,14 +172,70 @@ def evaluate(
         why = f" (all {left_out} are images the run trained on)" if left_out else ""
         raise HeadstartError(f"{data}: no images to score in split {split!r}{why}")
     predictions, unreadable = model.predict_files([path for path, _ in examples], quiet=quiet)
-    labels = dict(examples)
+    if not predictions:
+        why = f" ({unreadable[0].path}: {unreadable[0].reason})" if unreadable else ""
+        raise HeadstartError(f"{data}: none of the {len(examples)} images could be read{why}")
+    scores = _scores(model, task, dict(examples), predictions)
+    return {**scores, "split": split, "left_out": left_out}, skipped + unreadable
+
+
+def _scored_data(model: Predictor, data: str | Path) -> Dataset | TargetDataset | LabelSets:
+    """``data`` as a dataset to score ``model`` on: a regression's table (its target found
+    under the model's own name when the table has it), a table of label sets (read with the
+    model's labels), or labelled images."""
+    task = getattr(model, "task", "classification")
+    if task == "regression":
+        from .tasks.regression.data import read_targets
+
+        return read_targets(data, preferred=model.target.name, val_fraction=0.0, training=False)
+    if task == "multi-label":
+        from .tasks.multilabel.data import read_label_sets
+
+        return read_label_sets(data, val_fraction=0.0, training=False, known=model.classes)
+    return discover(data, val_fraction=0.0, training=False)
+
+
+#: What each task's samples are labelled with.
+_ANSWERS = {"classification": "label", "regression": "target", "multi-label": "labels"}
+
+
+def _answer(task: str, sample: object) -> object:
+    """What ``sample`` is labelled with: its class, its number or its labels."""
+    return getattr(sample, _ANSWERS[task])
+
+
+def _answer_of(task: str, written: str) -> object:
+    """A label as a run's ``splits.csv`` writes it, read back."""
+    if task == "regression":
+        return float(written)
+    if task == "multi-label":
+        return tuple(label for label in written.split("|") if label)
+    return written
+
+
+def _scores(model: Predictor, task: str, answers: dict[Path, object], predictions: list) -> dict:
+    """The task's metrics of ``predictions`` (path, prediction) against ``answers``."""
+    paths = [path for path, _ in predictions]
+    if task == "regression":
+        scores = regression_metrics(
+            [float(answers[path]) for path in paths],
+            [value for _, value in predictions],
+            model.target.mean,
+        )
+        return {**scores, "task": task}
+    if task == "multi-label":
+        index = {label: i for i, label in enumerate(model.classes)}
+        targets = np.zeros((len(paths), len(model.classes)))
+        for row, path in enumerate(paths):
+            targets[row, [index[label] for label in answers[path]]] = 1
+        found = np.array([[p.probabilities[c] for c in model.classes] for _, p in predictions])
+        return {**label_metrics(targets, found, model.thresholds, model.classes), "task": task}
     index = {name: i for i, name in enumerate(model.classes)}
-    scores = classification_metrics(
-        [index[labels[path]] for path, _ in predictions],
+    return classification_metrics(
+        [index[answers[path]] for path in paths],
         [index[p.label] for _, p in predictions],
         model.classes,
     )
-    return {**scores, "split": split, "left_out": left_out}, skipped + unreadable
 
 
 def _require_known_labels(

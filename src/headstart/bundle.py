@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from .config import TASKS  # what a bundle's network predicts; before regression: a class
 from .errors import HeadstartError
 from .preprocessing import CROPS, Preprocessing
 from .runfolder import MODEL
@@ -38,14 +39,22 @@ __all__ = [
 #: The newest bundle format this version reads. 2: a temperature applied to the logits; 3: a
 #: network exported to another runtime (older versions cannot run those, and say so); 4:
 #: test-time crops averaged, or an ensemble of networks (older versions would predict from
-#: the centre crop alone, or fail to read the weights).
-BUNDLE_FORMAT = 4
-PYTORCH_FORMAT, EXPORTED_FORMAT, SQUEEZED_FORMAT = 2, 3, 4
+#: the centre crop alone, or fail to read the weights); 5: a task other than classification,
+#: a regression's number, or several labels (older versions would read the outputs as classes).
+BUNDLE_FORMAT = 5
+PYTORCH_FORMAT, EXPORTED_FORMAT, SQUEEZED_FORMAT, TASK_FORMAT = 2, 3, 4, 5
 
 
-def bundle_format(runtime_format: int, test_time_crops: tuple[str, ...], members: int = 1) -> int:
+def bundle_format(
+    runtime_format: int,
+    test_time_crops: tuple[str, ...],
+    members: int = 1,
+    task: str = "classification",
+) -> int:
     """The format a bundle is written in: its runtime's, or newer where it averages crops or
-    networks."""
+    networks, or predicts something other than a class."""
+    if task != "classification":
+        return TASK_FORMAT
     return SQUEEZED_FORMAT if test_time_crops != CROPS[:1] or members > 1 else runtime_format
 
 
@@ -74,6 +83,9 @@ _OWN_KEYS = {
     "num_features",
     "modality",
     "encoder",
+    "task",
+    "target",
+    "thresholds",
 }
 _OPTIONAL_KEYS = {
     "format",
@@ -83,10 +95,11 @@ _OPTIONAL_KEYS = {
     "temperature",
     "test_time_crops",
     "ensemble",
+    "task",
 }
 #: What a bundle of each modality must describe (besides the optional keys).
 _NEEDED = {
-    "image": _OWN_KEYS - _OPTIONAL_KEYS - {"modality", "encoder"},
+    "image": _OWN_KEYS - _OPTIONAL_KEYS - {"modality", "encoder", "target", "thresholds"},
     "text": {"classes", "encoder", "num_features"},
 }
 
@@ -105,6 +118,10 @@ class Description:
     @property
     def modality(self) -> str:
         return self.meta.get("modality", "image")  # bundles from before texts: images
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "classification")
 
     @property
     def network_file(self) -> Path:
@@ -197,7 +214,10 @@ def describe(bundle: str | Path) -> Description:
     modality = meta.get("modality", "image")
     if modality not in _NEEDED:
         raise HeadstartError(f"{where}: modality {modality!r} is not one of {', '.join(_NEEDED)}")
+    if meta.get("task", "classification") not in TASKS:
+        raise HeadstartError(f"{where}: task {meta['task']!r} is not one of {', '.join(TASKS)}")
     needed = _NEEDED[modality] - ({"num_features"} if runtime != "pytorch" else set())
+    needed |= {"regression": {"target"}, "multi-label": {"thresholds"}}.get(meta.get("task"), set())
     missing = sorted(needed - set(meta))
     if missing:
         raise HeadstartError(f"{where}: incomplete, no {', '.join(missing)}")

@@ -14,9 +14,14 @@ import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .config import COMMANDS, GROUPS, RANK_IMAGES, Setting, default_of, settings_table
+
+if TYPE_CHECKING:
+    from .tasks.multilabel.model import MultiLabelModel
+    from .tasks.regression.model import Regressor
 
 __all__ = ["main"]
 
@@ -653,6 +658,10 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise HeadstartError("no images given: `headstart predict RUN photos/ ...`")
     paths = image_files(args.inputs)
+    if getattr(model, "task", "classification") == "regression":
+        return _predict_numbers(model, paths, args)
+    if getattr(model, "task", "classification") == "multi-label":
+        return _predict_label_sets(model, paths, args)
     predictions, skipped = model.predict_files(paths, top_k=args.top_k, quiet=args.quiet)
     if args.csv:
         try:
@@ -665,6 +674,58 @@ def _predict(args: argparse.Namespace) -> int:
         table = Table("file", "prediction", title_justify="left")
         for path, prediction in predictions:
             table.add_row(str(path), ", ".join(f"{label} {p:.1%}" for label, p in prediction.top))
+        out.print(table)
+    for skip in skipped:
+        err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+    return 0 if predictions else 1
+
+
+def _predict_numbers(model: Regressor, paths: list[Path], args: argparse.Namespace) -> int:
+    from .console import err, out
+
+    predictions, skipped = model.predict_files(paths, quiet=args.quiet)
+    name = model.target.name
+    if args.csv:
+        try:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["path", name])
+            writer.writerows((path, f"{value:.6g}") for path, value in predictions)
+            sys.stdout.flush()
+        except OSError as error:  # a full disk under a redirected output: say which file
+            raise OSError(error.errno, error.strerror, "the standard output") from None
+    else:
+        from rich.table import Table
+
+        table = Table("file", f"predicted {name}", title_justify="left")
+        for path, value in predictions:
+            table.add_row(str(path), f"{value:.4g}")
+        out.print(table)
+    for skip in skipped:
+        err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+    return 0 if predictions else 1
+
+
+def _predict_label_sets(model: MultiLabelModel, paths: list[Path], args: argparse.Namespace) -> int:
+    from .console import err, out
+
+    predictions, skipped = model.predict_files(paths, quiet=args.quiet)
+    if args.csv:
+        try:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["path", "labels", *model.classes])
+            for path, found in predictions:
+                chances = (f"{found.probabilities[label]:.4f}" for label in model.classes)
+                writer.writerow([path, "|".join(found.labels), *chances])
+            sys.stdout.flush()
+        except OSError as error:  # a full disk under a redirected output: say which file
+            raise OSError(error.errno, error.strerror, "the standard output") from None
+    else:
+        from rich.table import Table
+
+        table = Table("file", "labels", title_justify="left")
+        for path, found in predictions:
+            said = ", ".join(f"{label} {found.probabilities[label]:.1%}" for label in found.labels)
+            table.add_row(str(path), said or "(none)")
         out.print(table)
     for skip in skipped:
         err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
@@ -722,6 +783,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     if scores["left_out"] and args.quiet:  # else evaluate said it
         unit = scores.get("unit", "images")
         err.print(f"[yellow]left out[/] {scores['left_out']} {unit} the run trained on")
+    if scores.get("task") == "regression":
+        baseline = scores["mean_baseline"]
+        out.print(
+            f"MAE {scores['mae']:.4g}, RMSE {scores['rmse']:.4g}, R² {scores['r2']:.3f}, "
+            f"median absolute error {scores['median_absolute_error']:.4g} on {scores['n']} "
+            f"images (split: {scores['split']}); predicting the training mean "
+            f"{baseline['value']:.4g}: MAE {baseline['mae']:.4g}, RMSE {baseline['rmse']:.4g}",
+            soft_wrap=True,
+        )
+        for skip in skipped:
+            err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+        return 0
+    if scores.get("task") == "multi-label":
+        _print_label_scores(scores)
+        for skip in skipped:
+            err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
+        return 0
     out.print(
         f"accuracy {scores['accuracy']:.1%}, balanced accuracy "
         f"{scores['balanced_accuracy']:.1%}, macro-F1 {scores['macro_f1']:.3f} "
@@ -748,6 +826,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     for skip in skipped:
         err.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", soft_wrap=True)
     return 0
+
+
+def _print_label_scores(scores: dict) -> None:
+    from rich.table import Table
+
+    from .console import out
+
+    baseline = scores["frequency_baseline"]
+    out.print(
+        f"mAP {scores['map']:.3f}, micro-F1 {scores['micro_f1']:.3f}, macro-F1 "
+        f"{scores['macro_f1']:.3f}, every label right on {scores['subset_accuracy']:.1%} of "
+        f"{scores['n']} images (split: {scores['split']}); knowing only the labels' "
+        f"frequencies: mAP {baseline['map']:.3f}",
+        soft_wrap=True,
+    )
+    table = Table("label", "AP", "precision", "recall", "f1", "images", title_justify="left")
+    for name, row in scores["per_label"].items():
+        table.add_row(
+            name,
+            "-" if row["ap"] is None else f"{row['ap']:.3f}",
+            f"{row['precision']:.1%}",
+            f"{row['recall']:.1%}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
+    out.print(table)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from .storage import write_atomically
 
 __all__ = [
     "BALANCING",
+    "LOSSES",
     "OPTIMIZERS",
     "PENALTIES",
     "POLICIES",
@@ -40,6 +41,7 @@ __all__ = [
     "PRESETS",
     "SCHEDULES",
     "STRATEGIES",
+    "TASKS",
     "TRANSFORMS",
     "UNFREEZING",
     "FitConfig",
@@ -52,6 +54,11 @@ __all__ = [
 # The vocabularies: each is defined here once, and the module that implements it reads it from
 # here (a test checks that each implementation knows every name).
 STRATEGIES = ("auto", "linear-probe", "fine-tune", "full")
+#: What each image is labelled with: a class, a number, or several labels at once.
+TASKS = ("classification", "regression", "multi-label")
+#: The training loss: cross-entropy for classes; for a number, Huber (the default) or squared
+#: error (see headstart.training.objective).
+LOSSES = ("auto", "huber", "mse")
 OPTIMIZERS = ("sgd", "nesterov", "adamw", "adam", "rmsprop", "adagrad", "novograd", "lbfgs")
 SCHEDULES = ("cosine", "step", "linear", "inverse-sqrt", "one-cycle", "constant")
 #: Numeric precision of the forward pass: ``auto`` is bfloat16 on CUDA devices that have it,
@@ -84,6 +91,7 @@ TRANSFORMS = (
 #: The groups of settings, in the order ``--help`` lists them; the commands that take each.
 GROUPS = {
     "data": "the data and the network",
+    "task": "what is predicted",
     "text": "texts (a CSV, TSV or JSON Lines table, or folders of .txt files)",
     "training": "training (defaults: the plan's)",
     "regularisation": "regularisation",
@@ -95,6 +103,7 @@ _READS_DATA = ("fit", "audit", "check", "lr-find", "augment-preview", "rank", "d
 _TRAINS = ("fit", "check", "lr-find", "augment-preview", "distill", "tune")
 COMMANDS = {
     "data": _READS_DATA,
+    "task": ("fit",),
     "text": ("fit", "audit"),
     "training": _TRAINS,
     "regularisation": _TRAINS,
@@ -234,6 +243,29 @@ class FitConfig:
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", group="data")
     quiet: bool = setting(False, "no progress bars or plan messages", group="data")
 
+    # What is predicted.
+    task: str = setting(
+        "classification",
+        "classification (a class an image), regression (a number an image: a CSV with a path "
+        "column and a column of numbers) or multi-label (several labels an image: a CSV with "
+        "a path column and a column of labels, or a 0/1 column per label)",
+        group="task",
+        choices=TASKS,
+    )
+    label_separator: str | None = setting(
+        None,
+        "what joins a multi-label table's labels in one cell (default: found among | ; , "
+        "and a space)",
+        group="task",
+        optional=True,
+    )
+    loss: str = _fine(
+        "auto",
+        "training loss: auto (cross-entropy for classes, huber for numbers), huber or mse",
+        group="task",
+        choices=LOSSES,
+    )
+
     # Texts.
     encoder: str = setting(
         "all-MiniLM-L6-v2",
@@ -244,7 +276,10 @@ class FitConfig:
         None, "the table's text column (default: found by name)", group="text", optional=True
     )
     label_column: str | None = setting(
-        None, "the table's label column (default: found by name)", group="text", optional=True
+        None,
+        "the table's label column, or a regression's column of numbers (default: found by name)",
+        group="text",
+        optional=True,
     )
 
     # What trains, and how.
@@ -749,6 +784,23 @@ def _adaptation_needs_one_pretrained_network(config: FitConfig) -> str | None:
     return None
 
 
+def _numbers_have_their_losses(config: FitConfig) -> str | None:
+    if config.loss != "auto" and config.task != "regression":
+        return (
+            f"loss={config.loss!r} is a loss for numbers: give task='regression' (classes "
+            "train with cross-entropy)"
+        )
+    return None
+
+
+def _separators_join_several_labels(config: FitConfig) -> str | None:
+    if config.label_separator is not None and config.task != "multi-label":
+        return "label_separator=... joins several labels in a cell: give task='multi-label'"
+    if config.label_separator is not None and not config.label_separator:
+        return "label_separator='': give the character that joins the labels, e.g. '|'"
+    return None
+
+
 def _device_is_named(config: FitConfig) -> str | None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         return f"device={config.device!r}; expected auto, cpu, cuda or cuda:N"
@@ -770,6 +822,8 @@ _RULES = (
     _candidates_are_specs,
     _distillation_needs_a_teacher,
     _adaptation_needs_one_pretrained_network,
+    _numbers_have_their_losses,
+    _separators_join_several_labels,
 )
 
 #: A backbone to rank (``headstart rank --models``, ``fit --candidates``): ``[random:]ARCH[@SIZE]``.

@@ -96,6 +96,11 @@ def export(
             f"{source.directory} is a text model: export is for image models (a text bundle "
             "is already safetensors, loaded by headstart.load)"
         )
+    if source.task != "classification":
+        raise HeadstartError(
+            f"{source.directory} is a {source.task} model: export is built for classifiers so "
+            "far (its bundle is safetensors, loaded by headstart.load)"
+        )
     if source.runtime != "pytorch":
         raise HeadstartError(
             f"{source.directory} is already an export ({source.runtime}); export the run's "

@@ -69,6 +69,9 @@ def distill(run_dir: str | Path, student: str | None = None, **settings) -> FitR
         )
     if (run.json(SUMMARY) or {}).get("modality") == "text":
         raise HeadstartError(f"{run_dir} holds a text model: distillation is built for images")
+    task = (run.json(SUMMARY) or {}).get("task", "classification")
+    if task != "classification":
+        raise HeadstartError(f"{run_dir} is a {task} model: distillation is built for classifiers")
     saved = load_config(run / CONFIG_YAML)
     taught = {
         name: value
@@ -94,6 +97,11 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
         raise HeadstartError(f"{run_dir} is not a headstart run folder (no {CONFIG_YAML})")
     run = RunFolder(run_dir)
     saved = load_config(run / CONFIG_YAML)
+    if saved.get("task", "classification") != "classification":
+        raise HeadstartError(
+            f"{run.path} is a {saved['task']} fit, which cannot be resumed: start a new "
+            "`headstart fit` (the images' features are cached)"
+        )
     data = run.json(CONFIG_JSON)["data"]
     plan = Plan.from_dict(run.json(PLAN)) if run.exists(PLAN) else None
     if plan is None or plan.fine_tune is None or not run.training_state.exists():

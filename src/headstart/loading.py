@@ -27,6 +27,14 @@ def load(bundle: str | Path) -> Predictor | TextModel:
         from .text.model import load_text_bundle
 
         return load_text_bundle(description)
+    if description.task == "multi-label":
+        from .tasks.multilabel.model import load_multilabel
+
+        return load_multilabel(description)
+    if description.task == "regression":
+        from .tasks.regression.model import load_regressor
+
+        return load_regressor(description)
     if description.runtime == "pytorch":
         from .torch_model import load_network_bundle
 

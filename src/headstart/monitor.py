@@ -80,10 +80,13 @@ class TrainingBoard(Callback):
             self.writer.add_scalar(f"lr/{group.replace(' ', '_')}", lr, step.step)
 
     def epoch(self, record: Mapping) -> None:
-        """One epoch's record of ``fine_tune``: validation loss and accuracy, training accuracy."""
+        """One epoch's record of ``fine_tune``: validation loss, and the task's score
+        (accuracy, R², mAP) on validation and training."""
         self.writer.add_scalar("loss/val", record["val_loss"], self.step)
-        self.writer.add_scalar("accuracy/val", record["val_accuracy"], self.step)
-        self.writer.add_scalar("accuracy/train", record["train_accuracy"], self.step)
+        for key, value in record.items():
+            split, _, score = key.partition("_")
+            if split in ("val", "train") and score != "loss" and value is not None:
+                self.writer.add_scalar(f"{score}/{split}", value, self.step)
         self.writer.flush()  # a live view: each epoch is on disk as soon as it ends
 
     def on_train_begin(self, training: Training) -> None:

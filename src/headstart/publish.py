@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from .bundle import META, RUNTIMES, bundle_folder
+from .bundle import META, RUNTIMES, bundle_folder, describe
 from .errors import HeadstartError
 from .report.card import CARD, write_card
 
@@ -35,6 +35,9 @@ def push(run: str | Path, repo_id: str, *, private: bool = False, token: str | N
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 
     bundle = bundle_folder(run)
+    task = describe(bundle).task
+    if task != "classification":
+        raise HeadstartError(f"{run} is a {task} model: push is built for classifiers so far")
     if not (bundle / CARD).exists() and (bundle.parent / "summary.json").exists():
         write_card(bundle.parent)
     api = HfApi(token=token)

@@ -54,7 +54,9 @@ __all__ = ["FitResult", "fit", "in_every_process", "run_stages", "scratch_unless
 
 
 def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitResult:
-    """Train a classifier on ``data`` (class folders, train/val folders, or a CSV).
+    """Train a classifier on ``data`` (class folders, train/val folders, or a CSV), or with
+    ``task="regression"`` a model that predicts a number (a CSV of paths and numbers), or
+    with ``task="multi-label"`` one that says which of several labels an image has.
 
     ``settings`` override fields of :class:`~headstart.config.FitConfig`, e.g.
     ``fit("photos", strategy="full")``. Launched by ``torchrun``, every process runs this and
@@ -69,6 +71,14 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         raise HeadstartError("teacher=...: distillation is built for image models only")
     if is_text_data(data) and config.target_images is not None:
         raise HeadstartError("target_images=...: adaptation is built for image models only")
+    if config.task == "regression":
+        from .tasks.regression.recipe import fit_regression
+
+        return fit_regression(data, config)
+    if config.task == "multi-label":
+        from .tasks.multilabel.recipe import fit_labels
+
+        return fit_labels(data, config)
     if is_text_data(data):
         from .text.recipe import fit_texts
 

@@ -10,6 +10,8 @@ from .data.sources import Skipped
 
 if TYPE_CHECKING:
     from .data.sources import Dataset
+    from .tasks.plan import TaskPlan
+    from .tasks.regression.data import TargetDataset
     from .text.data import TextDataset
     from .text.model import TextModel
     from .text.plan import TextPlan
@@ -23,12 +25,13 @@ __all__ = ["FitResult"]
 class FitResult:
     run_dir: Path
     model: Model | TextModel
-    plan: Plan | TextPlan
+    plan: Plan | TextPlan | TaskPlan
     strategy: str  # what was kept: the plan's strategy, or the linear probe when it scored higher
     scores: dict[str, dict]  # split -> classification_metrics(...)
     seconds: float
     skipped: list[Skipped] = field(default_factory=list)
     stopped: str = "finished"
-    dataset: Dataset | TextDataset | None = None
+    dataset: Dataset | TextDataset | TargetDataset | None = None
     why_kept: str | None = None  # what decided between the linear probe and the fine-tuning
     unit: str = "images"  # what the examples are: "images" or "texts"
+    task: str = "classification"  # or "regression": scores are regression_metrics(...)

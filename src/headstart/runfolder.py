@@ -110,6 +110,8 @@ TRAINING_STATE = "last.pt"
 TENSORBOARD = "tensorboard"
 MODEL = "model"
 PREDICTIONS = "predictions.npz"
+#: Every held-out text or number with its label and prediction, to read (texts, regressions).
+PREDICTIONS_CSV = "predictions.csv"
 THUMBNAILS = "thumbnails.npz"
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -125,6 +127,7 @@ RUN_ENTRIES = frozenset(
         DATASET,
         SPLITS,
         AUDIT,
+        AUDIT_JSON,
         PLAN,
         CHECKS,
         LR_FIND,
@@ -147,6 +150,7 @@ RUN_ENTRIES = frozenset(
         TENSORBOARD,
         MODEL,
         PREDICTIONS,
+        PREDICTIONS_CSV,
         THUMBNAILS,
         SUMMARY,
         REPORT,

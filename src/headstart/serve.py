@@ -280,6 +280,8 @@ def serve(
     model = load(bundle)
     if getattr(model, "modality", "image") != "image":
         raise HeadstartError(f"{bundle} is a text model: serve is for image models (so far)")
+    if getattr(model, "task", "classification") != "classification":
+        raise HeadstartError(f"{bundle} is a {model.task} model: serve is for classifiers (so far)")
     if not calibrated:
         model.temperature = 1.0
     err.print(

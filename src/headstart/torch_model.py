@@ -60,16 +60,22 @@ class Model(Predictor):
         return self.inputs.logits(self.network, pixels).cpu().numpy()
 
 
-def save(model: Model, directory: str | Path) -> Path:
+def save(model: Model, directory: str | Path, **described) -> Path:
     """``model`` as a bundle in ``directory``: its weights, what it needs to predict, and the
-    content hashes of the images it was trained on (when known)."""
+    content hashes of the images it was trained on (when known); ``described``: more keys of
+    its description (a regression's ``task`` and ``target``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     members = len(model.network.members) if isinstance(model.network, Ensemble) else 1
     write_tensors(state, directory / WEIGHTS)
     meta = {
-        "format": bundle_format(PYTORCH_FORMAT, model.test_time_crops, members),
+        "format": bundle_format(
+            PYTORCH_FORMAT,
+            model.test_time_crops,
+            members,
+            described.get("task", "classification"),
+        ),
         "headstart_version": __version__,
         "torch_version": torch.__version__,
         "architecture": model.architecture,
@@ -81,6 +87,7 @@ def save(model: Model, directory: str | Path) -> Path:
         "num_features": int(model.network.num_features),
         **({"ensemble": members} if members > 1 else {}),
         **model.info,
+        **described,
     }
     write_atomically(directory / META, json.dumps(meta, indent=2).encode())
     if model.trained_on:

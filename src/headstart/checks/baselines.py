@@ -30,6 +30,7 @@ from .core import Check
 
 __all__ = [
     "MOST_ROWS",
+    "beyond_noise",
     "feature_baselines",
     "head_logits",
     "initial_loss",
@@ -121,7 +122,7 @@ def _linear_baseline(probe_right: np.ndarray, majority_right: np.ndarray) -> Che
     """``*_right``: per validation image, whether each model got it right."""
     accuracy, majority = float(probe_right.mean()), float(majority_right.mean())
     gain = probe_right.astype(float) - majority_right
-    better, noise = _paired(gain)
+    better, noise = beyond_noise(gain)
     measured = {"val_accuracy": accuracy, "majority_accuracy": majority, "noise": noise}
     summary = (
         f"a linear model on the cached features scores {accuracy:.1%} on validation, "
@@ -131,7 +132,7 @@ def _linear_baseline(probe_right: np.ndarray, majority_right: np.ndarray) -> Che
         return Check(
             "linear-baseline", "linear model on features", "pass", summary, measured=measured
         )
-    could_tell, _ = _paired(1.0 - majority_right)  # a perfect model's gain
+    could_tell, _ = beyond_noise(1.0 - majority_right)  # a perfect model's gain
     if not could_tell:
         return Check(
             "linear-baseline",
@@ -160,7 +161,7 @@ def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.n
     blind_loss = -np.log(priors[val_y[seen]])
     real_loss = _cross_entropy(probe_logits[seen], val_y[seen])
     gain = blind_loss - real_loss
-    better, noise = _paired(gain)
+    better, noise = beyond_noise(gain)
     measured = {
         "zeroed_val_loss": float(blind_loss.mean()),
         "real_val_loss": float(real_loss.mean()),
@@ -185,8 +186,9 @@ def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.n
     )
 
 
-def _paired(gain: np.ndarray) -> tuple[bool, float]:
-    """Whether per-image gains are positive beyond noise, and their standard error."""
+def beyond_noise(gain: np.ndarray) -> tuple[bool, float]:
+    """Whether per-image gains are positive beyond noise (:data:`SIGNIFICANT` standard
+    errors), and their standard error."""
     noise = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else math.inf
     return bool(gain.mean() > max(SIGNIFICANT * noise, 0)), noise
 

@@ -148,7 +148,7 @@ def _trial(
     examples = [(s.path, index[s.label]) for s in picked]
     cached = None
     if features is not None and probe is not None:
-        cached = head_logits(probe.head, features.of([s.path for s in picked])).argmax(1)
+        cached = head_logits(probe.head, features.of([s.path for s in picked]))
     return training_trial(
         network,
         examples,

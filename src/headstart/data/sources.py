@@ -32,9 +32,12 @@ __all__ = [
     "Sample",
     "Skipped",
     "Splits",
+    "absolute_path",
+    "check_fractions",
     "discover",
     "image_files",
     "split_sizes",
+    "unreadable_images",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -102,7 +105,7 @@ class Dataset(Splits):
         the header check). Classes are kept as they are; see the class docstring.
         """
         skipped = tuple(skipped)
-        gone = {_absolute(item.path) for item in skipped}
+        gone = {absolute_path(item.path) for item in skipped}
         samples = tuple(s for s in self.samples if s.path not in gone)
         warnings = list(self.warnings)
         left = Counter(s.label for s in samples if s.split == "train")
@@ -165,14 +168,8 @@ def discover(
         HeadstartError: bad parameters, a missing source, no images, fewer than two classes,
             no readable file, or contradictory splits.
     """
-    _check_fraction("val_fraction", val_fraction)
-    _check_fraction("test_fraction", test_fraction)
-    if val_fraction + test_fraction >= 1:
-        raise HeadstartError(
-            f"val_fraction + test_fraction = {val_fraction} + {test_fraction} leaves no images "
-            "for training; their sum must be below 1"
-        )
-    root = _absolute(source)
+    check_fractions(val_fraction, test_fraction)
+    root = absolute_path(source)
     if not root.exists():
         raise HeadstartError(f"{root} does not exist")
     if root.is_file() and root.suffix.lower() == ".csv":
@@ -192,7 +189,7 @@ def discover(
 
     files = found.files
     if check_files:
-        bad = _probe_all([path for path, _, _ in files])
+        bad = unreadable_images([path for path, _, _ in files])
         if len(bad) == len(files):
             raise HeadstartError(
                 f"none of the {len(files)} image files found in {root} can be read, "
@@ -398,7 +395,7 @@ def _read_csv(csv_path: Path) -> _Found:
                         f"{csv_path}, line {line}: split {value['split']!r} is not one of "
                         f"{', '.join(SPLITS)} (leave it empty to have the row split here)"
                     )
-                path = _absolute(base / Path(value["path"]).expanduser())
+                path = absolute_path(base / Path(value["path"]).expanduser())
                 if path in first_line:
                     raise HeadstartError(
                         f"{csv_path}, line {line}: {value['path']} is listed again "
@@ -500,8 +497,9 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int,
 # --- Files on disk ------------------------------------------------------------------------
 
 
-def _probe_all(paths: list[Path]) -> list[Skipped]:
-    """The files among ``paths`` that fail :func:`probe_image`, in the order given."""
+def unreadable_images(paths: list[Path]) -> list[Skipped]:
+    """The files among ``paths`` that fail :func:`probe_image` (read from their headers, in
+    threads), in the order given."""
 
     def probe(path: Path) -> Skipped | None:
         try:
@@ -551,9 +549,20 @@ def _is_image_name(name: str | Path) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _absolute(path: str | Path) -> Path:
+def absolute_path(path: str | Path) -> Path:
     # Absolute without resolving symbolic links, so paths read as the user wrote them.
     return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Refuse shares held out that are not numbers in [0, 1), or that leave nothing to train on."""
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1:
+        raise HeadstartError(
+            f"val_fraction + test_fraction = {val_fraction} + {test_fraction} leaves no images "
+            "for training; their sum must be below 1"
+        )
 
 
 def _check_fraction(name: str, value: float) -> None:

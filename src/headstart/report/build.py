@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import HeadstartError
-from ..runfolder import CONFIG_JSON, SUMMARY
+from ..runfolder import CONFIG_JSON, PLAN, SUMMARY
 from ..storage import write_atomically
 from . import results, search, summary, training
 from .folder import ReportedRun
 from .html import Html, note, page
+from .labels import LABEL_SECTIONS
+from .regression import REGRESSION_SECTIONS
 from .text import TEXT_SECTIONS
 
 __all__ = ["SECTIONS", "build_report"]
@@ -42,6 +44,10 @@ SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
 ]
 
 
+#: The sections of a task other than one class an image, by the task's name.
+TASK_SECTIONS = {"regression": REGRESSION_SECTIONS, "multi-label": LABEL_SECTIONS}
+
+
 def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run folder ``run`` to ``out`` (default ``<run>/report.html``).
 
@@ -50,8 +56,9 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
     folder = ReportedRun(Path(run))
     if not folder.exists(SUMMARY) and not folder.exists(CONFIG_JSON):
         raise HeadstartError(f"{run} is not a run folder (no summary.json or config.json)")
-    texts = (folder.json(SUMMARY) or {}).get("modality") == "text"
-    drawn = TEXT_SECTIONS if texts else SECTIONS
+    task = (folder.json(CONFIG_JSON) or {}).get("task", "classification")
+    texts = (folder.json(SUMMARY) or folder.json(PLAN) or {}).get("modality") == "text"
+    drawn = TASK_SECTIONS.get(task) or (TEXT_SECTIONS if texts else SECTIONS)
     sections = [(anchor, heading, _draw(draw, folder)) for anchor, heading, draw in drawn]
     built = time.strftime("%Y-%m-%d %H:%M")
     title = f"headstart report: {folder.path.resolve().name}"

@@ -24,6 +24,8 @@ __all__ = [
     "learning_rates",
     "lr_find",
     "reliability",
+    "residuals",
+    "score_curves",
     "short_names",
     "training_curves",
 ]
@@ -310,4 +312,61 @@ def search_history(rounds: list[dict]) -> bytes:
         axes.set_xlabel("trial")
         axes.set_ylabel("validation accuracy (%)")
         axes.legend(loc="lower right")
+    return _png(figure)
+
+
+def score_curves(
+    epochs: Sequence[dict], score: str, name: str, reference: tuple[str, float | None]
+) -> bytes:
+    """The loss and a task's score (``score``: the records' key suffix, ``name``: its name)
+    per epoch, training and validation; ``reference``: the probe's out-of-sample score and
+    its label, the bar the fine-tuning has to clear."""
+    x = np.arange(1, len(epochs) + 1)
+
+    def series(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in epochs], dtype=float)
+
+    with _figure(3.3, ncols=2) as (figure, (loss, scored)):
+        for axes, key in ((loss, "loss"), (scored, score)):
+            axes.plot(x, series(f"train_{key}"), "o-", color=TRANSFER, ms=3, label="training")
+            axes.plot(x, series(f"val_{key}"), "s-", color=SCRATCH, ms=3, label="validation")
+            axes.set_xlabel("epoch")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        label, value = reference
+        if value is not None:
+            scored.axhline(value, color=REFERENCE, ls="--", lw=1, label=label)
+        loss.legend(loc="best")
+        scored.legend(loc="best")
+        loss.set_title("Loss per epoch")
+        loss.set_ylabel("loss")
+        loss.set_ylim(bottom=0)
+        scored.set_title(f"{name} per epoch")
+        scored.set_ylabel(name)
+        scored.set_ylim(top=1.005)
+    return _png(figure)
+
+
+def residuals(by_split: dict[str, tuple[np.ndarray, np.ndarray]], target: str) -> bytes:
+    """Predicted against true numbers (the diagonal: no error) and the residuals against the
+    predictions (a trend or a funnel there is error the model could still learn, or noise
+    that grows with the number), one colour per split."""
+    colours = {"val": TRANSFER, "test": SCRATCH}
+    with _figure(3.6, ncols=2) as (figure, (versus, spread)):
+        low = min(min(t.min(), p.min()) for t, p in by_split.values())
+        high = max(max(t.max(), p.max()) for t, p in by_split.values())
+        versus.plot([low, high], [low, high], color=REFERENCE, lw=1, ls="--", label="no error")
+        spread.axhline(0, color=REFERENCE, lw=1, ls="--")
+        for split, (true, predicted) in by_split.items():
+            name = {"val": "validation", "test": "test"}.get(split, split)
+            colour = colours.get(split, REFERENCE)
+            versus.scatter(true, predicted, s=8, alpha=0.5, color=colour, label=name)
+            spread.scatter(predicted, predicted - true, s=8, alpha=0.5, color=colour, label=name)
+        versus.set_title("Predicted against true")
+        versus.set_xlabel(f"true {target}")
+        versus.set_ylabel(f"predicted {target}")
+        versus.legend(loc="best")
+        spread.set_title("Residuals against the prediction")
+        spread.set_xlabel(f"predicted {target}")
+        spread.set_ylabel("predicted − true")
+        spread.legend(loc="best")
     return _png(figure)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 
-from ..runfolder import CHECKS, CONFIG_JSON, DATASET, PLAN, SUMMARY
+from ..runfolder import CHECKS, CONFIG_JSON, DATASET, PLAN, PREDICTIONS_CSV, SUMMARY
 from . import results, summary
 from .folder import ReportedRun, duration, number, percent
 from .html import Html, bullets, join, note, paragraph, table
@@ -113,9 +113,9 @@ def audit(run: ReportedRun) -> Html:
 
 
 def mistakes(run: ReportedRun) -> Html:
-    if not run.exists("predictions.csv"):
-        return note("predictions.csv is missing")
-    with open(run / "predictions.csv", newline="", encoding="utf-8") as file:
+    if not run.exists(PREDICTIONS_CSV):
+        return note(f"{PREDICTIONS_CSV} is missing")
+    with open(run / PREDICTIONS_CSV, newline="", encoding="utf-8") as file:
         rows = [r for r in csv.DictReader(file) if r["label"] != r["predicted"]]
     if not rows:
         return paragraph("No held-out text is predicted wrong.")

@@ -144,6 +144,11 @@ def find_data(data: str | Path, config: FitConfig) -> Dataset:
     it can be trained on, before any image is read (a refusal costs nothing)."""
     from ..text.data import is_text_data
 
+    if config.task != "classification":
+        raise HeadstartError(
+            f"task={config.task!r}: this command is built for one class an image; a "
+            f"{config.task} is fitted with `headstart fit DATA --task {config.task}`"
+        )
     if is_text_data(data):
         raise HeadstartError(
             f"{data} holds texts: this command works on photos (texts take fit, audit, "

@@ -98,6 +98,9 @@ def load_teacher(config: FitConfig, ready: Prepared) -> Teaching | None:
         )
     if (run.json(SUMMARY) or {}).get("modality") == "text":
         raise HeadstartError(f"teacher {run.path}: a text model cannot teach an image network")
+    task = (run.json(SUMMARY) or {}).get("task", "classification")
+    if task != "classification":
+        raise HeadstartError(f"teacher {run.path}: a {task} model, not one class an image to teach")
     from ..loading import load
 
     model = load(run.bundle)

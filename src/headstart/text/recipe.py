@@ -37,6 +37,7 @@ from ..runfolder import (
     CONFIG_YAML,
     DATASET,
     PLAN,
+    PREDICTIONS_CSV,
     SUMMARY,
     RunFolder,
 )
@@ -80,7 +81,6 @@ TEXT_SETTINGS = frozenset(
         "checks",
     }
 )
-PREDICTIONS_CSV = "predictions.csv"
 #: Below this many training texts in the smallest class, every labelled text counts: the kept
 #: model is fitted again on train and validation together. Measured (benchmarks/text.py, the
 #: fine-tuned encoder kept): at 6 training texts a class it gained 12.5 points on TREC and 1.0

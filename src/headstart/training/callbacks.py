@@ -64,7 +64,7 @@ class FineTuneResult:
     """How a fine-tuning went: its best epoch and every epoch's record."""
 
     best_epoch: int
-    best_accuracy: float
+    best_accuracy: float  # the best validation score: accuracy, or the task's own (R², mAP)
     history: list[dict] = field(default_factory=list)
     # "finished" | "early stopping" | "interrupted" | "diverged: <why>" | "stopped: <why>"
     stopped: str = "finished"

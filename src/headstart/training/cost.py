@@ -24,6 +24,7 @@ from ..inputs import InputPipeline
 from .callbacks import Callback, StopTraining, TrainingStep
 from .distill import Teacher
 from .finetune import Example, FineTuneSettings, autocast, fine_tune
+from .objective import Objective
 
 __all__ = ["Cost", "measure_cost"]
 
@@ -76,11 +77,13 @@ def measure_cost(
     settings: FineTuneSettings,
     seed: int = 0,
     teacher: Teacher | None = None,
+    objective: Objective | None = None,
 ) -> Cost:
     """The cost of fine-tuning ``network`` with ``settings`` on ``train``, measured on a copy
     (``network`` is left as it was); ``held_out`` is the number of validation and test
     images, which are scored once an epoch (validation) and at the end (both). A
-    distillation's steps are timed with the ``teacher``'s forward pass in them."""
+    distillation's steps are timed with the ``teacher``'s forward pass in them; a
+    regression's with its ``objective``."""
     steps_per_epoch = max(1, len(train) // settings.batch_size)
     n_val, n_test = held_out
     timed = list(train[: TIMED_STEPS * settings.batch_size])
@@ -88,7 +91,9 @@ def measure_cost(
     return Cost(
         steps_per_epoch=steps_per_epoch,
         epochs=settings.epochs,
-        step_seconds=_seconds_per_step(network, timed, images, inputs, settings, seed, teacher),
+        step_seconds=_seconds_per_step(
+            network, timed, images, inputs, settings, seed, teacher, objective
+        ),
         validation_seconds=n_val * per_image,
         scoring_seconds=(n_val + n_test) * per_image,
     )
@@ -102,6 +107,7 @@ def _seconds_per_step(
     settings: FineTuneSettings,
     seed: int,
     teacher: Teacher | None,
+    objective: Objective | None,
 ) -> float:
     clock = _StepClock(TIMED_STEPS)
     with torch.random.fork_rng(devices=_cuda(network)):
@@ -115,6 +121,7 @@ def _seconds_per_step(
             seed=seed,
             callbacks=[clock],
             teacher=teacher,
+            objective=objective,
         )
     return clock.seconds_per_step()
 

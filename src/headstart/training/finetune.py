@@ -44,6 +44,7 @@ from .callbacks import Callback, FineTuneResult, StopTraining, TrainingStep
 from .distill import Teacher
 from .freezing import parameter_groups, stages_trained, train_mode, unfreeze
 from .imbalance import balanced_order, class_weights
+from .objective import Classification, Objective
 from .optim import Schedule, create_optimizer
 from .regularise import BatchMixer, WeightAverage, clip_gradients, head_penalty
 
@@ -110,8 +111,9 @@ class FineTuneSettings:
         return cls(**values, augment=AugmentSettings(**augment))
 
 
-#: An image and its class index; -1: no label (a distillation's teacher labels it).
-Example = tuple[Path, int]
+#: An image and its target: a class index (-1: no label, a distillation's teacher labels it),
+#: a standardised number (a regression), or a row of 0/1 (several labels an image).
+Example = tuple[Path, int | float | tuple[float, ...]]
 
 
 class NothingToTrain(HeadstartError):
@@ -143,6 +145,7 @@ def fine_tune(
     callbacks: Sequence[Callback] = (),
     resume_from: Path | Resume | None = None,
     teacher: Teacher | None = None,
+    objective: Objective | None = None,
 ) -> FineTuneResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -162,8 +165,13 @@ def fine_tune(
     With a ``teacher`` the model learns the teacher's probabilities on each augmented batch in
     place of the labels (:mod:`.distill`); training examples may then be unlabelled (label
     -1). Validation still scores the labels.
+
+    ``objective`` says what the outputs mean (:mod:`.objective`): by default a class, as the
+    settings' label smoothing and balance weigh it; :class:`~.objective.Regression` for a
+    number (the examples' targets then standardised floats). The best epoch is the one with
+    the best validation score (accuracy, or R²).
     """
-    run = Training(model, train, images, inputs, settings, seed, teacher)
+    run = Training(model, train, images, inputs, settings, seed, teacher, objective)
     resume = Resume(Path(resume_from)) if isinstance(resume_from, str | Path) else resume_from
     if resume is not None:
         if not resume.state.exists():
@@ -182,14 +190,20 @@ def fine_tune(
             if result.stopped.startswith("diverged"):
                 break
             evaluated = run.evaluated()
-            record["val_loss"], record["val_accuracy"] = evaluate_pixels(
-                evaluated, val, images, inputs, precision=settings.precision
+            score = f"val_{run.objective.score}"
+            record["val_loss"], record[score] = evaluate_pixels(
+                evaluated,
+                val,
+                images,
+                inputs,
+                precision=settings.precision,
+                objective=run.objective,
             )
             record["seconds"] = time.perf_counter() - epoch_start
             record = distributed.agree(record)  # one set of numbers decides, in every process
             result.history.append(record)
-            if record["val_accuracy"] > result.best_accuracy:
-                result.best_epoch, result.best_accuracy = epoch, record["val_accuracy"]
+            if record[score] > result.best_accuracy:
+                result.best_epoch, result.best_accuracy = epoch, record[score]
                 run.best_state = _copy_state(evaluated)
                 for callback in callbacks:
                     callback.on_improved(epoch, run.best_state)
@@ -242,6 +256,7 @@ class Training:
         settings: FineTuneSettings,
         seed: int,
         teacher: Teacher | None = None,
+        objective: Objective | None = None,
     ):
         self.model, self.train, self.images = model, train, images
         self.settings, self.seed = settings, seed
@@ -280,18 +295,22 @@ class Training:
         )
         self.labels = np.array([label for _, label in train])
         n_classes = model.head.out_features
-        if (self.labels < 0).any() and (self.teacher is None or settings.balance != "none"):
-            raise HeadstartError(
-                "unlabelled training images need a teacher to label them, and no class "
-                f"balancing (balance={settings.balance!r})"
-            )
-        counts = np.bincount(self.labels[self.labels >= 0], minlength=n_classes)
-        weight = None
-        if settings.balance == "weighted-loss":
-            weight = class_weights(counts).to(self.device)
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=settings.label_smoothing)
-        self.n_classes = n_classes
         self.mixing = settings.mixup > 0 or settings.cutmix > 0
+        if objective is not None and not isinstance(objective, Classification):
+            _refuse_without_classes(settings, teacher)
+            self.objective: Objective = objective
+        else:
+            if (self.labels < 0).any() and (self.teacher is None or settings.balance != "none"):
+                raise HeadstartError(
+                    "unlabelled training images need a teacher to label them, and no class "
+                    f"balancing (balance={settings.balance!r})"
+                )
+            counts = np.bincount(self.labels[self.labels >= 0], minlength=n_classes)
+            weight = None
+            if settings.balance == "weighted-loss":
+                weight = class_weights(counts).to(self.device)
+            self.objective = objective or Classification(weight, settings.label_smoothing)
+        self.n_classes = n_classes
         if self.mixing:  # refused now, not in the first step: Mixup with one class, say
             BatchMixer(n_classes, mixup=settings.mixup, cutmix=settings.cutmix)
         self.average = WeightAverage(model, settings.ema) if settings.ema is not None else None
@@ -299,7 +318,8 @@ class Training:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         model.to(memory_format=torch.channels_last)
 
-        self.result = FineTuneResult(best_epoch=0, best_accuracy=-1.0)
+        # Below any score: an R² can be any negative number.
+        self.result = FineTuneResult(best_epoch=0, best_accuracy=-float("inf"))
         # Until an epoch is scored, the best model is the one training started from.
         self.best_state: dict[str, torch.Tensor] = _copy_state(model)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
@@ -317,7 +337,7 @@ class Training:
         self._wrap(trained)
         train_mode(self.model, settings)
         rank, world = distributed.rank_and_size()
-        seen, loss_sum, labelled, correct = 0, 0.0, 0, 0
+        seen, loss_sum, tally = 0, 0.0, self.objective.tally()
         shares = [positions[rank::world] for positions in self._batches(epoch)]
         decoded = prefetch(
             lambda mine: decode_batch(self.images, [self.train[i] for i in mine]), shares
@@ -345,7 +365,7 @@ class Training:
             if self.teacher is not None:
                 loss = self.teacher.loss(logits, targets)
             else:
-                loss = self.loss_fn(logits.float(), targets)
+                loss = self.objective.loss(logits, targets)
             if settings.head_l1 > 0:
                 loss = loss + head_penalty(self.model.head, settings.head_l1, 0.0)
             if distributed.any_rank(not torch.isfinite(loss)):
@@ -375,13 +395,12 @@ class Training:
                 raise StopTraining(stop or "stopped: another process stopped the training")
             seen += len(labels)
             loss_sum += loss.item() * len(labels)
-            known = labels >= 0  # accuracy on the labelled images; the loss on all
-            labelled += int(known.sum())
-            correct += int((logits.argmax(1) == labels)[known].sum())
+            tally.add(logits.detach().float(), labels)
+        score = tally.result()[1] if seen else 0.0
         return {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(labelled, 1),
+            f"train_{self.objective.score}": score,
             "lr": self.optimizer.param_groups[0]["lr"],
             "stages_trained": trained,
         }
@@ -505,6 +524,19 @@ class Training:
         self.result.history = progress["history"]
 
 
+def _refuse_without_classes(settings: FineTuneSettings, teacher: Teacher | None) -> None:
+    """A number, or several labels, is not one class: what mixes, balances or distils one
+    class an image has no meaning there."""
+    if teacher is not None:
+        raise HeadstartError("distillation is built for one class an image")
+    if settings.mixup > 0 or settings.cutmix > 0:
+        raise HeadstartError("mixup and cutmix mix one class an image: this task trains without")
+    if settings.balance != "none":
+        raise HeadstartError(
+            f"balance={settings.balance!r} balances one class an image: this task has none"
+        )
+
+
 def _comparable(settings: FineTuneSettings) -> dict:
     """The settings a resumed run must share with the interrupted one, as JSON values."""
     values = json.loads(json.dumps(settings.to_dict()))
@@ -530,21 +562,20 @@ def evaluate_pixels(
     batch_size: int = 64,
     *,
     precision: str = "auto",
+    objective: Objective | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the evaluation crops (no augmentation), of the
-    logits averaged over ``inputs.views``, as the model bundle predicts."""
+    """The mean plain loss and the score (by default: cross-entropy and accuracy) on the
+    evaluation crops (no augmentation), of the outputs averaged over ``inputs.views``, as the
+    model bundle predicts."""
     model.eval()
     device = next(model.parameters()).device
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-    loss_sum, correct = 0.0, 0
+    tally = (objective or Classification()).tally()
     for pixels, labels in prefetch(lambda batch: decode_batch(images, batch), batches):
         with autocast(device, precision):
             logits = inputs.logits(model, inputs.batch(pixels))
-        labels = labels.to(device)
-        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-    n = max(len(examples), 1)
-    return loss_sum / n, correct / n
+        tally.add(logits.float(), labels.to(device))
+    return tally.result() if examples else (0.0, 0.0)
 
 
 def training_crop(inputs: InputPipeline, settings: FineTuneSettings) -> tuple[int, int]:

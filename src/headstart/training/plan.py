@@ -27,7 +27,14 @@ from .finetune import FineTuneSettings
 from .freezing import trainable_stages_for
 from .optim import scale_lr
 
-__all__ = ["Plan", "make_plan", "requested_augmentation"]
+__all__ = [
+    "REFERENCE_BATCH",
+    "Plan",
+    "fine_tuning_choices",
+    "make_plan",
+    "requested_augmentation",
+    "with_choices",
+]
 
 #: Median training images per class from which a dataset counts as large: with fewer, more
 #: trainable layers overfit faster than they help (the classic table's "small").
@@ -231,7 +238,7 @@ def make_plan(
         )
 
     settings = None
-    unused = _fine_tuning_choices(config) if strategy == "linear-probe" else []
+    unused = fine_tuning_choices(config) if strategy == "linear-probe" else []
     if unused:
         reasons.append(
             f"{', '.join(unused)} set, but the linear probe trains no network: they take effect "
@@ -259,7 +266,7 @@ def make_plan(
             # different data: there, batch statistics adapt the network to the new domain.
             frozen_norm_statistics=pretrained and not (strategy == "full" and size == "large"),
         )
-        settings = _with_choices(planned, config, stages, flip, balance, reasons)
+        settings = with_choices(planned, config, stages, flip, balance, reasons)
         trainable = trainable_stages_for(settings.freeze, stages)
         shown = "every stage" if trainable is None else f"the top {trainable} of {stages} stages"
         reasons.append(
@@ -328,7 +335,7 @@ def requested_augmentation(config: FitConfig, *, flip: bool = True) -> AugmentSe
 _RESOLVED = ("augment", "balance", "freeze")
 
 
-def _with_choices(
+def with_choices(
     planned: FineTuneSettings,
     config: FitConfig,
     stages: int,
@@ -368,7 +375,7 @@ def _with_choices(
     return settings
 
 
-def _fine_tuning_choices(config: FitConfig) -> list[str]:
+def fine_tuning_choices(config: FitConfig) -> list[str]:
     """The fine-tuning settings ``config`` changed from their defaults."""
     table = settings_table()
     changed = [name for name in config.changed() if table[name].fine_tuning]

@@ -31,6 +31,7 @@ __all__ = [
     "fit_probe",
     "fit_probe_in_place",
     "linear_head",
+    "mean_and_scale",
 ]
 
 #: Inverse regularisation strengths tried by cross-validation (on standardised features),
@@ -205,7 +206,7 @@ def _stacked(
 def _standardise(both: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Standardise ``both`` in place by the mean and scale of its first ``n`` rows (the plain
     view), and return the two."""
-    mean, scale = _mean_and_scale(both[:n])
+    mean, scale = mean_and_scale(both[:n])
     both -= mean.astype(both.dtype)  # in place: what StandardScaler.transform does to a copy
     both /= scale.astype(both.dtype)
     return mean, scale
@@ -221,7 +222,7 @@ def _take(source: np.ndarray, rows: Sequence[int] | None, out: np.ndarray) -> No
         out[...] = source[rows]
 
 
-def _mean_and_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mean_and_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mean and scale that standardise ``features``: every feature centred, and scaled by
     its spread, but never by less than the median spread.
 

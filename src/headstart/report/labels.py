@@ -1,0 +1,219 @@
+"""The sections of a multi-label report: mAP and F1 beside knowing only the labels'
+frequencies, the plan, the labels' balance and co-occurrence, the checks, the curves, the
+scores and thresholds of each label, and the images the model is most wrong about.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+
+import numpy as np
+
+from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PLAN, PREDICTIONS_CSV, SUMMARY
+from . import plots, summary
+from .folder import ReportedRun, duration, number, percent
+from .html import Html, bullets, figure, join, note, paragraph, table
+
+__all__ = ["LABEL_SECTIONS"]
+
+_SHOWN = 20
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def scores_line(scores: dict) -> str:
+    baseline = scores.get("frequency_baseline") or {}
+    return (
+        f"mAP {number(scores.get('map'))}, micro-F1 {number(scores.get('micro_f1'))}, macro-F1 "
+        f"{number(scores.get('macro_f1'))}, every label right on "
+        f"{percent(scores.get('subset_accuracy'))} of {scores.get('n', 0):,} images; knowing "
+        f"only the labels' frequencies: mAP {number(baseline.get('map'))}, macro-F1 "
+        f"{number(baseline.get('macro_f1'))}"
+    )
+
+
+def headline(run: ReportedRun) -> Html:
+    config = run.json(CONFIG_JSON) or {}
+    dataset = run.json(DATASET) or {}
+    found = run.json(SUMMARY) or {}
+    counts = dataset.get("counts") or {}
+    sizes = ", ".join(
+        f"{counts[s]['images']:,} {s}"
+        for s in ("train", "val", "test")
+        if (counts.get(s) or {}).get("images")
+    )
+    rows: list[tuple[object, object]] = [
+        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
+        ("labels", ", ".join(dataset.get("labels") or []) or "–"),
+        ("network", config.get("arch", "–")),
+        (
+            "kept",
+            f"{found.get('strategy', '–')}: {found.get('why_kept') or 'the plan asked for it'}",
+        ),
+    ]
+    clean = found.get("clean_scores") or {}
+    for split, scores in (found.get("scores") or {}).items():
+        line = scores_line(scores)
+        if split in clean:
+            line += f" (without copies of training images: mAP {number(clean[split]['map'])})"
+        rows.append((_SPLIT_NAMES.get(split, split), line))
+    rows += [
+        ("time", duration(found.get("seconds"))),
+        ("sanity checks", summary.checks_line(run.json(CHECKS))),
+    ]
+    return table(None, rows)
+
+
+def plan(run: ReportedRun) -> Html:
+    decided = run.json(PLAN)
+    if decided is None:
+        return note("plan.json is missing: the fit stopped before its plan")
+    parts = [bullets(decided.get("reasons") or [])]
+    found = run.json(SUMMARY) or {}
+    candidates = found.get("candidates") or {}
+    if candidates:
+        rows = [
+            (
+                name,
+                number((scores.get("val") or {}).get("map")),
+                number((scores.get("val") or {}).get("micro_f1")),
+                number((scores.get("val") or {}).get("macro_f1")),
+            )
+            for name, scores in candidates.items()
+        ]
+        parts.append(table(["candidate", "validation mAP", "micro-F1", "macro-F1"], rows, "lrrr"))
+    tuning = found.get("fine_tuning")
+    if tuning:
+        rows = [(key, number(value)) for key, value in tuning.items()]
+        parts += [paragraph("The fine-tuning, as it ran:"), table(None, rows)]
+    return join(parts)
+
+
+def audit(run: ReportedRun) -> Html:
+    found = run.json(AUDIT_JSON)
+    if found is None:
+        return note("audit.json is missing: the fit stopped before its audit")
+    labels = found.get("labels") or []
+    counts = found.get("counts") or {}
+    parts = [bullets(found.get("findings") or ["nothing to report"])]
+    splits = [s for s in ("train", "val", "test") if (counts.get(s) or {}).get("images")]
+    rows = [(label, *(number(counts[s].get(label)) for s in splits)) for label in labels]
+    parts.append(
+        table(
+            ["label", *(f"{_SPLIT_NAMES.get(s, s)} images" for s in splits)],
+            rows,
+            "l" + "r" * len(splits),
+        )
+    )
+    together = found.get("cooccurrence")
+    if together and labels:
+        parts.append(
+            figure(
+                plots.confusion_matrix(
+                    np.array(together), labels, "Training images with both labels"
+                ),
+                "label co-occurrence",
+                "the diagonal: images with the label; elsewhere: images with both",
+            )
+        )
+    return join(parts)
+
+
+def curves(run: ReportedRun) -> Html:
+    epochs = run.epochs
+    if not epochs:
+        decided = run.json(PLAN) or {}
+        if decided.get("fine_tune") is None:
+            return note("no fine-tuning in this run: the plan kept the probe")
+        return note("metrics.jsonl holds no epochs: the fine-tuning stopped before its first")
+    probe = ((run.json(SUMMARY) or {}).get("probe") or {}).get("cv_map")
+    rows = [
+        (
+            r["epoch"],
+            number(r.get("train_loss")),
+            number(r.get("val_loss")),
+            number(r.get("val_map")),
+            number(r.get("seconds")),
+        )
+        for r in epochs
+    ]
+    return join(
+        [
+            figure(
+                plots.score_curves(epochs, "map", "mAP", ("probe (cross-validated)", probe)),
+                "training curves",
+                "dashed: the probe on frozen features (out of fold), the bar the fine-tuning has "
+                "to clear",
+            ),
+            table(
+                ["epoch", "training loss", "validation loss", "validation mAP", "seconds"],
+                rows,
+                "rrrrr",
+            ),
+        ]
+    )
+
+
+def per_label(run: ReportedRun) -> Html:
+    found = run.json(SUMMARY) or {}
+    parts = []
+    for split, scores in (found.get("scores") or {}).items():
+        rows = [
+            (
+                label,
+                number(row.get("ap")),
+                percent(row.get("precision")),
+                percent(row.get("recall")),
+                number(row.get("f1")),
+                number(row.get("threshold")),
+                number(row.get("support")),
+            )
+            for label, row in (scores.get("per_label") or {}).items()
+        ]
+        header = ["label", "AP", "precision", "recall", "F1", "threshold", "images"]
+        parts += [
+            paragraph(f"{_SPLIT_NAMES.get(split, split).capitalize()}:"),
+            table(header, rows, "lrrrrrr"),
+        ]
+    return join(parts) if parts else note("no scores recorded")
+
+
+def mistakes(run: ReportedRun) -> Html:
+    if not run.exists(PREDICTIONS_CSV):
+        return note(f"{PREDICTIONS_CSV} is missing")
+    with open(
+        run / PREDICTIONS_CSV, newline="", encoding="utf-8", errors="surrogateescape"
+    ) as file:
+        rows = [r for r in csv.DictReader(file) if r["labels"] != r["predicted"]]
+    if not rows:
+        return paragraph("Every held-out image gets exactly its labels.")
+    worst = sorted(rows, key=lambda r: -float(r["loss"]))[:_SHOWN]
+    shown = [
+        (
+            _SPLIT_NAMES.get(r["split"], r["split"]),
+            r["path"],
+            r["labels"] or "(none)",
+            r["predicted"] or "(none)",
+        )
+        for r in worst
+    ]
+    return join(
+        [
+            paragraph(
+                f"{len(rows)} held-out images get other labels than theirs; those the model is "
+                "most wrong about first:"
+            ),
+            table(["split", "image", "labels", "predicted"], shown, "llll"),
+        ]
+    )
+
+
+LABEL_SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
+    ("headline", "Headline", headline),
+    ("plan", "The plan and why", plan),
+    ("audit", "Data audit", audit),
+    ("checks", "Sanity checks", summary.checks),
+    ("curves", "Training curves", curves),
+    ("per-label", "Scores per label", per_label),
+    ("mistakes", "Mistakes", mistakes),
+]

@@ -1,0 +1,231 @@
+"""The sections of a regression's report: errors in the target's units beside the mean's,
+the plan, the audit of the numbers, the checks, the curves, the residuals, the largest errors.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PLAN, PREDICTIONS_CSV, SUMMARY
+from . import plots, summary
+from .folder import ReportedRun, duration, number
+from .html import Html, bullets, figure, join, note, paragraph, table
+
+__all__ = ["REGRESSION_SECTIONS"]
+
+_SHOWN = 20  # rows of each table of examples
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def scores_line(scores: dict) -> str:
+    """A split's errors in words, beside predicting the training mean."""
+    baseline = scores.get("mean_baseline") or {}
+    return (
+        f"MAE {number(scores.get('mae'))}, RMSE {number(scores.get('rmse'))}, R² "
+        f"{number(scores.get('r2'))} on {scores.get('n', 0):,} images; predicting the training "
+        f"mean ({number(baseline.get('value'))}): MAE {number(baseline.get('mae'))}, RMSE "
+        f"{number(baseline.get('rmse'))}"
+    )
+
+
+def headline(run: ReportedRun) -> Html:
+    config = run.json(CONFIG_JSON) or {}
+    dataset = run.json(DATASET) or {}
+    found = run.json(SUMMARY) or {}
+    counts = dataset.get("counts") or {}
+    sizes = ", ".join(f"{counts[s]:,} {s}" for s in ("train", "val", "test") if counts.get(s))
+    train = (dataset.get("targets") or {}).get("train") or {}
+    rows: list[tuple[object, object]] = [
+        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
+        (
+            "target",
+            f"{dataset.get('target', '–')}: from {number(train.get('min'))} to "
+            f"{number(train.get('max'))}, mean {number(train.get('mean'))}, standard deviation "
+            f"{number(train.get('std'))} (training images)",
+        ),
+        ("network", config.get("arch", "–")),
+        (
+            "kept",
+            f"{found.get('strategy', '–')}: {found.get('why_kept') or 'the plan asked for it'}",
+        ),
+    ]
+    clean = found.get("clean_scores") or {}
+    for split, scores in (found.get("scores") or {}).items():
+        line = scores_line(scores)
+        if split in clean:
+            line += f" (without copies of training images: MAE {number(clean[split]['mae'])})"
+        rows.append((_SPLIT_NAMES.get(split, split), line))
+    rows += [
+        ("time", duration(found.get("seconds"))),
+        ("sanity checks", summary.checks_line(run.json(CHECKS))),
+    ]
+    return table(None, rows)
+
+
+def plan(run: ReportedRun) -> Html:
+    decided = run.json(PLAN)
+    if decided is None:
+        return note("plan.json is missing: the fit stopped before its plan")
+    parts = [bullets(decided.get("reasons") or [])]
+    found = run.json(SUMMARY) or {}
+    candidates = found.get("candidates") or {}
+    if candidates:
+        rows = [
+            (
+                name,
+                number((scores.get("val") or {}).get("mae")),
+                number((scores.get("val") or {}).get("rmse")),
+                number((scores.get("val") or {}).get("r2")),
+            )
+            for name, scores in candidates.items()
+        ]
+        parts.append(table(["candidate", "validation MAE", "RMSE", "R²"], rows, "lrrr"))
+    tuning = found.get("fine_tuning")
+    if tuning:
+        rows = [(key, number(value)) for key, value in tuning.items()]
+        parts += [paragraph("The fine-tuning, as it ran:"), table(None, rows)]
+    return join(parts)
+
+
+def audit(run: ReportedRun) -> Html:
+    found = run.json(AUDIT_JSON)
+    if found is None:
+        return note("audit.json is missing: the fit stopped before its audit")
+    parts = [bullets(found.get("findings") or ["nothing to report"])]
+    spread = found.get("spread") or {}
+    rows = [
+        (
+            _SPLIT_NAMES.get(split, split),
+            *(number(values.get(k)) for k in ("n", "min", "median", "mean", "std", "max")),
+        )
+        for split, values in spread.items()
+        if values
+    ]
+    if rows:
+        header = ["split", "images", "min", "median", "mean", "std", "max"]
+        parts.append(table(header, rows, "lrrrrrr"))
+    if found.get("outlying"):
+        rows = [
+            (o["path"], o["split"], number(o["target"]), number(o["robust_z"]))
+            for o in found["outlying"][:_SHOWN]
+        ]
+        parts += [
+            paragraph("Targets far from the rest:"),
+            table(["image", "split", "target", "robust z"], rows, "llrr"),
+        ]
+    if found.get("copies"):
+        rows = [
+            (
+                ", ".join(Path(p).name for p in c["paths"]),
+                ", ".join(c["splits"]),
+                number(c["targets"]),
+            )
+            for c in found["copies"][:_SHOWN]
+        ]
+        parts += [
+            paragraph("Copies of one image (same content):"),
+            table(["images", "splits", "targets"], rows, "lll"),
+        ]
+    return join(parts)
+
+
+def curves(run: ReportedRun) -> Html:
+    epochs = run.epochs
+    if not epochs:
+        decided = run.json(PLAN) or {}
+        if decided.get("fine_tune") is None:
+            return note("no fine-tuning in this run: the plan kept the ridge probe")
+        return note("metrics.jsonl holds no epochs: the fine-tuning stopped before its first")
+    probe = ((run.json(SUMMARY) or {}).get("probe") or {}).get("loo_r2")
+    rows = [
+        (
+            r["epoch"],
+            number(r.get("train_loss")),
+            number(r.get("val_loss")),
+            number(r.get("val_r2")),
+            number(r.get("seconds")),
+        )
+        for r in epochs
+    ]
+    return join(
+        [
+            figure(
+                plots.score_curves(epochs, "r2", "R²", ("ridge probe (leave-one-out)", probe)),
+                "training curves",
+                "dashed: the ridge probe on frozen features (leave-one-out R²), the bar the "
+                "fine-tuning has to clear",
+            ),
+            table(
+                ["epoch", "training loss", "validation loss", "validation R²", "seconds"],
+                rows,
+                "rrrrr",
+            ),
+        ]
+    )
+
+
+def _predictions(run: ReportedRun) -> list[dict] | None:
+    if not run.exists(PREDICTIONS_CSV):
+        return None
+    with open(
+        run / PREDICTIONS_CSV, newline="", encoding="utf-8", errors="surrogateescape"
+    ) as file:
+        return list(csv.DictReader(file))
+
+
+def residuals(run: ReportedRun) -> Html:
+    rows = _predictions(run)
+    if rows is None:
+        return note(f"{PREDICTIONS_CSV} is missing")
+    by_split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in dict.fromkeys(r["split"] for r in rows):
+        mine = [r for r in rows if r["split"] == split]
+        true = np.array([float(r["target"]) for r in mine])
+        by_split[split] = (true, np.array([float(r["predicted"]) for r in mine]))
+    if not by_split:
+        return note("no held-out images to draw")
+    target = (run.json(DATASET) or {}).get("target", "target")
+    return figure(
+        plots.residuals(by_split, target),
+        "residuals",
+        "points on the diagonal (left) and on zero (right) are exact; a slope or a funnel on the "
+        "right is error that depends on the number",
+    )
+
+
+def largest_errors(run: ReportedRun) -> Html:
+    rows = _predictions(run)
+    if rows is None:
+        return note(f"{PREDICTIONS_CSV} is missing")
+    worst = sorted(rows, key=lambda r: -abs(float(r["error"])))[:_SHOWN]
+    shown = [
+        (
+            _SPLIT_NAMES.get(r["split"], r["split"]),
+            r["path"],
+            number(float(r["target"])),
+            number(float(r["predicted"])),
+            number(float(r["error"])),
+        )
+        for r in worst
+    ]
+    return join(
+        [
+            paragraph(f"The {len(shown)} held-out images predicted furthest from their number:"),
+            table(["split", "image", "target", "predicted", "error"], shown, "llrrr"),
+        ]
+    )
+
+
+REGRESSION_SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [
+    ("headline", "Headline", headline),
+    ("plan", "The plan and why", plan),
+    ("audit", "Data audit", audit),
+    ("checks", "Sanity checks", summary.checks),
+    ("curves", "Training curves", curves),
+    ("residuals", "Residuals", residuals),
+    ("errors", "Largest errors", largest_errors),
+]

@@ -1,0 +1,242 @@
+"""The sanity checks of several labels an image: the recipe's checks, in their forms for
+labels that are each present or not.
+
+On the cached features, before anything trains (seconds):
+
+- *Loss at initialisation*: a new head (each bias at its label's log-odds in the training
+  images, small weights) must start at the labels' own entropy, the binary cross-entropy of
+  knowing only how often each label occurs.
+- *Frequency baseline*: what knowing only those frequencies scores on validation (mAP: each
+  label's share of the images).
+- *Linear model on the cached features*: the probe must rank each validation image's labels
+  better than the frequencies do, beyond noise, image by image (the binary cross-entropy of
+  each image's row), or the labels do not follow the images.
+- *Input-independent baseline*: trained on zeroed inputs, a head can only learn the
+  frequencies; the real inputs must reach a lower loss on validation, beyond noise. (For
+  labels this is the loss form of the linear baseline's question; both are said.)
+
+When the plan fine-tunes, the training trial with the multi-label objective
+(:func:`headstart.checks.trial.training_trial`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ...checks.baselines import beyond_noise, head_logits
+from ...checks.core import Check, CheckReport
+from ...checks.trial import training_trial
+from ...classifier import Classifier
+from ...data.decoded import DecodedImages
+from ...inputs import InputPipeline
+from ...training.finetune import FineTuneSettings
+from ...training.objective import MultiLabel, mean_ap
+from .data import LabelledImage
+from .probe import prior_logits
+
+__all__ = ["TRIAL_IMAGES", "Trial", "label_checks", "new_label_head", "spread_over_labels"]
+
+#: The starting loss may sit this fraction away from the labels' own entropy.
+INITIAL_LOSS_TOLERANCE = 0.1
+TRIAL_IMAGES = 10
+
+
+class Trial(NamedTuple):
+    """What the training trial needs: the backbone with a new head, its batch of (image,
+    0/1 row), the decoded-image cache, the inputs, the planned settings, and the probe's
+    outputs for the batch from the cache."""
+
+    network: Classifier
+    examples: list[tuple[Path, tuple[float, ...]]]
+    images: DecodedImages
+    inputs: InputPipeline
+    settings: FineTuneSettings
+    cached: np.ndarray
+
+
+def new_label_head(width: int, targets: np.ndarray) -> torch.nn.Linear:
+    """A new last layer whose biases start at the labels' log-odds and whose weights are
+    small: the loss starts at the labels' own entropy."""
+    head = torch.nn.Linear(width, targets.shape[1])
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.from_numpy(prior_logits(targets)))
+    return head
+
+
+def label_checks(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    probe_head: torch.nn.Linear,
+    trial: Trial | None = None,
+) -> CheckReport:
+    """The checks of several labels an image. ``train`` and ``val`` are ``(features, 0/1
+    rows)``; ``probe_head`` the probe; ``trial`` None when the plan trains no network."""
+    started = time.perf_counter()
+    objective = MultiLabel()
+    report = CheckReport()
+    (train_x, train_y), (val_x, val_y) = train, val
+    start = head_logits(new_label_head(train_x.shape[1], train_y), train_x)
+    priors = np.broadcast_to(prior_logits(train_y), val_y.shape)
+    probe = head_logits(probe_head, val_x)
+    report.extend(
+        [
+            _initial_loss(start, train_y),
+            _frequency_baseline(val_y),
+            _linear_baseline(val_y, probe, priors),
+            _input_independent(val_y, probe, priors),
+        ]
+    )
+    if trial is None:
+        report.extend([_NO_TRIAL])
+    else:
+        report.extend(
+            training_trial(
+                trial.network,
+                trial.examples,
+                trial.images,
+                trial.inputs,
+                trial.settings,
+                probe_head=probe_head,
+                cached_predictions=trial.cached,
+                objective=objective,
+            )
+        )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _row_loss(targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Each row's binary cross-entropy, summed over its labels (in nats)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return (np.logaddexp(0, logits) - targets * logits).sum(1)
+
+
+def _initial_loss(start: np.ndarray, targets: np.ndarray) -> Check:
+    loss = float(_row_loss(targets, start).mean() / targets.shape[1])
+    share = np.clip(targets.mean(0), 1e-12, 1 - 1e-12)
+    expected = float(-(share * np.log(share) + (1 - share) * np.log(1 - share)).mean())
+    measured = {"loss": loss, "expected": expected}
+    summary = (
+        f"a new head on the cached training features starts at {loss:.3f} nats a label; the "
+        f"labels' own entropy (knowing only how often each occurs) is {expected:.3f}"
+    )
+    if abs(loss - expected) <= INITIAL_LOSS_TOLERANCE * max(expected, 1e-3):
+        return Check("initial-loss", "loss at initialisation", "pass", summary, measured=measured)
+    return Check(
+        "initial-loss",
+        "loss at initialisation",
+        "fail",
+        summary,
+        "initialise the last layer with small weights and each bias at its label's log-odds; "
+        "far above, the outputs are confident random guesses (large weights, or features far "
+        "larger than usual: are the inputs normalised?)",
+        measured,
+    )
+
+
+def _frequency_baseline(val_y: np.ndarray) -> Check:
+    share = val_y.mean(0)[val_y.any(0)]
+    return Check(
+        "frequency-baseline",
+        "frequency baseline",
+        "info",
+        f"knowing only how often each label occurs scores mAP {share.mean():.3f} on "
+        f"{len(val_y)} validation images (each label's share of them)",
+        measured={"val_map": float(share.mean())},
+    )
+
+
+def _linear_baseline(val_y: np.ndarray, probe: np.ndarray, priors: np.ndarray) -> Check:
+    gain = _row_loss(val_y, priors) - _row_loss(val_y, probe)
+    better, noise = beyond_noise(gain)
+    probe_map = mean_ap(val_y, probe)
+    measured = {"val_map": probe_map, "loss_gain": float(gain.mean()), "noise": noise}
+    summary = (
+        f"a linear model on the cached features scores mAP {probe_map:.3f} on validation; "
+        f"image by image, its loss is {gain.mean():.3f} nats below the frequencies' "
+        f"(noise ±{noise:.3f})"
+    )
+    if better:
+        return Check(
+            "linear-baseline", "linear model on features", "pass", summary, measured=measured
+        )
+    return Check(
+        "linear-baseline",
+        "linear model on features",
+        "fail",
+        summary,
+        "the labels do not follow the images: check how the table pairs labels with files "
+        "(shifted rows, a wrong separator); if they are right, the pretrained features miss "
+        "what the labels name: try another backbone or fine-tune everything",
+        measured,
+    )
+
+
+def _input_independent(val_y: np.ndarray, probe: np.ndarray, priors: np.ndarray) -> Check:
+    blind, real = _row_loss(val_y, priors), _row_loss(val_y, probe)
+    better, noise = beyond_noise(blind - real)
+    measured = {
+        "zeroed_val_loss": float(blind.mean()),
+        "real_val_loss": float(real.mean()),
+        "noise": noise,
+    }
+    summary = (
+        f"trained on zeroed inputs, a head can only learn the labels' frequencies: "
+        f"{blind.mean():.3f} nats an image on validation; on the real inputs {real.mean():.3f} "
+        f"(noise ±{noise:.3f})"
+    )
+    if better:
+        return Check(
+            "input-independent", "zeroed-input baseline", "pass", summary, measured=measured
+        )
+    return Check(
+        "input-independent",
+        "zeroed-input baseline",
+        "fail",
+        summary,
+        "the images teach the model no more than the labels' frequencies: labels paired with "
+        "the wrong files, or images that carry no signal for these labels",
+        measured,
+    )
+
+
+def spread_over_labels(samples: list[LabelledImage], k: int, seed: int = 0) -> list[LabelledImage]:
+    """``k`` samples taken in turn for each label (and one without any, when there are some),
+    in random order within each, so that every label is in the trial's batch when ``k``
+    allows."""
+    rng = np.random.default_rng(seed)
+    order = [samples[i] for i in rng.permutation(len(samples))]
+    groups = [*sorted({label for s in samples for label in s.labels}), None]
+    picked: list[LabelledImage] = []
+    while len(picked) < min(k, len(samples)):
+        before = len(picked)
+        for group in groups:
+            found = next(
+                (
+                    s
+                    for s in order
+                    if s not in picked and (group in s.labels if group else not s.labels)
+                ),
+                None,
+            )
+            if found is not None and len(picked) < k:
+                picked.append(found)
+        if len(picked) == before:
+            break
+    return picked
+
+
+_NO_TRIAL = Check(
+    "training-trial",
+    "training trial",
+    "skip",
+    "the plan trains only the probe's head, on cached features: no network is trained, so no "
+    "training step is checked",
+    "fit with --strategy fine-tune to train the network (the checks then try it first)",
+)
