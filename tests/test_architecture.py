@@ -37,7 +37,7 @@ LAYERS = [
         "transferability",
         "scaling",
     },
-    {"data", "models", "preprocessing", "text.data", "text.encoder", "tasks.data"},
+    {"data", "models", "preprocessing", "text.data", "text.encoder", "tasks.table", "tasks.data"},
     {"inputs", "classifier", "features", "text.embeddings", "tasks.copies"},
     {
         "training",
@@ -48,6 +48,7 @@ LAYERS = [
         "text.audit",
         "text.finetune",
         "tasks.probe",
+        "tasks.trial",
         "tasks.checks",
         "tasks.audit",
         "tasks.plan",

@@ -71,14 +71,10 @@ def fit(data: str | Path, config: FitConfig | None = None, **settings) -> FitRes
         raise HeadstartError("teacher=...: distillation is built for image models only")
     if is_text_data(data) and config.target_images is not None:
         raise HeadstartError("target_images=...: adaptation is built for image models only")
-    if config.task == "regression":
-        from .tasks.regression.recipe import fit_regression
+    if config.task != "classification":
+        from .tasks.recipe import fit_task, task_named
 
-        return fit_regression(data, config)
-    if config.task == "multi-label":
-        from .tasks.multilabel.recipe import fit_labels
-
-        return fit_labels(data, config)
+        return fit_task(data, config, task_named(config.task))
     if is_text_data(data):
         from .text.recipe import fit_texts
 

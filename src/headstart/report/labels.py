@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PLAN, PREDICTIONS_CSV, SUMMARY
-from . import plots, summary
+from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
+from . import plots, summary, tasks
 from .folder import ReportedRun, duration, number, percent
 from .html import Html, bullets, figure, join, note, paragraph, table
 
@@ -65,28 +65,7 @@ def headline(run: ReportedRun) -> Html:
 
 
 def plan(run: ReportedRun) -> Html:
-    decided = run.json(PLAN)
-    if decided is None:
-        return note("plan.json is missing: the fit stopped before its plan")
-    parts = [bullets(decided.get("reasons") or [])]
-    found = run.json(SUMMARY) or {}
-    candidates = found.get("candidates") or {}
-    if candidates:
-        rows = [
-            (
-                name,
-                number((scores.get("val") or {}).get("map")),
-                number((scores.get("val") or {}).get("micro_f1")),
-                number((scores.get("val") or {}).get("macro_f1")),
-            )
-            for name, scores in candidates.items()
-        ]
-        parts.append(table(["candidate", "validation mAP", "micro-F1", "macro-F1"], rows, "lrrr"))
-    tuning = found.get("fine_tuning")
-    if tuning:
-        rows = [(key, number(value)) for key, value in tuning.items()]
-        parts += [paragraph("The fine-tuning, as it ran:"), table(None, rows)]
-    return join(parts)
+    return tasks.plan(run, [("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")])
 
 
 def audit(run: ReportedRun) -> Html:
@@ -120,38 +99,7 @@ def audit(run: ReportedRun) -> Html:
 
 
 def curves(run: ReportedRun) -> Html:
-    epochs = run.epochs
-    if not epochs:
-        decided = run.json(PLAN) or {}
-        if decided.get("fine_tune") is None:
-            return note("no fine-tuning in this run: the plan kept the probe")
-        return note("metrics.jsonl holds no epochs: the fine-tuning stopped before its first")
-    probe = ((run.json(SUMMARY) or {}).get("probe") or {}).get("cv_map")
-    rows = [
-        (
-            r["epoch"],
-            number(r.get("train_loss")),
-            number(r.get("val_loss")),
-            number(r.get("val_map")),
-            number(r.get("seconds")),
-        )
-        for r in epochs
-    ]
-    return join(
-        [
-            figure(
-                plots.score_curves(epochs, "map", "mAP", ("probe (cross-validated)", probe)),
-                "training curves",
-                "dashed: the probe on frozen features (out of fold), the bar the fine-tuning has "
-                "to clear",
-            ),
-            table(
-                ["epoch", "training loss", "validation loss", "validation mAP", "seconds"],
-                rows,
-                "rrrrr",
-            ),
-        ]
-    )
+    return tasks.curves(run, ("map", "mAP"), ("cv_map", "cross-validated mAP"))
 
 
 def per_label(run: ReportedRun) -> Html:

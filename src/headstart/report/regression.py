@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PLAN, PREDICTIONS_CSV, SUMMARY
-from . import plots, summary
+from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
+from . import plots, summary, tasks
 from .folder import ReportedRun, duration, number
 from .html import Html, bullets, figure, join, note, paragraph, table
 
@@ -67,28 +67,7 @@ def headline(run: ReportedRun) -> Html:
 
 
 def plan(run: ReportedRun) -> Html:
-    decided = run.json(PLAN)
-    if decided is None:
-        return note("plan.json is missing: the fit stopped before its plan")
-    parts = [bullets(decided.get("reasons") or [])]
-    found = run.json(SUMMARY) or {}
-    candidates = found.get("candidates") or {}
-    if candidates:
-        rows = [
-            (
-                name,
-                number((scores.get("val") or {}).get("mae")),
-                number((scores.get("val") or {}).get("rmse")),
-                number((scores.get("val") or {}).get("r2")),
-            )
-            for name, scores in candidates.items()
-        ]
-        parts.append(table(["candidate", "validation MAE", "RMSE", "R²"], rows, "lrrr"))
-    tuning = found.get("fine_tuning")
-    if tuning:
-        rows = [(key, number(value)) for key, value in tuning.items()]
-        parts += [paragraph("The fine-tuning, as it ran:"), table(None, rows)]
-    return join(parts)
+    return tasks.plan(run, [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")])
 
 
 def audit(run: ReportedRun) -> Html:
@@ -134,38 +113,7 @@ def audit(run: ReportedRun) -> Html:
 
 
 def curves(run: ReportedRun) -> Html:
-    epochs = run.epochs
-    if not epochs:
-        decided = run.json(PLAN) or {}
-        if decided.get("fine_tune") is None:
-            return note("no fine-tuning in this run: the plan kept the ridge probe")
-        return note("metrics.jsonl holds no epochs: the fine-tuning stopped before its first")
-    probe = ((run.json(SUMMARY) or {}).get("probe") or {}).get("loo_r2")
-    rows = [
-        (
-            r["epoch"],
-            number(r.get("train_loss")),
-            number(r.get("val_loss")),
-            number(r.get("val_r2")),
-            number(r.get("seconds")),
-        )
-        for r in epochs
-    ]
-    return join(
-        [
-            figure(
-                plots.score_curves(epochs, "r2", "R²", ("ridge probe (leave-one-out)", probe)),
-                "training curves",
-                "dashed: the ridge probe on frozen features (leave-one-out R²), the bar the "
-                "fine-tuning has to clear",
-            ),
-            table(
-                ["epoch", "training loss", "validation loss", "validation R²", "seconds"],
-                rows,
-                "rrrrr",
-            ),
-        ]
-    )
+    return tasks.curves(run, ("r2", "R²"), ("loo_r2", "leave-one-out R²"))
 
 
 def _predictions(run: ReportedRun) -> list[dict] | None:

@@ -22,41 +22,21 @@ When the plan fine-tunes, the training trial with the multi-label objective
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ...checks.baselines import beyond_noise, head_logits
 from ...checks.core import Check, CheckReport
-from ...checks.trial import training_trial
-from ...classifier import Classifier
-from ...data.decoded import DecodedImages
-from ...inputs import InputPipeline
-from ...training.finetune import FineTuneSettings
 from ...training.objective import MultiLabel, mean_ap
+from ..trial import Trial, trial_checks
 from .data import LabelledImage
 from .probe import prior_logits
 
-__all__ = ["TRIAL_IMAGES", "Trial", "label_checks", "new_label_head", "spread_over_labels"]
+__all__ = ["label_checks", "new_label_head", "spread_over_labels"]
 
 #: The starting loss may sit this fraction away from the labels' own entropy.
 INITIAL_LOSS_TOLERANCE = 0.1
-TRIAL_IMAGES = 10
-
-
-class Trial(NamedTuple):
-    """What the training trial needs: the backbone with a new head, its batch of (image,
-    0/1 row), the decoded-image cache, the inputs, the planned settings, and the probe's
-    outputs for the batch from the cache."""
-
-    network: Classifier
-    examples: list[tuple[Path, tuple[float, ...]]]
-    images: DecodedImages
-    inputs: InputPipeline
-    settings: FineTuneSettings
-    cached: np.ndarray
 
 
 def new_label_head(width: int, targets: np.ndarray) -> torch.nn.Linear:
@@ -92,21 +72,7 @@ def label_checks(
             _input_independent(val_y, probe, priors),
         ]
     )
-    if trial is None:
-        report.extend([_NO_TRIAL])
-    else:
-        report.extend(
-            training_trial(
-                trial.network,
-                trial.examples,
-                trial.images,
-                trial.inputs,
-                trial.settings,
-                probe_head=probe_head,
-                cached_predictions=trial.cached,
-                objective=objective,
-            )
-        )
+    report.extend(trial_checks(trial, probe_head, objective))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -230,13 +196,3 @@ def spread_over_labels(samples: list[LabelledImage], k: int, seed: int = 0) -> l
         if len(picked) == before:
             break
     return picked
-
-
-_NO_TRIAL = Check(
-    "training-trial",
-    "training trial",
-    "skip",
-    "the plan trains only the probe's head, on cached features: no network is trained, so no "
-    "training step is checked",
-    "fit with --strategy fine-tune to train the network (the checks then try it first)",
-)

@@ -20,17 +20,17 @@ every label keeps its share of images in validation as far as its count allows.
 
 from __future__ import annotations
 
-import csv
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions, unreadable_images
+from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions
 from ...errors import HeadstartError
+from ..table import Row, Table, read_table, usable
 
 __all__ = ["SEPARATORS", "LabelSets", "LabelledImage", "read_label_sets", "require_learnable"]
 
@@ -128,142 +128,70 @@ def read_label_sets(
             fewer than two labels or a label without training images.
     """
     check_fractions(val_fraction, test_fraction)
-    root = absolute_path(table)
-    if not root.is_file() or root.suffix.lower() != ".csv":
-        raise HeadstartError(
-            f"{root}: a multi-label fit reads a CSV file with a path column and a column of "
-            "labels (path,labels with car|person) or a 0/1 column per label"
-        )
-    found = _read(root, column, separator, known)
-    rows, skipped = found["rows"], found["skipped"]
-    bad = unreadable_images([path for path, _, _ in rows])
-    gone = {item.path for item in bad}
-    if rows and len(bad) == len(rows):
-        raise HeadstartError(
-            f"none of the {len(rows)} images listed in {root} can be read, e.g. "
-            f"{bad[0].path}: {bad[0].reason}"
-        )
-    rows = [row for row in rows if row[0] not in gone]
+    found = read_table(
+        table,
+        "multi-label fit",
+        "a column of labels (path,labels with car|person) or a 0/1 column per label",
+    )
+    layout, separator, read = _layout(found, column, separator, known)
+    rows, skipped = usable(found.root, [(row, read(row)) for row in found.rows], [])
+    if known is not None:
+        for row, labels in rows:
+            if set(labels) - set(known):
+                unknown = ", ".join(sorted(set(labels) - set(known)))
+                raise HeadstartError(
+                    f"{found.root}, line {row.line}: label(s) {unknown} unknown to the model"
+                )
     labels = (
         tuple(known)
         if known is not None
-        else tuple(sorted({label for _, found, _ in rows for label in found}))
+        else tuple(sorted({label for _, present in rows for label in present}))
     )
-    warnings = []
-    if "val" in found["given"]:
-        val_fraction = 0.0
-    if "test" in found["given"]:
-        test_fraction = 0.0
-    samples = _assign_splits(rows, labels, val_fraction, test_fraction, seed)
-    dataset = LabelSets(
-        root,
+    given = found.given(rows)
+    samples = _assign_splits(
+        [(row.path, present, row.split) for row, present in rows],
         labels,
-        tuple(samples),
-        found["layout"],
-        found["separator"],
-        tuple(sorted(skipped + bad, key=lambda item: str(item.path))),
-        tuple(warnings),
+        0.0 if "val" in given else val_fraction,
+        0.0 if "test" in given else test_fraction,
+        seed,
     )
+    dataset = LabelSets(found.root, labels, tuple(samples), layout, separator, tuple(skipped))
     if training:
         require_learnable(dataset)
     return dataset
 
 
-def _read(
-    root: Path, column: str | None, separator: str | None, known: tuple[str, ...] | None
-) -> dict:
-    try:
-        with open(root, newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
-            reader = csv.DictReader(file)
-            names = [name for name in reader.fieldnames or [] if name]
-            by_lower = {name.strip().lower(): name for name in names}
-            if "path" not in by_lower:
-                raise HeadstartError(
-                    f"{root} needs a header line with a path column; its first line is: "
-                    f"{','.join(names) or '(empty)'}"
-                )
-            table = [(reader.line_num, row) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise HeadstartError(f"cannot read {root} as a CSV file: {error}") from None
-    table = [
-        (line, row)
-        for line, row in table
-        if any((v or "").strip() for v in row.values() if isinstance(v, str))
-    ]
-    if not table:
-        raise HeadstartError(f"no images found: {root} has a header but no rows")
-    labels_column = _labels_column(root, names, by_lower, column, known)
+def _layout(
+    table: Table, column: str | None, separator: str | None, known: tuple[str, ...] | None
+) -> tuple[str, str | None, Callable[[Row], tuple[str, ...]]]:
+    """How the table holds its labels: ("separated", the separator, a reader) or
+    ("columns", None, a reader)."""
+    labels_column = _labels_column(table, column, known)
     if labels_column is not None:
-        cells = [(row.get(labels_column) or "").strip() for _, row in table]
-        separator = separator or _separator(cells)
-        layout, read_labels = "separated", _separated(labels_column, separator)
-    else:
-        columns = [n for n in names if n.strip().lower() not in ("path", "split")]
-        if known is not None:
-            columns = [by_lower[label.lower()] for label in known if label.lower() in by_lower]
-        if not columns:
-            raise HeadstartError(f"{root} has no label columns besides path and split")
-        layout, read_labels = "columns", _flags(root, columns)
-    rows, skipped, given, first_line = [], [], set(), {}
-    for line, row in table:
-        where = (row.get(by_lower["path"]) or "").strip()
-        if not where:
-            raise HeadstartError(f"{root}, line {line}: the path is empty")
-        path = absolute_path(root.parent / Path(where).expanduser())
-        if path in first_line:
-            raise HeadstartError(
-                f"{root}, line {line}: {where} is listed again (first on line {first_line[path]})"
-            )
-        first_line[path] = line
-        split = (row.get(by_lower.get("split", ""), "") or "").strip().lower() or None
-        if split is not None and split not in SPLITS:
-            raise HeadstartError(
-                f"{root}, line {line}: split {split!r} is not one of {', '.join(SPLITS)} "
-                "(leave it empty to have the row split here)"
-            )
-        labels = read_labels(row, line)
-        if known is not None and set(labels) - set(known):
-            unknown = ", ".join(sorted(set(labels) - set(known)))
-            raise HeadstartError(f"{root}, line {line}: label(s) {unknown} unknown to the model")
-        if not path.is_file():
-            skipped.append(Skipped(path, "file not found"))
-            continue
-        if split is not None:
-            given |= {split} - {"train"}
-        rows.append((path, labels, split))
-    if not rows:
-        raise HeadstartError(
-            f"none of the {len(skipped)} files listed in {root} exist, e.g. {skipped[0].path} "
-            f"(relative paths are read from {root.parent})"
+        separator = separator or _separator(
+            [row.cells.get(labels_column, "") for row in table.rows]
         )
-    rows.sort(key=lambda r: str(r[0]))
-    return {
-        "rows": rows,
-        "skipped": skipped,
-        "given": given,
-        "layout": layout,
-        "separator": separator if labels_column is not None else None,
-    }
+        return "separated", separator, _separated(labels_column, separator)
+    columns = table.others()
+    if known is not None:
+        columns = [table.column(label) for label in known if table.column(label)]
+    if not columns:
+        raise HeadstartError(f"{table.root} has no label columns besides path and split")
+    return "columns", None, _flags(table.root, columns)
 
 
-def _labels_column(
-    root: Path,
-    names: list[str],
-    by_lower: dict[str, str],
-    column: str | None,
-    known: tuple[str, ...] | None,
-) -> str | None:
+def _labels_column(table: Table, column: str | None, known: tuple[str, ...] | None) -> str | None:
     """The column of separated labels; None for a column per label."""
     if column is not None:
-        found = by_lower.get(column.strip().lower())
+        found = table.column(column)
         if found is None:
             raise HeadstartError(
-                f"{root} has no column {column!r}; its columns: {', '.join(names)}"
+                f"{table.root} has no column {column!r}; its columns: {', '.join(table.names)}"
             )
         return found
-    if known is not None and all(label.lower() in by_lower for label in known):
+    if known is not None and all(table.column(label) for label in known):
         return None
-    return next((by_lower[name] for name in _LABEL_COLUMNS if name in by_lower), None)
+    return next((table.column(n) for n in _LABEL_COLUMNS if table.column(n)), None)
 
 
 def _separator(cells: list[str]) -> str:
@@ -275,25 +203,25 @@ def _separator(cells: list[str]) -> str:
     return SEPARATORS[0]
 
 
-def _separated(column: str, separator: str):
-    def labels(row: dict, line: int) -> tuple[str, ...]:
-        cell = (row.get(column) or "").strip()
+def _separated(column: str, separator: str) -> Callable[[Row], tuple[str, ...]]:
+    def labels(row: Row) -> tuple[str, ...]:
+        cell = row.cells.get(column, "")
         return tuple(sorted({part.strip() for part in cell.split(separator) if part.strip()}))
 
     return labels
 
 
-def _flags(root: Path, columns: list[str]):
-    def labels(row: dict, line: int) -> tuple[str, ...]:
+def _flags(root: Path, columns: list[str]) -> Callable[[Row], tuple[str, ...]]:
+    def labels(row: Row) -> tuple[str, ...]:
         present = []
         for name in columns:
-            value = (row.get(name) or "").strip().lower()
+            value = row.cells.get(name, "").lower()
             if value in _YES:
                 present.append(name.strip())
             elif value not in _NO:
                 raise HeadstartError(
-                    f"{root}, line {line}: column {name!r} holds {value!r}; a label column holds "
-                    "1 or 0 (true/false, yes/no; empty for 0)"
+                    f"{root}, line {row.line}: column {name!r} holds {value!r}; a label column "
+                    "holds 1 or 0 (true/false, yes/no; empty for 0)"
                 )
         return tuple(sorted(present))
 

@@ -1,5 +1,6 @@
-"""``headstart fit DATA --task multi-label``: from a table of images and their labels (any
-number each) to a model that says which labels each new image has.
+"""A multi-label fit's part of the recipe (``headstart fit DATA --task multi-label``): from a
+table of images and their labels (any number each) to a model that says which labels each
+new image has.
 
 The recipe of classes, in its forms for labels that are each present or not::
 
@@ -18,8 +19,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +27,11 @@ import numpy as np
 from ...checks.baselines import head_logits
 from ...checks.core import CheckReport
 from ...config import FitConfig
-from ...console import say
+from ...data.decoded import DecodedImages
 from ...errors import HeadstartError
 from ...metrics import label_metrics, paired_errors
-from ...report.build import build_report
-from ...result import FitResult
-from ...runfolder import CHECKS, PLAN, PREDICTIONS_CSV, SUMMARY, RunFolder
-from ...stages.checks import say_checks
-from ...stages.data import Prepared, network_for, seed_everything
+from ...runfolder import PREDICTIONS_CSV, RunFolder
+from ...stages.data import Prepared
 from ...storage import write_atomically
 from ...training.objective import MultiLabel, mean_ap
 from ..plan import TaskPlan
@@ -47,19 +43,18 @@ from ..training import (
     fine_tuning_plan,
     mirror,
     network_with,
-    open_run,
-    refuse_unread,
     run_fine_tuning,
     unused_settings_reason,
 )
+from ..trial import TRIAL_IMAGES, Trial
 from .audit import LabelAudit, audit_label_sets
-from .checks import TRIAL_IMAGES, Trial, label_checks, new_label_head, spread_over_labels
+from .checks import label_checks, new_label_head, spread_over_labels
 from .data import LabelSets, read_label_sets, require_learnable
 from .model import MultiLabelModel, save_multilabel
 from .probe import FOLDS, LabelProbe, fit_label_probe
 from .thresholds import choose_thresholds
 
-__all__ = ["LABEL_SETTINGS", "Fitted", "fit_labels"]
+__all__ = ["LABEL_SETTINGS", "Fitted", "MultiLabelTask"]
 
 #: The settings a multi-label fit reads: a regression's, its loss aside, and the separator.
 LABEL_SETTINGS = (REGRESSION_SETTINGS - {"loss"}) | {"label_separator"}
@@ -84,92 +79,74 @@ class Fitted:
         return -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(1)
 
 
-def fit_labels(data: str | Path, config: FitConfig) -> FitResult:
-    """Train a multi-label model on ``data`` (see
-    :func:`headstart.tasks.multilabel.data.read_label_sets`)."""
-    started = time.perf_counter()
-    refuse_unread(
-        config,
-        LABEL_SETTINGS,
-        "multi-label fit",
+class MultiLabelTask:
+    """Several labels an image, for the recipe of :func:`headstart.tasks.recipe.fit_task`."""
+
+    name = "multi-label"
+    settings = LABEL_SETTINGS
+    instead = (
         "it trains from pretrained weights on labels that are each present or not, with no "
-        "single class to balance, mix or calibrate",
+        "single class to balance, mix or calibrate"
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise HeadstartError("a multi-label fit runs in one process: run it without torchrun")
-    dataset = read_label_sets(
-        data,
-        column=config.label_column,
-        separator=config.label_separator,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
-    seed_everything(config.seed)
-    ready = network_for(dataset, config)  # refused here (weights, device): nothing written
-    run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
-    with run.running():
-        ready = ready.read(config)  # every image's features, from the cache where possible
-        dataset = ready.dataset
-        require_learnable(dataset)  # again: a file may have failed to decode
-        rows = [(s.path, "|".join(s.labels), s.split) for s in dataset.samples]
-        open_run(run, data, ready, config, rows)
-        audit = audit_label_sets(dataset, ready.images)
-        audit.write(run)
-        for line in audit.findings():
-            say(config.quiet, f"audit: {line}")
-        objective = MultiLabel()
-        probe = fit_label_probe(features(ready, "train"), dataset.targets("train"), config.seed)
-        plan = _plan(ready, probe, objective, config)
-        run.write_json(PLAN, plan.to_dict())
-        for reason in plan.reasons:
-            say(config.quiet, f"plan: {reason}")
-        probed = _probed(ready, probe, plan)
-        say(config.quiet, f"probe: validation {_in_words(probed.scores['val'])}")
-        if config.checks:
-            checks = _checks(ready, probe, plan)
-            checks.write(run / CHECKS)
-            say_checks(config.quiet, checks)
-        tuned, tuning = None, None
-        if plan.fine_tune is not None:
-            tuned, tuning = _fine_tuned(ready, probed.model, plan, objective, run, config)
-            say(config.quiet, f"fine-tune: validation {_in_words(tuned.scores['val'])}")
-        kept, why, evidence = _choose(probed, tuned, dataset, config)
-        if why:
-            say(config.quiet, f"plan: {why}")
-        _save(run, kept, dataset, ready)
-        seconds = time.perf_counter() - started
-        run.write_json(
-            SUMMARY,
-            {
-                "task": "multi-label",
-                "labels": list(dataset.labels),
-                "strategy": kept.strategy,
-                "why_kept": why,
-                "evidence": evidence,
-                "scores": kept.scores,
-                "clean_scores": _clean_scores(kept, audit, dataset),
-                "candidates": {c.strategy: c.scores for c in (probed, tuned) if c is not None},
-                "probe": probe.to_dict(),
-                "fine_tuning": tuning,
-                "audit": audit.findings(),
-                "seconds": seconds,
-            },
+
+    def read(self, data: str | Path, config: FitConfig) -> LabelSets:
+        return read_label_sets(
+            data,
+            column=config.label_column,
+            separator=config.label_separator,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
         )
-        build_report(run.path)
-    return FitResult(
-        run.path,
-        kept.model,
-        plan,
-        kept.strategy,
-        kept.scores,
-        seconds,
-        list(dataset.skipped),
-        (tuning or {}).get("stopped", "finished"),
-        dataset,
-        why,
-        task="multi-label",
-    )
+
+    def require_learnable(self, dataset: LabelSets) -> None:
+        require_learnable(dataset)
+
+    def split_rows(self, dataset: LabelSets) -> list[tuple[Path, str, str]]:
+        return [(s.path, "|".join(s.labels), s.split) for s in dataset.samples]
+
+    def audit(self, dataset: LabelSets, images: DecodedImages) -> LabelAudit:
+        return audit_label_sets(dataset, images)
+
+    def probe(self, ready: Prepared, config: FitConfig) -> LabelProbe:
+        targets = ready.dataset.targets("train")
+        return fit_label_probe(features(ready, "train"), targets, config.seed)
+
+    def plan(self, ready: Prepared, probe: LabelProbe, config: FitConfig) -> TaskPlan:
+        return _plan(ready, probe, MultiLabel(), config)
+
+    def probed(self, ready: Prepared, probe: LabelProbe, plan: TaskPlan) -> Fitted:
+        return _probed(ready, probe, plan)
+
+    def checks(self, ready: Prepared, probe: LabelProbe, plan: TaskPlan) -> CheckReport:
+        return _checks(ready, probe, plan)
+
+    def fine_tuned(
+        self,
+        ready: Prepared,
+        start: MultiLabelModel,
+        plan: TaskPlan,
+        run: RunFolder,
+        config: FitConfig,
+    ) -> tuple[Fitted, dict]:
+        return _fine_tuned(ready, start, plan, MultiLabel(), run, config)
+
+    def choose(
+        self, probed: Fitted, tuned: Fitted | None, dataset: LabelSets, config: FitConfig
+    ) -> tuple[Fitted, str | None, dict | None]:
+        return _choose(probed, tuned, dataset, config)
+
+    def save(self, run: RunFolder, kept: Fitted, dataset: LabelSets, ready: Prepared) -> None:
+        _save(run, kept, dataset, ready)
+
+    def clean_scores(self, kept: Fitted, audit: LabelAudit, dataset: LabelSets) -> dict:
+        return _clean_scores(kept, audit, dataset)
+
+    def in_words(self, scores: dict) -> str:
+        return _in_words(scores)
+
+    def described(self, dataset: LabelSets) -> dict:
+        return {"labels": list(dataset.labels)}
 
 
 def _plan(ready: Prepared, probe: LabelProbe, objective: MultiLabel, config: FitConfig) -> TaskPlan:

@@ -22,34 +22,20 @@ and every trained parameter group updated.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ...checks.baselines import beyond_noise, head_logits
 from ...checks.core import Check, CheckReport
-from ...checks.trial import training_trial
-from ...classifier import Classifier
-from ...data.decoded import DecodedImages
-from ...inputs import InputPipeline
-from ...training.finetune import FineTuneSettings
 from ...training.objective import Regression
+from ..trial import Trial, trial_checks
 from .data import Measured
 
-__all__ = [
-    "INITIAL_LOSS_TOLERANCE",
-    "Trial",
-    "new_regression_head",
-    "regression_checks",
-    "spread_over_range",
-]
+__all__ = ["new_regression_head", "regression_checks", "spread_over_range"]
 
 #: The starting loss may sit this fraction away from the loss of predicting the mean.
 INITIAL_LOSS_TOLERANCE = 0.1
-#: Images in the trial's batch, as for classes.
-TRIAL_IMAGES = 10
 
 
 def new_regression_head(width: int) -> torch.nn.Linear:
@@ -60,19 +46,6 @@ def new_regression_head(width: int) -> torch.nn.Linear:
         head.weight.mul_(0.1)
         head.bias.zero_()
     return head
-
-
-class Trial(NamedTuple):
-    """What the training trial needs: the backbone with a new head (as the classifier's trial
-    starts it), its batch of (image, standardised target), the decoded-image cache, the
-    inputs, the planned settings, and the probe's outputs for the batch from the cache."""
-
-    network: Classifier
-    examples: list[tuple[Path, float]]
-    images: DecodedImages
-    inputs: InputPipeline
-    settings: FineTuneSettings
-    cached: np.ndarray
 
 
 def regression_checks(
@@ -95,21 +68,7 @@ def regression_checks(
             *_baselines(val_z, head_logits(probe_head, val_x)[:, 0]),
         ]
     )
-    if trial is None:
-        report.extend([_NO_TRIAL])
-    else:
-        report.extend(
-            training_trial(
-                trial.network,
-                trial.examples,
-                trial.images,
-                trial.inputs,
-                trial.settings,
-                probe_head=probe_head,
-                cached_predictions=trial.cached,
-                objective=objective,
-            )
-        )
+    report.extend(trial_checks(trial, probe_head, objective))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -222,13 +181,3 @@ def spread_over_range(samples: list[Measured], k: int) -> list[Measured]:
     if len(ranked) <= k:
         return ranked
     return [ranked[round(i)] for i in np.linspace(0, len(ranked) - 1, k)]
-
-
-_NO_TRIAL = Check(
-    "training-trial",
-    "training trial",
-    "skip",
-    "the plan trains only the ridge head, on cached features: no network is trained, so no "
-    "training step is checked",
-    "fit with --strategy fine-tune to train the network (the checks then try it first)",
-)

@@ -17,7 +17,6 @@ its line (class names in a table that should hold numbers are the common cause).
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from collections import Counter
@@ -27,15 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.sources import (
-    SPLITS,
-    Skipped,
-    absolute_path,
-    check_fractions,
-    split_sizes,
-    unreadable_images,
-)
+from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions, split_sizes
 from ...errors import HeadstartError
+from ..table import Row, Table, read_table, usable
 
 __all__ = ["Measured", "TargetDataset", "read_targets", "require_learnable"]
 
@@ -130,24 +123,11 @@ def read_targets(
             number, a path listed twice, no readable image, or nothing to learn.
     """
     check_fractions(val_fraction, test_fraction)
-    root = absolute_path(table)
-    if not root.is_file() or root.suffix.lower() != ".csv":
-        raise HeadstartError(
-            f"{root}: a regression reads a CSV file with a path column and a column of "
-            "numbers (path,age for example)"
-        )
-    column, rows, skipped, given = _read_rows(root, column, preferred)
-    bad = unreadable_images([path for path, _, _ in rows])
-    if len(bad) == len(rows) and rows:
-        raise HeadstartError(
-            f"none of the {len(rows)} images listed in {root} can be read, e.g. "
-            f"{bad[0].path}: {bad[0].reason}"
-        )
-    gone = {item.path for item in bad}
-    rows = [row for row in rows if row[0] not in gone]
-    skipped += bad
-    if not rows:
-        raise HeadstartError(f"no images to use in {root}: every row was skipped")
+    found = read_table(table, "regression", "a column of numbers (path,age for example)")
+    target = _target_column(found, column, preferred)
+    rows, skipped = found.answers(lambda row: _number(found.root, row, target), f"no {target}")
+    rows, skipped = usable(found.root, rows, skipped)
+    given = found.given(rows)
     warnings = []
     if "val" in given:
         val_fraction = 0.0
@@ -157,124 +137,55 @@ def read_targets(
                 f"test_fraction={test_fraction} is ignored: the table gives a test split"
             )
         test_fraction = 0.0
-    samples = _assign_splits(rows, val_fraction, test_fraction, seed)
-    dataset = TargetDataset(
-        root,
-        column,
-        tuple(samples),
-        tuple(sorted(skipped, key=lambda item: str(item.path))),
-        tuple(warnings),
+    samples = _assign_splits(
+        [(row.path, value, row.split) for row, value in rows], val_fraction, test_fraction, seed
     )
+    dataset = TargetDataset(found.root, target, tuple(samples), tuple(skipped), tuple(warnings))
     if training:
         require_learnable(dataset)
     return dataset
 
 
-def _read_rows(
-    root: Path, column: str | None, preferred: str | None
-) -> tuple[str, list[tuple[Path, float, str | None]], list[Skipped], set[str]]:
-    """(the target column, (path, number, split or None) per usable row, rows skipped, the
-    splits the table gives)."""
-    rows: list[tuple[Path, float, str | None]] = []
-    skipped: list[Skipped] = []
-    given: set[str] = set()
-    first_line: dict[Path, int] = {}
-    try:
-        # -sig: Excel's BOM; surrogateescape: file names that are not UTF-8 read back as the
-        # same names (as headstart.data.sources reads a table of classes).
-        with open(root, newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
-            reader = csv.DictReader(file)
-            names = [name for name in reader.fieldnames or [] if name]
-            by_lower = {name.strip().lower(): name for name in names}
-            if "path" not in by_lower:
-                raise HeadstartError(
-                    f"{root} needs a header line with a path column and a column of numbers; "
-                    f"its first line is: {','.join(names) or '(empty)'}"
-                )
-            target = _target_column(root, names, by_lower, column, preferred)
-            for row in reader:
-                line = reader.line_num
-                if not any(isinstance(v, str) and v.strip() for v in row.values()):
-                    continue  # a blank line
-                where = (row.get(by_lower["path"]) or "").strip()
-                if not where:
-                    raise HeadstartError(f"{root}, line {line}: the path is empty")
-                path = absolute_path(root.parent / Path(where).expanduser())
-                if path in first_line:
-                    raise HeadstartError(
-                        f"{root}, line {line}: {where} is listed again (first on line "
-                        f"{first_line[path]})"
-                    )
-                first_line[path] = line
-                split = (row.get(by_lower.get("split", ""), "") or "").strip().lower() or None
-                if split is not None and split not in SPLITS:
-                    raise HeadstartError(
-                        f"{root}, line {line}: split {split!r} is not one of "
-                        f"{', '.join(SPLITS)} (leave it empty to have the row split here)"
-                    )
-                value = (row.get(target) or "").strip()
-                if not value:
-                    skipped.append(Skipped(path, f"no {target} (line {line})"))
-                    continue
-                number = _number(value)
-                if number is None:
-                    raise HeadstartError(
-                        f"{root}, line {line}: {target} {value!r} is not a number (a "
-                        "regression predicts numbers; for classes, fit without --task "
-                        "regression)"
-                    )
-                if not path.is_file():
-                    skipped.append(Skipped(path, "file not found"))
-                    continue
-                if split is not None:
-                    given |= {split} - {"train"}
-                rows.append((path, number, split))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise HeadstartError(f"cannot read {root} as a CSV file: {error}") from None
-    if not rows and not skipped:
-        raise HeadstartError(f"no images found: {root} has a header but no rows")
-    if not rows:
-        raise HeadstartError(
-            f"none of the {len(skipped)} rows of {root} can be used, e.g. {skipped[0].path}: "
-            f"{skipped[0].reason} (relative paths are read from {root.parent})"
-        )
-    return target, sorted(rows, key=lambda row: str(row[0])), skipped, given
-
-
-def _target_column(
-    root: Path,
-    names: list[str],
-    by_lower: dict[str, str],
-    column: str | None,
-    preferred: str | None,
-) -> str:
+def _target_column(table: Table, column: str | None, preferred: str | None) -> str:
     if column is not None:
-        found = by_lower.get(column.strip().lower())
+        found = table.column(column)
         if found is None:
             raise HeadstartError(
-                f"{root} has no column {column!r}; its columns: {', '.join(names)}"
+                f"{table.root} has no column {column!r}; its columns: {', '.join(table.names)}"
             )
         return found
-    if preferred and preferred.strip().lower() in by_lower.keys() - {"path", "split"}:
-        return by_lower[preferred.strip().lower()]
+    others = table.others()
+    if preferred and table.column(preferred) in others:
+        return table.column(preferred)
     for name in _TARGET_NAMES:
-        if name in by_lower:
-            return by_lower[name]
-    others = [name for name in names if name.strip().lower() not in ("path", "split")]
+        if table.column(name) in others:
+            return table.column(name)
     if len(others) == 1:
         return others[0]
     how = f"name it {preferred!r}, as the model's target" if preferred else "--label-column"
     raise HeadstartError(
-        f"{root}: which column holds the numbers? ({how}; columns: {', '.join(names)})"
+        f"{table.root}: which column holds the numbers? ({how}; columns: {', '.join(table.names)})"
     )
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
+def _number(root: Path, row: Row, target: str) -> float | None:
+    """The row's number; None for an empty cell (a row to skip).
+
+    Raises:
+        HeadstartError: a value that is not a finite number, with its line."""
+    value = row.cells.get(target, "")
+    if not value:
         return None
-    return value if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise HeadstartError(
+            f"{root}, line {row.line}: {target} {value!r} is not a number (a regression "
+            "predicts numbers; for classes, fit without --task regression)"
+        )
+    return number
 
 
 def _assign_splits(

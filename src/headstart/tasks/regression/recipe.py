@@ -1,5 +1,5 @@
-"""``headstart fit DATA --task regression``: from a table of images and numbers to a model
-that predicts the number.
+"""A regression's part of the recipe (``headstart fit DATA --task regression``): from a table
+of images and numbers to a model that predicts the number.
 
 The recipe of classes, in its forms for a number::
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +25,11 @@ import numpy as np
 from ...checks.baselines import head_logits
 from ...checks.core import CheckReport
 from ...config import FitConfig
-from ...console import say
+from ...data.decoded import DecodedImages
 from ...errors import HeadstartError
 from ...metrics import paired_errors, regression_metrics
-from ...report.build import build_report
-from ...result import FitResult
-from ...runfolder import CHECKS, PLAN, PREDICTIONS_CSV, SUMMARY, RunFolder
-from ...stages.checks import say_checks
-from ...stages.data import Prepared, network_for, seed_everything
+from ...runfolder import PREDICTIONS_CSV, RunFolder
+from ...stages.data import Prepared
 from ...storage import write_atomically
 from ...training.objective import Regression
 from ..plan import TaskPlan
@@ -45,24 +40,17 @@ from ..training import (
     fine_tuning_plan,
     mirror,
     network_with,
-    open_run,
-    refuse_unread,
     run_fine_tuning,
     unused_settings_reason,
 )
+from ..trial import TRIAL_IMAGES, Trial
 from .audit import TargetAudit, audit_targets
-from .checks import (
-    TRIAL_IMAGES,
-    Trial,
-    new_regression_head,
-    regression_checks,
-    spread_over_range,
-)
+from .checks import new_regression_head, regression_checks, spread_over_range
 from .data import TargetDataset, read_targets, require_learnable
 from .model import Regressor, TargetScale, save_regressor
 from .probe import RidgeProbe, fit_ridge_probe
 
-__all__ = ["REGRESSION_SETTINGS", "Fitted", "fit_regression"]
+__all__ = ["REGRESSION_SETTINGS", "Fitted", "RegressionTask"]
 
 #: The settings a regression reads; any other given is refused (it would do nothing).
 REGRESSION_SETTINGS = frozenset(
@@ -129,94 +117,75 @@ class Fitted:
         return self.predictions[split] - dataset.targets(split)
 
 
-def fit_regression(data: str | Path, config: FitConfig) -> FitResult:
-    """Train a regressor on ``data`` (see :func:`headstart.tasks.regression.data.read_targets`)."""
-    started = time.perf_counter()
-    refuse_unread(
-        config,
-        REGRESSION_SETTINGS,
-        "regression",
+class RegressionTask:
+    """A number an image, for the recipe of :func:`headstart.tasks.recipe.fit_task`."""
+
+    name = "regression"
+    settings = REGRESSION_SETTINGS
+    instead = (
         "it trains from pretrained weights on a number, with no classes to balance, mix or "
-        "calibrate",
+        "calibrate"
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise HeadstartError("a regression is fitted in one process: run it without torchrun")
-    dataset = read_targets(
-        data,
-        column=config.label_column,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
-    seed_everything(config.seed)
-    ready = network_for(dataset, config)  # refused here (weights, device): nothing written
-    run = RunFolder.create(config.runs_dir, config.name, Path(str(data)).stem)
-    with run.running():
-        ready = ready.read(config)  # every image's features, from the cache where possible
-        dataset = ready.dataset
-        require_learnable(dataset)  # again: a file may have failed to decode
-        open_run(
-            run, data, ready, config, [(s.path, repr(s.target), s.split) for s in dataset.samples]
+
+    def read(self, data: str | Path, config: FitConfig) -> TargetDataset:
+        return read_targets(
+            data,
+            column=config.label_column,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
         )
-        audit = audit_targets(dataset, ready.images)
-        audit.write(run)
-        for line in audit.findings():
-            say(config.quiet, f"audit: {line}")
-        scale = TargetScale.of(dataset.column, dataset.targets("train"))
+
+    def require_learnable(self, dataset: TargetDataset) -> None:
+        require_learnable(dataset)
+
+    def split_rows(self, dataset: TargetDataset) -> list[tuple[Path, str, str]]:
+        return [(s.path, repr(s.target), s.split) for s in dataset.samples]
+
+    def audit(self, dataset: TargetDataset, images: DecodedImages) -> TargetAudit:
+        return audit_targets(dataset, images)
+
+    def probe(self, ready: Prepared, config: FitConfig) -> RidgeProbe:
+        targets = _scale(ready.dataset).standardise(ready.dataset.targets("train"))
+        return fit_ridge_probe(features(ready, "train"), targets)
+
+    def plan(self, ready: Prepared, probe: RidgeProbe, config: FitConfig) -> TaskPlan:
         objective = Regression(config.loss if config.loss != "auto" else "huber")
-        probe = fit_ridge_probe(
-            features(ready, "train"), scale.standardise(dataset.targets("train"))
-        )
-        plan = _plan(ready, probe, objective, scale, config)
-        run.write_json(PLAN, plan.to_dict())
-        for reason in plan.reasons:
-            say(config.quiet, f"plan: {reason}")
-        probed = _probed(ready, probe, plan, scale)
-        say(config.quiet, f"probe: validation {_in_words(probed.scores['val'])}")
-        if config.checks:
-            checks = _checks(ready, probe, plan, objective, scale)
-            checks.write(run / CHECKS)
-            say_checks(config.quiet, checks)
-        tuned, tuning = None, None
-        if plan.fine_tune is not None:
-            tuned, tuning = _fine_tuned(ready, probed.model, plan, objective, scale, run, config)
-            say(config.quiet, f"fine-tune: validation {_in_words(tuned.scores['val'])}")
-        kept, why, evidence = _choose(probed, tuned, dataset, config)
-        if why:
-            say(config.quiet, f"plan: {why}")
+        return _plan(ready, probe, objective, _scale(ready.dataset), config)
+
+    def probed(self, ready: Prepared, probe: RidgeProbe, plan: TaskPlan) -> Fitted:
+        return _probed(ready, probe, plan, _scale(ready.dataset))
+
+    def checks(self, ready: Prepared, probe: RidgeProbe, plan: TaskPlan) -> CheckReport:
+        return _checks(ready, probe, plan, Regression(plan.loss), _scale(ready.dataset))
+
+    def fine_tuned(
+        self, ready: Prepared, start: Regressor, plan: TaskPlan, run: RunFolder, config: FitConfig
+    ) -> tuple[Fitted, dict]:
+        objective, scale = Regression(plan.loss), _scale(ready.dataset)
+        return _fine_tuned(ready, start, plan, objective, scale, run, config)
+
+    def choose(
+        self, probed: Fitted, tuned: Fitted | None, dataset: TargetDataset, config: FitConfig
+    ) -> tuple[Fitted, str | None, dict | None]:
+        return _choose(probed, tuned, dataset, config)
+
+    def save(self, run: RunFolder, kept: Fitted, dataset: TargetDataset, ready: Prepared) -> None:
         _save(run, kept, dataset, ready)
-        seconds = time.perf_counter() - started
-        run.write_json(
-            SUMMARY,
-            {
-                "task": "regression",
-                "target": dataset.column,
-                "strategy": kept.strategy,
-                "why_kept": why,
-                "evidence": evidence,
-                "scores": kept.scores,
-                "clean_scores": _clean_scores(kept, audit, dataset),
-                "candidates": {c.strategy: c.scores for c in (probed, tuned) if c is not None},
-                "probe": probe.to_dict(),
-                "fine_tuning": tuning,
-                "audit": audit.findings(),
-                "seconds": seconds,
-            },
-        )
-        build_report(run.path)
-    return FitResult(
-        run.path,
-        kept.model,
-        plan,
-        kept.strategy,
-        kept.scores,
-        seconds,
-        list(dataset.skipped),
-        (tuning or {}).get("stopped", "finished"),
-        dataset,
-        why,
-        task="regression",
-    )
+
+    def clean_scores(self, kept: Fitted, audit: TargetAudit, dataset: TargetDataset) -> dict:
+        return _clean_scores(kept, audit, dataset)
+
+    def in_words(self, scores: dict) -> str:
+        return _in_words(scores)
+
+    def described(self, dataset: TargetDataset) -> dict:
+        return {"target": dataset.column}
+
+
+def _scale(dataset: TargetDataset) -> TargetScale:
+    """The target's scale: its training values' mean and spread."""
+    return TargetScale.of(dataset.column, dataset.targets("train"))
 
 
 def _r2(targets: np.ndarray, predicted: np.ndarray) -> float:
