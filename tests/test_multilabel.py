@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,28 @@ def test_thresholds_give_each_label_its_best_f1():
             assert label_metrics(targets, scores, cut, list("abc"))["per_label"][name]["f1"] <= (
                 best[name]["f1"] + 1e-9
             )
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_not_cut(tmp_path: Path):
+    write_pairs(tmp_path, 20)
+    lines = (tmp_path / "pairs.csv").read_text().splitlines()
+    (tmp_path / "commas.csv").write_text("\n".join([*lines, "images/0001.png,one,two"]) + "\n")
+    with pytest.raises(HeadstartError, match="line 22: 3 fields for the header's 2"):
+        read_label_sets(tmp_path / "commas.csv")
+    (tmp_path / "joined.csv").write_text(
+        "path,labels\n" + "".join(f"images/{i:04d}.png,a|b;c\n" for i in range(20))
+    )
+    with pytest.raises(HeadstartError, match=re.escape("label 'a|b' holds '|'")):
+        read_label_sets(tmp_path / "joined.csv", separator=";")
+
+
+def test_another_table_is_scored_with_the_models_own_labels(fitted: Path, tmp_path: Path):
+    other = write_pairs(tmp_path, 40, seed=7, layout="columns")
+    text = other.read_text().splitlines()
+    other.write_text("\n".join([text[0].upper().replace("PATH", "path"), *text[1:]]) + "\n")
+    scores, _ = headstart.evaluate(fitted, other, quiet=True)  # columns ZERO, ONE, ...
+    assert scores["n"] + scores["left_out"] == 40  # blank images are copies of training ones
+    assert scores["split"] == "all" and scores["map"] > 0.5
+    other.write_text("path,zero,one\nimages/0000.png,1,0\n")
+    with pytest.raises(HeadstartError, match="no column for the model's label"):
+        headstart.evaluate(fitted, other, quiet=True)

@@ -209,7 +209,9 @@ def _answer_of(task: str, written: str) -> object:
     if task == "regression":
         return float(written)
     if task == "multi-label":
-        return tuple(label for label in written.split("|") if label)
+        from .tasks.multilabel.data import JOIN
+
+        return tuple(label for label in written.split(JOIN) if label)
     return written
 
 

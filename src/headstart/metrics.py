@@ -21,6 +21,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "classification_metrics",
+    "frequency_map",
     "label_metrics",
     "paired",
     "paired_errors",
@@ -103,6 +104,15 @@ def paired_errors(errors: np.ndarray, other_errors: np.ndarray) -> dict:
     }
 
 
+def frequency_map(targets: np.ndarray) -> float:
+    """The mAP of knowing only how often each label occurs: a constant score ranks no image
+    first, so each label's AP is its share of the images. Over the labels that mAP counts
+    (some images with the label, some without); NaN when there are none."""
+    targets = np.asarray(targets) > 0.5
+    both = targets.any(0) & ~targets.all(0)
+    return float(targets.mean(0)[both].mean()) if both.any() else float("nan")
+
+
 def label_metrics(
     targets: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, labels: Sequence[str]
 ) -> dict:
@@ -112,8 +122,8 @@ def label_metrics(
 
     mAP and the macro averages count the labels present in this split (AP and recall mean
     nothing for a label with no image); the frequency baseline is a model that knows only how
-    often each label occurs: its AP is the label's share of the images, and its best F1,
-    saying yes to every image, ``2p / (1 + p)``."""
+    often each label occurs: its AP is the label's share of the images (averaged over the
+    labels mAP counts), and its best F1, saying yes to every image, ``2p / (1 + p)``."""
     targets = np.asarray(targets) > 0.5
     predicted = np.asarray(scores) >= np.asarray(thresholds)
     present = targets.any(0)
@@ -135,7 +145,7 @@ def label_metrics(
         "subset_accuracy": float((targets == predicted).all(1).mean()) if len(targets) else 0.0,
         "hamming_loss": float((targets != predicted).mean()) if len(targets) else 0.0,
         "frequency_baseline": {
-            "map": float(share[present].mean()) if present.any() else float("nan"),
+            "map": frequency_map(targets),
             "macro_f1": float((2 * share / (1 + share))[present].mean())
             if present.any()
             else float("nan"),

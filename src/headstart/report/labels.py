@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
+from ..tasks.multilabel.data import JOIN
 from . import plots, summary, tasks
 from .folder import ReportedRun, duration, number, percent
 from .html import Html, bullets, figure, join, note, paragraph, table
@@ -132,7 +133,7 @@ def mistakes(run: ReportedRun) -> Html:
     with open(
         run / PREDICTIONS_CSV, newline="", encoding="utf-8", errors="surrogateescape"
     ) as file:
-        rows = [r for r in csv.DictReader(file) if r["labels"] != r["predicted"]]
+        rows = [r for r in csv.DictReader(file) if _set(r["labels"]) != _set(r["predicted"])]
     if not rows:
         return paragraph("Every held-out image gets exactly its labels.")
     worst = sorted(rows, key=lambda r: -float(r["loss"]))[:_SHOWN]
@@ -154,6 +155,12 @@ def mistakes(run: ReportedRun) -> Html:
             table(["split", "image", "labels", "predicted"], shown, "llll"),
         ]
     )
+
+
+def _set(joined: str) -> set[str]:
+    """Labels as ``predictions.csv`` joins them, as a set (the predicted ones come most
+    likely first, the true ones sorted)."""
+    return set(joined.split(JOIN)) - {""}
 
 
 LABEL_SECTIONS: list[tuple[str, str, Callable[[ReportedRun], Html]]] = [

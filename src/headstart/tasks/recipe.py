@@ -81,7 +81,7 @@ class Task(Protocol):
 def fit_task(data: str | Path, config: FitConfig, task: Task) -> FitResult:
     """Fit ``task`` on ``data``; refusals come before a run folder is made."""
     started = time.perf_counter()
-    refuse_unread(config, task.settings, task.name, task.instead)
+    refuse_unread(config, task.settings, f"{task.name} fit", task.instead)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise HeadstartError(f"a {task.name} fit runs in one process: run it without torchrun")
     dataset = task.read(data, config)

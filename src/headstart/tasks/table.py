@@ -92,14 +92,22 @@ def read_table(table: str | Path, task: str, wants: str) -> Table:
             f"{','.join(names) or '(empty)'}"
         )
     rows, first_line = [], {}
-    for line, cells in lines:
-        cells = {k: (v or "").strip() for k, v in cells.items() if isinstance(k, str)}
+    for line, raw in lines:
+        if raw.get(None):  # csv puts the fields beyond the header's under None
+            raise HeadstartError(
+                f"{root}, line {line}: {len(names) + len(raw[None])} fields for the header's "
+                f"{len(names)} (a cell holding commas needs quotes, or another separator)"
+            )
+        cells = {k: (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
         if not any(cells.values()):
             continue  # a blank line
         where = cells.get(by_lower["path"], "")
         if not where:
             raise HeadstartError(f"{root}, line {line}: the path is empty")
-        path = absolute_path(root.parent / Path(where).expanduser())
+        try:
+            path = absolute_path(root.parent / Path(where).expanduser())
+        except RuntimeError:  # "~someone/...", and no such user
+            raise HeadstartError(f"{root}, line {line}: cannot expand {where!r}") from None
         if path in first_line:
             raise HeadstartError(
                 f"{root}, line {line}: {where} is listed again (first on line {first_line[path]})"

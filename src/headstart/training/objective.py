@@ -237,9 +237,11 @@ class _LabelTally:
     def result(self) -> tuple[float, float]:
         if not self.n:
             return float("nan"), float("nan")
-        return self.loss / self.n, mean_ap(
-            np.concatenate(self.targets), np.concatenate(self.outputs)
-        )
+        loss = self.loss / self.n
+        score = mean_ap(np.concatenate(self.targets), np.concatenate(self.outputs))
+        # No label with images both with and without it: mAP is undefined, and the score is
+        # minus the loss, still higher-is-better, so that the best epoch is still chosen.
+        return loss, score if np.isfinite(score) else -loss
 
 
 def mean_ap(targets: np.ndarray, scores: np.ndarray) -> float:

@@ -32,10 +32,19 @@ from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions
 from ...errors import HeadstartError
 from ..table import Row, Table, read_table, usable
 
-__all__ = ["SEPARATORS", "LabelSets", "LabelledImage", "read_label_sets", "require_learnable"]
+__all__ = [
+    "JOIN",
+    "SEPARATORS",
+    "LabelSets",
+    "LabelledImage",
+    "read_label_sets",
+    "require_learnable",
+]
 
 #: Separators tried, in order, when none is given.
 SEPARATORS = ("|", ";", ",", " ")
+#: What joins an image's labels where a run writes them (splits.csv, predictions.csv).
+JOIN = "|"
 _LABEL_COLUMNS = ("labels", "tags", "label")
 _YES, _NO = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
 
@@ -147,6 +156,12 @@ def read_label_sets(
         if known is not None
         else tuple(sorted({label for _, present in rows for label in present}))
     )
+    joined = [label for label in labels if JOIN in label]
+    if joined:
+        raise HeadstartError(
+            f"{found.root}: label {joined[0]!r} holds {JOIN!r}, which a run uses to join an "
+            "image's labels: rename it"
+        )
     given = found.given(rows)
     samples = _assign_splits(
         [(row.path, present, row.split) for row, present in rows],
@@ -172,9 +187,16 @@ def _layout(
             [row.cells.get(labels_column, "") for row in table.rows]
         )
         return "separated", separator, _separated(labels_column, separator)
-    columns = table.others()
+    # Each label column, as the header spells it, and the label it stands for (a model's own
+    # spelling when scoring for one).
+    columns = {name: name.strip() for name in table.others()}
     if known is not None:
-        columns = [table.column(label) for label in known if table.column(label)]
+        absent = [label for label in known if table.column(label) is None]
+        if absent:
+            raise HeadstartError(
+                f"{table.root} has no column for the model's label(s) {', '.join(absent)}"
+            )
+        columns = {table.column(label): label for label in known}
     if not columns:
         raise HeadstartError(f"{table.root} has no label columns besides path and split")
     return "columns", None, _flags(table.root, columns)
@@ -211,13 +233,13 @@ def _separated(column: str, separator: str) -> Callable[[Row], tuple[str, ...]]:
     return labels
 
 
-def _flags(root: Path, columns: list[str]) -> Callable[[Row], tuple[str, ...]]:
+def _flags(root: Path, columns: dict[str, str]) -> Callable[[Row], tuple[str, ...]]:
     def labels(row: Row) -> tuple[str, ...]:
         present = []
-        for name in columns:
+        for name, label in columns.items():
             value = row.cells.get(name, "").lower()
             if value in _YES:
-                present.append(name.strip())
+                present.append(label)
             elif value not in _NO:
                 raise HeadstartError(
                     f"{root}, line {row.line}: column {name!r} holds {value!r}; a label column "
@@ -279,6 +301,11 @@ def require_learnable(dataset: LabelSets) -> None:
     validation images, a label without training images or on every one. Checked again once
     every image is decoded (a file may fail then)."""
     counts = dataset.counts()
+    if not dataset.samples:
+        raise HeadstartError(
+            f"{dataset.root}: no image left to learn from: every one was skipped (the reasons "
+            "are listed with the run's data, dataset.json)"
+        )
     if len(dataset.labels) < 2:
         raise HeadstartError(
             f"{dataset.root}: found {len(dataset.labels)} label(s); a multi-label fit needs two "

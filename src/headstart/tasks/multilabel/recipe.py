@@ -29,7 +29,7 @@ from ...checks.core import CheckReport
 from ...config import FitConfig
 from ...data.decoded import DecodedImages
 from ...errors import HeadstartError
-from ...metrics import label_metrics, paired_errors
+from ...metrics import frequency_map, label_metrics, paired_errors
 from ...runfolder import PREDICTIONS_CSV, RunFolder
 from ...stages.data import Prepared
 from ...storage import write_atomically
@@ -49,7 +49,7 @@ from ..training import (
 from ..trial import TRIAL_IMAGES, Trial
 from .audit import LabelAudit, audit_label_sets
 from .checks import label_checks, new_label_head, spread_over_labels
-from .data import LabelSets, read_label_sets, require_learnable
+from .data import JOIN, LabelSets, read_label_sets, require_learnable
 from .model import MultiLabelModel, save_multilabel
 from .probe import FOLDS, LabelProbe, fit_label_probe
 from .thresholds import choose_thresholds
@@ -103,7 +103,7 @@ class MultiLabelTask:
         require_learnable(dataset)
 
     def split_rows(self, dataset: LabelSets) -> list[tuple[Path, str, str]]:
-        return [(s.path, "|".join(s.labels), s.split) for s in dataset.samples]
+        return [(s.path, JOIN.join(s.labels), s.split) for s in dataset.samples]
 
     def audit(self, dataset: LabelSets, images: DecodedImages) -> LabelAudit:
         return audit_label_sets(dataset, images)
@@ -157,9 +157,8 @@ def _plan(ready: Prepared, probe: LabelProbe, objective: MultiLabel, config: Fit
             "from pretrained ones (linear-probe, fine-tune or auto)"
         )
     val = dataset.targets("val")
-    share = val.mean(0)[val.any(0)]
     mirrored = mirror(
-        ready, probe.head, lambda outputs: mean_ap(val, outputs), nothing=float(share.mean())
+        ready, probe.head, lambda outputs: mean_ap(val, outputs), nothing=frequency_map(val)
     )
     reasons = [
         f"{len(dataset.split('train'))} training images, {len(dataset.labels)} labels, each "
@@ -346,8 +345,8 @@ def _save(run: RunFolder, kept: Fitted, dataset: LabelSets, ready: Prepared) -> 
                 [
                     split,
                     samples[i].path,
-                    "|".join(samples[i].labels),
-                    "|".join(found[i].labels),
+                    JOIN.join(samples[i].labels),
+                    JOIN.join(found[i].labels),
                     f"{losses[i]:.4f}",
                     *(f"{p:.4f}" for p in probabilities[i]),
                 ]

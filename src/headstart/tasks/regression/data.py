@@ -155,6 +155,10 @@ def _target_column(table: Table, column: str | None, preferred: str | None) -> s
             )
         return found
     others = table.others()
+    if not others:
+        raise HeadstartError(
+            f"{table.root} has no column besides path and split: add the column of numbers"
+        )
     if preferred and table.column(preferred) in others:
         return table.column(preferred)
     for name in _TARGET_NAMES:
