@@ -19,15 +19,16 @@ Usage: python benchmarks/multilabel.py [--only trashnet,sign_language_digits]
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-import headstart
+sys.path.insert(0, str(Path(__file__).parent))
+
+from task_fit import fit_and_print
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = ("trashnet", "sign_language_digits")
@@ -64,33 +65,13 @@ def grid_table(data: Path, work: Path, name: str, seed: int = 0) -> Path:
     return table
 
 
-def run(name: str, table: Path, work: Path, strategy: str) -> None:
-    started = time.perf_counter()
-    result = headstart.fit(
-        table,
-        task="multi-label",
-        strategy=strategy,
-        runs_dir=work / "runs",
-        name=f"{name}-{strategy}",
-        quiet=True,
+def scores_line(s: dict) -> str:
+    base = s["frequency_baseline"]
+    return (
+        f"mAP {s['map']:.3f} micro-F1 {s['micro_f1']:.3f} macro-F1 {s['macro_f1']:.3f} all "
+        f"right {s['subset_accuracy']:.1%} (n={s['n']}; the frequencies: mAP "
+        f"{base['map']:.3f}, macro-F1 {base['macro_f1']:.3f})"
     )
-    seconds = time.perf_counter() - started
-    summary = json.loads((result.run_dir / "summary.json").read_text())
-    print(f"\n== {name} grids ({table}), strategy {strategy}: {seconds / 60:.1f} min")
-    for reason in result.plan.reasons:
-        print(f"  plan: {reason}")
-    for candidate, scores in summary["candidates"].items():
-        for split, s in scores.items():
-            base = s["frequency_baseline"]
-            print(
-                f"  {candidate:12s} {split:4s} mAP {s['map']:.3f} micro-F1 {s['micro_f1']:.3f} "
-                f"macro-F1 {s['macro_f1']:.3f} all right {s['subset_accuracy']:.1%} "
-                f"(n={s['n']}; the frequencies: mAP {base['map']:.3f}, "
-                f"macro-F1 {base['macro_f1']:.3f})"
-            )
-    print(f"  kept: {summary['strategy']}: {summary['why_kept'] or 'the plan asked for it'}")
-    if summary.get("fine_tuning"):
-        print(f"  fine-tuning: {summary['fine_tuning']}")
 
 
 def main() -> None:
@@ -103,7 +84,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="headstart-multilabel-"))
     work.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
-        run(name, grid_table(args.data, work, name), work, args.strategy)
+        table = grid_table(args.data, work, name)
+        fit_and_print(table, "multi-label", name, args.strategy, work, scores_line, f"{name} grids")
 
 
 if __name__ == "__main__":

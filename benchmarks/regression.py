@@ -23,15 +23,16 @@ Usage: python benchmarks/regression.py [--only fingers,rotation] [--strategy aut
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-import headstart
+sys.path.insert(0, str(Path(__file__).parent))
+
+from task_fit import fit_and_print
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUANTITIES = ("fingers", "rotation")
@@ -81,32 +82,12 @@ def _filled_square(width: int, height: int, angle: float) -> int:
     return int(min(width, height) / (np.cos(theta) + np.sin(theta)))
 
 
-def run(quantity: str, table: Path, work: Path, strategy: str) -> None:
-    started = time.perf_counter()
-    result = headstart.fit(
-        table,
-        task="regression",
-        strategy=strategy,
-        runs_dir=work / "runs",
-        name=f"{quantity}-{strategy}",
-        quiet=True,
+def scores_line(s: dict) -> str:
+    base = s["mean_baseline"]
+    return (
+        f"MAE {s['mae']:.3f} RMSE {s['rmse']:.3f} R² {s['r2']:.3f} (n={s['n']}; the mean: "
+        f"MAE {base['mae']:.3f}, RMSE {base['rmse']:.3f})"
     )
-    seconds = time.perf_counter() - started
-    summary = json.loads((result.run_dir / "summary.json").read_text())
-    print(f"\n== {quantity} ({table}), strategy {strategy}: {seconds / 60:.1f} min")
-    for reason in result.plan.reasons:
-        print(f"  plan: {reason}")
-    for name, scores in summary["candidates"].items():
-        for split, s in scores.items():
-            base = s["mean_baseline"]
-            print(
-                f"  {name:12s} {split:4s} MAE {s['mae']:.3f} RMSE {s['rmse']:.3f} "
-                f"R² {s['r2']:.3f} (n={s['n']}; the mean: MAE {base['mae']:.3f}, "
-                f"RMSE {base['rmse']:.3f})"
-            )
-    print(f"  kept: {summary['strategy']}: {summary['why_kept'] or 'the plan asked for it'}")
-    if summary.get("fine_tuning"):
-        print(f"  fine-tuning: {summary['fine_tuning']}")
 
 
 def main() -> None:
@@ -120,7 +101,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     makers = {"fingers": fingers_table, "rotation": rotation_table}
     for quantity in args.only.split(","):
-        run(quantity, makers[quantity](args.data, work), work, args.strategy)
+        table = makers[quantity](args.data, work)
+        fit_and_print(table, "regression", quantity, args.strategy, work, scores_line)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ LAYERS = [
     },
     {"bundle", "prediction", "torch_model", "exported", "loading", "text.model", "tasks.model"},
     {"compare", "report"},
-    {"stages", "text.checks", "text.scoring", "text.plan", "tasks.training"},
+    {"stages", "text.checks", "text.scoring", "text.plan", "tasks.training", "tasks.candidate"},
     {
         "result",
         "recipe",

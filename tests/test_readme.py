@@ -84,6 +84,29 @@ def _takes_quiet(words: list[str]) -> bool:
     )
 
 
+def new_photos(folder: Path, count: int = 2) -> None:
+    """``new_photos/1.jpg``, ... : the first images of the table's ``images/``, as photos."""
+    (folder / "new_photos").mkdir()
+    for i in range(count):
+        photo = Image.open(folder / "images" / f"{i:04d}.png").convert("RGB")
+        photo.save(folder / "new_photos" / f"{i + 1}.jpg")
+
+
+def run_commands(heading: str) -> None:
+    """Every command line of the section's shell block; each must succeed."""
+    (block,) = code_blocks("bash", heading)
+    for line in (line for line in block.splitlines() if line.strip()):
+        assert run_line(line) == 0, line
+
+
+def run_python(heading: str) -> dict:
+    """The section's Python block; the names it defined."""
+    (python,) = code_blocks("python", heading)
+    namespace: dict = {}
+    exec(compile(python, str(README), "exec"), namespace)
+    return namespace
+
+
 def test_the_command_lines_then_the_python_run_as_written(workspace):
     for line in commands():
         if line.startswith("torchrun"):
@@ -137,16 +160,10 @@ def text_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_text_examples_run_as_written(text_workspace: Path):
-    (block,) = code_blocks("bash", "## Texts")
-    for line in (line for line in block.splitlines() if line.strip()):
-        assert run_line(line) == 0, line
+    run_commands("## Texts")
     assert (text_workspace / "runs" / "tickets-1" / "model" / "model.safetensors").exists()
     assert (text_workspace / "runs" / "mail-1" / "plan.json").exists()
-
-    (python,) = code_blocks("python", "## Texts")
-    namespace: dict = {}
-    exec(compile(python, str(README), "exec"), namespace)
-    assert namespace["result"].run_dir.name == "tickets-2"
+    assert run_python("## Texts")["result"].run_dir.name == "tickets-2"
 
 
 @pytest.fixture
@@ -155,28 +172,18 @@ def regression_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     them: 30 handwritten digits, the digit's value standing in for the count."""
     from test_regression import write_digits
 
-    table = write_digits(tmp_path, 30, column="count")
-    table.rename(tmp_path / "counts.csv")
-    (tmp_path / "new_photos").mkdir()
-    for i in range(2):
-        photo = Image.open(tmp_path / "images" / f"{i:04d}.png").convert("RGB")
-        photo.save(tmp_path / "new_photos" / f"{i + 1}.jpg")
+    write_digits(tmp_path, 30, column="count").rename(tmp_path / "counts.csv")
+    new_photos(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_the_regression_examples_run_as_written(regression_workspace: Path):
-    (block,) = code_blocks("bash", "## A number per image")
-    for line in (line for line in block.splitlines() if line.strip()):
-        assert run_line(line) == 0, line
+    run_commands("## A number per image")
     predicted = list(csv.DictReader((regression_workspace / "counts_predicted.csv").open()))
     assert [Path(row["path"]).name for row in predicted] == ["1.jpg", "2.jpg"]
     assert all(0 <= float(row["count"]) <= 9 for row in predicted)
-
-    (python,) = code_blocks("python", "## A number per image")
-    namespace: dict = {}
-    exec(compile(python, str(README), "exec"), namespace)
-    assert namespace["result"].run_dir.name == "counts-2"
+    assert run_python("## A number per image")["result"].run_dir.name == "counts-2"
 
 
 @pytest.fixture
@@ -186,22 +193,13 @@ def labels_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from test_multilabel import write_pairs
 
     write_pairs(tmp_path, 60).rename(tmp_path / "tags.csv")
-    (tmp_path / "new_photos").mkdir()
-    for i in range(2):
-        photo = Image.open(tmp_path / "images" / f"{i:04d}.png").convert("RGB")
-        photo.save(tmp_path / "new_photos" / f"{i + 1}.jpg")
+    new_photos(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_the_multilabel_examples_run_as_written(labels_workspace: Path):
-    (block,) = code_blocks("bash", "## Several labels per image")
-    for line in (line for line in block.splitlines() if line.strip()):
-        assert run_line(line) == 0, line
+    run_commands("## Several labels per image")
     predicted = list(csv.DictReader((labels_workspace / "tags_predicted.csv").open()))
     assert [Path(row["path"]).name for row in predicted] == ["1.jpg", "2.jpg"]
-
-    (python,) = code_blocks("python", "## Several labels per image")
-    namespace: dict = {}
-    exec(compile(python, str(README), "exec"), namespace)
-    assert namespace["result"].run_dir.name == "tags-2"
+    assert run_python("## Several labels per image")["result"].run_dir.name == "tags-2"

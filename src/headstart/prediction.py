@@ -10,9 +10,10 @@ with the very same code, and an exported bundle predicts where PyTorch is not in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,8 @@ from .errors import HeadstartError
 from .preprocessing import ImageLike, ImageReader, Preprocessing
 
 __all__ = ["Prediction", "Predictor", "log_softmax", "ranked"]
+
+Answer = TypeVar("Answer")  # what a model says of one image: a Prediction, a number, labels
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,15 @@ class Predictor:
 
     def predict_proba(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
         """Class probabilities, ``(n_images, n_classes)``, columns in ``self.classes`` order."""
+        return self.probabilities(self._decoded(images))
+
+    def _decoded(self, images: ImageLike | Iterable[ImageLike]) -> list[np.ndarray]:
+        """The pixels of image files, PIL images or ``(H, W, 3)`` uint8 arrays (one or
+        several), as the model reads them."""
         if isinstance(images, str | Path | Image.Image | np.ndarray):
             images = [images]
         decoder = self.inputs.decoder()
-        return self.probabilities([self.inputs.pixels(image, decoder) for image in images])
+        return [self.inputs.pixels(image, decoder) for image in images]
 
     def predict_files(
         self,
@@ -126,6 +134,22 @@ class Predictor:
 
         A progress bar on stderr counts the files, unless ``quiet``.
         """
+
+        def top(batch: np.ndarray) -> list[Prediction]:
+            return self._top(np.exp(self._log_probabilities(batch)), top_k)
+
+        return self._answer_files(paths, top, batch_size, quiet)
+
+    def _answer_files(
+        self,
+        paths: Sequence[Path],
+        answers: Callable[[np.ndarray], Sequence[Answer]],
+        batch_size: int = 32,
+        quiet: bool = False,
+    ) -> tuple[list[tuple[Path, Answer]], list[Skipped]]:
+        """The ``answers`` for each batch of crops, paired with every readable file (the
+        files decoded ahead of the network where that overlaps); the unreadable ones come back
+        with the reason. A progress bar on stderr counts the files, unless ``quiet``."""
         predictions, skipped = [], []
         files = self.inputs.read_arrays(
             paths, self.inputs.decoder(), batch_size, overlap=self.overlap_decoding
@@ -134,8 +158,7 @@ class Predictor:
             for crops in files:
                 skipped += crops.skipped
                 if crops.paths:
-                    top = self._top(np.exp(self._log_probabilities(crops.pixels)), top_k)
-                    predictions += zip(crops.paths, top, strict=True)
+                    predictions += zip(crops.paths, answers(crops.pixels), strict=True)
                 advance(len(crops))
         return predictions, skipped
 

@@ -22,6 +22,7 @@ on a matrix that is already in memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,8 +35,10 @@ __all__ = [
     "feature_baselines",
     "head_logits",
     "initial_loss",
+    "linear_baseline_check",
     "majority_baseline",
     "prior_entropy",
+    "zeroed_input_check",
 ]
 
 #: The starting loss may sit this fraction of ln C away from the prior entropy: small random
@@ -46,6 +49,17 @@ INITIAL_LOSS_TOLERANCE = 0.1
 SIGNIFICANT = 2.0
 #: Training rows scored for the starting loss: a sample bounds memory on large datasets.
 MOST_ROWS = 10_000
+
+
+_LINEAR = "linear-baseline"
+_LINEAR_TITLE = "linear model on features"
+_ZEROED = "input-independent"
+_ZEROED_TITLE = "zeroed-input baseline"
+_LINEAR_ADVICE = (
+    "the labels do not follow the images: check how labels are paired with files (shuffled "
+    "or shifted rows in a CSV, folders named wrong); if they are right, the pretrained "
+    "features miss what separates the classes: try another backbone or fine-tune everything"
+)
 
 
 def prior_entropy(class_counts: np.ndarray) -> float:
@@ -121,69 +135,81 @@ def initial_loss(loss: float, class_counts: np.ndarray, where: str) -> Check:
 def _linear_baseline(probe_right: np.ndarray, majority_right: np.ndarray) -> Check:
     """``*_right``: per validation image, whether each model got it right."""
     accuracy, majority = float(probe_right.mean()), float(majority_right.mean())
-    gain = probe_right.astype(float) - majority_right
-    better, noise = beyond_noise(gain)
-    measured = {"val_accuracy": accuracy, "majority_accuracy": majority, "noise": noise}
-    summary = (
-        f"a linear model on the cached features scores {accuracy:.1%} on validation, "
-        f"{accuracy - majority:+.1%} against the majority class (noise ±{noise:.1%})"
-    )
-    if better:
-        return Check(
-            "linear-baseline", "linear model on features", "pass", summary, measured=measured
-        )
-    could_tell, _ = beyond_noise(1.0 - majority_right)  # a perfect model's gain
-    if not could_tell:
-        return Check(
-            "linear-baseline",
-            "linear model on features",
-            "skip",
-            f"{summary}: {len(gain)} validation images cannot tell them apart (not even a "
-            "perfect model would beat the majority class beyond noise)",
-            "hold out more images for validation (--val-fraction) to check this",
-            measured,
-        )
-    return Check(
-        "linear-baseline",
-        "linear model on features",
-        "fail",
-        summary,
-        "the labels do not follow the images: check how labels are paired with files (shuffled "
-        "or shifted rows in a CSV, folders named wrong); if they are right, the pretrained "
-        "features miss what separates the classes: try another backbone or fine-tune everything",
-        measured,
+    return linear_baseline_check(
+        probe_right.astype(float) - majority_right,
+        1.0 - majority_right,
+        summary=lambda noise: (
+            f"a linear model on the cached features scores {accuracy:.1%} on validation, "
+            f"{accuracy - majority:+.1%} against the majority class (noise ±{noise:.1%})"
+        ),
+        baseline="the majority class",
+        measured={"val_accuracy": accuracy, "majority_accuracy": majority},
+        advice=_LINEAR_ADVICE,
     )
 
 
 def _input_independent(counts: np.ndarray, val_y: np.ndarray, probe_logits: np.ndarray) -> Check:
     seen = counts[val_y] > 0  # a class absent from training: both heads rule it out
     priors = counts / counts.sum()
-    blind_loss = -np.log(priors[val_y[seen]])
-    real_loss = _cross_entropy(probe_logits[seen], val_y[seen])
-    gain = blind_loss - real_loss
-    better, noise = beyond_noise(gain)
-    measured = {
-        "zeroed_val_loss": float(blind_loss.mean()),
-        "real_val_loss": float(real_loss.mean()),
-        "noise": noise,
-    }
-    summary = (
-        f"trained on zeroed inputs, the head reaches {blind_loss.mean():.3f} nats on "
-        f"validation; on the real inputs {real_loss.mean():.3f} (noise ±{noise:.3f})"
-    )
-    if better:
-        return Check(
-            "input-independent", "zeroed-input baseline", "pass", summary, measured=measured
-        )
-    return Check(
-        "input-independent",
-        "zeroed-input baseline",
-        "fail",
-        summary,
+    return zeroed_input_check(
+        -np.log(priors[val_y[seen]]),
+        _cross_entropy(probe_logits[seen], val_y[seen]),
+        lambda blind, real, noise: (
+            f"trained on zeroed inputs, the head reaches {blind:.3f} nats on validation; on "
+            f"the real inputs {real:.3f} (noise ±{noise:.3f})"
+        ),
         "the real images teach the model no more than the class frequencies: labels shuffled "
         "or paired with the wrong files, or images that carry no signal for these labels",
-        measured,
     )
+
+
+def linear_baseline_check(
+    gain: np.ndarray,
+    perfect_gain: np.ndarray,
+    *,
+    summary: Callable[[float], str],
+    baseline: str,
+    measured: dict,
+    advice: str,
+) -> Check:
+    """The linear model on the cached features against a dumb ``baseline``, image by image:
+    passes when its ``gain`` (one an image) is positive beyond noise; is skipped when not even
+    a perfect model's gain (``perfect_gain``) would be, as validation holds too few images to
+    tell; fails otherwise. ``summary`` says the numbers, given the noise."""
+    better, noise = beyond_noise(gain)
+    measured = {**measured, "noise": noise}
+    said = summary(noise)
+    if better:
+        return Check(_LINEAR, _LINEAR_TITLE, "pass", said, measured=measured)
+    if not beyond_noise(perfect_gain)[0]:
+        return Check(
+            _LINEAR,
+            _LINEAR_TITLE,
+            "skip",
+            f"{said}: {len(gain)} validation images cannot tell them apart (not even a perfect "
+            f"model would beat {baseline} beyond noise)",
+            "hold out more images for validation (--val-fraction) to check this",
+            measured,
+        )
+    return Check(_LINEAR, _LINEAR_TITLE, "fail", said, advice, measured)
+
+
+def zeroed_input_check(
+    blind: np.ndarray,
+    real: np.ndarray,
+    summary: Callable[[float, float, float], str],
+    advice: str,
+    keys: tuple[str, str] = ("zeroed_val_loss", "real_val_loss"),
+) -> Check:
+    """The input-independent baseline: a head trained on zeroed inputs loses ``blind`` on
+    each validation image, the model on the real inputs ``real``; passes when the real
+    inputs lose less beyond noise. ``summary`` says both means and the noise; ``keys`` name
+    the means in the measurements."""
+    better, noise = beyond_noise(blind - real)
+    measured = {keys[0]: float(blind.mean()), keys[1]: float(real.mean()), "noise": noise}
+    said = summary(float(blind.mean()), float(real.mean()), noise)
+    status = "pass" if better else "fail"
+    return Check(_ZEROED, _ZEROED_TITLE, status, said, "" if better else advice, measured)
 
 
 def beyond_noise(gain: np.ndarray) -> tuple[bool, float]:

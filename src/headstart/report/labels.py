@@ -10,16 +10,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
+from ..runfolder import AUDIT_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
 from ..tasks.multilabel.data import JOIN
 from . import plots, summary, tasks
-from .folder import ReportedRun, duration, number, percent
+from .folder import ReportedRun, number, percent
 from .html import Html, bullets, figure, join, note, paragraph, table
 
 __all__ = ["LABEL_SECTIONS"]
 
 _SHOWN = 20
-_SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
 def scores_line(scores: dict) -> str:
@@ -34,35 +33,15 @@ def scores_line(scores: dict) -> str:
 
 
 def headline(run: ReportedRun) -> Html:
-    config = run.json(CONFIG_JSON) or {}
     dataset = run.json(DATASET) or {}
-    found = run.json(SUMMARY) or {}
     counts = dataset.get("counts") or {}
     sizes = ", ".join(
         f"{counts[s]['images']:,} {s}"
         for s in ("train", "val", "test")
         if (counts.get(s) or {}).get("images")
     )
-    rows: list[tuple[object, object]] = [
-        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
-        ("labels", ", ".join(dataset.get("labels") or []) or "–"),
-        ("network", config.get("arch", "–")),
-        (
-            "kept",
-            f"{found.get('strategy', '–')}: {found.get('why_kept') or 'the plan asked for it'}",
-        ),
-    ]
-    clean = found.get("clean_scores") or {}
-    for split, scores in (found.get("scores") or {}).items():
-        line = scores_line(scores)
-        if split in clean:
-            line += f" (without copies of training images: mAP {number(clean[split]['map'])})"
-        rows.append((_SPLIT_NAMES.get(split, split), line))
-    rows += [
-        ("time", duration(found.get("seconds"))),
-        ("sanity checks", summary.checks_line(run.json(CHECKS))),
-    ]
-    return table(None, rows)
+    labels = ("labels", ", ".join(dataset.get("labels") or []) or "–")
+    return tasks.headline(run, sizes, labels, scores_line, clean_score=("map", "mAP"))
 
 
 def plan(run: ReportedRun) -> Html:
@@ -80,7 +59,7 @@ def audit(run: ReportedRun) -> Html:
     rows = [(label, *(number(counts[s].get(label)) for s in splits)) for label in labels]
     parts.append(
         table(
-            ["label", *(f"{_SPLIT_NAMES.get(s, s)} images" for s in splits)],
+            ["label", *(f"{tasks.SPLIT_NAMES.get(s, s)} images" for s in splits)],
             rows,
             "l" + "r" * len(splits),
         )
@@ -121,7 +100,7 @@ def per_label(run: ReportedRun) -> Html:
         ]
         header = ["label", "AP", "precision", "recall", "F1", "threshold", "images"]
         parts += [
-            paragraph(f"{_SPLIT_NAMES.get(split, split).capitalize()}:"),
+            paragraph(f"{tasks.SPLIT_NAMES.get(split, split).capitalize()}:"),
             table(header, rows, "lrrrrrr"),
         ]
     return join(parts) if parts else note("no scores recorded")
@@ -139,7 +118,7 @@ def mistakes(run: ReportedRun) -> Html:
     worst = sorted(rows, key=lambda r: -float(r["loss"]))[:_SHOWN]
     shown = [
         (
-            _SPLIT_NAMES.get(r["split"], r["split"]),
+            tasks.SPLIT_NAMES.get(r["split"], r["split"]),
             r["path"],
             r["labels"] or "(none)",
             r["predicted"] or "(none)",

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runfolder import AUDIT_JSON, CHECKS, CONFIG_JSON, DATASET, PREDICTIONS_CSV, SUMMARY
+from ..runfolder import AUDIT_JSON, DATASET, PREDICTIONS_CSV
 from . import plots, summary, tasks
-from .folder import ReportedRun, duration, number
+from .folder import ReportedRun, number
 from .html import Html, bullets, figure, join, note, paragraph, table
 
 __all__ = ["REGRESSION_SECTIONS"]
 
 _SHOWN = 20  # rows of each table of examples
-_SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
 def scores_line(scores: dict) -> str:
@@ -33,37 +32,17 @@ def scores_line(scores: dict) -> str:
 
 
 def headline(run: ReportedRun) -> Html:
-    config = run.json(CONFIG_JSON) or {}
     dataset = run.json(DATASET) or {}
-    found = run.json(SUMMARY) or {}
     counts = dataset.get("counts") or {}
     sizes = ", ".join(f"{counts[s]:,} {s}" for s in ("train", "val", "test") if counts.get(s))
     train = (dataset.get("targets") or {}).get("train") or {}
-    rows: list[tuple[object, object]] = [
-        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
-        (
-            "target",
-            f"{dataset.get('target', '–')}: from {number(train.get('min'))} to "
-            f"{number(train.get('max'))}, mean {number(train.get('mean'))}, standard deviation "
-            f"{number(train.get('std'))} (training images)",
-        ),
-        ("network", config.get("arch", "–")),
-        (
-            "kept",
-            f"{found.get('strategy', '–')}: {found.get('why_kept') or 'the plan asked for it'}",
-        ),
-    ]
-    clean = found.get("clean_scores") or {}
-    for split, scores in (found.get("scores") or {}).items():
-        line = scores_line(scores)
-        if split in clean:
-            line += f" (without copies of training images: MAE {number(clean[split]['mae'])})"
-        rows.append((_SPLIT_NAMES.get(split, split), line))
-    rows += [
-        ("time", duration(found.get("seconds"))),
-        ("sanity checks", summary.checks_line(run.json(CHECKS))),
-    ]
-    return table(None, rows)
+    target = (
+        "target",
+        f"{dataset.get('target', '–')}: from {number(train.get('min'))} to "
+        f"{number(train.get('max'))}, mean {number(train.get('mean'))}, standard deviation "
+        f"{number(train.get('std'))} (training images)",
+    )
+    return tasks.headline(run, sizes, target, scores_line, clean_score=("mae", "MAE"))
 
 
 def plan(run: ReportedRun) -> Html:
@@ -78,7 +57,7 @@ def audit(run: ReportedRun) -> Html:
     spread = found.get("spread") or {}
     rows = [
         (
-            _SPLIT_NAMES.get(split, split),
+            tasks.SPLIT_NAMES.get(split, split),
             *(number(values.get(k)) for k in ("n", "min", "median", "mean", "std", "max")),
         )
         for split, values in spread.items()
@@ -152,7 +131,7 @@ def largest_errors(run: ReportedRun) -> Html:
     worst = sorted(rows, key=lambda r: -abs(float(r["error"])))[:_SHOWN]
     shown = [
         (
-            _SPLIT_NAMES.get(r["split"], r["split"]),
+            tasks.SPLIT_NAMES.get(r["split"], r["split"]),
             r["path"],
             number(float(r["target"])),
             number(float(r["predicted"])),

@@ -1,16 +1,58 @@
 """What the reports of the tasks other than one class an image (regression, multi-label)
-draw alike: the plan with its candidates, and the curves of the fine-tuning against the
-probe's score. Each task names its scores (``(key, heading)`` pairs: ``("mae", "MAE")``).
+draw alike: the headline, the plan with its candidates, and the curves of the fine-tuning
+against the probe's score. Each task names its scores (``(key, heading)`` pairs:
+``("mae", "MAE")``).
 """
 
 from __future__ import annotations
 
-from ..runfolder import PLAN, SUMMARY
-from . import plots
-from .folder import ReportedRun, number
+from collections.abc import Callable
+
+from ..runfolder import CHECKS, CONFIG_JSON, PLAN, SUMMARY
+from . import plots, summary
+from .folder import ReportedRun, duration, number
 from .html import Html, bullets, figure, join, note, paragraph, table
 
-__all__ = ["curves", "plan"]
+__all__ = ["SPLIT_NAMES", "curves", "headline", "plan"]
+
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def headline(
+    run: ReportedRun,
+    sizes: str,
+    answer: tuple[str, str],
+    scores_line: Callable[[dict], str],
+    *,
+    clean_score: tuple[str, str],
+) -> Html:
+    """The run at a glance: its data (``sizes``: its images per split), what it predicts
+    (``answer``: a row's name and text), the network, the model kept and why, each held-out
+    split's scores in a line (and, where some images copy training images, the
+    ``clean_score`` without them: its key and name), the time and the checks."""
+    config = run.json(CONFIG_JSON) or {}
+    found = run.json(SUMMARY) or {}
+    rows: list[tuple[object, object]] = [
+        ("data", f"{config.get('data', '–')} ({sizes or 'no counts recorded'})"),
+        answer,
+        ("network", config.get("arch", "–")),
+        (
+            "kept",
+            f"{found.get('strategy', '–')}: {found.get('why_kept') or 'the plan asked for it'}",
+        ),
+    ]
+    without = found.get("clean_scores") or {}
+    key, name = clean_score
+    for split, scores in (found.get("scores") or {}).items():
+        line = scores_line(scores)
+        if split in without:
+            line += f" (without copies of training images: {name} {number(without[split][key])})"
+        rows.append((SPLIT_NAMES.get(split, split), line))
+    rows += [
+        ("time", duration(found.get("seconds"))),
+        ("sanity checks", summary.checks_line(run.json(CHECKS))),
+    ]
+    return table(None, rows)
 
 
 def plan(run: ReportedRun, scores: list[tuple[str, str]]) -> Html:

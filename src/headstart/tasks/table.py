@@ -10,14 +10,15 @@ reason (:func:`usable`).
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from ..data.sources import SPLITS, Skipped, absolute_path, unreadable_images
 from ..errors import HeadstartError
 
-__all__ = ["Row", "Table", "read_table", "usable"]
+__all__ = ["Row", "Table", "TableSamples", "read_table", "usable"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,30 @@ class Row:
     path: Path
     split: str | None
     cells: dict[str, str]
+
+
+_Samples = TypeVar("_Samples", bound="TableSamples")
+
+
+class TableSamples:
+    """What the datasets read from a table share (a base of frozen dataclasses holding
+    ``samples``, each with its ``path`` and ``split``, and the ``skipped`` rows): the samples
+    of a split, and a copy without images found unreadable later."""
+
+    samples: tuple
+    skipped: tuple[Skipped, ...]
+
+    def split(self, name: str) -> list:
+        if name not in SPLITS:
+            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
+        return [sample for sample in self.samples if sample.split == name]
+
+    def drop(self: _Samples, skipped: Iterable[Skipped]) -> _Samples:
+        """A copy without the images at ``skipped``'s paths (found unreadable later)."""
+        skipped = tuple(skipped)
+        gone = {absolute_path(item.path) for item in skipped}
+        samples = tuple(s for s in self.samples if s.path not in gone)
+        return replace(self, samples=samples, skipped=self.skipped + skipped)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from ..training.freezing import trainable_stages_for
 from ..training.objective import Objective
 from ..training.optim import scale_lr
 from ..training.plan import REFERENCE_BATCH, fine_tuning_choices, with_choices
+from .plan import TaskPlan
 
 __all__ = [
     "EPOCHS",
@@ -41,11 +43,14 @@ __all__ = [
     "Tuned",
     "choose",
     "features",
+    "fine_tuned_copy",
     "fine_tuning_plan",
     "minutes",
     "mirror",
     "network_with",
     "open_run",
+    "plan_training",
+    "refuse_full",
     "refuse_unread",
     "run_fine_tuning",
     "unused_settings_reason",
@@ -60,6 +65,8 @@ EPOCHS, LR, LAYER_DECAY, PATIENCE = 8, 2e-4, 0.6, 3
 #: the answer, as it negates an angle, and a probe that sees nothing cannot tell).
 MIRROR_TOLERANCE, SKILL = 0.02, 0.1
 
+M = TypeVar("M")  # a task's model
+
 
 def refuse_unread(config: FitConfig, reads: frozenset[str], task: str, why: str) -> None:
     """Refuse the settings ``config`` gives that a ``task`` does not read (``why`` says what
@@ -68,6 +75,15 @@ def refuse_unread(config: FitConfig, reads: frozenset[str], task: str, why: str)
     if ignored:
         flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
         raise HeadstartError(f"{flags}: setting(s) that a {task} does not read ({why})")
+
+
+def refuse_full(config: FitConfig, task: str) -> None:
+    """A task starts from pretrained weights: ``strategy='full'`` is refused."""
+    if config.strategy == "full":
+        raise HeadstartError(
+            f"strategy='full' trains a network from random weights: a {task} starts from "
+            "pretrained ones (linear-probe, fine-tune or auto)"
+        )
 
 
 def open_run(
@@ -208,6 +224,57 @@ def fine_tuning_plan(
     return settings, cost
 
 
+def plan_training(
+    plan: TaskPlan,
+    ready: Prepared,
+    config: FitConfig,
+    *,
+    probe_name: str,
+    probe_suffices: str | None,
+    loss_reason: str | None = None,
+    train: Callable[[], Sequence[tuple[Path, object]]],
+    head: torch.nn.Linear,
+    objective: Objective,
+    measure: str,
+    kept_when: str,
+) -> TaskPlan:
+    """The rest of a task's ``plan`` once its probe is fitted: the probe alone when asked
+    for, or when ``auto`` finds that it suffices (``probe_suffices`` says what it already
+    reaches; None: it does not); else the fine-tuning (``loss_reason`` says its loss) planned
+    and its cost measured on ``train()``'s examples, the fine-tuning then kept when
+    ``kept_when`` beyond noise."""
+    reasons = plan.reasons
+    if config.strategy == "linear-probe":
+        reasons += [r for r in [unused_settings_reason(config, probe_name)] if r]
+        reasons.append("strategy linear-probe, as asked: the network stays as it is")
+        return plan
+    if config.strategy == "auto" and probe_suffices:
+        reasons.append(
+            f"{probe_suffices}: a fine-tuning would have too little left to show on "
+            "validation; the probe is the model (--strategy fine-tune trains anyway)"
+        )
+        return plan
+    if loss_reason:
+        reasons.append(loss_reason)
+    plan.fine_tune, cost = fine_tuning_plan(
+        ready,
+        config,
+        plan.test_time_flip,
+        reasons,
+        head=head,
+        train=train(),
+        objective=objective,
+        measure=measure,
+    )
+    plan.evidence["cost"] = cost.to_dict()
+    if config.strategy == "auto":
+        reasons.append(
+            "both the probe and the fine-tuning are scored on validation; the fine-tuning is "
+            f"kept when {kept_when} beyond noise (z ≥ {KEEP_FINE_TUNED:g}, image by image)"
+        )
+    return plan
+
+
 def unused_settings_reason(config: FitConfig, what: str) -> str | None:
     """For a plan that trains no network: the fine-tuning settings given in vain."""
     unused = fine_tuning_choices(config)
@@ -269,6 +336,34 @@ def run_fine_tuning(
         f"({result.stopped}); best epoch {result.best_epoch}",
     )
     return tuned
+
+
+def fine_tuned_copy(
+    start: M,
+    train: Sequence[tuple[Path, object]],
+    val: Sequence[tuple[Path, object]],
+    ready: Prepared,
+    plan: TaskPlan,
+    objective: Objective,
+    run: RunFolder,
+    config: FitConfig,
+) -> tuple[M, Tuned]:
+    """A copy of the probe's model (``start``) with its network fine-tuned as ``plan``
+    says, and how the fine-tuning ran."""
+    model = copy.deepcopy(start)
+    model.info = {"strategy": "fine-tune"}
+    tuned = run_fine_tuning(
+        model.network,
+        train,
+        val,
+        ready,
+        plan.fine_tune,
+        plan.test_time_flip,
+        objective,
+        run,
+        config,
+    )
+    return model, tuned
 
 
 def choose(evidence: dict, said: str, asked: bool) -> tuple[bool, str]:

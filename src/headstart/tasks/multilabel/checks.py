@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from ...checks.baselines import beyond_noise, head_logits
+from ...checks.baselines import head_logits, linear_baseline_check, zeroed_input_check
 from ...checks.core import Check, CheckReport
 from ...metrics import frequency_map
 from ...training.objective import MultiLabel, mean_ap
@@ -125,71 +125,41 @@ def _linear_baseline(val_y: np.ndarray, probe: np.ndarray, priors: np.ndarray) -
     truth = val_y > 0.5
     probe_right = ((probe > 0) == truth).sum(1)
     frequency_right = ((priors > 0) == truth).sum(1)
-    better, noise = beyond_noise((probe_right - frequency_right).astype(float))
     probe_map = mean_ap(val_y, probe)
     labels = val_y.shape[1]
-    measured = {
-        "val_map": probe_map,
-        "right_per_image": float(probe_right.mean()),
-        "frequency_right_per_image": float(frequency_right.mean()),
-        "noise": noise,
-    }
-    summary = (
-        f"a linear model on the cached features scores mAP {probe_map:.3f} on validation, and "
-        f"decides {probe_right.mean():.2f} of an image's {labels} labels right against "
-        f"{frequency_right.mean():.2f} for the frequencies (noise ±{noise:.2f})"
-    )
-    if better:
-        return Check(
-            "linear-baseline", "linear model on features", "pass", summary, measured=measured
-        )
-    could_tell, _ = beyond_noise((labels - frequency_right).astype(float))  # a perfect model
-    if not could_tell:
-        return Check(
-            "linear-baseline",
-            "linear model on features",
-            "skip",
-            f"{summary}: {len(val_y)} validation images cannot tell them apart",
-            "hold out more images for validation (--val-fraction) to check this",
-            measured,
-        )
-    return Check(
-        "linear-baseline",
-        "linear model on features",
-        "fail",
-        summary,
-        "the labels do not follow the images: check how the table pairs labels with files "
-        "(shifted rows, a wrong separator); if they are right, the pretrained features miss "
-        "what the labels name: try another backbone or fine-tune everything",
-        measured,
+    return linear_baseline_check(
+        (probe_right - frequency_right).astype(float),
+        (labels - frequency_right).astype(float),
+        summary=lambda noise: (
+            f"a linear model on the cached features scores mAP {probe_map:.3f} on validation, "
+            f"and decides {probe_right.mean():.2f} of an image's {labels} labels right against "
+            f"{frequency_right.mean():.2f} for the frequencies (noise ±{noise:.2f})"
+        ),
+        baseline="the frequencies",
+        measured={
+            "val_map": probe_map,
+            "right_per_image": float(probe_right.mean()),
+            "frequency_right_per_image": float(frequency_right.mean()),
+        },
+        advice=(
+            "the labels do not follow the images: check how the table pairs labels with files "
+            "(shifted rows, a wrong separator); if they are right, the pretrained features miss "
+            "what the labels name: try another backbone or fine-tune everything"
+        ),
     )
 
 
 def _input_independent(val_y: np.ndarray, probe: np.ndarray, priors: np.ndarray) -> Check:
-    blind, real = _row_loss(val_y, priors), _row_loss(val_y, probe)
-    better, noise = beyond_noise(blind - real)
-    measured = {
-        "zeroed_val_loss": float(blind.mean()),
-        "real_val_loss": float(real.mean()),
-        "noise": noise,
-    }
-    summary = (
-        f"trained on zeroed inputs, a head can only learn the labels' frequencies: "
-        f"{blind.mean():.3f} nats an image on validation; on the real inputs {real.mean():.3f} "
-        f"(noise ±{noise:.3f})"
-    )
-    if better:
-        return Check(
-            "input-independent", "zeroed-input baseline", "pass", summary, measured=measured
-        )
-    return Check(
-        "input-independent",
-        "zeroed-input baseline",
-        "fail",
-        summary,
+    return zeroed_input_check(
+        _row_loss(val_y, priors),
+        _row_loss(val_y, probe),
+        lambda blind, real, noise: (
+            f"trained on zeroed inputs, a head can only learn the labels' frequencies: "
+            f"{blind:.3f} nats an image on validation; on the real inputs {real:.3f} (noise "
+            f"±{noise:.3f})"
+        ),
         "the images teach the model no more than the labels' frequencies: labels paired with "
         "the wrong files, or images that carry no signal for these labels",
-        measured,
     )
 
 

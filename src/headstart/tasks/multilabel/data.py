@@ -23,14 +23,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions
+from ...data.sources import SPLITS, Skipped, check_fractions
 from ...errors import HeadstartError
-from ..table import Row, Table, read_table, usable
+from ..table import Row, Table, TableSamples, read_table, usable
 
 __all__ = [
     "JOIN",
@@ -59,7 +59,7 @@ class LabelledImage:
 
 
 @dataclass(frozen=True)
-class LabelSets:
+class LabelSets(TableSamples):
     """The images of a multi-label fit, their labels and splits, and the rows set aside."""
 
     root: Path
@@ -69,11 +69,6 @@ class LabelSets:
     separator: str | None = None
     skipped: tuple[Skipped, ...] = ()
     warnings: tuple[str, ...] = ()
-
-    def split(self, name: str) -> list[LabelledImage]:
-        if name not in SPLITS:
-            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
-        return [sample for sample in self.samples if sample.split == name]
 
     def targets(self, name: str) -> np.ndarray:
         """The 0/1 rows of one split, ``(n, labels)`` float32, a column per label."""
@@ -95,12 +90,6 @@ class LabelSets:
             tally = Counter(label for s in samples for label in s.labels)
             out[split] = {"images": len(samples), **{label: tally[label] for label in self.labels}}
         return out
-
-    def drop(self, skipped: Iterable[Skipped]) -> LabelSets:
-        skipped = tuple(skipped)
-        gone = {absolute_path(item.path) for item in skipped}
-        samples = tuple(s for s in self.samples if s.path not in gone)
-        return replace(self, samples=samples, skipped=self.skipped + skipped)
 
     def to_dict(self) -> dict:
         return {

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ...bundle import Description
 from ...classifier import Classifier
-from ...console import progress_bar
 from ...data.sources import Skipped
 from ...errors import HeadstartError
 from ...models import Preprocessing
@@ -74,10 +72,7 @@ class MultiLabelModel(Model):
     def predict_proba(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
         """Every label's probability, ``(n_images, n_labels)``, columns in ``self.classes``
         order (they need not sum to one: each label is its own question)."""
-        if isinstance(images, str | Path | Image.Image | np.ndarray):
-            images = [images]
-        decoder = self.inputs.decoder()
-        return self.probabilities([self.inputs.pixels(image, decoder) for image in images])
+        return self.probabilities(self._decoded(images))
 
     def probabilities(self, pixels: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         out = [self._probabilities(b) for b in self.inputs.batches(pixels, batch_size)]
@@ -87,18 +82,11 @@ class MultiLabelModel(Model):
         self, paths: Sequence[Path], *, batch_size: int = 32, quiet: bool = False, **_
     ) -> tuple[list[tuple[Path, LabelSet]], list[Skipped]]:
         """The labels of every readable file; the unreadable ones come back with the reason."""
-        predictions, skipped = [], []
-        files = self.inputs.read_arrays(
-            paths, self.inputs.decoder(), batch_size, overlap=self.overlap_decoding
-        )
-        with progress_bar("predict", len(paths), quiet=quiet) as advance:
-            for crops in files:
-                skipped += crops.skipped
-                if crops.paths:
-                    found = self.label_sets(self._probabilities(crops.pixels))
-                    predictions += zip(crops.paths, found, strict=True)
-                advance(len(crops))
-        return predictions, skipped
+
+        def labels(batch: np.ndarray) -> list[LabelSet]:
+            return self.label_sets(self._probabilities(batch))
+
+        return self._answer_files(paths, labels, batch_size, quiet)
 
     def label_sets(self, probabilities: np.ndarray) -> list[LabelSet]:
         sets = []

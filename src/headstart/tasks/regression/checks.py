@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from ...checks.baselines import beyond_noise, head_logits
+from ...checks.baselines import head_logits, linear_baseline_check, zeroed_input_check
 from ...checks.core import Check, CheckReport
 from ...training.objective import Regression
 from ..trial import Trial, trial_checks
@@ -113,64 +113,36 @@ def _baselines(val_z: np.ndarray, probe_z: np.ndarray) -> list[Check]:
 
 
 def _linear_baseline(probe_error: np.ndarray, mean_error: np.ndarray) -> Check:
-    better, noise = beyond_noise(mean_error - probe_error)
     probe_mae, mean_mae = float(probe_error.mean()), float(mean_error.mean())
-    measured = {"val_mae_sd": probe_mae, "mean_mae_sd": mean_mae, "noise": noise}
-    summary = (
-        f"a ridge model on the cached features is off by {probe_mae:.3f} standard deviations "
-        f"on validation, the training mean by {mean_mae:.3f} (noise ±{noise:.3f})"
-    )
-    if better:
-        return Check(
-            "linear-baseline", "linear model on features", "pass", summary, measured=measured
-        )
-    could_tell, _ = beyond_noise(mean_error)  # a perfect model's gain
-    if not could_tell:
-        return Check(
-            "linear-baseline",
-            "linear model on features",
-            "skip",
-            f"{summary}: {len(mean_error)} validation images cannot tell them apart",
-            "hold out more images for validation (--val-fraction) to check this",
-            measured,
-        )
-    return Check(
-        "linear-baseline",
-        "linear model on features",
-        "fail",
-        summary,
-        "the numbers do not follow the images: check how the table pairs numbers with files "
-        "(shifted or shuffled rows); if they are right, the pretrained features miss what the "
-        "number measures: try another backbone or fine-tune everything",
-        measured,
+    return linear_baseline_check(
+        mean_error - probe_error,
+        mean_error,
+        summary=lambda noise: (
+            f"a ridge model on the cached features is off by {probe_mae:.3f} standard "
+            f"deviations on validation, the training mean by {mean_mae:.3f} (noise ±{noise:.3f})"
+        ),
+        baseline="the training mean",
+        measured={"val_mae_sd": probe_mae, "mean_mae_sd": mean_mae},
+        advice=(
+            "the numbers do not follow the images: check how the table pairs numbers with files "
+            "(shifted or shuffled rows); if they are right, the pretrained features miss what the "
+            "number measures: try another backbone or fine-tune everything"
+        ),
     )
 
 
 def _input_independent(val_z: np.ndarray, probe_z: np.ndarray) -> Check:
-    blind, real = val_z**2, (val_z - probe_z) ** 2
-    better, noise = beyond_noise(blind - real)
-    measured = {
-        "zeroed_val_mse_sd": float(blind.mean()),
-        "real_val_mse_sd": float(real.mean()),
-        "noise": noise,
-    }
-    summary = (
-        f"trained on zeroed inputs, a head can only learn the training mean: squared error "
-        f"{blind.mean():.3f} (in variances) on validation; on the real inputs {real.mean():.3f} "
-        f"(noise ±{noise:.3f})"
-    )
-    if better:
-        return Check(
-            "input-independent", "zeroed-input baseline", "pass", summary, measured=measured
-        )
-    return Check(
-        "input-independent",
-        "zeroed-input baseline",
-        "fail",
-        summary,
+    return zeroed_input_check(
+        val_z**2,
+        (val_z - probe_z) ** 2,
+        lambda blind, real, noise: (
+            f"trained on zeroed inputs, a head can only learn the training mean: squared error "
+            f"{blind:.3f} (in variances) on validation; on the real inputs {real:.3f} (noise "
+            f"±{noise:.3f})"
+        ),
         "the images teach the model no more than the training mean: numbers paired with the "
         "wrong files, or images that carry no signal for this number",
-        measured,
+        ("zeroed_val_mse_sd", "real_val_mse_sd"),
     )
 
 

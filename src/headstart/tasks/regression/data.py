@@ -20,15 +20,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...data.sources import SPLITS, Skipped, absolute_path, check_fractions, split_sizes
+from ...data.sources import SPLITS, Skipped, check_fractions, split_sizes
 from ...errors import HeadstartError
-from ..table import Row, Table, read_table, usable
+from ..table import Row, Table, TableSamples, read_table, usable
 
 __all__ = ["Measured", "TargetDataset", "read_targets", "require_learnable"]
 
@@ -47,7 +46,7 @@ class Measured:
 
 
 @dataclass(frozen=True)
-class TargetDataset:
+class TargetDataset(TableSamples):
     """The images of a regression, their numbers and splits, and the rows set aside."""
 
     root: Path  # the table
@@ -57,21 +56,9 @@ class TargetDataset:
     warnings: tuple[str, ...] = ()
     layout: str = "csv"
 
-    def split(self, name: str) -> list[Measured]:
-        if name not in SPLITS:
-            raise ValueError(f"split={name!r}; expected one of {SPLITS}")
-        return [sample for sample in self.samples if sample.split == name]
-
     def targets(self, name: str) -> np.ndarray:
         """The numbers of one split, float64, in its order."""
         return np.array([sample.target for sample in self.split(name)], dtype=np.float64)
-
-    def drop(self, skipped: Iterable[Skipped]) -> TargetDataset:
-        """A copy without the images at ``skipped``'s paths (found unreadable later)."""
-        skipped = tuple(skipped)
-        gone = {absolute_path(item.path) for item in skipped}
-        samples = tuple(s for s in self.samples if s.path not in gone)
-        return replace(self, samples=samples, skipped=self.skipped + skipped)
 
     def to_dict(self) -> dict:
         """What a run records about its data: counts and the target's spread per split."""

@@ -13,11 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ...bundle import Description
 from ...classifier import Classifier
-from ...console import progress_bar
 from ...data.sources import Skipped
 from ...errors import HeadstartError
 from ...models import Preprocessing
@@ -77,10 +75,7 @@ class Regressor(Model):
 
     def predict(self, images: ImageLike | Iterable[ImageLike], **_) -> np.ndarray:
         """The number of each image (files, PIL images or ``(H, W, 3)`` uint8 arrays)."""
-        if isinstance(images, str | Path | Image.Image | np.ndarray):
-            images = [images]
-        decoder = self.inputs.decoder()
-        return self.values([self.inputs.pixels(image, decoder) for image in images])
+        return self.values(self._decoded(images))
 
     def predict_proba(self, images) -> np.ndarray:
         raise HeadstartError("a regressor predicts numbers, not class probabilities: predict()")
@@ -94,18 +89,11 @@ class Regressor(Model):
         self, paths: Sequence[Path], *, batch_size: int = 32, quiet: bool = False, **_
     ) -> tuple[list[tuple[Path, float]], list[Skipped]]:
         """The number of every readable file; the unreadable ones come back with the reason."""
-        predictions, skipped = [], []
-        files = self.inputs.read_arrays(
-            paths, self.inputs.decoder(), batch_size, overlap=self.overlap_decoding
-        )
-        with progress_bar("predict", len(paths), quiet=quiet) as advance:
-            for crops in files:
-                skipped += crops.skipped
-                if crops.paths:
-                    values = self._values(crops.pixels)
-                    predictions += zip(crops.paths, values.tolist(), strict=True)
-                advance(len(crops))
-        return predictions, skipped
+
+        def numbers(batch: np.ndarray) -> list[float]:
+            return self._values(batch).tolist()
+
+        return self._answer_files(paths, numbers, batch_size, quiet)
 
     def _values(self, batch: np.ndarray) -> np.ndarray:
         return self.target.restore(self.image_logits(batch)[:, 0])
