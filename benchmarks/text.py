@@ -2,16 +2,20 @@
 
 For each set of ``../shared/data/text/`` (``train.csv`` and ``test.csv``, columns text,label)
 and each number of labelled texts per class (8, 32, all), draws that many training texts per
-class (seed 0), fits headstart with ``--strategy linear-probe`` and with the default
-(``auto``: the probe and the SetFit-style fine-tuned encoder, validation choosing), and scores
-each on the whole test file with ``headstart.evaluate`` (test texts that are copies of
-training texts are left out, and counted). With ``--setfit`` and the ``setfit`` package
-installed, SetFit itself (same encoder, its defaults) is trained on the same texts (all of
-them: it holds none out) and scored on the same test texts.
+class (seeds 0 to ``--draws`` - 1: which texts are drawn moves accuracy by points at 32 a
+class, so methods are compared on the same draws and averaged over them), fits headstart with
+``--strategy linear-probe`` and with the default (``auto``: the probe and the SetFit-style
+fine-tuned encoder, validation choosing), and scores each on the whole test file with
+``headstart.evaluate`` (test texts that are copies of training texts are left out, and
+counted). With ``--setfit`` and the ``setfit`` package installed, SetFit itself (same encoder,
+its defaults) is trained on the same texts (all of them: it holds none out) and scored on the
+same test texts.
 
-    python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--setfit]
+    python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--draws 3] [--setfit]
 
-Prints one row per (set, shots, method): test accuracy, macro-F1, texts scored, seconds.
+Prints one row per (set, shots, draw, method): test accuracy, macro-F1, texts scored,
+seconds; then, per (set, shots, method), the mean over the draws and, beside SetFit, the mean
+paired difference with the lowest and highest.
 """
 
 from __future__ import annotations
@@ -102,30 +106,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["trec6", "sms_spam"])
     parser.add_argument("--shots", nargs="+", default=["8", "32", "all"])
+    parser.add_argument("--draws", type=int, default=1, help="draws of the training texts")
     parser.add_argument("--strategies", default="linear-probe,auto")
     parser.add_argument("--setfit", action="store_true", help="also train SetFit")
     args = parser.parse_args()
-    print("| set | texts a class | method | kept | test accuracy | macro-F1 | scored | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| set | texts a class | draw | method | kept | test accuracy | macro-F1 | scored | s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    table: dict[tuple[str, str, str], dict[int, float]] = {}
     for name in args.sets:
         rows, test_rows = read(DATA / name / "train.csv"), read(DATA / name / "test.csv")
         for shots in args.shots:
-            chosen = sample(rows, None if shots == "all" else int(shots))
-            with tempfile.TemporaryDirectory() as scratch:
-                work = Path(scratch)
-                train = write(chosen, work / f"{name}-{shots}.csv")
-                results = [
-                    headstart_row(train, DATA / name / "test.csv", strategy, work)
-                    for strategy in args.strategies.split(",")
-                ]
-                if args.setfit:
-                    results.append(setfit_row(chosen, test_rows))
-            for r in results:
-                print(
-                    f"| {name} | {shots} | {r['method']} | {r['kept']} | {r['accuracy']:.1%} | "
-                    f"{r['macro_f1']:.3f} | {r['scored']} | {r['seconds']:.0f} |",
-                    flush=True,
-                )
+            draws = 1 if shots == "all" else args.draws  # every text: one draw
+            for draw in range(draws):
+                chosen = sample(rows, None if shots == "all" else int(shots), seed=draw)
+                with tempfile.TemporaryDirectory() as scratch:
+                    work = Path(scratch)
+                    train = write(chosen, work / f"{name}-{shots}-{draw}.csv")
+                    results = [
+                        headstart_row(train, DATA / name / "test.csv", strategy, work)
+                        for strategy in args.strategies.split(",")
+                    ]
+                    if args.setfit:
+                        results.append(setfit_row(chosen, test_rows))
+                for r in results:
+                    table.setdefault((name, shots, r["method"]), {})[draw] = r["accuracy"]
+                    print(
+                        f"| {name} | {shots} | {draw} | {r['method']} | {r['kept']} | "
+                        f"{r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['scored']} | "
+                        f"{r['seconds']:.0f} |",
+                        flush=True,
+                    )
+    print_means(table)
+
+
+def print_means(table: dict[tuple[str, str, str], dict[int, float]]) -> None:
+    """Each method's mean accuracy over its draws and, beside SetFit on the same draws, the
+    mean paired difference (the lowest and highest in brackets)."""
+    print("\n| set | texts a class | method | draws | mean test accuracy | minus SetFit's |")
+    print("|---|---|---|---|---|---|")
+    for (name, shots, method), found in table.items():
+        setfit = table.get((name, shots, "SetFit"), {})
+        paired = [found[d] - setfit[d] for d in found if d in setfit]
+        beside = (
+            f"{sum(paired) / len(paired):+.1%} ({min(paired):+.1%} to {max(paired):+.1%})"
+            if paired and method != "SetFit"
+            else "-"
+        )
+        mean = sum(found.values()) / len(found)
+        print(f"| {name} | {shots} | {method} | {len(found)} | {mean:.1%} | {beside} |")
 
 
 if __name__ == "__main__":
