@@ -52,7 +52,6 @@ __all__ = [
     "plan_training",
     "refuse_full",
     "refuse_unread",
-    "run_fine_tuning",
     "unused_settings_reason",
 ]
 
@@ -303,41 +302,6 @@ class Tuned:
         }
 
 
-def run_fine_tuning(
-    network: Classifier,
-    train: Sequence[tuple[Path, object]],
-    val: Sequence[tuple[Path, object]],
-    ready: Prepared,
-    settings: FineTuneSettings,
-    flip: bool,
-    objective: Objective,
-    run: RunFolder,
-    config: FitConfig,
-) -> Tuned:
-    """``network`` trained in place (the epochs logged in ``metrics.jsonl``, a progress bar),
-    holding its best validation epoch's weights on return."""
-    started = time.perf_counter()
-    result = fine_tune(
-        network,
-        list(train),
-        list(val),
-        ready.images,
-        ready.inputs.with_flip(flip),
-        settings,
-        seed=config.seed,
-        callbacks=[MetricsLog(run, "fine-tune"), Progress("fine-tune", quiet=config.quiet)],
-        objective=objective,
-    )
-    network.eval()
-    tuned = Tuned(result, time.perf_counter() - started)
-    say(
-        config.quiet,
-        f"fine-tune: {len(result.history)} epoch(s) in {minutes(tuned.seconds)} "
-        f"({result.stopped}); best epoch {result.best_epoch}",
-    )
-    return tuned
-
-
 def fine_tuned_copy(
     start: M,
     train: Sequence[tuple[Path, object]],
@@ -349,19 +313,28 @@ def fine_tuned_copy(
     config: FitConfig,
 ) -> tuple[M, Tuned]:
     """A copy of the probe's model (``start``) with its network fine-tuned as ``plan``
-    says, and how the fine-tuning ran."""
+    says (the epochs logged in ``metrics.jsonl``, a progress bar), holding its best
+    validation epoch's weights; and how the fine-tuning ran."""
     model = copy.deepcopy(start)
     model.info = {"strategy": "fine-tune"}
-    tuned = run_fine_tuning(
+    started = time.perf_counter()
+    result = fine_tune(
         model.network,
-        train,
-        val,
-        ready,
+        list(train),
+        list(val),
+        ready.images,
+        ready.inputs.with_flip(plan.test_time_flip),
         plan.fine_tune,
-        plan.test_time_flip,
-        objective,
-        run,
-        config,
+        seed=config.seed,
+        callbacks=[MetricsLog(run, "fine-tune"), Progress("fine-tune", quiet=config.quiet)],
+        objective=objective,
+    )
+    model.network.eval()
+    tuned = Tuned(result, time.perf_counter() - started)
+    say(
+        config.quiet,
+        f"fine-tune: {len(result.history)} epoch(s) in {minutes(tuned.seconds)} "
+        f"({result.stopped}); best epoch {result.best_epoch}",
     )
     return model, tuned
 
