@@ -6,23 +6,32 @@ size, at 3/4 and 1/2 of it, and randomly initialised), then a fit of every candi
 the set's ``test/`` photos: the default fit (``headstart fit --arch A --input-size N``, the
 plan's own choices) for a pretrained one, and every layer trained for the plan's largest
 fine-tune, 10 epochs (``--no-pretrained --strategy full --epochs 10``), for the random
-initialisation. No time budget: the fits do not depend on the machine's load. It prints
-per candidate LogME, the cross-validated probe, the fine-tuned test accuracy and the fit's
-time, then Kendall's tau of LogME's order and of the probes' order against the fine-tuned
-order. Numbers only; nothing is asserted.
+initialisation. No time budget: the fits do not depend on the machine's load.
+
+It prints per candidate its place, LogME (± its bootstrap error), the cross-validated probe,
+the fine-tuned test accuracy (± its standard error) and the fit's time; then, over the
+pretrained candidates (the ones the ranking orders; a random initialisation is the floor for
+frozen features, not a prediction of training from scratch), Kendall's tau of the ranking's
+order, of LogME's alone and of the probes' alone against the fine-tuned order, and how many
+pairs of candidates each puts the other way round, with how many of those the test set
+cannot tell apart (fine-tuned accuracies within two standard errors of their difference).
+Numbers only; nothing is asserted.
 
 Usage: python benchmarks/rank.py [--only trashnet,...] [--data ../shared/data] [--most-images N]
-       [--pretrained-only]
+       [--pretrained-only] [--keep FOLDER]
 
 Every candidate is fitted: about half an hour a set on 2 CPU cores for the pretrained ones,
 and hours for the random initialisation (every layer, 10 epochs). ``--pretrained-only`` fits
-the pretrained candidates alone (the random one is still ranked and printed) and computes
-Kendall's tau over them.
+the pretrained candidates alone (the random one is still ranked and printed). ``--keep``
+writes the fits to ``FOLDER/SET/CANDIDATE/`` and scores a finished fit found there instead of
+fitting it again: a fit is deterministic (same data, settings and seed, the same model).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -35,23 +44,46 @@ SETS = ("brain_tumor_mri", "trashnet", "sign_language_digits")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fine_tuned(data: Path, scored, runs: Path) -> tuple[float, float]:
-    """Test accuracy and seconds of the fit of one ranked candidate."""
+def fine_tuned(data: Path, scored, runs: Path) -> tuple[float, int, float | None]:
+    """Test accuracy, test images and the fit's seconds (None: a finished fit was kept) of
+    one ranked candidate."""
     candidate = scored.candidate
-    scratch = {} if candidate.pretrained else {"strategy": "full", "epochs": 10}
-    started = time.perf_counter()
-    result = headstart.fit(
-        data / "train",
-        arch=candidate.arch,
-        input_size=scored.input_size,
-        pretrained=candidate.pretrained,
-        runs_dir=runs,
-        quiet=True,
-        **scratch,
-    )
-    seconds = time.perf_counter() - started
-    report, _ = headstart.evaluate(result.run_dir, data / "test", quiet=True)
-    return report["accuracy"], seconds
+    kept = sorted(runs.glob("*/summary.json"))
+    seconds = None
+    if kept:
+        run_dir = kept[-1].parent
+    else:
+        scratch = {} if candidate.pretrained else {"strategy": "full", "epochs": 10}
+        started = time.perf_counter()
+        result = headstart.fit(
+            data / "train",
+            arch=candidate.arch,
+            input_size=scored.input_size,
+            pretrained=candidate.pretrained,
+            runs_dir=runs,
+            quiet=True,
+            **scratch,
+        )
+        seconds = time.perf_counter() - started
+        run_dir = result.run_dir
+    report, _ = headstart.evaluate(run_dir, data / "test", quiet=True)
+    return report["accuracy"], report["n"], seconds
+
+
+def pairs_reversed(order: list[float], accuracies: list[float], images: list[int]):
+    """Pairs that ``order`` (higher first) puts the other way round from ``accuracies``, and
+    how many of them are within two standard errors of their accuracies' difference."""
+    reversed_, within_noise = 0, 0
+    for i, j in itertools.combinations(range(len(order)), 2):
+        if (order[i] - order[j]) * (accuracies[i] - accuracies[j]) < 0:
+            reversed_ += 1
+            error = math.hypot(*(_error(accuracies[k], images[k]) for k in (i, j)))
+            within_noise += abs(accuracies[i] - accuracies[j]) <= 2 * error
+    return reversed_, within_noise
+
+
+def _error(accuracy: float, images: int) -> float:
+    return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
 def main() -> None:
@@ -60,39 +92,67 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--most-images", type=int, default=2000)
     parser.add_argument("--pretrained-only", action="store_true", help="fit no random init")
+    parser.add_argument("--keep", type=Path, help="write fits here, and score those found here")
     args = parser.parse_args()
     sets = args.only.split(",") if args.only else SETS
-    with tempfile.TemporaryDirectory() as work:
-        for name in sets:
-            data = args.data / name
-            ranking = headstart.rank(data / "train", most_images=args.most_images, quiet=True)
-            print(f"\n{name}: ranked on {ranking.images} images in {ranking.seconds:.0f} s")
-            print(f"  advice: {ranking.advice()}")
-            for scored in ranking.scored:  # before any fit: a stopped run keeps the ranking
-                print(f"  ranked {scored.to_dict()}", flush=True)
-            header = f"{'candidate':<34} {'LogME':>7} {'probe':>7} {'fine-tuned':>10} {'fit s':>6}"
-            print("  " + header)
-            fitted = [
-                s for s in ranking.scored if s.candidate.pretrained or not args.pretrained_only
-            ]
-            accuracies = []
-            for scored in fitted:
-                accuracy, seconds = fine_tuned(data, scored, Path(work) / name)
-                accuracies.append(accuracy)
-                label = f"{scored.candidate.arch}@{scored.input_size}" + (
-                    "" if scored.candidate.pretrained else " (random)"
-                )
-                print(
-                    f"  {label:<34} {scored.logme:>7.3f} {scored.probe_accuracy:>7.1%} "
-                    f"{accuracy:>10.1%} {seconds:>6.0f}",
-                    flush=True,
-                )
-            logme_tau = kendalltau([s.logme for s in fitted], accuracies).statistic
-            probe_tau = kendalltau([s.probe_accuracy for s in fitted], accuracies).statistic
-            print(
-                f"  Kendall's tau against fine-tuned, over the {len(fitted)} fitted: LogME "
-                f"{logme_tau:.2f}, probe {probe_tau:.2f}"
+    work = args.keep or Path(tempfile.mkdtemp(prefix="rank-"))
+    for name in sets:
+        data = args.data / name
+        ranking = headstart.rank(data / "train", most_images=args.most_images, quiet=True)
+        print(f"\n{name}: ranked on {ranking.images} images in {ranking.seconds:.0f} s")
+        print(f"  advice: {ranking.advice()}")
+        for a, b in ranking.ties:
+            print(f"  tie: {a.candidate} and {b.candidate}, LogME within {a.logme_noise(b):.4f}")
+        for scored in ranking.scored:  # before any fit: a stopped run keeps the ranking
+            print(f"  ranked {scored.to_dict()}", flush=True)
+        header = (
+            f"{'place':<6} {'candidate':<34} {'LogME':>15} {'probe':>6} "
+            f"{'fine-tuned':>13} {'fit s':>6}"
+        )
+        print("  " + header)
+        fitted = []
+        for place, scored in enumerate(ranking.scored, 1):
+            if not scored.candidate.pretrained and args.pretrained_only:
+                continue
+            accuracy, images, seconds = fine_tuned(
+                data, scored, work / name / str(scored.candidate)
             )
+            fitted.append((place, scored, accuracy, images))
+            label = f"{scored.candidate.arch}@{scored.input_size}" + (
+                "" if scored.candidate.pretrained else " (random)"
+            )
+            logme = f"{scored.logme:.4f} ± {scored.logme_error:.4f}"
+            tested = f"{accuracy:.1%} ± {_error(accuracy, images):.1%}"
+            took = "kept" if seconds is None else f"{seconds:.0f}"
+            shown = str(place) if scored.candidate.pretrained else "floor"
+            print(
+                f"  {shown:<6} {label:<34} {logme:>15} {scored.probe_accuracy:>6.1%} "
+                f"{tested:>13} {took:>6}",
+                flush=True,
+            )
+        ordered = [f for f in fitted if f[1].candidate.pretrained]
+        accuracies = [accuracy for *_, accuracy, _ in ordered]
+        images = [n for *_, n in ordered]
+        measures = {
+            "the ranking": [-place for place, *_ in ordered],
+            "LogME alone": [s.logme for _, s, *_ in ordered],
+            "the probe alone": [s.probe_accuracy for _, s, *_ in ordered],
+        }
+        print(f"  against the fine-tuned order of the {len(ordered)} pretrained candidates:")
+        for measure, order in measures.items():
+            tau = kendalltau(order, accuracies).statistic
+            reversed_, within_noise = pairs_reversed(order, accuracies, images)
+            print(
+                f"    {measure}: Kendall's tau {tau:.2f}; pairs reversed {reversed_} of "
+                f"{math.comb(len(order), 2)}, {within_noise} of them within the test's noise"
+            )
+        for _, scored, accuracy, _ in fitted:
+            if not scored.candidate.pretrained:
+                best = max(accuracies, default=math.nan)
+                print(
+                    f"  the floor, trained from scratch: {accuracy:.1%} against the best "
+                    f"fine-tuned {best:.1%} (not predicted by its frozen features' scores)"
+                )
 
 
 if __name__ == "__main__":

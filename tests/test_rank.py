@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 from scipy.stats import multivariate_normal
+from sklearn.datasets import load_digits
 
 import headstart
 from headstart.cli import main
 from headstart.errors import HeadstartError
-from headstart.ranking import Candidate, Ranking, Scored
+from headstart.ranking import Candidate, Ranking, Scored, ordered, score_features
 from headstart.transferability import logme
 
 
@@ -90,10 +91,13 @@ def test_a_sample_keeps_every_class_and_says_so(small_faces):
         headstart.rank(small_faces, ["efficientnet_lite0@64"], most_images=1, quiet=True)
 
 
-def ranked(*measures: tuple[str, float, float]) -> Ranking:
-    """A ranking of candidates given as (spec, LogME, probe accuracy), on 400 images."""
-    scored = [Scored(Candidate.parse(c), 224, m, p, 400, 1.0) for c, m, p in measures]
-    return Ranking(sorted(scored, key=lambda s: -s.logme), 400, 400, 1.0)
+def ranked(*measures: tuple) -> Ranking:
+    """A ranking of candidates given as (spec, LogME, probe accuracy[, LogME on each
+    resample]), on 400 images."""
+    scored = [
+        Scored(Candidate.parse(c), 224, m, p, 400, 1.0, tuple(*r)) for c, m, p, *r in measures
+    ]
+    return Ranking(ordered(scored), 400, 400, 1.0)
 
 
 def test_the_advice_says_what_decided_it():
@@ -106,6 +110,75 @@ def test_the_advice_says_what_decided_it():
     floor = ranked(("random:a", -0.1, 0.60), ("a", -0.2, 0.55))
     assert floor.advice().startswith("no pretrained candidate beats a random initialisation")
     assert floor.fit_flags() == ["--arch", "a", "--input-size", "224", "--no-pretrained"]
+
+
+def test_a_logme_tie_is_broken_by_the_probe():
+    # Brain MRI scans' measures: LogME put 160 px ahead of 224 px by 0.0002, the probe and the
+    # fine-tuned accuracies put 224 px first. On each resample of the images both move together
+    # (the same images), apart by far less than 128 px's lag.
+    rng = np.random.default_rng(0)
+    shared, own = rng.normal(0, 0.003, (2, 20)) * [[1], [0.1]]
+    at_160 = ("a@160", 0.0177, 0.897, 0.0177 + shared)
+    at_224 = ("a", 0.0175, 0.902, 0.0175 + shared + own)
+    at_128 = ("a@128", 0.0038, 0.890, 0.0038 + shared - own)
+    floor = ("random:a", -0.33, 0.72, -0.33 + shared)
+    ranking = ranked(at_128, floor, at_160, at_224)
+    assert [str(s.candidate) for s in ranking.scored] == ["a", "a@160", "a@128", "random:a"]
+    assert [(str(a.candidate), str(b.candidate)) for a, b in ranking.ties] == [("a@160", "a")]
+    assert ranking.advice().startswith("fine-tune a: its LogME (0.0175) ties a@160's (0.0177;")
+    assert "its probe is the higher (90.2% against 89.7%)" in ranking.advice()
+    assert ranking.floor().startswith("random:a is the floor for frozen features")
+    assert "not a prediction of training from scratch" in ranking.floor()
+    written = ranking.to_dict()
+    assert written["ties"] == [["a@160", "a"]] and written["candidates"][0]["logme_error"] > 0
+
+    # Without resamples there is no noise to tie within: LogME alone orders them.
+    by_logme = ranked(*(spec[:3] for spec in (at_128, floor, at_160, at_224)))
+    assert [str(s.candidate) for s in by_logme.scored] == ["a@160", "a", "a@128", "random:a"]
+    assert not by_logme.ties and by_logme.advice().startswith("fine-tune a@160: the highest LogME")
+
+
+def test_a_random_initialisation_is_the_floor_unless_it_wins_beyond_noise():
+    rng = np.random.default_rng(1)
+    shared, own = rng.normal(0, 0.01, (2, 20))
+    pretrained = ("a", 0.10, 0.80, 0.10 + shared)
+    just_above = ("random:a", 0.101, 0.81, 0.101 + shared + own)  # within noise: still the floor
+    assert [str(s.candidate) for s in ranked(just_above, pretrained).scored] == ["a", "random:a"]
+    assert "and a does not clear it" in ranked(just_above, pretrained).floor()
+    far_above = ("random:a", 0.30, 0.95, 0.30 + shared + own)
+    winner = ranked(pretrained, far_above)
+    assert winner.best.candidate == Candidate("a", pretrained=False)
+    assert winner.advice().startswith("no pretrained candidate beats a random initialisation")
+    assert winner.floor() is None
+
+
+def test_features_alike_tie_and_worse_ones_lose_beyond_noise():
+    # Real images (scikit-learn's digits): two views of their pixels, each with its own noise
+    # of the same strength, as two candidates with features as good as each other; pixels
+    # drowned in noise as a third.
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    pixels = digits.data / 16
+    candidates = {
+        "pixels": pixels + rng.normal(0, 0.1, pixels.shape),
+        "noisy-pixels": pixels + rng.normal(0, 0.1, pixels.shape),
+        "drowned-pixels": pixels + rng.normal(0, 1.0, pixels.shape),
+    }
+    resamples = np.stack([rng.choice(len(pixels), len(pixels)) for _ in range(20)])
+    scored = [
+        score_features(Candidate.parse(name), 8, features, digits.target, resamples)
+        for name, features in candidates.items()
+    ]
+    ranking = Ranking(ordered(scored), len(pixels), len(pixels), 0.0)
+    names = [str(s.candidate) for s in ranking.scored]
+    assert names[2] == "drowned-pixels" and set(names[:2]) == {"pixels", "noisy-pixels"}
+    assert [{str(a.candidate), str(b.candidate)} for a, b in ranking.ties] == [
+        {"pixels", "noisy-pixels"}
+    ]
+    first, second, third = ranking.scored
+    assert first.probe_accuracy >= second.probe_accuracy  # the tie, ordered by the probe
+    assert not second.ties(third) and second.logme - third.logme > second.logme_noise(third)
+    assert all(s.logme_error > 0 and len(s.resampled_logme) == 20 for s in scored)
 
 
 def test_fit_can_rank_candidates_first_and_fit_the_first(small_faces, tmp_path):
