@@ -8,8 +8,9 @@ plan's own choices) for a pretrained one, and every layer trained for the plan's
 fine-tune, 10 epochs (``--no-pretrained --strategy full --epochs 10``), for the random
 initialisation. No time budget: the fits do not depend on the machine's load.
 
-It prints per candidate its place, LogME (± its bootstrap error), the cross-validated probe,
-the fine-tuned test accuracy (± its standard error) and the fit's time; then, over the
+It prints per candidate its place, LogME (± its standard error over half-samples), the
+cross-validated probe, the fine-tuned test accuracy (± its standard error) and the fit's time;
+then, over the
 pretrained candidates (the ones the ranking orders; a random initialisation is the floor for
 frozen features, not a prediction of training from scratch), Kendall's tau of the ranking's
 order, of LogME's alone and of the probes' alone against the fine-tuned order, and how many

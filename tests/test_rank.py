@@ -69,6 +69,7 @@ def test_pretrained_features_outrank_a_random_initialisation(small_faces, tmp_pa
     best, floor = ranking.scored
     assert best.candidate == Candidate("efficientnet_lite0", 96)
     assert best.logme > floor.logme and best.probe_accuracy > floor.probe_accuracy
+    assert not best.ties(floor)  # beyond LogME's noise, on 48 images of 1,280 features
     assert ranking.advice().startswith("fine-tune efficientnet_lite0@96: the highest LogME")
 
     # The command line: the same order, the table, the advice and ranking.json.
@@ -93,7 +94,7 @@ def test_a_sample_keeps_every_class_and_says_so(small_faces):
 
 def ranked(*measures: tuple) -> Ranking:
     """A ranking of candidates given as (spec, LogME, probe accuracy[, LogME on each
-    resample]), on 400 images."""
+    half-sample]), on 400 images."""
     scored = [
         Scored(Candidate.parse(c), 224, m, p, 400, 1.0, tuple(*r)) for c, m, p, *r in measures
     ]
@@ -114,7 +115,7 @@ def test_the_advice_says_what_decided_it():
 
 def test_a_logme_tie_is_broken_by_the_probe():
     # Brain MRI scans' measures: LogME put 160 px ahead of 224 px by 0.0002, the probe and the
-    # fine-tuned accuracies put 224 px first. On each resample of the images both move together
+    # fine-tuned accuracies put 224 px first. On each half-sample of the images both move together
     # (the same images), apart by far less than 128 px's lag.
     rng = np.random.default_rng(0)
     shared, own = rng.normal(0, 0.003, (2, 20)) * [[1], [0.1]]
@@ -132,7 +133,7 @@ def test_a_logme_tie_is_broken_by_the_probe():
     written = ranking.to_dict()
     assert written["ties"] == [["a@160", "a"]] and written["candidates"][0]["logme_error"] > 0
 
-    # Without resamples there is no noise to tie within: LogME alone orders them.
+    # Without half-samples there is no noise to tie within: LogME alone orders them.
     by_logme = ranked(*(spec[:3] for spec in (at_128, floor, at_160, at_224)))
     assert [str(s.candidate) for s in by_logme.scored] == ["a@160", "a", "a@128", "random:a"]
     assert not by_logme.ties and by_logme.advice().startswith("fine-tune a@160: the highest LogME")
@@ -164,9 +165,9 @@ def test_features_alike_tie_and_worse_ones_lose_beyond_noise():
         "noisy-pixels": pixels + rng.normal(0, 0.1, pixels.shape),
         "drowned-pixels": pixels + rng.normal(0, 1.0, pixels.shape),
     }
-    resamples = np.stack([rng.choice(len(pixels), len(pixels)) for _ in range(20)])
+    halves = np.stack([rng.permutation(len(pixels))[: len(pixels) // 2] for _ in range(20)])
     scored = [
-        score_features(Candidate.parse(name), 8, features, digits.target, resamples)
+        score_features(Candidate.parse(name), 8, features, digits.target, halves)
         for name, features in candidates.items()
     ]
     ranking = Ranking(ordered(scored), len(pixels), len(pixels), 0.0)
