@@ -25,7 +25,8 @@ Every candidate is fitted: about half an hour a set on 2 CPU cores for the pretr
 and hours for the random initialisation (every layer, 10 epochs). ``--pretrained-only`` fits
 the pretrained candidates alone (the random one is still ranked and printed). ``--keep``
 writes the fits to ``FOLDER/SET/CANDIDATE/`` and scores a finished fit found there instead of
-fitting it again: a fit is deterministic (same data, settings and seed, the same model).
+fitting it again: a fit is deterministic (same data, settings and seed, the same model), for
+the same code; a folder kept across changes to the fit is the caller's to clear.
 """
 
 from __future__ import annotations
@@ -35,17 +36,34 @@ import itertools
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from scipy.stats import kendalltau
 
 import headstart
+from headstart.ranking import Scored
 
 SETS = ("brain_tumor_mri", "trashnet", "sign_language_digits")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fine_tuned(data: Path, scored, runs: Path) -> tuple[float, int, float | None]:
+class Fitted(NamedTuple):
+    """A ranked candidate and its fit's test accuracy."""
+
+    place: int  # in the ranking
+    scored: Scored
+    accuracy: float
+    images: int  # tested on
+
+    @property
+    def error(self) -> float:
+        """The test accuracy's standard error (a binomial proportion)."""
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.images)
+
+
+def fine_tuned(data: Path, scored: Scored, runs: Path) -> tuple[float, int, float | None]:
     """Test accuracy, test images and the fit's seconds (None: a finished fit was kept) of
     one ranked candidate."""
     candidate = scored.candidate
@@ -71,20 +89,16 @@ def fine_tuned(data: Path, scored, runs: Path) -> tuple[float, int, float | None
     return report["accuracy"], report["n"], seconds
 
 
-def pairs_reversed(order: list[float], accuracies: list[float], images: list[int]):
-    """Pairs that ``order`` (higher first) puts the other way round from ``accuracies``, and
-    how many of them are within two standard errors of their accuracies' difference."""
+def pairs_reversed(order: Sequence[float], fits: Sequence[Fitted]) -> tuple[int, int]:
+    """Pairs that ``order`` (higher first) puts the other way round from the fits' test
+    accuracies, and how many of them are within two standard errors of their difference."""
     reversed_, within_noise = 0, 0
     for i, j in itertools.combinations(range(len(order)), 2):
-        if (order[i] - order[j]) * (accuracies[i] - accuracies[j]) < 0:
+        a, b = fits[i], fits[j]
+        if (order[i] - order[j]) * (a.accuracy - b.accuracy) < 0:
             reversed_ += 1
-            error = math.hypot(*(_error(accuracies[k], images[k]) for k in (i, j)))
-            within_noise += abs(accuracies[i] - accuracies[j]) <= 2 * error
+            within_noise += abs(a.accuracy - b.accuracy) <= 2 * math.hypot(a.error, b.error)
     return reversed_, within_noise
-
-
-def _error(accuracy: float, images: int) -> float:
-    return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
 def main() -> None:
@@ -102,8 +116,8 @@ def main() -> None:
         ranking = headstart.rank(data / "train", most_images=args.most_images, quiet=True)
         print(f"\n{name}: ranked on {ranking.images} images in {ranking.seconds:.0f} s")
         print(f"  advice: {ranking.advice()}")
-        for a, b in ranking.ties:
-            print(f"  tie: {a.candidate} and {b.candidate}, LogME within {a.logme_noise(b):.4f}")
+        for a, b in ranking.tied_pairs:
+            print(f"  tie: {a.candidate} and {b.candidate}, LogME within {a.tie_margin(b):.4f}")
         for scored in ranking.scored:  # before any fit: a stopped run keeps the ranking
             print(f"  ranked {scored.to_dict()}", flush=True)
         header = (
@@ -111,19 +125,19 @@ def main() -> None:
             f"{'fine-tuned':>13} {'fit s':>6}"
         )
         print("  " + header)
-        fitted = []
+        fits = []
         for place, scored in enumerate(ranking.scored, 1):
             if not scored.candidate.pretrained and args.pretrained_only:
                 continue
-            accuracy, images, seconds = fine_tuned(
-                data, scored, work / name / str(scored.candidate)
-            )
-            fitted.append((place, scored, accuracy, images))
+            runs = work / name / str(scored.candidate)
+            accuracy, images, seconds = fine_tuned(data, scored, runs)
+            fit = Fitted(place, scored, accuracy, images)
+            fits.append(fit)
             label = f"{scored.candidate.arch}@{scored.input_size}" + (
                 "" if scored.candidate.pretrained else " (random)"
             )
             logme = f"{scored.logme:.4f} ± {scored.logme_error:.4f}"
-            tested = f"{accuracy:.1%} ± {_error(accuracy, images):.1%}"
+            tested = f"{accuracy:.1%} ± {fit.error:.1%}"
             took = "kept" if seconds is None else f"{seconds:.0f}"
             shown = str(place) if scored.candidate.pretrained else "floor"
             print(
@@ -131,29 +145,33 @@ def main() -> None:
                 f"{tested:>13} {took:>6}",
                 flush=True,
             )
-        ordered = [f for f in fitted if f[1].candidate.pretrained]
-        accuracies = [accuracy for *_, accuracy, _ in ordered]
-        images = [n for *_, n in ordered]
-        measures = {
-            "the ranking": [-place for place, *_ in ordered],
-            "LogME alone": [s.logme for _, s, *_ in ordered],
-            "the probe alone": [s.probe_accuracy for _, s, *_ in ordered],
-        }
-        print(f"  against the fine-tuned order of the {len(ordered)} pretrained candidates:")
-        for measure, order in measures.items():
-            tau = kendalltau(order, accuracies).statistic
-            reversed_, within_noise = pairs_reversed(order, accuracies, images)
-            print(
-                f"    {measure}: Kendall's tau {tau:.2f}; pairs reversed {reversed_} of "
-                f"{math.comb(len(order), 2)}, {within_noise} of them within the test's noise"
-            )
-        for _, scored, accuracy, _ in fitted:
-            if not scored.candidate.pretrained:
-                best = max(accuracies, default=math.nan)
+        print_agreement([f for f in fits if f.scored.candidate.pretrained])
+        for fit in fits:
+            if not fit.scored.candidate.pretrained:
+                best = max((f.accuracy for f in fits if f.scored.candidate.pretrained), default=0)
                 print(
-                    f"  the floor, trained from scratch: {accuracy:.1%} against the best "
+                    f"  the floor, trained from scratch: {fit.accuracy:.1%} against the best "
                     f"fine-tuned {best:.1%} (not predicted by its frozen features' scores)"
                 )
+
+
+def print_agreement(fits: Sequence[Fitted]) -> None:
+    """Kendall's tau against the fine-tuned order of the ranking's order, LogME's and the
+    probes', with the pairs each reverses."""
+    measures = {
+        "the ranking": [-f.place for f in fits],
+        "LogME alone": [f.scored.logme for f in fits],
+        "the probe alone": [f.scored.probe_accuracy for f in fits],
+    }
+    accuracies = [f.accuracy for f in fits]
+    print(f"  against the fine-tuned order of the {len(fits)} pretrained candidates:")
+    for measure, order in measures.items():
+        tau = kendalltau(order, accuracies).statistic
+        reversed_, within_noise = pairs_reversed(order, fits)
+        print(
+            f"    {measure}: Kendall's tau {tau:.2f}; pairs reversed {reversed_} of "
+            f"{math.comb(len(fits), 2)}, {within_noise} of them within the test's noise"
+        )
 
 
 if __name__ == "__main__":

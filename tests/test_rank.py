@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_pretrained_features_outrank_a_random_initialisation(small_faces, tmp_pa
     best, floor = ranking.scored
     assert best.candidate == Candidate("efficientnet_lite0", 96)
     assert best.logme > floor.logme and best.probe_accuracy > floor.probe_accuracy
-    assert not best.ties(floor)  # beyond LogME's noise, on 48 images of 1,280 features
+    assert not best.tied_with(floor)  # beyond LogME's noise, on 48 images of 1,280 features
     assert ranking.advice().startswith("fine-tune efficientnet_lite0@96: the highest LogME")
 
     # The command line: the same order, the table, the advice and ranking.json.
@@ -92,63 +93,102 @@ def test_a_sample_keeps_every_class_and_says_so(small_faces):
         headstart.rank(small_faces, ["efficientnet_lite0@64"], most_images=1, quiet=True)
 
 
-def ranked(*measures: tuple) -> Ranking:
-    """A ranking of candidates given as (spec, LogME, probe accuracy[, LogME on each
-    half-sample]), on 400 images."""
-    scored = [
-        Scored(Candidate.parse(c), 224, m, p, 400, 1.0, tuple(*r)) for c, m, p, *r in measures
-    ]
+def measured(spec: str, logme: float, probe: float, halves=()) -> Scored:
+    """A candidate's measures on 400 images: LogME, the probe's accuracy, and LogME on each
+    half-sample of them (none: no noise measured)."""
+    return Scored(Candidate.parse(spec), 224, logme, probe, 400, 1.0, tuple(halves))
+
+
+def ranked(*scored: Scored) -> Ranking:
     return Ranking(ordered(scored), 400, 400, 1.0)
 
 
+def names(ranking: Ranking) -> list[str]:
+    return [str(s.candidate) for s in ranking.scored]
+
+
 def test_the_advice_says_what_decided_it():
-    agreeing = ranked(("a", -0.1, 0.90), ("b", -0.2, 0.80), ("random:a", -0.5, 0.40))
+    agreeing = ranked(
+        measured("a", -0.1, 0.90), measured("b", -0.2, 0.80), measured("random:a", -0.5, 0.40)
+    )
     assert agreeing.advice().endswith("and the best probe (90.0%)") and agreeing.agreement == 1
-    close = ranked(("a", -0.1, 0.89), ("b", -0.2, 0.90))  # one image in a hundred: noise
+    close = ranked(measured("a", -0.1, 0.89), measured("b", -0.2, 0.90))  # 1 image in 100
     assert "within noise of the best, b's 90.0%" in close.advice()
-    apart = ranked(("a", -0.1, 0.80), ("b", -0.2, 0.90))
+    apart = ranked(measured("a", -0.1, 0.80), measured("b", -0.2, 0.90))
     assert "the measures disagree, fine-tune both" in apart.advice()
-    floor = ranked(("random:a", -0.1, 0.60), ("a", -0.2, 0.55))
+    floor = ranked(measured("random:a", -0.1, 0.60), measured("a", -0.2, 0.55))
     assert floor.advice().startswith("no pretrained candidate beats a random initialisation")
     assert floor.fit_flags() == ["--arch", "a", "--input-size", "224", "--no-pretrained"]
+    alone = ranked(measured("random:a", -0.1, 0.60), measured("random:b", -0.2, 0.55))
+    assert alone.advice().startswith("only random initialisations were ranked; random:a")
+    failed = ranked(measured("a", -0.1, 0.90), measured("b", -math.inf, math.nan))
+    assert failed.advice() == "fine-tune a: the highest LogME (-0.100)"  # b's features failed
 
 
 def test_a_logme_tie_is_broken_by_the_probe():
     # Brain MRI scans' measures: LogME put 160 px ahead of 224 px by 0.0002, the probe and the
-    # fine-tuned accuracies put 224 px first. On each half-sample of the images both move together
-    # (the same images), apart by far less than 128 px's lag.
+    # fine-tuned accuracies put 224 px first. On each half-sample of the images both move
+    # together (the same images), apart by far less than 128 px's lag.
     rng = np.random.default_rng(0)
     shared, own = rng.normal(0, 0.003, (2, 20)) * [[1], [0.1]]
-    at_160 = ("a@160", 0.0177, 0.897, 0.0177 + shared)
-    at_224 = ("a", 0.0175, 0.902, 0.0175 + shared + own)
-    at_128 = ("a@128", 0.0038, 0.890, 0.0038 + shared - own)
-    floor = ("random:a", -0.33, 0.72, -0.33 + shared)
+    at_160 = measured("a@160", 0.0177, 0.897, 0.0177 + shared)
+    at_224 = measured("a", 0.0175, 0.902, 0.0175 + shared + own)
+    at_128 = measured("a@128", 0.0038, 0.890, 0.0038 + shared - own)
+    floor = measured("random:a", -0.33, 0.72, -0.33 + shared)
     ranking = ranked(at_128, floor, at_160, at_224)
-    assert [str(s.candidate) for s in ranking.scored] == ["a", "a@160", "a@128", "random:a"]
-    assert [(str(a.candidate), str(b.candidate)) for a, b in ranking.ties] == [("a@160", "a")]
+    assert names(ranking) == ["a", "a@160", "a@128", "random:a"]
+    assert ranking.tied_pairs == [(at_160, at_224)]
     assert ranking.advice().startswith("fine-tune a: its LogME (0.0175) ties a@160's (0.0177;")
-    assert "its probe is the higher (90.2% against 89.7%)" in ranking.advice()
+    assert "its probe is the higher (90.2% against 89.7%); the probes are within" in (
+        ranking.advice()
+    )
     assert ranking.floor().startswith("random:a is the floor for frozen features")
     assert "not a prediction of training from scratch" in ranking.floor()
     written = ranking.to_dict()
     assert written["ties"] == [["a@160", "a"]] and written["candidates"][0]["logme_error"] > 0
 
     # Without half-samples there is no noise to tie within: LogME alone orders them.
-    by_logme = ranked(*(spec[:3] for spec in (at_128, floor, at_160, at_224)))
-    assert [str(s.candidate) for s in by_logme.scored] == ["a@160", "a", "a@128", "random:a"]
-    assert not by_logme.ties and by_logme.advice().startswith("fine-tune a@160: the highest LogME")
+    unmeasured = [measured(str(s.candidate), s.logme, s.probe_accuracy) for s in ranking.scored]
+    by_logme = ranked(*unmeasured)
+    assert names(by_logme) == ["a@160", "a", "a@128", "random:a"] and not by_logme.tied_pairs
+    assert by_logme.advice().startswith("fine-tune a@160: the highest LogME")
+
+
+def test_the_noise_is_that_of_the_paired_difference():
+    # Both candidates move by 0.01 from one half-sample to the next, together: apart, each
+    # LogME is uncertain by far more than their 0.005 gap; paired, the gap is clear.
+    rng = np.random.default_rng(2)
+    shared, own = rng.normal(0, 0.01, (2, 20)) * [[1], [0.05]]
+    ahead = measured("a", 0.105, 0.80, 0.105 + shared + own)
+    behind = measured("b", 0.100, 0.85, 0.100 + shared)
+    assert ahead.logme_error > 0.005 and not ahead.tied_with(behind)
+    assert names(ranked(behind, ahead)) == ["a", "b"]  # LogME decided; the probe did not
+
+
+def test_a_tie_group_is_within_noise_of_its_first():
+    # b is within noise of a, c of b but not of a: c starts a group of its own, and its better
+    # probe does not carry it past a.
+    shared = np.random.default_rng(3).normal(0, 0.01, 20)
+    wobble = np.tile([0.001, -0.001], 10)
+    a = measured("a", 0.100, 0.80, 0.100 + shared)
+    b = measured("b", 0.0985, 0.82, 0.0985 + shared + wobble)
+    c = measured("c", 0.097, 0.90, 0.097 + shared)
+    assert a.tied_with(b) and b.tied_with(c) and not a.tied_with(c)
+    ranking = ranked(c, b, a)
+    assert names(ranking) == ["b", "a", "c"] and ranking.tied_pairs == [(a, b)]
+    assert "c's probe leads by 8.0%" in ranking.advice()
 
 
 def test_a_random_initialisation_is_the_floor_unless_it_wins_beyond_noise():
     rng = np.random.default_rng(1)
     shared, own = rng.normal(0, 0.01, (2, 20))
-    pretrained = ("a", 0.10, 0.80, 0.10 + shared)
-    just_above = ("random:a", 0.101, 0.81, 0.101 + shared + own)  # within noise: still the floor
-    assert [str(s.candidate) for s in ranked(just_above, pretrained).scored] == ["a", "random:a"]
-    assert "and a does not clear it" in ranked(just_above, pretrained).floor()
-    far_above = ("random:a", 0.30, 0.95, 0.30 + shared + own)
-    winner = ranked(pretrained, far_above)
-    assert winner.best.candidate == Candidate("a", pretrained=False)
+    pretrained = measured("a", 0.10, 0.80, 0.10 + shared)
+    just_above = measured("random:a", 0.101, 0.81, 0.101 + shared + own)  # within noise
+    assert names(ranked(just_above, pretrained)) == ["a", "random:a"]
+    assert "and a is within LogME's noise of it" in ranked(just_above, pretrained).floor()
+    far_above = measured("random:a@160", 0.30, 0.95, 0.30 + shared + own)
+    winner = ranked(pretrained, just_above, far_above)
+    assert names(winner) == ["random:a@160", "a", "random:a"]  # the one that won, alone
     assert winner.advice().startswith("no pretrained candidate beats a random initialisation")
     assert winner.floor() is None
 
@@ -171,14 +211,13 @@ def test_features_alike_tie_and_worse_ones_lose_beyond_noise():
         for name, features in candidates.items()
     ]
     ranking = Ranking(ordered(scored), len(pixels), len(pixels), 0.0)
-    names = [str(s.candidate) for s in ranking.scored]
-    assert names[2] == "drowned-pixels" and set(names[:2]) == {"pixels", "noisy-pixels"}
-    assert [{str(a.candidate), str(b.candidate)} for a, b in ranking.ties] == [
+    assert names(ranking)[2] == "drowned-pixels"
+    assert [{str(a.candidate), str(b.candidate)} for a, b in ranking.tied_pairs] == [
         {"pixels", "noisy-pixels"}
     ]
     first, second, third = ranking.scored
     assert first.probe_accuracy >= second.probe_accuracy  # the tie, ordered by the probe
-    assert not second.ties(third) and second.logme - third.logme > second.logme_noise(third)
+    assert not second.tied_with(third) and second.logme - third.logme > second.tie_margin(third)
     assert all(s.logme_error > 0 and len(s.resampled_logme) == 20 for s in scored)
 
 

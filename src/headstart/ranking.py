@@ -11,17 +11,17 @@ features:
   probe's accuracy does, and it costs no training;
 - the linear probe headstart trains anyway, cross-validated: an accuracy a person can read.
 
-The pretrained candidates are ranked by LogME, and where two are within its noise of each other
-(measured on half-samples of the images, paired: every candidate is scored on the same ones), by
-the probe: on brain MRI scans LogME put 160 px ahead of 224 px by 0.0002, a tie, where the probe and
-the fine-tuned accuracies both put 224 px first. The advice names the first, says what decided
+The pretrained candidates are ranked by LogME, and those within its noise of a better one
+(measured on half-samples of the images, paired: every candidate is scored on the same ones) by
+the probe: on brain MRI scans LogME put 160 px ahead of 224 px by 0.0002, a tie, where the probe
+and the fine-tuned accuracies both put 224 px first. The advice names the first, says what decided
 it, and says so when the probes disagree beyond their noise (then both are worth a fine-tune).
 
 A random initialisation is not ranked among them: its frozen features are the floor every
 pretrained network's features must clear, not a prediction of what training it from scratch
 reaches (every layer, for many epochs: on the hand signs it came within one test image of
-fine-tuning). It comes first only when it beats every pretrained candidate beyond noise: then
-their features do not suit these images.
+fine-tuning). It comes first only when it beats the best pretrained candidate by LogME beyond
+noise: then their features do not suit these images.
 
 The features go to the same cache as ``fit``'s: fitting the candidate chosen then computes only
 the mirrored view of the sampled images.
@@ -29,7 +29,6 @@ the mirrored view of the sampled images.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
@@ -73,8 +72,9 @@ MOST_IMAGES = RANK_IMAGES
 #: a second for 1,000 images of 1,280 features); with 20, the standard error of a paired
 #: difference is known to within about a sixth of itself.
 RESAMPLES = 20
-#: Two LogMEs closer than this many standard errors of their paired difference are a tie.
-TIE = 2.0
+#: Two LogMEs closer than this many standard errors of their paired difference are a tie: a
+#: heuristic (about a 5% test of a difference), not a proof that the two are equivalent.
+TIE_ERRORS = 2.0
 _RANDOM = "random:"
 
 
@@ -126,8 +126,8 @@ class Scored:
             return math.nan
         return float(np.std(self.resampled_logme, ddof=1))
 
-    def logme_noise(self, other: Scored) -> float:
-        """``TIE`` standard errors of the paired difference between this LogME and
+    def tie_margin(self, other: Scored) -> float:
+        """``TIE_ERRORS`` standard errors of the paired difference between this LogME and
         ``other``'s: closer than that, LogME cannot tell the two apart (NaN: not measured)."""
         mine, theirs = self.resampled_logme, other.resampled_logme
         if len(mine) < 2 or len(mine) != len(theirs):
@@ -135,11 +135,11 @@ class Scored:
         difference = np.subtract(mine, theirs)
         if not np.isfinite(difference).all():
             return math.nan
-        return TIE * float(np.std(difference, ddof=1))
+        return TIE_ERRORS * float(np.std(difference, ddof=1))
 
-    def ties(self, other: Scored) -> bool:
+    def tied_with(self, other: Scored) -> bool:
         """Whether LogME cannot tell this candidate and ``other`` apart."""
-        return abs(self.logme - other.logme) <= self.logme_noise(other)  # False for NaN
+        return abs(self.logme - other.logme) <= self.tie_margin(other)  # False for NaN
 
     @property
     def probe_error(self) -> float:
@@ -182,11 +182,10 @@ class Ranking:
         return [s for s in self.scored if not s.candidate.pretrained]
 
     @property
-    def ties(self) -> list[tuple[Scored, Scored]]:
-        """Pretrained candidates next to each other by LogME and within its noise: the
-        probe ordered them."""
-        by_logme = sorted(self.pretrained, key=_by_logme)
-        return [(a, b) for a, b in itertools.pairwise(by_logme) if a.ties(b)]
+    def tied_pairs(self) -> list[tuple[Scored, Scored]]:
+        """Each pretrained candidate within LogME's noise of a better one by LogME, with that
+        one (the first of its tie group): the probe ordered them."""
+        return [(group[0], tied) for group in _tie_groups(self.pretrained) for tied in group[1:]]
 
     @property
     def agreement(self) -> float:
@@ -200,58 +199,68 @@ class Ranking:
     def advice(self) -> str:
         """Which to fine-tune, and what decided it."""
         best = self.best
+        if not self.pretrained:
+            return (
+                f"only random initialisations were ranked; {best.candidate} has the highest "
+                f"LogME ({best.logme:.3f}): train it from scratch with the epochs that takes"
+            )
         if not best.candidate.pretrained:
             return (
                 f"no pretrained candidate beats a random initialisation ({best.candidate}, "
-                f"LogME {best.logme:.3f}): their features do not suit these images; try other "
-                "backbones, or train from scratch with the epochs that takes"
+                f"LogME {best.logme:.3f}, beyond noise): their features do not suit these "
+                "images; try other backbones, or train from scratch with the epochs that takes"
             )
-        text = f"fine-tune {best.candidate}: {self._why_first()}"
-        rivals = self.pretrained
-        if len(rivals) == 1:
-            return text
-        if any(math.isnan(s.probe_accuracy) for s in rivals):
-            return f"{text} (the probes were not cross-validated: a class has a single image)"
-        top_probe = max(rivals, key=lambda s: s.probe_accuracy)
-        if top_probe is best:
-            decided_by_probe = best is not min(rivals, key=_by_logme)
-            return (
-                text
-                if decided_by_probe
-                else f"{text}, and the best probe ({best.probe_accuracy:.1%})"
-            )
-        # Two standard errors of the difference: closer than that, the probes cannot tell
-        # the two apart on this many images.
-        noise = 2 * math.hypot(best.probe_error, top_probe.probe_error)
-        gap = top_probe.probe_accuracy - best.probe_accuracy
-        if gap <= noise:
-            return (
-                f"{text}; its probe ({best.probe_accuracy:.1%}) is within noise of the best, "
-                f"{top_probe.candidate}'s {top_probe.probe_accuracy:.1%}"
-            )
-        return (
-            f"{text}; but {top_probe.candidate}'s probe leads by {gap:.1%} (beyond the "
-            f"{noise:.1%} noise): the measures disagree, fine-tune both and keep the better"
-        )
+        return f"fine-tune {best.candidate}: {self._why_first()}{self._what_the_probes_say()}"
 
     def _why_first(self) -> str:
         best = self.best
         leader = min(self.pretrained, key=_by_logme)
         if leader is best:
             return f"the highest LogME ({best.logme:.3f})"
+        either = (
+            "; the probes are within their noise of each other too: either will do"
+            if _probe_gap(best, leader) <= _probe_margin(best, leader)
+            else ""
+        )
         return (
             f"its LogME ({best.logme:.4f}) ties {leader.candidate}'s ({leader.logme:.4f}; "
-            f"within the {best.logme_noise(leader):.4f} noise), and its probe is the higher "
-            f"({best.probe_accuracy:.1%} against {leader.probe_accuracy:.1%})"
+            f"within the {best.tie_margin(leader):.4f} noise), and its probe is the higher "
+            f"({best.probe_accuracy:.1%} against {leader.probe_accuracy:.1%}){either}"
+        )
+
+    def _what_the_probes_say(self) -> str:
+        """The probes' word beside the first candidate's place: nothing where it decided it."""
+        best = self.best
+        rivals = [s for s in self.pretrained if math.isfinite(s.logme)]  # features measured
+        if len(rivals) == 1:
+            return ""
+        if any(math.isnan(s.probe_accuracy) for s in rivals):
+            return " (the probes were not cross-validated: a class has a single image)"
+        top_probe = max(rivals, key=lambda s: s.probe_accuracy)
+        if top_probe is best:
+            decided_by_probe = best is not min(rivals, key=_by_logme)
+            return "" if decided_by_probe else f", and the best probe ({best.probe_accuracy:.1%})"
+        gap, margin = _probe_gap(top_probe, best), _probe_margin(top_probe, best)
+        if gap <= margin:
+            return (
+                f"; its probe ({best.probe_accuracy:.1%}) is within noise of the best, "
+                f"{top_probe.candidate}'s {top_probe.probe_accuracy:.1%}"
+            )
+        return (
+            f"; but {top_probe.candidate}'s probe leads by {gap:.1%} (beyond the "
+            f"{margin:.1%} noise): the measures disagree, fine-tune both and keep the better"
         )
 
     def floor(self) -> str | None:
         """What the random initialisations' scores mean, when there are any."""
         if not self.floors or not self.best.candidate.pretrained:
             return None
-        floor = max(self.floors, key=lambda s: s.logme)
+        floor = min(self.floors, key=_by_logme)
         best = self.best
-        cleared = "clears" if best.logme > floor.logme else "does not clear"
+        if best.tied_with(floor):
+            cleared = "is within LogME's noise of"
+        else:
+            cleared = "clears" if best.logme > floor.logme else "does not clear"
         return (
             f"{floor.candidate} is the floor for frozen features (LogME {floor.logme:.3f}, "
             f"probe {floor.probe_accuracy:.1%}), and {best.candidate} {cleared} it; it is not a "
@@ -279,13 +288,14 @@ class Ranking:
             "images": self.images,
             "sampled_from": self.sampled_from,
             "seconds": self.seconds,
-            "order": "pretrained candidates by LogME, and by the probe where two are within "
-            f"{TIE:g} standard errors of their paired LogME difference (over {RESAMPLES} "
-            "half-samples of the images); random initialisations after them, as the floor",
+            "order": "pretrained candidates by LogME, and by the probe where one is within "
+            f"{TIE_ERRORS:g} standard errors of its paired LogME difference (over {RESAMPLES} "
+            "half-samples of the images) from a better one; random initialisations after them, "
+            "as the floor, unless one beats the best pretrained candidate beyond that noise",
             "agreement_kendall_tau": _number(self.agreement),
             "advice": self.advice(),
             "floor": self.floor(),
-            "ties": [[str(a.candidate), str(b.candidate)] for a, b in self.ties],
+            "ties": [[str(a.candidate), str(b.candidate)] for a, b in self.tied_pairs],
             "candidates": [s.to_dict() for s in self.scored],
         }
 
@@ -325,10 +335,10 @@ class Ranking:
                 f"{scored.seconds:.0f}",
             )
         out.print(table)
-        for a, b in self.ties:
+        for a, b in self.tied_pairs:
             out.print(
                 f"{a.candidate} and {b.candidate}: LogME {a.logme:.4f} and {b.logme:.4f}, "
-                f"within the {a.logme_noise(b):.4f} noise of their difference: the probe "
+                f"within the {a.tie_margin(b):.4f} noise of their difference: the probe "
                 "ordered them",
                 soft_wrap=True,
             )
@@ -343,21 +353,27 @@ class Ranking:
 
 
 def ordered(scored: Sequence[Scored]) -> list[Scored]:
-    """The pretrained candidates by LogME, those within its noise of the one before them
-    reordered by their probes; then the random initialisations, unless one beats every
-    pretrained candidate beyond noise (their features do not suit the images): then first."""
-    pretrained = sorted((s for s in scored if s.candidate.pretrained), key=_by_logme)
+    """The pretrained candidates by LogME, each tie group (see :func:`_tie_groups`) ordered
+    by the probes; then the random initialisations, but first those that beat the best
+    pretrained candidate beyond noise (its features do not suit the images)."""
+    pretrained = [s for group in _tie_groups(scored) for s in sorted(group, key=_by_probe)]
     floors = sorted((s for s in scored if not s.candidate.pretrained), key=_by_logme)
+    leader = min(pretrained, key=_by_logme, default=None)
+    winning = [f for f in floors if leader is None or _beats(f, leader)]
+    return winning + pretrained + [f for f in floors if f not in winning]
+
+
+def _tie_groups(scored: Sequence[Scored]) -> list[list[Scored]]:
+    """The pretrained candidates by LogME, in groups: each candidate joins the group of the
+    one before it when LogME cannot tell it from that group's first (not a chain, in which
+    the first and the last of a group could be apart beyond noise)."""
     groups: list[list[Scored]] = []
-    for candidate in pretrained:
-        if groups and groups[-1][-1].ties(candidate):
+    for candidate in sorted((s for s in scored if s.candidate.pretrained), key=_by_logme):
+        if groups and groups[-1][0].tied_with(candidate):
             groups[-1].append(candidate)
         else:
             groups.append([candidate])
-    pretrained = [s for group in groups for s in sorted(group, key=_by_probe)]
-    if floors and (not pretrained or _beats(floors[0], max(pretrained, key=lambda s: s.logme))):
-        return floors + pretrained
-    return pretrained + floors
+    return groups
 
 
 def _by_logme(scored: Scored) -> tuple[bool, float]:
@@ -373,7 +389,17 @@ def _by_probe(scored: Scored) -> tuple[bool, float, bool, float]:
 
 def _beats(a: Scored, b: Scored) -> bool:
     """``a``'s LogME is above ``b``'s beyond noise."""
-    return math.isfinite(a.logme) and a.logme > b.logme and not a.ties(b)
+    return math.isfinite(a.logme) and a.logme > b.logme and not a.tied_with(b)
+
+
+def _probe_gap(a: Scored, b: Scored) -> float:
+    return a.probe_accuracy - b.probe_accuracy
+
+
+def _probe_margin(a: Scored, b: Scored) -> float:
+    """Two standard errors of the probes' difference: closer than that, they cannot tell
+    the two apart on this many images."""
+    return 2 * math.hypot(a.probe_error, b.probe_error)
 
 
 def _plus_minus(error: float, spec: str) -> str:
@@ -489,7 +515,7 @@ def score_features(
     classes = classes or int(labels.max()) + 1
     probe = fit_probe(features, labels, classes, seed=seed)
     resampled = tuple(
-        logme(features[rows[rows >= 0]], labels[rows[rows >= 0]])
+        _logme_of(features[rows[rows >= 0]], labels[rows[rows >= 0]])
         for rows in (() if resamples is None else resamples)
     )
     return Scored(
@@ -503,18 +529,23 @@ def score_features(
     )
 
 
+def _logme_of(features: np.ndarray, labels: np.ndarray) -> float:
+    """LogME, or NaN where unreadable files left a half-sample with a single class."""
+    return logme(features, labels) if len(np.unique(labels)) > 1 else math.nan
+
+
 def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
 def _half_samples(labels: Sequence[str], count: int, seed: int) -> np.ndarray:
     """``count`` half-samples of the images with these ``labels``, as rows of indices: half of
-    each class's images (rounded up: LogME needs every class), drawn without replacement."""
+    each class's images (at least one: LogME needs every class), drawn without replacement."""
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(np.asarray(labels) == label) for label in sorted(set(labels))]
     return np.array(
         [
-            np.sort(np.concatenate([rng.permutation(m)[: (len(m) + 1) // 2] for m in members]))
+            np.sort(np.concatenate([rng.permutation(m)[: max(1, len(m) // 2)] for m in members]))
             for _ in range(count)
         ]
     )
