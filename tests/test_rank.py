@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sklearn.datasets import load_digits
 
 import headstart
 from headstart.cli import main
+from headstart.demo import demo_dataset
 from headstart.errors import HeadstartError
 from headstart.ranking import Candidate, Ranking, Scored, ordered, score_features
 from headstart.transferability import logme
@@ -244,3 +246,39 @@ def test_bad_candidates_are_refused_before_anything_runs(small_faces):
         headstart.FitConfig.of(candidates=["resnet18"], weights="w.safetensors")
     with pytest.raises(HeadstartError, match="not one string"):
         headstart.rank(small_faces, "efficientnet_lite0")
+
+
+@pytest.mark.slow  # three fits: minutes
+def test_the_ranking_agrees_with_fine_tuned_accuracies_on_real_images(tmp_path):
+    # scikit-learn's digits (real 8x8 scans of handwriting): the built-in network at 96 px and
+    # at 32 px, each fine-tuned for three epochs, and a random initialisation trained from
+    # scratch for as many. The ranking's order is the order of their held-out accuracies.
+    data = tmp_path / "digits"
+    for folder in sorted(demo_dataset("digits", tmp_path / "all").iterdir()):
+        if folder.is_dir():  # 40 of each digit
+            (data / folder.name).mkdir(parents=True)
+            for image in sorted(folder.glob("*.png"))[:40]:
+                shutil.copy(image, data / folder.name / image.name)
+    ranking = headstart.rank(
+        data,
+        ["efficientnet_lite0@32", "random:efficientnet_lite0@96", "efficientnet_lite0@96"],
+        quiet=True,
+    )
+    accuracies = {}
+    for scored in ranking.scored:
+        pretrained = scored.candidate.pretrained
+        result = headstart.fit(
+            data,
+            arch=scored.candidate.arch,
+            input_size=scored.input_size,
+            pretrained=pretrained,
+            strategy="fine-tune" if pretrained else "full",
+            epochs=3,
+            checks=False,
+            runs_dir=tmp_path / "runs",
+            quiet=True,
+        )
+        report, _ = headstart.evaluate(result.run_dir, data, quiet=True)
+        accuracies[str(scored.candidate)] = report["accuracy"]
+    in_order = [accuracies[str(s.candidate)] for s in ranking.scored]
+    assert in_order == sorted(in_order, reverse=True), (names(ranking), accuracies)
