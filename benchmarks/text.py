@@ -9,7 +9,9 @@ fine-tuned encoder, validation choosing), and scores each on the whole test file
 ``headstart.evaluate`` (test texts that are copies of training texts are left out, and
 counted). With ``--setfit`` and the ``setfit`` package installed, SetFit itself (same encoder,
 its defaults) is trained on the same texts (all of them: it holds none out) and scored on the
-same test texts.
+same test texts. On every text of a set, SetFit's default pairs (every pair of texts, 12.5
+million on TREC) would take days on a CPU: there it is given headstart's budget,
+``max_steps`` = headstart's cap on pairs / 16 (500 steps).
 
     python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--draws 3] [--setfit]
 
@@ -34,8 +36,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import headstart  # noqa: E402
 from headstart.text.data import text_key  # noqa: E402
+from headstart.text.finetune import ContrastiveSettings  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+#: SetFit's steps on a whole set: headstart's own budget (its cap on pairs, 16 a step).
+SETFIT_STEPS_ON_ALL = ContrastiveSettings.max_pairs // ContrastiveSettings.batch_size
 
 
 def sample(rows: list[dict], shots: int | None, seed: int = 0) -> list[dict]:
@@ -77,8 +82,12 @@ def headstart_row(train: Path, test: Path, strategy: str, work: Path) -> dict:
     }
 
 
-def setfit_row(train_rows: list[dict], test_rows: list[dict]) -> dict:
-    from setfit import SetFitModel, Trainer
+def setfit_row(
+    train_rows: list[dict], test_rows: list[dict], work: Path, max_steps: int = -1
+) -> dict:
+    """SetFit trained on ``train_rows`` (its checkpoints in ``work``), scored on the test
+    texts that are not copies of training texts."""
+    from setfit import SetFitModel, Trainer, TrainingArguments
     from sklearn.metrics import accuracy_score, f1_score
 
     from datasets import Dataset
@@ -88,7 +97,8 @@ def setfit_row(train_rows: list[dict], test_rows: list[dict]) -> dict:
     test_rows = [r for r in test_rows if text_key(r["text"]) not in trained]
     started = time.perf_counter()
     model = SetFitModel.from_pretrained(str(encoder_location("all-MiniLM-L6-v2")[0]))
-    Trainer(model=model, train_dataset=Dataset.from_list(train_rows)).train()
+    arguments = TrainingArguments(max_steps=max_steps, output_dir=str(work / "setfit"))
+    Trainer(model=model, args=arguments, train_dataset=Dataset.from_list(train_rows)).train()
     seconds = time.perf_counter() - started
     predicted = model.predict([r["text"] for r in test_rows])
     truth = [r["label"] for r in test_rows]
@@ -127,7 +137,8 @@ def main() -> None:
                         for strategy in args.strategies.split(",")
                     ]
                     if args.setfit:
-                        results.append(setfit_row(chosen, test_rows))
+                        steps = SETFIT_STEPS_ON_ALL if shots == "all" else -1
+                        results.append(setfit_row(chosen, test_rows, work, steps))
                 for r in results:
                     table.setdefault((name, shots, r["method"]), {})[draw] = r["accuracy"]
                     print(

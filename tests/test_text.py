@@ -19,6 +19,7 @@ from headstart.cli import main
 from headstart.errors import HeadstartError
 from headstart.text.data import is_text_data, read_texts, texts_to_predict
 from headstart.text.encoder import TextEncoder, encoder_location
+from headstart.text.finetune import ContrastiveSettings, class_balanced_batches
 
 WEATHER = [
     "Heavy rain is expected across the north tonight",
@@ -244,6 +245,46 @@ def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(HeadstartError, match="the model was trained on encoder"):
         headstart.load(result.run_dir)
+
+
+def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
+    settings = ContrastiveSettings(epochs=10, batch_size=32, min_steps=5, max_steps=30)
+    labels = [0] * 200 + [1] * 3 + [2] * 40  # one class rare, one frequent
+    batches = class_balanced_batches(labels, settings, seed=0)
+    assert len(batches) == settings.steps(len(labels)) == 30  # 10 epochs of 243 texts: capped
+    for batch in batches:
+        assert len(set(batch)) == len(batch)  # no text twice in a batch
+        assert np.bincount(np.array(labels)[batch]).tolist() == [10, 3, 10]  # the rare: all
+    again = class_balanced_batches(labels, settings, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = class_balanced_batches(labels, settings, seed=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
+
+    many = [label for label in range(40) for _ in range(3)]  # more classes than fit a batch
+    for batch in class_balanced_batches(many, settings, seed=0):
+        assert np.bincount(np.array(many)[batch], minlength=40).max() == 2
+        assert len(batch) == 32  # 16 classes, 2 texts each: every text has a partner
+    assert ContrastiveSettings().steps(10) == ContrastiveSettings.min_steps  # the floor
+
+
+def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
+    rows = [{"text": t, "label": "weather"} for t in WEATHER[:6]]
+    rows += [{"text": t, "label": "cooking"} for t in COOKING[:6]]
+    data = write_table(tmp_path / "few.csv", rows)
+    result = headstart.fit(
+        data, strategy="fine-tune", epochs=80, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
+    )
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    settings = ContrastiveSettings(epochs=80)
+    assert plan["steps"] == settings.steps(8) and plan["refit"]  # 8 training texts, 4 held
+    assert plan["estimated_seconds"] > 0
+    said = next(r for r in plan["reasons"] if "steps" in r)
+    assert f"{settings.steps(8)} steps" in said and "measured here" in said
+    assert f"{settings.steps(12)} more for the refit" in said
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert (settings.steps(8), settings.steps(12)) == (20, 30)  # 80 draws of each text
+    assert summary["fine_tuning"]["steps"] == 20
+    assert summary["refit"]["fine_tuning"]["steps"] == 30  # on all 12 texts
 
 
 def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces: Path, tmp_path):

@@ -16,8 +16,8 @@ class TextPlan:
     strategy: str  # "linear-probe" | "fine-tune" | "auto" (both, validation chooses)
     encoder: str
     contrastive: ContrastiveSettings | None
-    pairs: int = 0
-    estimated_seconds: float = 0.0
+    steps: int = 0  # the fine-tuning's, before any refit
+    estimated_seconds: float = 0.0  # the fine-tuning's and the refit's
     refit: bool = False  # fit the kept strategy again on train and validation together
     reasons: list[str] = field(default_factory=list)
 

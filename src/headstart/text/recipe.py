@@ -6,9 +6,10 @@ The recipe of photos, for texts::
 
 The plan is decided once, as data, before anything trains, with its cost: a linear probe on
 the frozen encoder's embeddings (seconds), and (``auto`` and ``fine-tune``) the encoder
-fine-tuned on contrastive pairs of the training texts, SetFit's recipe, then a new probe on
-its embeddings. ``auto`` keeps whichever validation says is better (McNemar's test over the
-texts one gets right and the other wrong), and says why.
+fine-tuned with SetFit's contrastive objective on class-balanced batches of the training texts
+(:mod:`headstart.text.finetune`), then a new probe on its embeddings. ``auto`` keeps whichever
+validation says is better (McNemar's test over the texts one gets right and the other wrong),
+and says why.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from .checks import text_checks
 from .data import TextDataset, labels_of, normalised, read_texts, text_key
 from .embeddings import embed
 from .encoder import TextEncoder
-from .finetune import ContrastiveSettings, contrastive_pairs, fine_tune_encoder
+from .finetune import ContrastiveSettings, fine_tune_encoder, time_step
 from .model import TextModel, save_text_model
 from .plan import TextPlan
 
@@ -84,11 +85,9 @@ TEXT_SETTINGS = frozenset(
 #: Below this many training texts in the smallest class, every labelled text counts: the kept
 #: model is fitted again on train and validation together. Measured (benchmarks/text.py, the
 #: fine-tuned encoder kept): at 6 training texts a class it gained 12.5 points on TREC and 1.0
-#: on SMS spam; at 26, +0.8 and -1.0 (noise) for 2.2 times the time.
-REFIT_BELOW = 20
-#: Seconds a contrastive step is assumed to cost before one is timed (MiniLM-L6, 16 pairs of
-#: short texts, two CPU cores): only for the plan's estimate.
-_STEP_SECONDS = 0.5
+#: on SMS spam; at 26 a class on TREC, +0.8, +0.2 and +1.2 points on three draws (SetFit, which
+#: holds nothing out, was ahead by 1.2 to 2.0 points before).
+REFIT_BELOW = 40
 
 
 @dataclass
@@ -325,20 +324,26 @@ def _plan(
         lr=config.lr or ContrastiveSettings.lr,
         batch_size=min(config.batch_size, ContrastiveSettings.batch_size),
     )
-    pairs = len(contrastive_pairs(labels_of(train, dataset.classes), settings, config.seed))
-    seconds = settings.steps(pairs) * _STEP_SECONDS
-    capped = " (capped)" if pairs == settings.max_pairs else ""
+    steps = settings.steps(len(train))
+    refit_steps = settings.steps(len(train) + held) if refit else 0
+    step_seconds = time_step(
+        encoder, [s.text for s in train], labels_of(train, dataset.classes), settings, config.seed
+    )
+    seconds = (steps + refit_steps) * step_seconds
+    capped = " (the most it takes)" if steps == settings.max_steps else ""
+    again = f", and {refit_steps} more for the refit" if refit_steps else ""
     reasons.append(
-        f"the encoder fine-tuned on {pairs} contrastive pairs{capped} of training texts "
-        f"(SetFit's recipe: {settings.rounds} pairs of each kind a text), "
-        f"{settings.steps(pairs)} steps, about {_minutes(seconds)} here"
+        f"the encoder fine-tuned with SetFit's contrastive objective (texts of a class pulled "
+        f"together, of two classes apart), every pair of class-balanced batches of "
+        f"{settings.batch_size} training texts: {steps} steps{capped}{again}, "
+        f"{step_seconds:.2f} s each measured here: about {_minutes(seconds)}"
     )
     if strategy == "auto":
         reasons.append(
             "both the probe and the fine-tuned encoder are scored on validation; the "
             "fine-tuning is kept unless it is behind beyond noise"
         )
-    return TextPlan(strategy, encoder.name, settings, pairs, seconds, refit, reasons)
+    return TextPlan(strategy, encoder.name, settings, steps, seconds, refit, reasons)
 
 
 def _rows_by_split(dataset: TextDataset) -> dict[str, list[int]]:
@@ -396,8 +401,8 @@ def _fine_tuned(
     config: FitConfig,
     device: torch.device,
 ) -> tuple[Fitted, dict]:
-    """The encoder fine-tuned on contrastive pairs of the texts at ``rows["train"]`` (a fresh
-    copy: the probe keeps the original), a new probe on its embeddings."""
+    """The encoder fine-tuned on the texts at ``rows["train"]`` (a fresh copy: the probe keeps
+    the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
     train = [dataset.samples[row] for row in rows["train"]]
     tuning = fine_tune_encoder(
@@ -432,8 +437,9 @@ def _refit(
     texts), test by the refit model."""
     together = {"train": rows["train"] + rows["val"], "test": rows.get("test", [])}
     say(config.quiet, f"refit: the {kept.strategy} again, on {len(together['train'])} texts")
+    tuning = None
     if kept.strategy == "fine-tune":
-        fitted, _ = _fine_tuned(dataset, together, plan, config, device)
+        fitted, tuning = _fine_tuned(dataset, together, plan, config, device)
     else:
         fitted = _probe(kept.model.encoder, embeddings, dataset, together, config, kept.strategy)
     final = fitted.candidate
@@ -443,7 +449,7 @@ def _refit(
         f"fitted again on {len(together['train'])} texts (train and validation): its validation "
         "scores are those of the model before"
     )
-    return final, {"texts": len(together["train"]), "why": why}
+    return final, {"texts": len(together["train"]), "why": why, "fine_tuning": tuning}
 
 
 def _choose(probe: Candidate | None, tuned: Candidate | None, config: FitConfig) -> Choice:
