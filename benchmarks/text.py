@@ -10,8 +10,7 @@ fine-tuned encoder, validation choosing), and scores each on the whole test file
 counted). With ``--setfit`` and the ``setfit`` package installed, SetFit itself (same encoder,
 its defaults) is trained on the same texts (all of them: it holds none out) and scored on the
 same test texts. On every text of a set, SetFit's default pairs (every pair of texts, 12.5
-million on TREC) would take days on a CPU: there it is given headstart's budget,
-``max_steps`` = headstart's cap on pairs / 16 (500 steps).
+million on TREC) would take days on a CPU: there it is given headstart's cap on steps (500).
 
     python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--draws 3] [--setfit]
 
@@ -39,8 +38,8 @@ from headstart.text.data import text_key  # noqa: E402
 from headstart.text.finetune import ContrastiveSettings  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
-#: SetFit's steps on a whole set: headstart's own budget (its cap on pairs, 16 a step).
-SETFIT_STEPS_ON_ALL = ContrastiveSettings.max_pairs // ContrastiveSettings.batch_size
+#: SetFit's steps on a whole set: headstart's own cap.
+SETFIT_STEPS_ON_ALL = ContrastiveSettings.max_steps
 
 
 def sample(rows: list[dict], shots: int | None, seed: int = 0) -> list[dict]:

@@ -254,7 +254,9 @@ def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
     assert len(batches) == settings.steps(len(labels)) == 30  # 10 epochs of 243 texts: capped
     for batch in batches:
         assert len(set(batch)) == len(batch)  # no text twice in a batch
-        assert np.bincount(np.array(labels)[batch]).tolist() == [10, 3, 10]  # the rare: all
+        counts = np.bincount(np.array(labels)[batch])
+        assert counts[1] == 3 and min(counts[0], counts[2]) >= 10  # the rare class: all of it
+        assert len(batch) == 32  # the places it leaves go to the others
     again = class_balanced_batches(labels, settings, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
     other = class_balanced_batches(labels, settings, seed=1)
@@ -263,7 +265,7 @@ def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
     many = [label for label in range(40) for _ in range(3)]  # more classes than fit a batch
     for batch in class_balanced_batches(many, settings, seed=0):
         assert np.bincount(np.array(many)[batch], minlength=40).max() == 2
-        assert len(batch) == 32  # 16 classes, 2 texts each: every text has a partner
+        assert len(batch) == 32  # 16 classes, 2 texts each
     assert ContrastiveSettings().steps(10) == ContrastiveSettings.min_steps  # the floor
 
 
@@ -280,7 +282,7 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
     assert plan["estimated_seconds"] > 0
     said = next(r for r in plan["reasons"] if "steps" in r)
     assert f"{settings.steps(8)} steps" in said and "measured here" in said
-    assert f"{settings.steps(12)} more for the refit" in said
+    assert f"{settings.steps(12)} more for the refit if the fine-tuned encoder is kept" in said
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert (settings.steps(8), settings.steps(12)) == (20, 30)  # 80 draws of each text
     assert summary["fine_tuning"]["steps"] == 20

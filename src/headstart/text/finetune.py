@@ -60,7 +60,8 @@ def class_balanced_batches(
 ) -> list[np.ndarray]:
     """Each step's batch, as rows of ``labels``: ``batch_size // classes`` texts of each class
     (all of a smaller class), or, with more than ``batch_size // 2`` classes, 2 texts of each
-    of ``batch_size // 2`` classes drawn at random; no text twice in a batch."""
+    of ``batch_size // 2`` classes drawn at random; the places left, drawn from the chosen
+    classes' other texts. No text twice in a batch."""
     labels = np.asarray(labels)
     members = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     rng = np.random.default_rng(seed)
@@ -68,15 +69,12 @@ def class_balanced_batches(
     each = max(2, settings.batch_size // picked)
     batches = []
     for _ in range(settings.steps(len(labels))):
-        classes = rng.choice(len(members), picked, replace=False)
-        batches.append(
-            np.concatenate(
-                [
-                    rng.choice(members[c], min(each, len(members[c])), replace=False)
-                    for c in np.sort(classes)
-                ]
-            )
-        )
+        classes = np.sort(rng.choice(len(members), picked, replace=False))
+        shuffled = [rng.permutation(members[c]) for c in classes]
+        batch = np.concatenate([rows[:each] for rows in shuffled])
+        spare = np.concatenate([rows[each:] for rows in shuffled])
+        places = min(len(spare), settings.batch_size - len(batch))
+        batches.append(np.concatenate([batch, rng.choice(spare, places, replace=False)]))
     return batches
 
 
@@ -139,8 +137,9 @@ def time_step(
     settings: ContrastiveSettings,
     seed: int = 0,
 ) -> float:
-    """Seconds one fine-tuning step costs here, forward and backward on a first batch, timed
-    the second time (the first warms up); the encoder's weights are left as they were."""
+    """Seconds one fine-tuning step costs here: the forward and backward passes of a first
+    batch (the optimiser's update, a few percent of a step, is left out so that the weights
+    stay as they were), timed the second time (the first warms up)."""
     batch = class_balanced_batches(labels, settings, seed)[0]
     model = encoder.model
     device = next(model.parameters()).device

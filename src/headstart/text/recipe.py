@@ -322,7 +322,8 @@ def _plan(
     settings = ContrastiveSettings(
         epochs=config.epochs or ContrastiveSettings.epochs,
         lr=config.lr or ContrastiveSettings.lr,
-        batch_size=min(config.batch_size, ContrastiveSettings.batch_size),
+        # Two texts of two classes at least: a batch holds a pair of each kind.
+        batch_size=max(4, min(config.batch_size, ContrastiveSettings.batch_size)),
     )
     steps = settings.steps(len(train))
     refit_steps = settings.steps(len(train) + held) if refit else 0
@@ -331,12 +332,16 @@ def _plan(
     )
     seconds = (steps + refit_steps) * step_seconds
     capped = " (the most it takes)" if steps == settings.max_steps else ""
-    again = f", and {refit_steps} more for the refit" if refit_steps else ""
+    again = (
+        f", and {refit_steps} more for the refit if the fine-tuned encoder is kept"
+        if refit_steps
+        else ""
+    )
     reasons.append(
         f"the encoder fine-tuned with SetFit's contrastive objective (texts of a class pulled "
         f"together, of two classes apart), every pair of class-balanced batches of "
         f"{settings.batch_size} training texts: {steps} steps{capped}{again}, "
-        f"{step_seconds:.2f} s each measured here: about {_minutes(seconds)}"
+        f"{step_seconds:.2f} s each measured here: {_minutes(seconds)} at most"
     )
     if strategy == "auto":
         reasons.append(
