@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import headstart
 from headstart.cli import main
 from headstart.errors import HeadstartError
 from headstart.text.data import is_text_data, read_texts, texts_to_predict
 from headstart.text.encoder import TextEncoder, encoder_location
-from headstart.text.finetune import ContrastiveSettings, class_balanced_batches
+from headstart.text.finetune import ContrastiveSettings, class_balanced_batches, time_step
 
 WEATHER = [
     "Heavy rain is expected across the north tonight",
@@ -287,6 +288,19 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
     assert (settings.steps(8), settings.steps(12)) == (20, 30)  # 80 draws of each text
     assert summary["fine_tuning"]["steps"] == 20
     assert summary["refit"]["fine_tuning"]["steps"] == 30  # on all 12 texts
+    assert "Its refit on 12 texts, as it ran" in (result.run_dir / "report.html").read_text()
+
+
+def test_timing_a_fine_tuning_step_leaves_the_encoder_as_it_was():
+    encoder = TextEncoder("all-MiniLM-L6-v2")
+    before = {name: value.clone() for name, value in encoder.model.state_dict().items()}
+    texts = WEATHER[:3] + COOKING[:3]
+    seconds = time_step(encoder, texts, [0, 0, 0, 1, 1, 1], ContrastiveSettings(), seed=0)
+    assert seconds > 0
+    after = encoder.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert all(p.grad is None for p in encoder.model.parameters())
+    assert not encoder.model.training  # back in inference mode, as encode() expects
 
 
 def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces: Path, tmp_path):

@@ -64,11 +64,16 @@ def plan(run: ReportedRun) -> Html:
     if decided is None:
         return note("plan.json is missing: the fit stopped before its plan")
     parts = [bullets(decided.get("reasons") or [])]
-    tuning = (run.json(SUMMARY) or {}).get("fine_tuning")
-    if tuning:
-        rows = [(key, number(value)) for key, value in tuning.items()]
-        parts += [paragraph("The encoder's fine-tuning, as it ran:"), table(None, rows)]
-    candidates = (run.json(SUMMARY) or {}).get("candidates") or {}
+    found = run.json(SUMMARY) or {}
+    refit = found.get("refit") or {}
+    for tuning, heading in (
+        (found.get("fine_tuning"), "The encoder's fine-tuning, as it ran:"),
+        (refit.get("fine_tuning"), f"Its refit on {refit.get('texts')} texts, as it ran:"),
+    ):
+        if tuning:
+            rows = [(key, number(value)) for key, value in tuning.items()]
+            parts += [paragraph(heading), table(None, rows)]
+    candidates = found.get("candidates") or {}
     if candidates:
         rows = [
             (name, percent((scores.get("val") or {}).get("accuracy")))
