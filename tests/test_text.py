@@ -251,7 +251,7 @@ def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
 def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
     settings = ContrastiveSettings(epochs=10, batch_size=32, min_steps=5, max_steps=30)
     labels = [0] * 200 + [1] * 3 + [2] * 40  # one class rare, one frequent
-    batches = class_balanced_batches(labels, settings, seed=0)
+    batches = list(class_balanced_batches(labels, settings, seed=0))
     assert len(batches) == settings.steps(len(labels)) == 30  # 10 epochs of 243 texts: capped
     for batch in batches:
         assert len(set(batch)) == len(batch)  # no text twice in a batch
