@@ -64,6 +64,7 @@ def target_accuracy(model, labelled: Path) -> float:
     return float(np.mean(np.array(predicted) == np.array(truth)))
 
 
+@pytest.mark.slow  # two adaptations: a minute; each move is tested on its own below
 def test_adapting_to_inverted_digits_raises_their_accuracy(digits, unadapted, tmp_path):
     adapted = headstart.fit(
         digits["source"], target_images=digits["target"], runs_dir=tmp_path, **SETTINGS

@@ -548,6 +548,7 @@ def few_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # the noise pictures below get the same verdict
 def test_on_weak_features_the_list_of_wrong_labels_is_called_unreliable(
     few_digits, tmp_path, capsys
 ):

@@ -42,6 +42,7 @@ def as_csv(folder: Path, path: Path, *, shuffle: bool = False) -> Path:
     return path
 
 
+@pytest.mark.slow  # the README's `headstart check photos/` passes only when every check does
 def test_every_check_passes_on_healthy_data(small_faces):
     report = check(small_faces, **QUICK)
     assert report.passed, report.headline()
@@ -93,6 +94,7 @@ def test_images_paired_with_the_wrong_labels_fail_the_pipeline_check(small_faces
     assert "wrong labels" in report["pipeline-agreement"].advice
 
 
+@pytest.mark.slow  # a third run at 100x the rate; the checks' failures are caught below
 def test_a_learning_rate_100x_too_high_is_caught_and_the_command_fails(
     small_faces, tmp_path, capsys
 ):
@@ -108,6 +110,7 @@ def test_a_learning_rate_100x_too_high_is_caught_and_the_command_fails(
     assert "learning rate is too high" in falls["advice"]
 
 
+@pytest.mark.slow  # the same check as when nothing trains, planted at more cost
 def test_a_frozen_head_is_named(small_faces, monkeypatch):
     groups = finetune.parameter_groups
 
@@ -191,6 +194,7 @@ def test_fit_keeps_its_checks_and_the_fixed_batch(fitted):
     assert fixed["records"][0]["epoch"] == 0
 
 
+@pytest.mark.slow  # test_diagnosis stops a 100x learning rate the same way
 def test_fit_stops_a_diverging_run_early_and_says_so(small_faces, tmp_path):
     result = headstart.fit(
         small_faces, strategy="fine-tune", lr=0.05, epochs=4, runs_dir=tmp_path, **QUICK

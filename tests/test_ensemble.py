@@ -68,6 +68,7 @@ def test_a_run_killed_while_training_a_member_goes_on_with_it(ensemble, small_fa
         headstart.resume(copied, epochs=3)  # longer would lengthen one member alone
 
 
+@pytest.mark.slow  # a second ensemble; test_fit's Ctrl-C keeps the best model
 def test_ctrl_c_during_a_member_keeps_its_state_and_resume_finishes_it(
     small_faces, tmp_path, monkeypatch
 ):

@@ -125,6 +125,7 @@ def test_an_int8_export_measures_what_it_costs(capsys, fitted, tmp_path):
     assert (folder / "model.onnx").stat().st_size < float_size / 2
 
 
+@pytest.mark.slow  # an ONNX export: tens of seconds
 def test_an_export_that_disagrees_with_pytorch_fails_and_leaves_nothing(
     capsys, fitted, tmp_path, monkeypatch
 ):
@@ -163,6 +164,7 @@ def test_bad_export_requests_are_refused_in_one_line(capsys, fitted, arguments, 
     assert code == 2 and said in one_line_error(err)
 
 
+@pytest.mark.slow  # an ONNX export: tens of seconds
 def test_an_export_away_from_its_run_needs_images_and_is_not_exported_again(
     capsys, fitted, onnx_bundle, tmp_path
 ):

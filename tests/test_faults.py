@@ -60,6 +60,7 @@ def fill(disk: Path) -> None:
             filler.flush()
 
 
+@pytest.mark.slow  # predicts 200 photos in a fresh process
 def test_a_full_disk_under_predict_csv_is_one_line(fitted, faces, small_disk):
     fill(small_disk)
     with open(small_disk / "predictions.csv", "w") as output:

@@ -306,6 +306,7 @@ def test_copies_that_headstart_itself_split_apart_are_put_on_one_side(small_face
     assert any("moved into train" in note for note in audit["notes"])
 
 
+@pytest.mark.slow  # test_training keeps frozen stages bit-identical
 def test_fine_tune_trains_the_top_and_leaves_the_stem_alone(small_faces, tmp_path):
     result = headstart.fit(
         small_faces, strategy="fine-tune", epochs=2, runs_dir=tmp_path, quiet=True

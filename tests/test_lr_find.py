@@ -267,6 +267,7 @@ def rate_fit_trains_at(plan: Plan, default: float) -> float:
     return float(np.clip(measured["suggestion"], default / 10, default * 10))
 
 
+@pytest.mark.slow  # two fine-tunings; the rule is tested on curves
 def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
     small_faces, tmp_path, monkeypatch
 ):
@@ -296,6 +297,7 @@ def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
             False,
             FACES_DEFAULT_LR,
             id="noise: the plan's default stays",
+            marks=pytest.mark.slow,  # a fine-tuning each; the clear fall runs by default
         ),
         pytest.param(
             0.5 + 1.5 / (1 + (SWEEP / 1e-4) ** 1.3) + explodes_above(1e-2),
@@ -308,12 +310,14 @@ def test_fit_measures_the_learning_rate_only_when_the_test_is_cheap(
             True,
             FACES_DEFAULT_LR,
             id="a fall far below the default, flat at it: the default stays",
+            marks=pytest.mark.slow,  # a fine-tuning each; the clear fall runs by default
         ),
         pytest.param(
             0.5 + 1.5 / (1 + (SWEEP / 3e-7) ** 1.3) + explodes_above(1e-5),
             True,
             FACES_DEFAULT_LR / 10,
             id="a loss that climbs before the default: lower, within 10x",
+            marks=pytest.mark.slow,  # a fine-tuning each; the clear fall runs by default
         ),
     ],
 )

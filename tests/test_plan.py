@@ -115,6 +115,7 @@ def test_low_resolution_images_unlike_the_pretraining_data_are_planned_at_their_
     assert similar.input_size is None
 
 
+@pytest.mark.slow  # the rule is tested on the plan alone
 def test_a_fit_on_low_resolution_data_looks_again_at_the_size_of_its_detail(
     small_faces, tmp_path, monkeypatch
 ):

@@ -65,6 +65,7 @@ def test_candidates_are_written_as_arch_at_size():
             Candidate.parse(bad)
 
 
+@pytest.mark.slow  # the README's `headstart.rank` asserts the same order
 def test_pretrained_features_outrank_a_random_initialisation(small_faces, tmp_path, capsys):
     ranking = headstart.rank(
         small_faces, ["efficientnet_lite0@96", "random:efficientnet_lite0@96"], quiet=True
@@ -195,6 +196,7 @@ def test_a_random_initialisation_is_the_floor_unless_it_wins_beyond_noise():
     assert winner.floor() is None
 
 
+@pytest.mark.slow  # the tie rules are tested on given measures
 def test_features_alike_tie_and_worse_ones_lose_beyond_noise():
     # Real images (scikit-learn's digits): two views of their pixels, each with its own noise
     # of the same strength, as two candidates with features as good as each other; pixels

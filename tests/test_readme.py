@@ -159,6 +159,7 @@ def text_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # test_text runs these commands one by one
 def test_the_text_examples_run_as_written(text_workspace: Path):
     run_commands("## Texts")
     assert (text_workspace / "runs" / "tickets-1" / "model" / "model.safetensors").exists()
@@ -178,6 +179,7 @@ def regression_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return tmp_path
 
 
+@pytest.mark.slow  # test_regression runs these commands one by one
 def test_the_regression_examples_run_as_written(regression_workspace: Path):
     run_commands("## A number per image")
     predicted = list(csv.DictReader((regression_workspace / "counts_predicted.csv").open()))
@@ -198,6 +200,7 @@ def labels_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # test_multilabel runs these commands at 64 px
 def test_the_multilabel_examples_run_as_written(labels_workspace: Path):
     run_commands("## Several labels per image")
     predicted = list(csv.DictReader((labels_workspace / "tags_predicted.csv").open()))

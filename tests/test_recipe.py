@@ -21,6 +21,7 @@ from headstart.cli import main
 QUICK = dict(checks=False, quiet=True)
 
 
+@pytest.mark.slow  # three fits; the README fits from fit.yaml and test_config maps every key
 def test_a_yaml_config_is_the_same_fit_as_its_flags(small_faces, tmp_path, capsys):
     config = tmp_path / "fit.yaml"
     config.write_text(
@@ -112,6 +113,7 @@ def test_every_choice_is_written_into_the_plan(small_faces, tmp_path):
     assert "augmentation:" in reasons
 
 
+@pytest.mark.slow  # the README trains a finished run longer twice
 def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_path):
     data = tmp_path / "faces"
     shutil.copytree(small_faces, data)
@@ -135,6 +137,7 @@ def test_a_run_can_train_longer_and_a_finished_one_says_how(small_faces, tmp_pat
         resume(first.run_dir, epochs=2)
 
 
+@pytest.mark.slow  # test_training resumes a finished loop bit-exact
 def test_a_run_killed_after_its_training_ended_goes_on_to_the_same_model(small_faces, tmp_path):
     run = headstart.fit(
         small_faces, strategy="fine-tune", epochs=2, freeze=6, runs_dir=tmp_path, **QUICK

@@ -121,6 +121,7 @@ def test_a_probe_alone_is_not_measured_and_says_how_to_ask(fitted):
     assert describe(fitted.run_dir).meta["format"] == 2  # readable by versions before crops
 
 
+@pytest.mark.slow  # a fine-tuning to watch a choice tested on given scores
 def test_a_fine_tuning_measures_every_set_of_crops_on_validation(small_faces, tmp_path):
     result = headstart.fit(
         small_faces, strategy="fine-tune", epochs=1, runs_dir=tmp_path, quiet=True

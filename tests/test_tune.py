@@ -207,6 +207,7 @@ def test_bad_requests_are_one_line(capsys, small_faces, tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.slow  # one more fit after the module's search
 def test_no_trials_fits_the_best_of_a_finished_study(tuned, small_faces, tmp_path):
     storage = f"sqlite:///{tuned.run_dir / 'study.db'}"
     again = headstart.tune(
