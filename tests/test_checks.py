@@ -81,7 +81,9 @@ def test_shuffled_labels_fail_the_baselines(faces, tmp_path):
     assert "linear model on features" in report and "the labels do not follow" in report
 
 
-def test_images_paired_with_the_wrong_labels_fail_the_pipeline_check(small_faces, monkeypatch):
+def test_images_paired_with_the_wrong_labels_fail_the_pipeline_check_and_the_command(
+    small_faces, tmp_path, monkeypatch, capsys
+):
     decode = finetune.decode_batch
 
     def off_by_one(images, batch):  # the loader's labels slip by one image
@@ -89,12 +91,15 @@ def test_images_paired_with_the_wrong_labels_fail_the_pipeline_check(small_faces
         return pixels, labels.roll(1)
 
     monkeypatch.setattr(finetune, "decode_batch", off_by_one)
-    report = check(small_faces, steps=4, **QUICK)
-    assert statuses(report)["pipeline-agreement"] == "fail"
-    assert "wrong labels" in report["pipeline-agreement"].advice
+    arguments = ["check", str(small_faces), "--steps", "4", "--batch-size", "8", "--quiet"]
+    assert main([*arguments, "--out", str(tmp_path)]) == 1  # a failed check fails the command
+    checks = json.loads((tmp_path / "checks.json").read_text())["checks"]
+    agreement = next(c for c in checks if c["name"] == "pipeline-agreement")
+    assert agreement["status"] == "fail" and "wrong labels" in agreement["advice"]
+    assert "━" not in capsys.readouterr().err  # --quiet: no progress bar
 
 
-@pytest.mark.slow  # a third run at 100x the rate; the checks' failures are caught below
+@pytest.mark.slow  # a third run at 100x the rate; a failed check fails the command above
 def test_a_learning_rate_100x_too_high_is_caught_and_the_command_fails(
     small_faces, tmp_path, capsys
 ):
