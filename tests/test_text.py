@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,16 @@ import torch
 import headstart
 from headstart.cli import main
 from headstart.errors import HeadstartError
+from headstart.text import finetune, recipe
 from headstart.text.data import is_text_data, read_texts, texts_to_predict
 from headstart.text.encoder import TextEncoder, encoder_location
-from headstart.text.finetune import ContrastiveSettings, class_balanced_batches, time_step
+from headstart.text.finetune import (
+    ContrastiveSettings,
+    class_balanced_batches,
+    fine_tune_encoder,
+    length_groups,
+    time_step,
+)
 
 WEATHER = [
     "Heavy rain is expected across the north tonight",
@@ -249,25 +257,64 @@ def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
 
 
 def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
-    settings = ContrastiveSettings(epochs=10, batch_size=32, min_steps=5, max_steps=30)
+    settings = ContrastiveSettings(batch_size=32)
     labels = [0] * 200 + [1] * 3 + [2] * 40  # one class rare, one frequent
-    batches = list(class_balanced_batches(labels, settings, seed=0))
-    assert len(batches) == settings.steps(len(labels)) == 30  # 10 epochs of 243 texts: capped
+    batches = list(class_balanced_batches(labels, settings, seed=0, steps=30))
+    assert len(batches) == 30
     for batch in batches:
         assert len(set(batch)) == len(batch)  # no text twice in a batch
         counts = np.bincount(np.array(labels)[batch])
         assert counts[1] == 3 and min(counts[0], counts[2]) >= 10  # the rare class: all of it
         assert len(batch) == 32  # the places it leaves go to the others
-    again = class_balanced_batches(labels, settings, seed=0)
+    again = class_balanced_batches(labels, settings, seed=0, steps=30)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = class_balanced_batches(labels, settings, seed=1)
+    other = class_balanced_batches(labels, settings, seed=1, steps=30)
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
 
     many = [label for label in range(40) for _ in range(3)]  # more classes than fit a batch
-    for batch in class_balanced_batches(many, settings, seed=0):
+    for batch in class_balanced_batches(many, settings, seed=0, steps=30):
         assert np.bincount(np.array(many)[batch], minlength=40).max() == 2
         assert len(batch) == 32  # 16 classes, 2 texts each
-    assert ContrastiveSettings().steps(10) == ContrastiveSettings.min_steps  # the floor
+
+
+def test_fine_tuning_steps_follow_the_epochs_within_their_bounds():
+    settings = ContrastiveSettings()  # 40 draws of each text, 20 to 500 steps, 450,000 tokens
+    assert settings.limit([13] * 154) == (193, "epochs")  # TREC questions, 32 a class
+    assert settings.limit([13] * 10) == (20, "min_steps")
+    assert settings.limit([26] * 3122) == (500, "max_steps")  # every SMS message
+    # 400 news items of 56 tokens would be read for 13 minutes here: 25 draws of each, not 40
+    assert settings.limit([56] * 320) == (251, "token_budget")
+    assert settings.steps([56] * 320) == 251
+
+
+def test_a_batch_is_encoded_in_passes_of_similar_length():
+    lengths = [12, 250, 14, 13, 240, 12, 30, 31]
+    passes = length_groups(lengths)
+    assert sorted(np.concatenate(passes).tolist()) == list(range(len(lengths)))  # each once
+    assert [sorted(np.array(lengths)[rows].tolist()) for rows in passes] == [
+        [12, 12, 13, 14, 30, 31],  # padding 4 short texts to 31 costs less than a pass
+        [240, 250],
+    ]
+    assert len(length_groups([20] * 32)) == 1  # nothing to gain: one pass
+    assert len(length_groups([10] * 16 + [256] * 16)) == 2
+
+
+def test_passes_of_similar_length_train_as_the_whole_batch_would(monkeypatch):
+    texts = [t + " and then" * (i % 4) * 20 for i, t in enumerate(WEATHER[:6] + COOKING[:6])]
+    settings = ContrastiveSettings(min_steps=3, max_steps=3)
+
+    def losses() -> list[float]:
+        encoder, seen = TextEncoder(), []
+        for module in encoder.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0  # its masks are drawn per pass: the same in expectation only
+        labels = [0] * 6 + [1] * 6
+        fine_tune_encoder(encoder, texts, labels, settings, on_step=lambda _, x: seen.append(x))
+        return seen
+
+    in_passes = losses()
+    monkeypatch.setattr(finetune, "length_groups", lambda lengths: [np.arange(len(lengths))])
+    assert in_passes == pytest.approx(losses(), rel=1e-4)
 
 
 def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
@@ -279,16 +326,47 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
     )
     plan = json.loads((result.run_dir / "plan.json").read_text())
     settings = ContrastiveSettings(epochs=80)
-    assert plan["steps"] == settings.steps(8) and plan["refit"]  # 8 training texts, 4 held
+    assert plan["steps"] == settings.steps([12] * 8) and plan["refit"]  # 8 training texts, 4 held
     assert plan["estimated_seconds"] > 0
     said = next(r for r in plan["reasons"] if "steps" in r)
-    assert f"{settings.steps(8)} steps" in said and "measured here" in said
-    assert f"{settings.steps(12)} more for the refit if the fine-tuned encoder is kept" in said
+    assert f"{settings.steps([12] * 8)} steps" in said and "measured here" in said
+    assert (
+        f"{settings.steps([12] * 12)} more for the refit if the fine-tuned encoder is kept" in said
+    )
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert (settings.steps(8), settings.steps(12)) == (20, 30)  # 80 draws of each text
+    assert (settings.steps([12] * 8), settings.steps([12] * 12)) == (20, 30)  # 80 draws of each
     assert summary["fine_tuning"]["steps"] == 20
     assert summary["refit"]["fine_tuning"]["steps"] == 30  # on all 12 texts
     assert "Its refit on 12 texts, as it ran" in (result.run_dir / "report.html").read_text()
+
+
+@dataclass(frozen=True)
+class SmallBudget(ContrastiveSettings):
+    token_budget: int = 12_000  # 25 steps of 32 texts of 15 tokens
+
+
+def test_the_plan_says_when_long_texts_cut_the_fine_tuning_short(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(recipe, "ContrastiveSettings", SmallBudget)
+    rows = [{"text": t, "label": "weather"} for t in WEATHER[:6]]
+    rows += [{"text": t, "label": "cooking"} for t in COOKING[:6]]
+    data = write_table(tmp_path / "few.csv", rows)
+    result = headstart.fit(
+        data,
+        strategy="fine-tune",
+        epochs=400,
+        val_fraction=0.25,
+        runs_dir=str(tmp_path),
+        quiet=True,
+    )
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    said = next(r for r in plan["reasons"] if "steps" in r)
+    assert "draws of each text, not 400: the texts average" in said
+    assert "the fine-tuning reads 12,000 at most" in said
+    assert 20 < plan["steps"] < 100  # 400 draws of 8 texts would be 100 steps
+    assert (
+        json.loads((result.run_dir / "summary.json").read_text())["fine_tuning"]["steps"]
+        == (plan["steps"])
+    )
 
 
 def test_timing_a_fine_tuning_step_leaves_the_encoder_as_it_was():

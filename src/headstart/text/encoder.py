@@ -95,6 +95,10 @@ class TextEncoder:
                 advance(len(chunk))
         return vectors
 
+    def read_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """How many tokens of each text the encoder reads: its count, cut at ``max_tokens``."""
+        return np.minimum(self.token_counts(texts), self.max_tokens)
+
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """How many tokens each text is, special tokens included, before any cut."""
         tokenizer = self.model.tokenizer

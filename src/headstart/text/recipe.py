@@ -325,13 +325,22 @@ def _plan(
         # Two texts of two classes at least: a batch holds a pair of each kind.
         batch_size=max(4, min(config.batch_size, ContrastiveSettings.batch_size)),
     )
-    steps = settings.steps(len(train))
-    refit_steps = settings.steps(len(train) + held) if refit else 0
+    lengths = encoder.read_lengths([s.text for s in train])
+    steps, bound = settings.limit(lengths)
+    refit_steps = 0
+    if refit:
+        held_lengths = encoder.read_lengths([s.text for s in dataset.split("val")])
+        refit_steps = settings.steps(np.concatenate([lengths, held_lengths]))
     step_seconds = time_step(
         encoder, [s.text for s in train], labels_of(train, dataset.classes), settings, config.seed
     )
     seconds = (steps + refit_steps) * step_seconds
-    capped = " (the most it takes)" if steps == settings.max_steps else ""
+    capped = {
+        "max_steps": " (the most it takes)",
+        "token_budget": f" ({steps * settings.batch_size / len(train):.0f} draws of each text, "
+        f"not {settings.epochs}: the texts average {np.mean(lengths):.0f} tokens, and the "
+        f"fine-tuning reads {settings.token_budget:,} at most)",
+    }.get(bound, "")
     again = (
         f", and {refit_steps} more for the refit if the fine-tuned encoder is kept"
         if refit_steps
