@@ -278,13 +278,29 @@ def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
 
 
 def test_fine_tuning_steps_follow_the_epochs_within_their_bounds():
-    settings = ContrastiveSettings()  # 40 draws of each text, 20 to 500 steps, 450,000 tokens
-    assert settings.limit([13] * 154) == (193, "epochs")  # TREC questions, 32 a class
-    assert settings.limit([13] * 10) == (20, "min_steps")
-    assert settings.limit([26] * 3122) == (500, "max_steps")  # every SMS message
-    # 400 news items of 56 tokens would be read for 13 minutes here: 25 draws of each, not 40
-    assert settings.limit([56] * 320) == (251, "token_budget")
-    assert settings.steps([56] * 320) == 251
+    settings = ContrastiveSettings()  # 40 draws of each text, 20 to 500 steps, 550,000 tokens
+
+    def limit(*classes: tuple[int, int]) -> tuple[int, str]:
+        """The steps for ``(texts, tokens each)`` of each class."""
+        lengths = np.concatenate([np.full(n, tokens) for n, tokens in classes])
+        labels = [label for label, (n, _) in enumerate(classes) for _ in range(n)]
+        return settings.limit(lengths, labels, seed=0)
+
+    assert limit(*[(26, 13)] * 6) == (195, "epochs")  # TREC's questions, 32 a class
+    assert limit((5, 13), (5, 13)) == (20, "min_steps")
+    assert limit((2700, 23), (422, 44)) == (500, "max_steps")  # every SMS message: 536,000
+    # 400 news items of 56 tokens: 400 steps would read 717,000 tokens, 13 minutes here
+    assert limit(*[(80, 56)] * 4) == (306, "token_budget")
+    # Batches take as many of a rare class as of a frequent one: half of each batch are the
+    # 100 long texts, and the budget counts them so (3,440 tokens a batch, not 32 x 21).
+    assert limit((3000, 15), (100, 200)) == (159, "token_budget")
+
+
+def test_the_encoder_reads_a_long_text_up_to_its_limit():
+    encoder = TextEncoder()
+    texts = ["rain " * 400, "Fog by noon"]
+    assert encoder.token_counts(texts)[0] > encoder.max_tokens == 256
+    assert encoder.read_lengths(texts).tolist() == [256, 5]
 
 
 def test_a_batch_is_encoded_in_passes_of_similar_length():
@@ -312,7 +328,15 @@ def test_passes_of_similar_length_train_as_the_whole_batch_would(monkeypatch):
         fine_tune_encoder(encoder, texts, labels, settings, on_step=lambda _, x: seen.append(x))
         return seen
 
+    split, passes = finetune.length_groups, []
+
+    def recorded(lengths: np.ndarray) -> list[np.ndarray]:
+        passes.append(split(lengths))
+        return passes[-1]
+
+    monkeypatch.setattr(finetune, "length_groups", recorded)
     in_passes = losses()
+    assert all(len(step) > 1 for step in passes)  # 12 to 132 tokens: never one pass
     monkeypatch.setattr(finetune, "length_groups", lambda lengths: [np.arange(len(lengths))])
     assert in_passes == pytest.approx(losses(), rel=1e-4)
 
@@ -325,16 +349,12 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
         data, strategy="fine-tune", epochs=80, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
     )
     plan = json.loads((result.run_dir / "plan.json").read_text())
-    settings = ContrastiveSettings(epochs=80)
-    assert plan["steps"] == settings.steps([12] * 8) and plan["refit"]  # 8 training texts, 4 held
+    assert plan["steps"] == 20 and plan["refit"]  # 80 draws of 8 training texts; 4 held out
     assert plan["estimated_seconds"] > 0
     said = next(r for r in plan["reasons"] if "steps" in r)
-    assert f"{settings.steps([12] * 8)} steps" in said and "measured here" in said
-    assert (
-        f"{settings.steps([12] * 12)} more for the refit if the fine-tuned encoder is kept" in said
-    )
+    assert "20 steps" in said and "measured here" in said
+    assert "30 more for the refit if the fine-tuned encoder is kept" in said  # 80 draws of 12
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert (settings.steps([12] * 8), settings.steps([12] * 12)) == (20, 30)  # 80 draws of each
     assert summary["fine_tuning"]["steps"] == 20
     assert summary["refit"]["fine_tuning"]["steps"] == 30  # on all 12 texts
     assert "Its refit on 12 texts, as it ran" in (result.run_dir / "report.html").read_text()
@@ -342,7 +362,7 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
 
 @dataclass(frozen=True)
 class SmallBudget(ContrastiveSettings):
-    token_budget: int = 12_000  # 25 steps of 32 texts of 15 tokens
+    token_budget: int = 3_000  # about 35 steps of 8 texts of 10 tokens
 
 
 def test_the_plan_says_when_long_texts_cut_the_fine_tuning_short(tmp_path: Path, monkeypatch):
@@ -361,12 +381,13 @@ def test_the_plan_says_when_long_texts_cut_the_fine_tuning_short(tmp_path: Path,
     plan = json.loads((result.run_dir / "plan.json").read_text())
     said = next(r for r in plan["reasons"] if "steps" in r)
     assert "draws of each text, not 400: the texts average" in said
-    assert "the fine-tuning reads 12,000 at most" in said
+    assert "the fine-tuning reads 3,000 tokens at most" in said
     assert 20 < plan["steps"] < 100  # 400 draws of 8 texts would be 100 steps
-    assert (
-        json.loads((result.run_dir / "summary.json").read_text())["fine_tuning"]["steps"]
-        == (plan["steps"])
-    )
+    assert f"({plan['steps']} draws of each text, not 400" in said  # a batch: all 8 of them
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["fine_tuning"]["steps"] == plan["steps"]
+    refit = summary["refit"]["fine_tuning"]["steps"]
+    assert 20 < refit < 150 and f"and {refit} more for the refit" in said
 
 
 def test_timing_a_fine_tuning_step_leaves_the_encoder_as_it_was():

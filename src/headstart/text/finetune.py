@@ -11,12 +11,14 @@ Here a step encodes a class-balanced batch of 32 texts and learns all 496 simila
 them, the same-class and the cross-class ones weighted equally (as SetFit's oversampling of
 the rarer kind does): the same objective, 31 times the pairs for the same forward pass.
 Measured (benchmarks/text.py, TREC, 32 texts a class, three draws, every text trained on):
-240 such steps, 3.7 minutes here, came within 0.2 points of SetFit's 1,920 pair steps, 27
-minutes (91.3% against 91.5% mean test accuracy).
+240 such steps (3.7 minutes here, before the passes below) came within 0.2 points of SetFit's
+1,920 pair steps, 27 minutes (91.3% against 91.5% mean test accuracy).
 
 A batch is encoded in passes of texts of similar length (:func:`length_groups`): a pass pads
 its texts to its longest, and one long message would otherwise make 31 short ones cost as much
-as it does. The loss and its gradient are those of the whole batch.
+as it does. The loss and its gradient are those of the whole batch (dropout aside: its masks
+are drawn pass by pass). On a GPU, where a pass costs its launches more than its tokens, a batch
+is one pass, as before.
 
 The batches are drawn from the seed alone, the passes from the texts' lengths: the same texts
 and seed give the same batches, and the same encoder, on any machine load.
@@ -43,49 +45,55 @@ __all__ = [
     "time_step",
 ]
 
-#: What one forward and backward pass costs beyond its tokens, in tokens' worth of work.
-#: Measured on all-MiniLM-L6-v2, 2 CPU cores: about 0.9 ms a token, plus 70 to 90 tokens' time
-#: a pass (8 texts of 16 tokens: 0.18 s; 32 of them: 0.47 s).
+#: What one forward and backward pass costs beyond its tokens, in tokens' worth of work, on a
+#: CPU. Measured (all-MiniLM-L6-v2, 2 cores): 8 texts of 16 tokens take 0.18 s, 32 of them
+#: 0.47 s (0.75 ms a token, and 110 tokens' worth a pass); at 64 tokens and more a pass costs
+#: 0.9 to 1.1 ms a token, with no overhead left to see.
 PASS_OVERHEAD_TOKENS = 80
 
 
 @dataclass(frozen=True)
 class ContrastiveSettings:
     """How the encoder is fine-tuned: ``epochs`` draws of each training text on average,
-    within ``min_steps`` and ``max_steps``, and within ``token_budget`` (the bounds on a large
-    set's cost, and on a set of long texts')."""
+    within ``max_steps`` and ``token_budget`` (the bounds on a large set's cost, and on a set of
+    long texts'), and ``min_steps`` at least."""
 
     epochs: int = 40
     batch_size: int = 32  # texts a step, as many of each class as fit
     min_steps: int = 20  # room for the warmup and the decay on a handful of texts
     max_steps: int = 500
-    # Tokens read over all the steps. A step costs 1.1 to 1.7 ms a token here (all-MiniLM-L6-v2,
-    # 2 CPU cores), so 450,000 tokens is 8 to 13 minutes: 500 steps of SMS messages (26 tokens
-    # on average) fit; 400 steps of 56-token news items would take 13 minutes, and get 250.
-    token_budget: int = 450_000
+    # Tokens the batches read in all. A step costs 1.1 to 1.5 ms a token here (all-MiniLM-L6-v2,
+    # 2 CPU cores): 550,000 tokens is 10 to 14 minutes. 500 steps on every SMS message (class-
+    # balanced batches: 34 tokens a text) fit; 400 news items of 56 tokens get 300 steps, not
+    # 400 (13 minutes).
+    token_budget: int = 550_000
     lr: float = 5e-5
     warmup: float = 0.1  # share of the steps with a linearly rising learning rate
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def steps(self, lengths: Sequence[int]) -> int:
+    def steps(self, lengths: np.ndarray, labels: Sequence[int], seed: int) -> int:
         """Steps for training texts of ``lengths`` tokens (as the encoder reads them)."""
-        return self.limit(lengths)[0]
+        return self.limit(lengths, labels, seed)[0]
 
-    def limit(self, lengths: Sequence[int]) -> tuple[int, str]:
-        """:meth:`steps`, and the setting that set them: "epochs", "min_steps", "max_steps"
-        or "token_budget"."""
-        mean = float(np.mean(lengths)) if len(lengths) else 1.0
-        bounds = {
-            "epochs": math.ceil(self.epochs * len(lengths) / self.batch_size),
-            "max_steps": self.max_steps,
-            "token_budget": int(self.token_budget // (self.batch_size * max(1.0, mean))),
-        }
-        bound = min(bounds, key=bounds.__getitem__)  # the first of equals: epochs
-        if bounds[bound] < self.min_steps:
+    def limit(self, lengths: np.ndarray, labels: Sequence[int], seed: int) -> tuple[int, str]:
+        """:meth:`steps`, and the setting that set them: "epochs", "max_steps",
+        "token_budget" (the batches ``seed`` draws, counted until they would read more) or
+        "min_steps" (whatever the budget)."""
+        wanted = math.ceil(self.epochs * len(lengths) / self.batch_size)
+        steps, bound = (
+            (wanted, "epochs") if wanted <= self.max_steps else (self.max_steps, "max_steps")
+        )
+        lengths = np.asarray(lengths)
+        batches = class_balanced_batches(labels, self, seed, steps)
+        read = np.cumsum([lengths[batch].sum() for batch in batches])
+        affordable = int(np.searchsorted(read, self.token_budget, side="right"))
+        if affordable < steps:
+            steps, bound = affordable, "token_budget"
+        if steps < self.min_steps:
             return self.min_steps, "min_steps"
-        return bounds[bound], bound
+        return steps, bound
 
 
 def class_balanced_batches(
@@ -145,7 +153,7 @@ def fine_tune_encoder(
     """Train ``encoder`` in place on the class-balanced batches of ``texts``; what was done
     (steps, the loss at the start and the end, seconds). ``on_step(step, loss)`` after each."""
     labels, lengths = np.asarray(labels), encoder.read_lengths(texts)
-    total = settings.steps(lengths)
+    total = settings.steps(lengths, labels, seed)
     batches = class_balanced_batches(labels, settings, seed, total)
     model = encoder.model
     device = next(model.parameters()).device
@@ -155,8 +163,8 @@ def fine_tune_encoder(
         lr=settings.lr,
         weight_decay=0.01,
         # One kernel over every weight: 0.035 s a step here against 0.18 s for a loop over
-        # the 100 tensors, a sixth of a step on short texts.
-        fused=device.type in ("cpu", "cuda"),
+        # the 100 tensors, a sixth of a step on short texts. Elsewhere, PyTorch's default.
+        fused=True if device.type in ("cpu", "cuda") else None,
     )
     warmup = max(1, int(settings.warmup * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -231,7 +239,7 @@ def _batch_loss(
     """Mean squared error between every pair's cosine similarity in ``batch`` (rows of
     ``texts``) and its target (1 within a class, 0 across), the within-class and cross-class
     pairs each half of the loss."""
-    passes = length_groups(lengths[batch])
+    passes = length_groups(lengths[batch]) if device.type == "cpu" else [np.arange(len(batch))]
     parts = [_embeddings(model, [texts[batch[i]] for i in rows], device) for rows in passes]
     in_batch_order = torch.as_tensor(np.argsort(np.concatenate(passes)), device=device)
     embeddings = torch.cat(parts)[in_batch_order]

@@ -326,23 +326,28 @@ def _plan(
         batch_size=max(4, min(config.batch_size, ContrastiveSettings.batch_size)),
     )
     lengths = encoder.read_lengths([s.text for s in train])
-    steps, bound = settings.limit(lengths)
-    refit_steps = 0
+    labels = labels_of(train, dataset.classes)
+    steps, bound = settings.limit(lengths, labels, config.seed)
+    refit_steps, refit_bound = 0, None
     if refit:
-        held_lengths = encoder.read_lengths([s.text for s in dataset.split("val")])
-        refit_steps = settings.steps(np.concatenate([lengths, held_lengths]))
-    step_seconds = time_step(
-        encoder, [s.text for s in train], labels_of(train, dataset.classes), settings, config.seed
-    )
+        val = dataset.split("val")
+        refit_steps, refit_bound = settings.limit(
+            np.concatenate([lengths, encoder.read_lengths([s.text for s in val])]),
+            labels + labels_of(val, dataset.classes),
+            config.seed,
+        )
+    step_seconds = time_step(encoder, [s.text for s in train], labels, settings, config.seed)
     seconds = (steps + refit_steps) * step_seconds
+    budget = f"the fine-tuning reads {settings.token_budget:,} tokens at most"
     capped = {
         "max_steps": " (the most it takes)",
-        "token_budget": f" ({steps * settings.batch_size / len(train):.0f} draws of each text, "
-        f"not {settings.epochs}: the texts average {np.mean(lengths):.0f} tokens, and the "
-        f"fine-tuning reads {settings.token_budget:,} at most)",
+        "token_budget": f" ({steps * min(settings.batch_size, len(train)) / len(train):.0f} "
+        f"draws of each text, not {settings.epochs}: the texts average "
+        f"{np.mean(lengths):.0f} tokens, and {budget})",
     }.get(bound, "")
     again = (
         f", and {refit_steps} more for the refit if the fine-tuned encoder is kept"
+        + (f" ({budget})" if refit_bound == "token_budget" and bound != "token_budget" else "")
         if refit_steps
         else ""
     )
