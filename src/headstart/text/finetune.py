@@ -176,7 +176,7 @@ def fine_tune_encoder(
     try:
         with progress_bar("fine-tuning the encoder", total, quiet=quiet) as advance:
             for step, batch in enumerate(batches, start=1):
-                loss = _batch_loss(model, texts, batch, labels, lengths, device)
+                loss = _batch_loss(model, texts, batch, labels, lengths[batch], device)
                 texts_seen += len(batch)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -213,7 +213,7 @@ def time_step(
     (batch,) = class_balanced_batches(labels, settings, seed, steps=1)
     model = encoder.model
     device = next(model.parameters()).device
-    labels, lengths = np.asarray(labels), encoder.read_lengths(texts)
+    labels, lengths = np.asarray(labels), encoder.read_lengths([texts[i] for i in batch])
     model.train()
     try:
         for _ in range(2):
@@ -237,9 +237,9 @@ def _batch_loss(
     device,
 ) -> torch.Tensor:
     """Mean squared error between every pair's cosine similarity in ``batch`` (rows of
-    ``texts``) and its target (1 within a class, 0 across), the within-class and cross-class
-    pairs each half of the loss."""
-    passes = length_groups(lengths[batch]) if device.type == "cpu" else [np.arange(len(batch))]
+    ``texts``, whose tokens are ``lengths``) and its target (1 within a class, 0 across), the
+    within-class and cross-class pairs each half of the loss."""
+    passes = length_groups(lengths) if device.type == "cpu" else [np.arange(len(batch))]
     parts = [_embeddings(model, [texts[batch[i]] for i in rows], device) for rows in passes]
     in_batch_order = torch.as_tensor(np.argsort(np.concatenate(passes)), device=device)
     embeddings = torch.cat(parts)[in_batch_order]
