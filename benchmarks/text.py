@@ -13,6 +13,10 @@ same test texts. On every text of a set, SetFit's default pairs (every pair of t
 million on TREC) would take days on a CPU: there it is given headstart's cap on steps (500).
 
     python benchmarks/text.py [--sets trec6 sms_spam] [--shots 8 32 all] [--draws 3] [--setfit]
+                              [--data FOLDER]
+
+Movie-review sentiment (SST-2's sentences): ``python benchmarks/rotten_tomatoes.py
+FOLDER`` writes the Rotten Tomatoes set there, then ``--data FOLDER --sets rotten_tomatoes``.
 
 Prints one row per (set, shots, draw, method): test accuracy, macro-F1, texts scored,
 seconds; then, per (set, shots, method), the mean over the draws and, beside SetFit, the mean
@@ -118,12 +122,14 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1, help="draws of the training texts")
     parser.add_argument("--strategies", default="linear-probe,auto")
     parser.add_argument("--setfit", action="store_true", help="also train SetFit")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of the sets")
     args = parser.parse_args()
     print("| set | texts a class | draw | method | kept | test accuracy | macro-F1 | scored | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     table: dict[tuple[str, str, str], dict[int, float]] = {}
     for name in args.sets:
-        rows, test_rows = read(DATA / name / "train.csv"), read(DATA / name / "test.csv")
+        test = args.data / name / "test.csv"
+        rows, test_rows = read(args.data / name / "train.csv"), read(test)
         for shots in args.shots:
             draws = 1 if shots == "all" else args.draws  # every text: one draw
             for draw in range(draws):
@@ -132,7 +138,7 @@ def main() -> None:
                     work = Path(scratch)
                     train = write(chosen, work / f"{name}-{shots}-{draw}.csv")
                     results = [
-                        headstart_row(train, DATA / name / "test.csv", strategy, work)
+                        headstart_row(train, test, strategy, work)
                         for strategy in args.strategies.split(",")
                     ]
                     if args.setfit:

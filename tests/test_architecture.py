@@ -47,6 +47,7 @@ LAYERS = [
         "diagnosis",
         "text.audit",
         "text.finetune",
+        "text.label_names",
         "tasks.probe",
         "tasks.trial",
         "tasks.checks",

@@ -29,6 +29,7 @@ from headstart.text.finetune import (
     length_groups,
     time_step,
 )
+from headstart.text.label_names import COPIES, label_names
 
 WEATHER = [
     "Heavy rain is expected across the north tonight",
@@ -349,15 +350,49 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
         data, strategy="fine-tune", epochs=80, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
     )
     plan = json.loads((result.run_dir / "plan.json").read_text())
-    assert plan["steps"] == 20 and plan["refit"]  # 80 draws of 8 training texts; 4 held out
+    # "weather" and "cooking" say what the texts are about: each joins as 8 sentences.
+    assert plan["label_names"]["used"] and plan["label_names"]["copies"] == 8
+    assert any(r.startswith("the class names join the fine-tuning") for r in plan["reasons"])
+    # 80 draws of 8 training texts (4 held out) and the names' 16 sentences, 32 a step.
+    assert plan["steps"] == 60 and plan["refit"]
     assert plan["estimated_seconds"] > 0
     said = next(r for r in plan["reasons"] if "steps" in r)
-    assert "20 steps" in said and "measured here" in said
-    assert "30 more for the refit if the fine-tuned encoder is kept" in said  # 80 draws of 12
+    assert "60 steps" in said and "measured here" in said
+    assert "70 more for the refit if the fine-tuned encoder is kept" in said  # 80 draws of 28
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["fine_tuning"]["steps"] == 20
-    assert summary["refit"]["fine_tuning"]["steps"] == 30  # on all 12 texts
+    assert summary["fine_tuning"]["steps"] == 60
+    assert summary["refit"]["fine_tuning"]["steps"] == 70  # on all 12 texts and the names
     assert "Its refit on 12 texts, as it ran" in (result.run_dir / "report.html").read_text()
+
+
+def test_class_names_join_the_fine_tuning_only_when_the_encoder_reads_the_labels_in_them():
+    encoder = TextEncoder("all-MiniLM-L6-v2")
+    embeddings = encoder.encode(WEATHER + COOKING)
+    labels = [1] * len(WEATHER) + [0] * len(COOKING)  # classes in sorted order
+
+    names = label_names(("cooking", "weather"), encoder, embeddings, labels)
+    assert names.zero_shot_accuracy > 0.9 and names.p_above_chance < 0.001 and names.used
+    texts, classes = names.examples()
+    assert texts[0] == "This sentence is cooking." and texts[-1] == "This sentence is weather."
+    assert classes == [0] * COPIES + [1] * COPIES
+    assert names.reason().startswith("the class names join the fine-tuning's training texts")
+
+    # The same names on the wrong classes: the encoder's guesses contradict the labels.
+    swapped = label_names(("weather", "cooking"), encoder, embeddings, labels)
+    assert swapped.zero_shot_accuracy < 0.1 and swapped.p_below_chance < 0.001
+    assert not swapped.used and "they mislead the encoder" in swapped.reason()
+    # Four texts cannot tell names from chance: they are used (the prior helps most there).
+    few = label_names(("cooking", "weather"), encoder, embeddings[[0, 1, 12, 13]], [1, 1, 0, 0])
+    assert few.p_above_chance > 0.05 and few.used and "not shown to beat chance" in few.reason()
+    # Numbers and codes without a letter are no words: not even measured.
+    assert label_names(("0", "1"), encoder, embeddings, labels) is None
+    # Readable: "not_spam" is read as "not spam"; the test repeats from its seed.
+    again = label_names(("cooking_recipe", "weather-report"), encoder, embeddings, labels)
+    assert again.sentences == (
+        "This sentence is cooking recipe.",
+        "This sentence is weather report.",
+    )
+    assert again == label_names(("cooking_recipe", "weather-report"), encoder, embeddings, labels)
 
 
 @dataclass(frozen=True)
@@ -375,10 +410,13 @@ def test_the_plan_says_when_long_texts_cut_the_fine_tuning_short(tmp_path: Path,
         strategy="fine-tune",
         epochs=400,
         val_fraction=0.25,
+        label_names=False,  # the 8 training texts alone
         runs_dir=str(tmp_path),
         quiet=True,
     )
     plan = json.loads((result.run_dir / "plan.json").read_text())
+    assert plan["label_names"] is None
+    assert "the class names are not used as examples, as asked" in " ".join(plan["reasons"])
     said = next(r for r in plan["reasons"] if "steps" in r)
     assert "draws of each text, not 400: the texts average" in said
     assert "the fine-tuning reads 3,000 tokens at most" in said

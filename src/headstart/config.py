@@ -281,6 +281,12 @@ class FitConfig:
         group="text",
         optional=True,
     )
+    label_names: bool = setting(
+        True,
+        "False: the class names never join the fine-tuning as sentences (by default they do, "
+        "unless they mislead the encoder: see the plan)",
+        group="text",
+    )
 
     # What trains, and how.
     strategy: str = setting(

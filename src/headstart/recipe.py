@@ -185,8 +185,12 @@ def _result(
     )
 
 
+#: The settings of a fit of texts alone.
+TEXT_ONLY = frozenset({"encoder", "text_column", "label_column", "label_names"})
+
+
 def _refuse_text_settings(config: FitConfig) -> None:
-    given = sorted(set(config.changed()) & {"encoder", "text_column", "label_column"})
+    given = sorted(set(config.changed()) & TEXT_ONLY)
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise HeadstartError(f"{flags}: setting(s) for texts, and this data holds images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .finetune import ContrastiveSettings
+from .label_names import LabelNames
 
 __all__ = ["TextPlan"]
 
@@ -20,8 +21,17 @@ class TextPlan:
     estimated_seconds: float = 0.0  # the fine-tuning's and the refit's
     refit: bool = False  # fit the kept strategy again on train and validation together
     reasons: list[str] = field(default_factory=list)
+    # The class names, measured: they join the fine-tuning's training texts when `used`.
+    label_names: LabelNames | None = None
+
+    def name_examples(self) -> tuple[list[str], list[int]]:
+        """The class names' sentences that join the fine-tuning's texts, and their labels."""
+        if self.label_names is None or not self.label_names.used:
+            return [], []
+        return self.label_names.examples()
 
     def to_dict(self) -> dict:
         values = asdict(self)
+        values["label_names"] = self.label_names.to_dict() if self.label_names else None
         values["modality"] = "text"
         return values

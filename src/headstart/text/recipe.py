@@ -50,10 +50,11 @@ from ..storage import write_atomically
 from ..training.probe import fit_probe
 from .audit import TextAudit, audit_texts
 from .checks import text_checks
-from .data import TextDataset, labels_of, normalised, read_texts, text_key
+from .data import TextDataset, TextSample, labels_of, normalised, read_texts, text_key
 from .embeddings import embed
 from .encoder import TextEncoder
 from .finetune import ContrastiveSettings, fine_tune_encoder, time_step
+from .label_names import LabelNames, label_names
 from .model import TextModel, save_text_model
 from .plan import TextPlan
 
@@ -65,6 +66,7 @@ TEXT_SETTINGS = frozenset(
         "encoder",
         "text_column",
         "label_column",
+        "label_names",
         "val_fraction",
         "test_fraction",
         "seed",
@@ -127,7 +129,7 @@ def fit_texts(data: str | Path, config: FitConfig):
         audit.write(run.path)
         for line in audit.findings():
             say(config.quiet, f"[yellow]audit[/]: {line}")
-        plan = _plan(dataset, audit, encoder, config)
+        plan = _plan(dataset, embeddings, audit, encoder, config)
         run.write_json(PLAN, plan.to_dict())
         for reason in plan.reasons:
             say(config.quiet, f"plan: {reason}")
@@ -293,7 +295,11 @@ def _record_split(run: RunFolder, dataset: TextDataset) -> None:
 
 
 def _plan(
-    dataset: TextDataset, audit: TextAudit, encoder: TextEncoder, config: FitConfig
+    dataset: TextDataset,
+    embeddings: np.ndarray,
+    audit: TextAudit,
+    encoder: TextEncoder,
+    config: FitConfig,
 ) -> TextPlan:
     train = dataset.split("train")
     reasons = [
@@ -325,25 +331,28 @@ def _plan(
         # Two texts of two classes at least: a batch holds a pair of each kind.
         batch_size=max(4, min(config.batch_size, ContrastiveSettings.batch_size)),
     )
-    lengths = encoder.read_lengths([s.text for s in train])
-    labels = labels_of(train, dataset.classes)
+    names, said = _class_names(dataset, embeddings, encoder, config, refit)
+    reasons.append(said)
+    plan = TextPlan(strategy, encoder.name, settings, refit=refit, label_names=names)
+    texts, labels = _fine_tuning_texts(train, plan, dataset.classes)
+    lengths = encoder.read_lengths(texts)
     steps, bound = settings.limit(lengths, labels, config.seed)
     refit_steps, refit_bound = 0, None
     if refit:
-        val = dataset.split("val")
-        refit_steps, refit_bound = settings.limit(
-            np.concatenate([lengths, encoder.read_lengths([s.text for s in val])]),
-            labels + labels_of(val, dataset.classes),
-            config.seed,
+        together, together_labels = _fine_tuning_texts(
+            train + dataset.split("val"), plan, dataset.classes
         )
-    step_seconds = time_step(encoder, [s.text for s in train], labels, settings, config.seed)
+        refit_steps, refit_bound = settings.limit(
+            encoder.read_lengths(together), together_labels, config.seed
+        )
+    step_seconds = time_step(encoder, texts, labels, settings, config.seed)
     seconds = (steps + refit_steps) * step_seconds
     budget = f"the fine-tuning reads {settings.token_budget:,} tokens at most"
     capped = {
         "max_steps": " (the most it takes)",
-        "token_budget": f" ({steps * min(settings.batch_size, len(train)) / len(train):.0f} "
+        "token_budget": f" ({steps * min(settings.batch_size, len(texts)) / len(texts):.0f} "
         f"draws of each text, not {settings.epochs}: the texts average "
-        f"{np.mean(lengths):.0f} tokens, and {budget})",
+        f"{np.mean(lengths[: len(train)]):.0f} tokens, and {budget})",
     }.get(bound, "")
     again = (
         f", and {refit_steps} more for the refit if the fine-tuned encoder is kept"
@@ -362,7 +371,37 @@ def _plan(
             "both the probe and the fine-tuned encoder are scored on validation; the "
             "fine-tuning is kept unless it is behind beyond noise"
         )
-    return TextPlan(strategy, encoder.name, settings, steps, seconds, refit, reasons)
+    plan.steps, plan.estimated_seconds, plan.reasons = steps, seconds, reasons
+    return plan
+
+
+def _class_names(
+    dataset: TextDataset,
+    embeddings: np.ndarray,
+    encoder: TextEncoder,
+    config: FitConfig,
+    refit: bool,
+) -> tuple[LabelNames | None, str]:
+    """The class names, measured on the texts the fit learns from (validation's too when it
+    refits: no model is fitted on them), and what the plan says of them."""
+    if not config.label_names:
+        return None, "the class names are not used as examples, as asked (--no-label-names)"
+    learned = [
+        row
+        for row, sample in enumerate(dataset.samples)
+        if sample.split == "train" or (refit and sample.split == "val")
+    ]
+    names = label_names(
+        dataset.classes,
+        encoder,
+        embeddings[learned],
+        labels_of([dataset.samples[row] for row in learned], dataset.classes),
+        seed=config.seed,
+    )
+    if names is None:
+        wordless = next(n for n in dataset.classes if not any(ch.isalpha() for ch in n))
+        return None, f"the class names are not used as examples: {wordless!r} has no letter"
+    return names, names.reason()
 
 
 def _rows_by_split(dataset: TextDataset) -> dict[str, list[int]]:
@@ -381,15 +420,21 @@ def _probe(
     strategy: str,
     *,
     fine_tuned: bool = False,
+    examples: tuple[np.ndarray, list[int]] | None = None,
 ) -> Fitted:
-    """A logistic head on ``embeddings``' training rows, scored on every split."""
+    """A logistic head on ``embeddings``' training rows (and the embeddings and labels of
+    ``examples``, texts that are not the data's), scored on every split."""
     train = rows["train"]
-    labels = np.array(labels_of([dataset.samples[r] for r in train], dataset.classes))
+    labels = labels_of([dataset.samples[r] for r in train], dataset.classes)
+    features, fit_rows = embeddings, train
+    if examples is not None and len(examples[1]):
+        features, fit_rows = np.concatenate([embeddings[train], examples[0]]), None
+        labels = labels + list(examples[1])
     probe = fit_probe(
-        embeddings,
-        labels,
+        features,
+        np.array(labels),
         len(dataset.classes),
-        rows=train,
+        rows=fit_rows,
         seed=config.seed,
         penalty=config.probe_penalty,
     )
@@ -420,14 +465,16 @@ def _fine_tuned(
     config: FitConfig,
     device: torch.device,
 ) -> tuple[Fitted, dict]:
-    """The encoder fine-tuned on the texts at ``rows["train"]`` (a fresh copy: the probe keeps
-    the original), a new probe on its embeddings."""
+    """The encoder fine-tuned on the texts at ``rows["train"]`` and the plan's class-name
+    sentences (a fresh copy: the probe keeps the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
-    train = [dataset.samples[row] for row in rows["train"]]
+    texts, labels = _fine_tuning_texts(
+        [dataset.samples[row] for row in rows["train"]], plan, dataset.classes
+    )
     tuning = fine_tune_encoder(
         encoder,
-        [s.text for s in train],
-        labels_of(train, dataset.classes),
+        texts,
+        labels,
         plan.contrastive,
         seed=config.seed,
         quiet=config.quiet,
@@ -438,8 +485,21 @@ def _fine_tuned(
         f"loss {tuning['loss_start']:.3f} -> {tuning['loss_end']:.3f}",
     )
     embeddings = encoder.encode([s.text for s in dataset.samples], batch_size=config.batch_size)
-    fitted = _probe(encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True)
+    name_texts, name_labels = plan.name_examples()
+    examples = (encoder.encode(name_texts), name_labels) if name_texts else None
+    fitted = _probe(
+        encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True, examples=examples
+    )
     return fitted, tuning
+
+
+def _fine_tuning_texts(
+    samples: list[TextSample], plan: TextPlan, classes: tuple[str, ...]
+) -> tuple[list[str], list[int]]:
+    """The texts the encoder is fine-tuned on and their labels: ``samples``', then the plan's
+    class-name sentences."""
+    name_texts, name_labels = plan.name_examples()
+    return [s.text for s in samples] + name_texts, labels_of(samples, classes) + name_labels
 
 
 def _refit(
