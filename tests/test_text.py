@@ -445,6 +445,8 @@ def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces
         headstart.fit(reviews, augment="strong", runs_dir=str(tmp_path))
     with pytest.raises(HeadstartError, match=r"--text-column: setting.s. for texts"):
         headstart.fit(faces, text_column="text", runs_dir=str(tmp_path))
+    with pytest.raises(HeadstartError, match=r"--label-names: setting.s. for texts"):
+        headstart.fit(faces, label_names=False, runs_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 

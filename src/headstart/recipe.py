@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .checks import CheckReport
-from .config import FitConfig, save_config
+from .config import FitConfig, save_config, settings_table
 from .console import say
 from .data.sources import image_files
 from .errors import HeadstartError
@@ -185,12 +185,9 @@ def _result(
     )
 
 
-#: The settings of a fit of texts alone.
-TEXT_ONLY = frozenset({"encoder", "text_column", "label_column", "label_names"})
-
-
 def _refuse_text_settings(config: FitConfig) -> None:
-    given = sorted(set(config.changed()) & TEXT_ONLY)
+    text_only = {name for name, s in settings_table().items() if s.group == "text"}
+    given = sorted(set(config.changed()) & text_only)
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise HeadstartError(f"{flags}: setting(s) for texts, and this data holds images")

@@ -38,7 +38,15 @@ from scipy.stats import permutation_test
 
 from .encoder import TextEncoder
 
-__all__ = ["COPIES", "SIGNIFICANCE", "TEMPLATE", "LabelNames", "label_names"]
+__all__ = [
+    "COPIES",
+    "SIGNIFICANCE",
+    "TEMPLATE",
+    "LabelNames",
+    "examples_of",
+    "label_names",
+    "wordless_name",
+]
 
 #: A class name as a sentence (SetFit's template, "This sentence is {}", with its full stop).
 TEMPLATE = "This sentence is {}."
@@ -121,9 +129,9 @@ def label_names(
 ) -> LabelNames | None:
     """How far ``classes``' names label the texts whose frozen ``embeddings`` (a row each)
     carry ``labels``; None when a name has no letter in it (a number or a code is no word)."""
-    readable = [" ".join(name.replace("_", " ").replace("-", " ").split()) for name in classes]
-    if not all(any(ch.isalpha() for ch in name) for name in readable):
+    if wordless_name(classes) is not None:
         return None
+    readable = [" ".join(name.replace("_", " ").replace("-", " ").split()) for name in classes]
     sentences = tuple(TEMPLATE.format(name) for name in readable)
     names = _unit(encoder.encode(list(sentences)))
     guesses = (_unit(np.asarray(embeddings, dtype=np.float32)) @ names.T).argmax(1)
@@ -151,6 +159,19 @@ def label_names(
         float(below.pvalue),
         len(labels),
     )
+
+
+def wordless_name(classes: Sequence[str]) -> str | None:
+    """The first class name without a letter in it (a number or a code is no word), if any."""
+    return next((name for name in classes if not any(ch.isalpha() for ch in name)), None)
+
+
+def examples_of(names: LabelNames | None) -> tuple[list[str], list[int]]:
+    """The sentences that join the fine-tuning's texts, and their labels: none unless the
+    names are used."""
+    if names is None or not names.used:
+        return [], []
+    return names.examples()
 
 
 def _agreement(guesses: np.ndarray, labels: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -24,12 +24,6 @@ class TextPlan:
     # The class names, measured: they join the fine-tuning's training texts when `used`.
     label_names: LabelNames | None = None
 
-    def name_examples(self) -> tuple[list[str], list[int]]:
-        """The class names' sentences that join the fine-tuning's texts, and their labels."""
-        if self.label_names is None or not self.label_names.used:
-            return [], []
-        return self.label_names.examples()
-
     def to_dict(self) -> dict:
         values = asdict(self)
         values["label_names"] = self.label_names.to_dict() if self.label_names else None

@@ -54,7 +54,7 @@ from .data import TextDataset, TextSample, labels_of, normalised, read_texts, te
 from .embeddings import embed
 from .encoder import TextEncoder
 from .finetune import ContrastiveSettings, fine_tune_encoder, time_step
-from .label_names import LabelNames, label_names
+from .label_names import LabelNames, examples_of, label_names, wordless_name
 from .model import TextModel, save_text_model
 from .plan import TextPlan
 
@@ -333,14 +333,13 @@ def _plan(
     )
     names, said = _class_names(dataset, embeddings, encoder, config, refit)
     reasons.append(said)
-    plan = TextPlan(strategy, encoder.name, settings, refit=refit, label_names=names)
-    texts, labels = _fine_tuning_texts(train, plan, dataset.classes)
+    texts, labels = _fine_tuning_texts(train, names, dataset.classes)
     lengths = encoder.read_lengths(texts)
     steps, bound = settings.limit(lengths, labels, config.seed)
     refit_steps, refit_bound = 0, None
     if refit:
         together, together_labels = _fine_tuning_texts(
-            train + dataset.split("val"), plan, dataset.classes
+            train + dataset.split("val"), names, dataset.classes
         )
         refit_steps, refit_bound = settings.limit(
             encoder.read_lengths(together), together_labels, config.seed
@@ -371,8 +370,7 @@ def _plan(
             "both the probe and the fine-tuned encoder are scored on validation; the "
             "fine-tuning is kept unless it is behind beyond noise"
         )
-    plan.steps, plan.estimated_seconds, plan.reasons = steps, seconds, reasons
-    return plan
+    return TextPlan(strategy, encoder.name, settings, steps, seconds, refit, reasons, names)
 
 
 def _class_names(
@@ -399,7 +397,7 @@ def _class_names(
         seed=config.seed,
     )
     if names is None:
-        wordless = next(n for n in dataset.classes if not any(ch.isalpha() for ch in n))
+        wordless = wordless_name(dataset.classes)
         return None, f"the class names are not used as examples: {wordless!r} has no letter"
     return names, names.reason()
 
@@ -427,7 +425,7 @@ def _probe(
     train = rows["train"]
     labels = labels_of([dataset.samples[r] for r in train], dataset.classes)
     features, fit_rows = embeddings, train
-    if examples is not None and len(examples[1]):
+    if examples is not None:
         features, fit_rows = np.concatenate([embeddings[train], examples[0]]), None
         labels = labels + list(examples[1])
     probe = fit_probe(
@@ -469,7 +467,7 @@ def _fine_tuned(
     sentences (a fresh copy: the probe keeps the original), a new probe on its embeddings."""
     encoder = TextEncoder(config.encoder, device=str(device))
     texts, labels = _fine_tuning_texts(
-        [dataset.samples[row] for row in rows["train"]], plan, dataset.classes
+        [dataset.samples[row] for row in rows["train"]], plan.label_names, dataset.classes
     )
     tuning = fine_tune_encoder(
         encoder,
@@ -485,7 +483,7 @@ def _fine_tuned(
         f"loss {tuning['loss_start']:.3f} -> {tuning['loss_end']:.3f}",
     )
     embeddings = encoder.encode([s.text for s in dataset.samples], batch_size=config.batch_size)
-    name_texts, name_labels = plan.name_examples()
+    name_texts, name_labels = examples_of(plan.label_names)
     examples = (encoder.encode(name_texts), name_labels) if name_texts else None
     fitted = _probe(
         encoder, embeddings, dataset, rows, config, "fine-tune", fine_tuned=True, examples=examples
@@ -494,11 +492,11 @@ def _fine_tuned(
 
 
 def _fine_tuning_texts(
-    samples: list[TextSample], plan: TextPlan, classes: tuple[str, ...]
+    samples: list[TextSample], names: LabelNames | None, classes: tuple[str, ...]
 ) -> tuple[list[str], list[int]]:
-    """The texts the encoder is fine-tuned on and their labels: ``samples``', then the plan's
-    class-name sentences."""
-    name_texts, name_labels = plan.name_examples()
+    """The texts the encoder is fine-tuned on and their labels: ``samples``', then the class
+    names' sentences (when they are used)."""
+    name_texts, name_labels = examples_of(names)
     return [s.text for s in samples] + name_texts, labels_of(samples, classes) + name_labels
 
 
