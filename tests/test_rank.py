@@ -34,10 +34,12 @@ def most_probable(features: np.ndarray, target: np.ndarray) -> float:
     return -best.fun / len(target)
 
 
-def test_logme_is_the_maximum_evidence_of_a_bayesian_linear_model():
+@pytest.mark.parametrize(("per_class", "dimensions"), [(20, 6), (8, 30)])
+def test_logme_is_the_maximum_evidence_of_a_bayesian_linear_model(per_class, dimensions):
+    # more images than features, and fewer (as a ranking's sample of photos has)
     rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], 20)
-    features = rng.normal(size=(60, 6)) + np.eye(3, 6)[labels] * 1.5
+    labels = np.repeat([0, 1, 2], per_class)
+    features = rng.normal(size=(len(labels), dimensions)) + np.eye(3, dimensions)[labels] * 1.5
     expected = np.mean([most_probable(features, (labels == c).astype(float)) for c in range(3)])
     assert logme(features, labels) == pytest.approx(expected, abs=2e-3)
 

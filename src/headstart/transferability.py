@@ -6,8 +6,12 @@ with the prior's precision ``alpha`` and the noise's precision ``beta`` chosen t
 most probable (the evidence maximised, not the fit: a model that explains the labels only with
 large weights is penalised). Each class is a 0/1 target; the score is the mean over classes of
 the log evidence per image. Higher is better; the values of one dataset compare backbones, not
-datasets. It needs one eigendecomposition of the ``d x d`` feature Gram matrix and a few
-fixed-point steps per class: a second or so for thousands of images, no training.
+datasets. It needs the eigenvalues and eigenvectors of the ``d x d`` feature Gram matrix and
+a few fixed-point steps per class: a second or so for thousands of images, no training. With
+fewer images than features (``n < d``: a ranking's sample, 1,280 features a photo) at most
+``n`` eigenvalues are not 0, and the ``n x n`` Gram matrix of the images gives them: for 20
+images, 1 ms against the second of a 1,280 x 1,280 eigendecomposition (``headstart rank`` on
+the README's 24 photos: 128 s -> 13 s under the same load, the same scores).
 
 The fixed-point updates and the evidence follow the authors' reference implementation
 (github.com/thuml/LogME, ``LogME.py``, the ICML version).
@@ -24,6 +28,9 @@ _STEPS = 11
 #: Relative change of ``alpha / beta`` below which the fixed point has converged.
 _TOLERANCE = 0.01
 _EPSILON = 1e-5
+#: Eigenvalues below this share of the largest are rounding errors of a 0 (duplicate images,
+#: constant features).
+_ZERO = 1e-12
 
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
@@ -42,8 +49,17 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     if len(classes) < 2:
         raise ValueError("LogME needs at least two classes")
     n, d = features.shape
-    eigenvalues, eigenvectors = np.linalg.eigh(features.T @ features)
-    eigenvalues = np.clip(eigenvalues, 0.0, None)  # a Gram matrix's: rounding makes some < 0
+    if n < d:
+        # The d x d Gram matrix shares its eigenvalues that are not 0 with the n x n one of the
+        # images, ``features @ features.T``, whose eigenvectors u give its own, features.T @ u
+        # (scaled to length 1). The others, 0, are left out and counted in _evidence.
+        eigenvalues, images = np.linalg.eigh(features @ features.T)
+        kept = eigenvalues > eigenvalues[-1] * _ZERO
+        eigenvalues = eigenvalues[kept]
+        eigenvectors = features.T @ images[:, kept] / np.sqrt(eigenvalues)
+    else:
+        eigenvalues, eigenvectors = np.linalg.eigh(features.T @ features)
+        eigenvalues = np.clip(eigenvalues, 0.0, None)  # a Gram matrix's: rounding makes some < 0
     evidence = [
         _evidence(features, (labels == c).astype(np.float64), eigenvalues, eigenvectors, n, d)
         for c in classes
@@ -59,7 +75,10 @@ def _evidence(
     n: int,
     d: int,
 ) -> float:
-    """The maximum log evidence per image of one 0/1 ``target``."""
+    """The maximum log evidence per image of one 0/1 ``target``. ``eigenvalues`` and
+    ``eigenvectors`` may leave out zero eigenvalues: those add nothing to the effective
+    parameters or the weights (the features have no component along their eigenvectors), and
+    ``log(alpha)`` each to the log determinant."""
     alpha, beta = 1.0, 1.0
     ratio = alpha / beta
     projected = eigenvectors.T @ (features.T @ target)
@@ -75,10 +94,12 @@ def _evidence(
         ratio = new_ratio
         if converged:
             break
+    log_determinant = np.sum(np.log(alpha + beta * eigenvalues))
+    log_determinant += (d - len(eigenvalues)) * np.log(alpha)  # the eigenvalues 0 left out
     log_evidence = (
         d / 2 * np.log(alpha)
         + n / 2 * np.log(beta)
-        - 0.5 * np.sum(np.log(alpha + beta * eigenvalues))
+        - 0.5 * log_determinant
         - beta / 2 * (residual + _EPSILON)
         - alpha / 2 * (weight_norm + _EPSILON)
         - n / 2 * np.log(2 * np.pi)
