@@ -347,21 +347,21 @@ def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
     rows += [{"text": t, "label": "cooking"} for t in COOKING[:6]]
     data = write_table(tmp_path / "few.csv", rows)
     result = headstart.fit(
-        data, strategy="fine-tune", epochs=80, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
+        data, strategy="fine-tune", epochs=40, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
     )
     plan = json.loads((result.run_dir / "plan.json").read_text())
     # "weather" and "cooking" say what the texts are about: each joins as 8 sentences.
     assert plan["label_names"]["used"] and plan["label_names"]["copies"] == 8
     assert any(r.startswith("the class names join the fine-tuning") for r in plan["reasons"])
-    # 80 draws of 8 training texts (4 held out) and the names' 16 sentences, 32 a step.
-    assert plan["steps"] == 60 and plan["refit"]
+    # 40 draws of 8 training texts (4 held out) and the names' 16 sentences, 32 a step.
+    assert plan["steps"] == 30 and plan["refit"]
     assert plan["estimated_seconds"] > 0
     said = next(r for r in plan["reasons"] if "steps" in r)
-    assert "60 steps" in said and "measured here" in said
-    assert "70 more for the refit if the fine-tuned encoder is kept" in said  # 80 draws of 28
+    assert "30 steps" in said and "measured here" in said
+    assert "35 more for the refit if the fine-tuned encoder is kept" in said  # 40 draws of 28
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["fine_tuning"]["steps"] == 60
-    assert summary["refit"]["fine_tuning"]["steps"] == 70  # on all 12 texts and the names
+    assert summary["fine_tuning"]["steps"] == 30
+    assert summary["refit"]["fine_tuning"]["steps"] == 35  # on all 12 texts and the names
     assert "Its refit on 12 texts, as it ran" in (result.run_dir / "report.html").read_text()
 
 
