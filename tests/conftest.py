@@ -40,6 +40,23 @@ def small_faces(tmp_path_factory: pytest.TempPathFactory, faces: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_faces_ensemble(small_faces: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Two fine-tunings of ``small_faces`` (an epoch each) as one ensemble: what test_ensemble
+    examines and test_distill distils. Read only: a test that changes it works on a copy."""
+    import headstart
+
+    return headstart.fit(
+        small_faces,
+        strategy="fine-tune",
+        epochs=1,
+        ensemble=2,
+        tta="none",
+        runs_dir=tmp_path_factory.mktemp("ensembles"),
+        quiet=True,
+    )
+
+
+@pytest.fixture(scope="session")
 def fitted(faces: Path, tmp_path_factory: pytest.TempPathFactory):
     """A default fit of the faces data, shared by the tests that only read its results."""
     import headstart

@@ -24,17 +24,9 @@ from test_cli import one_line_error, run
 
 
 @pytest.fixture(scope="module")
-def teacher(small_faces, tmp_path_factory):
+def teacher(small_faces_ensemble):
     """An ensemble of two fine-tunings: the model to distil into one network."""
-    return headstart.fit(
-        small_faces,
-        strategy="fine-tune",
-        epochs=1,
-        ensemble=2,
-        tta="none",
-        runs_dir=tmp_path_factory.mktemp("teachers"),
-        quiet=True,
-    )
+    return small_faces_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,8 @@ from test_cli import run
 
 
 @pytest.fixture(scope="module")
-def ensemble(small_faces, tmp_path_factory):
-    return headstart.fit(
-        small_faces,
-        strategy="fine-tune",
-        epochs=1,
-        ensemble=2,
-        tta="none",
-        runs_dir=tmp_path_factory.mktemp("runs"),
-        quiet=True,
-    )
+def ensemble(small_faces_ensemble):
+    return small_faces_ensemble
 
 
 def test_an_ensemble_averages_the_probabilities_of_its_members(ensemble, small_faces):
