@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import FitConfig, save_config
+from ..config import FitConfig, save_config, settings_table
 from ..console import say
 from ..data.sources import SPLITS as SPLIT_NAMES
 from ..errors import HeadstartError
@@ -60,13 +60,10 @@ from .plan import TextPlan
 
 __all__ = ["TEXT_SETTINGS", "audit_text_data", "fit_texts"]
 
-#: The settings a fit of texts reads; any other given is refused (it would do nothing).
+#: The settings a fit of texts reads, its own (the settings table's group "text") and these
+#: shared with images; any other given is refused (it would do nothing).
 TEXT_SETTINGS = frozenset(
     {
-        "encoder",
-        "text_column",
-        "label_column",
-        "label_names",
         "val_fraction",
         "test_fraction",
         "seed",
@@ -83,7 +80,7 @@ TEXT_SETTINGS = frozenset(
         "calibration",
         "checks",
     }
-)
+) | {name for name, setting in settings_table().items() if setting.group == "text"}
 #: Below this many training texts in the smallest class, every labelled text counts: the kept
 #: model is fitted again on train and validation together. Measured (benchmarks/text.py, the
 #: fine-tuned encoder kept): at 6 training texts a class it gained 12.5 points on TREC and 1.0
