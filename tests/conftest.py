@@ -64,6 +64,25 @@ def fitted(faces: Path, tmp_path_factory: pytest.TempPathFactory):
     return headstart.fit(faces, runs_dir=tmp_path_factory.mktemp("runs"), quiet=True)
 
 
+@pytest.fixture(scope="session")
+def topics(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 labelled texts of two topics in a CSV whose columns are named as users name them."""
+    from topics import COOKING, WEATHER, write_table
+
+    rows = [{"Sentence": t, "Topic": "weather"} for t in WEATHER]
+    rows += [{"Sentence": t, "Topic": "cooking"} for t in COOKING]
+    return write_table(tmp_path_factory.mktemp("texts") / "topics.csv", rows)
+
+
+@pytest.fixture(scope="session")
+def text_probe_run(topics: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A linear probe on ``topics``, shared by the tests that only read it."""
+    import headstart
+
+    runs = tmp_path_factory.mktemp("text-runs")
+    return headstart.fit(topics, strategy="linear-probe", runs_dir=str(runs), quiet=True)
+
+
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (96, 64)) -> Path:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+import headstart
 from headstart.runfolder import RunFolder
 from headstart.serve import Limits, create_app
 
@@ -257,3 +258,96 @@ def test_the_command_serves_until_sigterm(fitted, photos):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+# --- A text model -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_model(text_probe_run):
+    return headstart.load(text_probe_run.run_dir)
+
+
+@pytest.fixture(scope="module")
+def text_server(text_model):
+    running = Server(text_model)
+    yield running
+    running.stop()
+
+
+JSON = {"Content-Type": "application/json"}
+FORECAST, RECIPE = "Light rain will spread from the west", "Stir the risotto until it is creamy"
+
+
+def test_a_text_as_the_body_is_predicted_as_in_process(text_server, text_model):
+    status, answer = text_server.request("POST", "/predict?top_k=2", FORECAST.encode())
+    (prediction,) = answer["predictions"]
+    (expected,) = text_model.predict([FORECAST], top_k=2)
+    assert status == 200 and prediction["label"] == expected.label == "weather"
+    assert prediction["probability"] == pytest.approx(expected.probability, abs=1e-6)
+    assert [t["label"] for t in prediction["top"]] == [label for label, _ in expected.top]
+
+
+def test_texts_as_json_are_answered_in_their_order(text_server):
+    body = json.dumps({"texts": [RECIPE, FORECAST, "Snow is expected in the hills"]})
+    status, answer = text_server.request("POST", "/predict", body.encode(), JSON)
+    assert status == 200
+    assert [p["label"] for p in answer["predictions"]] == ["cooking", "weather", "weather"]
+
+
+def test_text_metadata_names_the_encoder_and_counts_texts(text_server, text_model):
+    before = text_server.request("GET", "/metadata")[1]["batches"]["texts"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda text: text_server.request("POST", "/predict", text.encode()), [RECIPE] * 16
+            )
+        )
+    assert [status for status, _ in answers] == [200] * 16
+    status, metadata = text_server.request("GET", "/metadata")
+    assert status == 200 and metadata["modality"] == "text"
+    assert metadata["classes"] == list(text_model.classes)
+    assert metadata["encoder"] == text_model.encoder.name and metadata["fine_tuned"] is False
+    assert metadata["max_tokens"] == text_model.encoder.max_tokens
+    assert metadata["limits"]["max_texts"] == 256
+    assert metadata["batches"]["texts"] - before == 16
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "said"),
+    [
+        (b"", {}, 400, "empty body"),
+        (b" \n\t", {}, 400, "empty body"),
+        (b"caf\xe9 au lait", {}, 400, "not UTF-8 text"),
+        (b'{"texts": ["rain"', JSON, 400, "not JSON"),
+        (b'{"text": "rain"}', JSON, 400, 'send JSON {"texts"'),
+        (b'{"texts": []}', JSON, 400, "one text or more"),
+        (b'{"texts": ["rain", 3]}', JSON, 400, "text 1 is int, not a string"),
+        (b'{"texts": ["rain", " "]}', JSON, 400, "text 1 is empty"),
+        (json.dumps({"texts": ["rain"] * 257}).encode(), JSON, 413, "limit of 256"),
+        (b"x" * (2**20 + 1), {}, 413, "over this server's limit"),
+        (
+            b"--b\r\nContent-Disposition: form-data; name=t\r\n\r\nrain\r\n--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+            415,
+            "a text as the body",
+        ),
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "not UTF-8",
+        "malformed JSON",
+        "JSON without texts",
+        "no texts",
+        "a number",
+        "a blank text",
+        "too many texts",
+        "too large",
+        "a form",
+    ],
+)
+def test_bad_text_requests_get_a_4xx_and_a_message(text_server, body, headers, status, said):
+    answered, answer = text_server.request("POST", "/predict", body, headers)
+    assert answered == status and said in answer["error"]
+    assert text_server.request("GET", "/health")[0] == 200

@@ -30,66 +30,14 @@ from headstart.text.finetune import (
     time_step,
 )
 from headstart.text.label_names import COPIES, label_names
-
-WEATHER = [
-    "Heavy rain is expected across the north tonight",
-    "Tomorrow will be sunny with a light breeze",
-    "Snow is falling in the mountains this morning",
-    "A thunderstorm warning was issued for the coast",
-    "Temperatures will drop below freezing overnight",
-    "Fog will clear by noon, then clouds build up",
-    "Strong winds are forecast for the weekend",
-    "It has not rained here for three weeks",
-    "The heatwave continues with highs of 38 degrees",
-    "Expect scattered showers in the afternoon",
-    "Hail damaged cars during yesterday's storm",
-    "A mild, dry autumn day with clear skies",
-]
-COOKING = [
-    "Whisk the eggs with sugar until pale",
-    "Simmer the tomato sauce for twenty minutes",
-    "Knead the dough and let it rise for an hour",
-    "Fry the onions in butter until golden",
-    "Season the soup with salt and black pepper",
-    "Bake the cake at 180 degrees for 40 minutes",
-    "Chop the parsley finely and stir it into the rice",
-    "Roast the chicken with garlic and lemon",
-    "Melt the chocolate slowly over warm water",
-    "Boil the pasta in plenty of salted water",
-    "Marinate the beef overnight in soy sauce",
-    "Grate the cheese over the warm gratin",
-]
-
-
-def write_table(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        columns = list(dict.fromkeys(name for row in rows for name in row))
-        writer = csv.DictWriter(file, fieldnames=columns, delimiter=delimiter)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-@pytest.fixture(scope="module")
-def reviews(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 labelled texts of two topics in a CSV whose columns are named as users name them."""
-    rows = [{"Sentence": t, "Topic": "weather"} for t in WEATHER]
-    rows += [{"Sentence": t, "Topic": "cooking"} for t in COOKING]
-    return write_table(tmp_path_factory.mktemp("texts") / "topics.csv", rows)
-
-
-@pytest.fixture(scope="module")
-def probe_run(reviews: Path, tmp_path_factory: pytest.TempPathFactory) -> headstart.FitResult:
-    runs = tmp_path_factory.mktemp("runs")
-    return headstart.fit(reviews, strategy="linear-probe", runs_dir=str(runs), quiet=True)
-
+from topics import COOKING, WEATHER, write_table
 
 # --- Reading ------------------------------------------------------------------------------
 
 
-def test_a_table_of_texts_is_told_from_a_table_of_image_paths(tmp_path: Path, reviews: Path):
+def test_a_table_of_texts_is_told_from_a_table_of_image_paths(tmp_path: Path, topics: Path):
     images = write_table(tmp_path / "images.csv", [{"path": "a.jpg", "label": "cat"}])
-    assert is_text_data(reviews)
+    assert is_text_data(topics)
     assert not is_text_data(images)
     assert is_text_data(write_table(tmp_path / "t.tsv", [{"text": "a", "label": "b"}], "\t"))
 
@@ -161,9 +109,9 @@ def test_bad_tables_get_one_line_errors_that_name_the_problem(tmp_path: Path):
         read_texts(write_table(tmp_path / "e.csv", rows))
 
 
-def test_texts_to_predict_from_a_file_a_table_and_standard_input(tmp_path: Path, reviews: Path):
+def test_texts_to_predict_from_a_file_a_table_and_standard_input(tmp_path: Path, topics: Path):
     (tmp_path / "new.txt").write_text("first text\n\nsecond text\n")
-    found = texts_to_predict([str(tmp_path / "new.txt"), str(reviews)])
+    found = texts_to_predict([str(tmp_path / "new.txt"), str(topics)])
     assert found[:2] == [("new.txt:1", "first text"), ("new.txt:3", "second text")]
     assert len(found) == 2 + len(WEATHER) + len(COOKING)
 
@@ -177,12 +125,12 @@ def test_texts_to_predict_from_a_file_a_table_and_standard_input(tmp_path: Path,
 # --- Fitting, saving, predicting ------------------------------------------------------------
 
 
-def test_a_probe_on_texts_is_a_run_like_any_other(probe_run: headstart.FitResult):
-    run = probe_run.run_dir
+def test_a_probe_on_texts_is_a_run_like_any_other(text_probe_run: headstart.FitResult):
+    run = text_probe_run.run_dir
     for name in ("config.yaml", "dataset.json", "splits.csv", "audit.json", "plan.json"):
         assert (run / name).exists(), name
-    assert probe_run.strategy == "linear-probe" and probe_run.unit == "texts"
-    assert probe_run.scores["val"]["accuracy"] >= 0.8  # two plain topics, 4 validation texts
+    assert text_probe_run.strategy == "linear-probe" and text_probe_run.unit == "texts"
+    assert text_probe_run.scores["val"]["accuracy"] >= 0.8  # two plain topics, 4 validation texts
     summary = json.loads((run / "summary.json").read_text())
     assert summary["modality"] == "text"
     checks = json.loads((run / "checks.json").read_text())["checks"]
@@ -202,13 +150,13 @@ def test_a_probe_on_texts_is_a_run_like_any_other(probe_run: headstart.FitResult
     assert np.allclose(model.predict_proba("Stir in the flour").sum(), 1.0)
 
 
-def test_the_embeddings_are_cached(probe_run, reviews: Path, monkeypatch, tmp_path: Path):
+def test_the_embeddings_are_cached(text_probe_run, topics: Path, monkeypatch, tmp_path: Path):
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded again")
 
     monkeypatch.setattr(TextEncoder, "encode", no_encoding)
-    again = headstart.fit(reviews, strategy="linear-probe", runs_dir=str(tmp_path), quiet=True)
-    assert again.scores["val"] == probe_run.scores["val"]
+    again = headstart.fit(topics, strategy="linear-probe", runs_dir=str(tmp_path), quiet=True)
+    assert again.scores["val"] == text_probe_run.scores["val"]
 
 
 def test_the_audit_finds_copies_conflicts_and_leaks(tmp_path: Path):
@@ -440,9 +388,9 @@ def test_timing_a_fine_tuning_step_leaves_the_encoder_as_it_was():
     assert not encoder.model.training  # back in inference mode, as encode() expects
 
 
-def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces: Path, tmp_path):
+def test_settings_for_photos_are_refused_for_texts_and_back(topics: Path, faces: Path, tmp_path):
     with pytest.raises(HeadstartError, match=r"--augment: setting.s. for photos"):
-        headstart.fit(reviews, augment="strong", runs_dir=str(tmp_path))
+        headstart.fit(topics, augment="strong", runs_dir=str(tmp_path))
     with pytest.raises(HeadstartError, match=r"--text-column: setting.s. for texts"):
         headstart.fit(faces, text_column="text", runs_dir=str(tmp_path))
     with pytest.raises(HeadstartError, match=r"--label-names: setting.s. for texts"):
@@ -451,13 +399,13 @@ def test_settings_for_photos_are_refused_for_texts_and_back(reviews: Path, faces
 
 
 def test_predict_and_evaluate_from_the_command_line(
-    probe_run, reviews: Path, tmp_path: Path, capsys, monkeypatch
+    text_probe_run, topics: Path, tmp_path: Path, capsys, monkeypatch
 ):
     monkeypatch.setattr("sys.stdin", type("In", (), {"read": lambda self: "Bake for an hour\n"})())
     code = main(
         [
             "predict",
-            str(probe_run.run_dir),
+            str(text_probe_run.run_dir),
             "-",
             "--text",
             "Windy and wet all day",
@@ -473,25 +421,25 @@ def test_predict_and_evaluate_from_the_command_line(
     ]
     # Other data holding the training texts: they are left out, and counted. With 10 texts
     # a class the probe was fitted again on train and validation: all of them trained it.
-    assert json.loads((probe_run.run_dir / "summary.json").read_text())["refit"]["texts"] == 24
+    assert json.loads((text_probe_run.run_dir / "summary.json").read_text())["refit"]["texts"] == 24
     rows = [{"text": t, "label": "weather"} for t in WEATHER] + [
         {"text": "Drizzle and grey skies until Friday", "label": "weather"}
     ]
     other = write_table(tmp_path / "other.csv", rows)
-    scores, _ = headstart.evaluate(probe_run.run_dir, other, quiet=True)
+    scores, _ = headstart.evaluate(text_probe_run.run_dir, other, quiet=True)
     assert scores["left_out"] == len(WEATHER) and scores["n"] == 1
     # The data it was fitted on holds no text it did not train on: said, not scored.
     with pytest.raises(HeadstartError, match="does not hold out for testing"):
-        headstart.evaluate(probe_run.run_dir, reviews, quiet=True)
+        headstart.evaluate(text_probe_run.run_dir, topics, quiet=True)
     with pytest.raises(HeadstartError, match="fitted again on its validation texts"):
-        headstart.evaluate(probe_run.run_dir, reviews, split="val", quiet=True)
+        headstart.evaluate(text_probe_run.run_dir, topics, split="val", quiet=True)
 
 
-def test_evaluate_scores_the_runs_own_test_texts(reviews: Path, tmp_path: Path):
+def test_evaluate_scores_the_runs_own_test_texts(topics: Path, tmp_path: Path):
     result = headstart.fit(
-        reviews, strategy="linear-probe", test_fraction=0.25, runs_dir=str(tmp_path), quiet=True
+        topics, strategy="linear-probe", test_fraction=0.25, runs_dir=str(tmp_path), quiet=True
     )
-    scores, _ = headstart.evaluate(result.run_dir, reviews, quiet=True)
+    scores, _ = headstart.evaluate(result.run_dir, topics, quiet=True)
     assert scores["split"] == "test" and scores["n"] == result.scores["test"]["n"] == 6
     assert scores["accuracy"] == result.scores["test"]["accuracy"]  # the refit model's own
 
@@ -552,23 +500,25 @@ def test_hub_encoders_load_offline_from_a_prefilled_cache(tmp_path: Path):
     assert "HF_HUB_OFFLINE" in found["error"]
 
 
-def test_the_audit_alone_and_the_report_rebuilt(probe_run, reviews: Path, tmp_path: Path, capsys):
-    assert main(["audit", str(reviews), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
+def test_the_audit_alone_and_the_report_rebuilt(
+    text_probe_run, topics: Path, tmp_path: Path, capsys
+):
+    assert main(["audit", str(topics), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
     found = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert found["texts"] == len(WEATHER) + len(COOKING)
     assert "written:" in capsys.readouterr().out
-    assert main(["audit", str(reviews), "--fix-split", str(tmp_path / "split.csv")]) == 2
+    assert main(["audit", str(topics), "--fix-split", str(tmp_path / "split.csv")]) == 2
     assert "--fix-split is for photos" in capsys.readouterr().err
     page = tmp_path / "page.html"
-    assert main(["report", str(probe_run.run_dir), "--out", str(page)]) == 0
+    assert main(["report", str(text_probe_run.run_dir), "--out", str(page)]) == 0
     assert "Mistakes" in page.read_text()
 
 
-def test_commands_for_photos_say_so_on_texts(reviews: Path):
+def test_commands_for_photos_say_so_on_texts(topics: Path):
     with pytest.raises(HeadstartError, match="holds texts: this command works on photos"):
-        headstart.check(reviews)
+        headstart.check(topics)
 
 
-def test_image_only_commands_refuse_a_text_model(probe_run, capsys):
-    assert main(["export", str(probe_run.run_dir)]) == 2
+def test_image_only_commands_refuse_a_text_model(text_probe_run, capsys):
+    assert main(["export", str(text_probe_run.run_dir)]) == 2
     assert "is a text model: export is for image models" in capsys.readouterr().err

@@ -1,30 +1,35 @@
 """``headstart serve``: a trained model behind HTTP, on Starlette and uvicorn.
 
-- ``POST /predict``: one image's bytes as the request body, or several as the files of a
-  ``multipart/form-data`` form; ``?top_k=3`` for the three most likely labels. The server
-  never opens a path or a URL a client names: it reads only the bytes it is sent.
+- ``POST /predict``: for an image model, one image's bytes as the request body, or several as
+  the files of a ``multipart/form-data`` form; for a text model, one text as the body (UTF-8),
+  or several as JSON, ``{"texts": ["...", ...]}``. ``?top_k=3`` for the three most likely
+  labels. The server never opens a path or a URL a client names: it reads only what it is sent.
 - ``GET /health``: ``{"status": "ok"}`` while the model is loaded and answering.
-- ``GET /metadata``: classes, preprocessing, runtime, calibration, version and limits.
+- ``GET /metadata``: classes, what the model reads (preprocessing, or the encoder), runtime,
+  calibration, version and limits.
 
 Concurrent requests are predicted together (micro-batching): while the network works on
-one batch, the images that arrive wait, and the next batch takes all of them (up to
+one batch, the inputs that arrive wait, and the next batch takes all of them (up to
 ``max_batch``), so a busy server runs the network on full batches and an idle one answers at
 once, without a timer. Images are decoded in worker threads, by the very code ``predict``
 uses (EXIF rotation, colour modes, 16-bit, bombs refused). Bad input gets a 4xx with a
 message: a body or a part over ``max_body_bytes`` (413), an image over ``max_pixels`` (413),
-bytes that are not a usable image (400, with the reason), a bad ``top_k`` (400). On SIGINT or
-SIGTERM, uvicorn stops accepting connections and answers the requests it holds before it
-exits.
+bytes that are not a usable image or text (400, with the reason), a bad ``top_k`` (400). On
+SIGINT or SIGTERM, uvicorn stops accepting connections and answers the requests it holds
+before it exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -35,12 +40,19 @@ from .data.images import IMAGE_EXTENSIONS, UnreadableImage, stack_shape
 from .errors import HeadstartError
 from .prediction import Predictor, ranked
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from .text.model import TextModel
+
 __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
 #: Images one request may hold (multipart files).
 MAX_FILES = 64
 #: Connections served at once; beyond, uvicorn answers 503 (each may hold a body in memory).
 MAX_CONNECTIONS = 64
+#: Texts one request may hold (a JSON list): each is encoded on its own row of a batch.
+MAX_TEXTS = 256
 #: The photo formats a client may send. Pillow opens more (EPS would run Ghostscript, a
 #: program the server should not expose to the network): those are refused before decoding.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
@@ -69,18 +81,19 @@ class BadRequest(Exception):
 
 
 class MicroBatcher:
-    """Images of concurrent requests, predicted together in one worker thread."""
+    """Inputs of concurrent requests (decoded images, or texts), predicted together in one
+    worker thread: ``predict_rows`` maps a list of inputs to their class probabilities."""
 
-    def __init__(self, model: Predictor, max_batch: int = 32):
-        self.model, self.max_batch = model, max_batch
+    def __init__(self, predict_rows: Callable[[list], np.ndarray], max_batch: int = 32):
+        self.predict_rows, self.max_batch = predict_rows, max_batch
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="headstart-predict")
-        self.batches = self.images = 0  # how much batching happened: /metadata says
+        self.batches = self.inputs = 0  # how much batching happened: /metadata says
 
-    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """The class probabilities of one image's decoded pixels, once its batch has run."""
+    async def probabilities(self, item) -> np.ndarray:
+        """The class probabilities of one input, once its batch has run."""
         done = asyncio.get_running_loop().create_future()
-        await self.queue.put((pixels, done))
+        await self.queue.put((item, done))
         return await done
 
     async def run(self) -> None:
@@ -89,7 +102,7 @@ class MicroBatcher:
             while len(batch) < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:
-                rows = await self._predict([pixels for pixels, _ in batch])
+                rows = await self._predict([item for item, _ in batch])
             except Exception as error:  # every waiting request hears of it; the loop goes on
                 for _, done in batch:
                     if not done.done():
@@ -99,83 +112,74 @@ class MicroBatcher:
                 if not done.done():  # its client may have gone
                     done.set_result(row)
 
-    async def _predict(self, pixels: list[np.ndarray]) -> np.ndarray:
+    async def _predict(self, items: list) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(
-            self.worker, self.model.probabilities, pixels, self.max_batch
-        )
-        if len(rows) != len(pixels):
-            raise RuntimeError(f"the model answered {len(rows)} rows for {len(pixels)} images")
-        self.batches, self.images = self.batches + 1, self.images + len(pixels)
+        rows = await loop.run_in_executor(self.worker, self.predict_rows, items)
+        if len(rows) != len(items):
+            raise RuntimeError(f"the model answered {len(rows)} rows for {len(items)} inputs")
+        self.batches, self.inputs = self.batches + 1, self.inputs + len(items)
         return rows
 
 
-def create_app(
-    model: Predictor, *, max_batch: int = 32, limits: Limits | None = None, quiet: bool = True
-):
-    """The ASGI application serving ``model`` (see the module's description); unless
-    ``quiet``, it says on stderr when it has stopped."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
+class ImageRequests:
+    """How an image model's requests are read: an image's bytes as the body, or images as the
+    files of a multipart form, each decoded (in a pool of threads) as ``predict`` decodes a
+    file."""
 
-    limits = limits or Limits()
-    batcher = MicroBatcher(model, max_batch)
-    decoders = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="headstart-decode")
-    scratch = tempfile.TemporaryDirectory(prefix="headstart-serve-")
-    decoder = model.inputs.decoder()
+    noun = "images"
 
-    def decode(body: bytes, name: str | None) -> np.ndarray:
-        """Pixels of an uploaded image, through the decoder ``predict`` uses on files, once
-        its header says it is a photo format this server takes (or a stack of channels)
-        within the pixel limit."""
-        what = name or "the body"
-        suffix = Path(name or "").suffix.lower()
-        handle, file = tempfile.mkstemp(
-            suffix if suffix in IMAGE_EXTENSIONS else ".img", dir=scratch.name
+    def __init__(self, model: Predictor, limits: Limits, max_batch: int):
+        self.model, self.limits, self.max_batch = model, limits, max_batch
+        self.decoders = ThreadPoolExecutor(
+            os.cpu_count() or 1, thread_name_prefix="headstart-decode"
         )
-        try:
-            with os.fdopen(handle, "wb") as opened:
-                opened.write(body)
-            width, height = _size(Path(file), what)
-            if width * height > limits.max_pixels:
-                raise BadRequest(
-                    413,
-                    f"{what}: {width} x {height} pixels, over this server's limit of "
-                    f"{limits.max_pixels:,}",
-                )
-            return model.inputs.pixels(Path(file), decoder)
-        except UnreadableImage as error:
-            raise BadRequest(400, f"{what}: {error.reason}") from None
-        except OSError as error:  # the server's own disk, not the client's image
-            raise BadRequest(503, f"cannot hold the upload now ({error.strerror})") from None
-        finally:
-            os.unlink(file)
+        self.scratch = tempfile.TemporaryDirectory(prefix="headstart-serve-")
+        self.decoder = model.inputs.decoder()
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise BadRequest(413, _too_large(int(declared), limits.max_body_bytes))
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise BadRequest(413, _too_large(len(body), limits.max_body_bytes))
-        return bytes(body)
+    def predict_rows(self, pixels: list[np.ndarray]) -> np.ndarray:
+        return self.model.probabilities(pixels, self.max_batch)
 
-    async def images_of(request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
+    def describe(self) -> dict:
+        return {
+            "modality": "image",
+            "architecture": self.model.architecture,
+            "runtime": getattr(self.model, "runtime", "pytorch"),
+            "preprocessing": self.model.preprocessing.to_dict(),
+            "test_time_flip": self.model.test_time_flip,
+            "test_time_crops": list(self.model.test_time_crops),
+            "limits": self.limits.to_dict(),
+        }
+
+    async def read(self, request: Request, body: bytes) -> list[tuple[str | None, np.ndarray]]:
+        """Each upload's name (None for a body) and its decoded pixels."""
+        uploads = await self._uploads(request, body)
+        loop = asyncio.get_running_loop()
+        pixels = await asyncio.gather(
+            *(
+                loop.run_in_executor(self.decoders, self._decode, data, name)
+                for name, data in uploads
+            )
+        )
+        return [(name, image) for (name, _), image in zip(uploads, pixels, strict=True)]
+
+    def close(self) -> None:
+        self.decoders.shutdown(wait=True)
+        self.scratch.cleanup()
+
+    async def _uploads(self, request: Request, body: bytes) -> list[tuple[str | None, bytes]]:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             if not body:
                 raise BadRequest(400, "empty body: send an image's bytes, or a multipart form")
             return [(None, body)]
+
+        from starlette.requests import Request
 
         async def replay() -> dict:
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
             async with Request(request.scope, replay).form(
-                max_files=MAX_FILES, max_part_size=limits.max_body_bytes
+                max_files=MAX_FILES, max_part_size=self.limits.max_body_bytes
             ) as form:
                 files = [
                     (value.filename or key, await value.read())
@@ -188,20 +192,115 @@ def create_app(
             raise BadRequest(400, "the form holds no file: send images as its file parts")
         return files
 
+    def _decode(self, body: bytes, name: str | None) -> np.ndarray:
+        """Pixels of an uploaded image, through the decoder ``predict`` uses on files, once
+        its header says it is a photo format this server takes (or a stack of channels)
+        within the pixel limit."""
+        what = name or "the body"
+        suffix = Path(name or "").suffix.lower()
+        handle, file = tempfile.mkstemp(
+            suffix if suffix in IMAGE_EXTENSIONS else ".img", dir=self.scratch.name
+        )
+        try:
+            with os.fdopen(handle, "wb") as opened:
+                opened.write(body)
+            width, height = _size(Path(file), what)
+            if width * height > self.limits.max_pixels:
+                raise BadRequest(
+                    413,
+                    f"{what}: {width} x {height} pixels, over this server's limit of "
+                    f"{self.limits.max_pixels:,}",
+                )
+            return self.model.inputs.pixels(Path(file), self.decoder)
+        except UnreadableImage as error:
+            raise BadRequest(400, f"{what}: {error.reason}") from None
+        except OSError as error:  # the server's own disk, not the client's image
+            raise BadRequest(503, f"cannot hold the upload now ({error.strerror})") from None
+        finally:
+            os.unlink(file)
+
+
+class TextRequests:
+    """How a text model's requests are read: one text as the body (UTF-8), or up to
+    :data:`MAX_TEXTS` as JSON, ``{"texts": [...]}``. A text longer than the encoder reads is
+    cut, as ``predict`` cuts it (``max_tokens`` in ``/metadata``)."""
+
+    noun = "texts"
+
+    def __init__(self, model: TextModel, limits: Limits):
+        self.model, self.limits = model, limits
+
+    def predict_rows(self, texts: list[str]) -> np.ndarray:
+        return self.model.predict_proba(texts)
+
+    def describe(self) -> dict:
+        encoder = self.model.encoder
+        return {
+            "modality": "text",
+            "encoder": encoder.name,
+            "fine_tuned": self.model.fine_tuned,
+            "max_tokens": encoder.max_tokens,
+            "runtime": "pytorch",
+            "limits": {"max_body_bytes": self.limits.max_body_bytes, "max_texts": MAX_TEXTS},
+        }
+
+    async def read(self, request: Request, body: bytes) -> list[tuple[None, str]]:
+        """Each text, unnamed (the answers come in the order of the texts)."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            raise BadRequest(415, 'a text model reads a text as the body, or JSON {"texts": [...]}')
+        if content_type.startswith("application/json"):
+            return [(None, text) for text in _json_texts(body)]
+        text = _utf8(body, "the body")
+        if not text.strip():
+            raise BadRequest(400, 'empty body: send a text, or JSON {"texts": [...]}')
+        return [(None, text)]
+
+    def close(self) -> None:
+        pass
+
+
+def create_app(
+    model: Predictor | TextModel,
+    *,
+    max_batch: int = 32,
+    limits: Limits | None = None,
+    quiet: bool = True,
+):
+    """The ASGI application serving ``model`` (an image or a text model; see the module's
+    description); unless ``quiet``, it says on stderr when it has stopped."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    limits = limits or Limits()
+    if getattr(model, "modality", "image") == "text":
+        inputs = TextRequests(model, limits)
+    else:
+        inputs = ImageRequests(model, limits, max_batch)
+    batcher = MicroBatcher(inputs.predict_rows, max_batch)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise BadRequest(413, _too_large(int(declared), limits.max_body_bytes))
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise BadRequest(413, _too_large(len(body), limits.max_body_bytes))
+        return bytes(body)
+
     async def predict(request: Request) -> JSONResponse:
         try:
             top_k = _top_k(request.query_params.get("top_k", "1"))
-            uploads = await images_of(request, await read_body(request))
-            loop = asyncio.get_running_loop()
-            pixels = await asyncio.gather(
-                *(loop.run_in_executor(decoders, decode, data, name) for name, data in uploads)
-            )
+            named = await inputs.read(request, await read_body(request))
         except BadRequest as error:
             return JSONResponse({"error": error.message}, status_code=error.status)
-        rows = await asyncio.gather(*(batcher.probabilities(p) for p in pixels))
+        rows = await asyncio.gather(*(batcher.probabilities(item) for _, item in named))
         answers = []
         predictions = ranked(np.stack(rows), model.classes, top_k)
-        for (name, _), prediction in zip(uploads, predictions, strict=True):
+        for (name, _), prediction in zip(named, predictions, strict=True):
             answer = {
                 "label": prediction.label,
                 "probability": prediction.probability,
@@ -216,18 +315,15 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def metadata(request: Request) -> JSONResponse:
+        described = inputs.describe()
         return JSONResponse(
             {
                 "classes": list(model.classes),
-                "architecture": model.architecture,
-                "runtime": getattr(model, "runtime", "pytorch"),
-                "preprocessing": model.preprocessing.to_dict(),
-                "test_time_flip": model.test_time_flip,
-                "test_time_crops": list(model.test_time_crops),
+                **described,
                 "temperature": model.temperature,
                 "headstart_version": __version__,
-                "limits": {**limits.to_dict(), "max_batch": max_batch},
-                "batches": {"run": batcher.batches, "images": batcher.images},
+                "limits": {**described["limits"], "max_batch": max_batch},
+                "batches": {"run": batcher.batches, inputs.noun: batcher.inputs},
             }
         )
 
@@ -242,11 +338,11 @@ def create_app(
         finally:  # uvicorn has answered every request it held
             worker.cancel()
             batcher.worker.shutdown(wait=True)
-            decoders.shutdown(wait=True)
-            scratch.cleanup()
+            inputs.close()
             say(
                 quiet,
-                f"serve: stopped, every request answered (images predicted: {batcher.images})",
+                f"serve: stopped, every request answered ({inputs.noun} predicted: "
+                f"{batcher.inputs})",
             )
 
     routes = [
@@ -278,8 +374,6 @@ def serve(
     from .loading import load
 
     model = load(bundle)
-    if getattr(model, "modality", "image") != "image":
-        raise HeadstartError(f"{bundle} is a text model: serve is for image models (so far)")
     if getattr(model, "task", "classification") != "classification":
         raise HeadstartError(f"{bundle} is a {model.task} model: serve is for classifiers (so far)")
     if not calibrated:
@@ -330,3 +424,31 @@ def _top_k(value: str) -> int:
 
 def _too_large(size: int, limit: int) -> str:
     return f"request of {size:,} bytes, over this server's limit of {limit:,}"
+
+
+def _utf8(body: bytes, what: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(
+            400, f"{what} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+
+
+def _json_texts(body: bytes) -> list[str]:
+    """The texts of a JSON body, ``{"texts": [...]}``: 1 to :data:`MAX_TEXTS` strings."""
+    try:
+        document = json.loads(_utf8(body, "the JSON body"))
+    except json.JSONDecodeError as error:
+        raise BadRequest(400, f"the body is not JSON: {error}") from None
+    texts = document.get("texts") if isinstance(document, dict) else None
+    if not isinstance(texts, list) or not texts:
+        raise BadRequest(400, 'send JSON {"texts": ["a text", ...]}: one text or more')
+    if len(texts) > MAX_TEXTS:
+        raise BadRequest(413, f"{len(texts):,} texts, over this server's limit of {MAX_TEXTS}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise BadRequest(400, f"text {i} is {type(text).__name__}, not a string")
+        if not text.strip():
+            raise BadRequest(400, f"text {i} is empty: send texts to classify")
+    return texts
