@@ -65,7 +65,7 @@ def fitted(faces: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def topics(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def topics_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 labelled texts of two topics in a CSV whose columns are named as users name them."""
     from topics import COOKING, WEATHER, write_table
 
@@ -75,12 +75,12 @@ def topics(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def text_probe_run(topics: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A linear probe on ``topics``, shared by the tests that only read it."""
+def text_probe_run(topics_table: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A linear probe on ``topics_table``, shared by the tests that only read it."""
     import headstart
 
     runs = tmp_path_factory.mktemp("text-runs")
-    return headstart.fit(topics, strategy="linear-probe", runs_dir=str(runs), quiet=True)
+    return headstart.fit(topics_table, strategy="linear-probe", runs_dir=str(runs), quiet=True)
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (96, 64)) -> Path:

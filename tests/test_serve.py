@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import http.client
 import io
 import json
@@ -22,7 +23,7 @@ from PIL import Image
 
 import headstart
 from headstart.runfolder import RunFolder
-from headstart.serve import Limits, create_app
+from headstart.serve import Limits, create_app, serve
 
 LIMITS = Limits(max_body_bytes=2**20, max_pixels=1_000_000)
 
@@ -110,6 +111,7 @@ def test_health_and_metadata_describe_the_model(server, fitted):
     assert metadata["preprocessing"] == fitted.model.preprocessing.to_dict()
     assert metadata["temperature"] == fitted.model.temperature
     assert metadata["limits"]["max_pixels"] == LIMITS.max_pixels
+    assert metadata["modality"] == "image"
 
 
 def test_an_image_in_the_body_is_predicted_as_in_process(server, fitted, photos):
@@ -280,7 +282,8 @@ FORECAST, RECIPE = "Light rain will spread from the west", "Stir the risotto unt
 
 
 def test_a_text_as_the_body_is_predicted_as_in_process(text_server, text_model):
-    status, answer = text_server.request("POST", "/predict?top_k=2", FORECAST.encode())
+    body = f"\ufeff {FORECAST}\n".encode()  # a byte-order mark and spaces, as files have them
+    status, answer = text_server.request("POST", "/predict?top_k=2", body)
     (prediction,) = answer["predictions"]
     (expected,) = text_model.predict([FORECAST], top_k=2)
     assert status == 200 and prediction["label"] == expected.label == "weather"
@@ -289,28 +292,89 @@ def test_a_text_as_the_body_is_predicted_as_in_process(text_server, text_model):
 
 
 def test_texts_as_json_are_answered_in_their_order(text_server):
-    body = json.dumps({"texts": [RECIPE, FORECAST, "Snow is expected in the hills"]})
-    status, answer = text_server.request("POST", "/predict", body.encode(), JSON)
+    body = json.dumps({"texts": [RECIPE, FORECAST, " Snow is expected in the hills "]})
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    status, answer = text_server.request("POST", "/predict?top_k=2", body.encode(), headers)
     assert status == 200
     assert [p["label"] for p in answer["predictions"]] == ["cooking", "weather", "weather"]
+    assert all(len(p["top"]) == 2 and "file" not in p for p in answer["predictions"])
 
 
-def test_text_metadata_names_the_encoder_and_counts_texts(text_server, text_model):
-    before = text_server.request("GET", "/metadata")[1]["batches"]["texts"]
+def test_concurrent_texts_share_batches_and_each_gets_its_own_answer(text_server, text_model):
+    texts = [FORECAST, RECIPE, "Snow is expected in the hills", "Whisk the cream until stiff"] * 4
+    before = text_server.request("GET", "/metadata")[1]["batches"]
     with ThreadPoolExecutor(8) as pool:
         answers = list(
-            pool.map(
-                lambda text: text_server.request("POST", "/predict", text.encode()), [RECIPE] * 16
-            )
+            pool.map(lambda text: text_server.request("POST", "/predict", text.encode()), texts)
         )
     assert [status for status, _ in answers] == [200] * 16
+    assert [a["predictions"][0]["label"] for _, a in answers] == ["weather", "cooking"] * 8
+    after = text_server.request("GET", "/metadata")[1]["batches"]
+    assert after["texts"] - before["texts"] == 16
+    assert after["run"] - before["run"] < 16  # concurrent requests shared batches
+
+
+def test_text_metadata_names_the_encoder_and_what_it_reads(text_server, text_model):
     status, metadata = text_server.request("GET", "/metadata")
     assert status == 200 and metadata["modality"] == "text"
     assert metadata["classes"] == list(text_model.classes)
-    assert metadata["encoder"] == text_model.encoder.name and metadata["fine_tuned"] is False
+    assert metadata["encoder"] == "all-MiniLM-L6-v2" and metadata["fine_tuned"] is False
     assert metadata["max_tokens"] == text_model.encoder.max_tokens
     assert metadata["limits"]["max_texts"] == 256
-    assert metadata["batches"]["texts"] - before == 16
+
+
+def test_a_fine_tuned_encoder_is_named_without_the_servers_paths(text_model):
+    fine_tuned = copy.copy(text_model)
+    fine_tuned.fine_tuned = True  # as a bundle holding its encoder loads
+    server = Server(fine_tuned)
+    try:
+        metadata = server.request("GET", "/metadata")[1]
+    finally:
+        server.stop()
+    assert metadata["encoder"] == "fine-tuned, in the bundle" and metadata["fine_tuned"]
+
+
+class FailsOn:
+    """``model``, failing on one text; a first text that waits keeps the others queued."""
+
+    def __init__(self, model, bad: str):
+        self.model, self.bad = model, bad
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict_proba(self, texts):
+        if "wait" in texts:
+            time.sleep(1.0)
+        if self.bad in texts:
+            raise RuntimeError(f"cannot take {self.bad!r}")
+        return self.model.predict_proba(texts)
+
+
+def test_a_text_the_model_fails_on_fails_only_its_own_request(text_model):
+    server = Server(FailsOn(text_model, "bad"))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            waiting = pool.submit(server.request, "POST", "/predict", b"wait")
+            time.sleep(0.3)  # the rest arrive while "wait" is predicted: one batch
+            texts = [FORECAST, "bad", RECIPE, FORECAST]
+            answers = list(
+                pool.map(lambda t: server.request("POST", "/predict", t.encode()), texts)
+            )
+        assert waiting.result()[0] == 200
+        assert [status for status, _ in answers] == [200, 500, 200, 200]
+        assert answers[1][1]["error"].startswith("the model failed on this input (RuntimeError)")
+        labels = [a["predictions"][0]["label"] for status, a in answers if status == 200]
+        assert labels == ["weather", "cooking", "weather"]
+    finally:
+        server.stop()
+
+
+def test_the_command_serves_a_text_run(text_probe_run, monkeypatch):
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    serve(text_probe_run.run_dir, port=8123)
+    assert served["port"] == 8123 and served["app"] is not None
 
 
 @pytest.mark.parametrize(
@@ -320,11 +384,16 @@ def test_text_metadata_names_the_encoder_and_counts_texts(text_server, text_mode
         (b" \n\t", {}, 400, "empty body"),
         (b"caf\xe9 au lait", {}, 400, "not UTF-8 text"),
         (b'{"texts": ["rain"', JSON, 400, "not JSON"),
+        (b"[" * 100_000, JSON, 400, "not JSON"),
+        (b'{"texts": ["rain"], "n": ' + b"9" * 5000 + b"}", JSON, 400, "not JSON"),
         (b'{"text": "rain"}', JSON, 400, 'send JSON {"texts"'),
         (b'{"texts": []}', JSON, 400, "one text or more"),
-        (b'{"texts": ["rain", 3]}', JSON, 400, "text 1 is int, not a string"),
+        (b'{"texts": ["rain", 3]}', JSON, 400, "text 1 is a number, not a string"),
+        (b'{"texts": [null]}', JSON, 400, "text 0 is null"),
         (b'{"texts": ["rain", " "]}', JSON, 400, "text 1 is empty"),
+        (b'{"texts": ["ok \\ud800 not"]}', JSON, 400, "text 0 holds a lone surrogate"),
         (json.dumps({"texts": ["rain"] * 257}).encode(), JSON, 413, "limit of 256"),
+        (b'{"texts": ["rain"]}', {}, 415, "Content-Type: application/json"),
         (b"x" * (2**20 + 1), {}, 413, "over this server's limit"),
         (
             b"--b\r\nContent-Disposition: form-data; name=t\r\n\r\nrain\r\n--b--\r\n",
@@ -332,22 +401,30 @@ def test_text_metadata_names_the_encoder_and_counts_texts(text_server, text_mode
             415,
             "a text as the body",
         ),
+        (FORECAST.encode(), {}, 400, "top_k"),
     ],
     ids=[
         "empty",
         "blank",
         "not UTF-8",
         "malformed JSON",
+        "JSON nested too deep",
+        "a number too long",
         "JSON without texts",
         "no texts",
         "a number",
+        "a null",
         "a blank text",
+        "a lone surrogate",
         "too many texts",
+        "JSON sent as a text",
         "too large",
         "a form",
+        "bad top_k",
     ],
 )
 def test_bad_text_requests_get_a_4xx_and_a_message(text_server, body, headers, status, said):
-    answered, answer = text_server.request("POST", "/predict", body, headers)
+    path = "/predict?top_k=0" if said == "top_k" else "/predict"
+    answered, answer = text_server.request("POST", path, body, headers)
     assert answered == status and said in answer["error"]
     assert text_server.request("GET", "/health")[0] == 200

@@ -35,9 +35,9 @@ from topics import COOKING, WEATHER, write_table
 # --- Reading ------------------------------------------------------------------------------
 
 
-def test_a_table_of_texts_is_told_from_a_table_of_image_paths(tmp_path: Path, topics: Path):
+def test_a_table_of_texts_is_told_from_a_table_of_image_paths(tmp_path: Path, topics_table: Path):
     images = write_table(tmp_path / "images.csv", [{"path": "a.jpg", "label": "cat"}])
-    assert is_text_data(topics)
+    assert is_text_data(topics_table)
     assert not is_text_data(images)
     assert is_text_data(write_table(tmp_path / "t.tsv", [{"text": "a", "label": "b"}], "\t"))
 
@@ -109,9 +109,11 @@ def test_bad_tables_get_one_line_errors_that_name_the_problem(tmp_path: Path):
         read_texts(write_table(tmp_path / "e.csv", rows))
 
 
-def test_texts_to_predict_from_a_file_a_table_and_standard_input(tmp_path: Path, topics: Path):
+def test_texts_to_predict_from_a_file_a_table_and_standard_input(
+    tmp_path: Path, topics_table: Path
+):
     (tmp_path / "new.txt").write_text("first text\n\nsecond text\n")
-    found = texts_to_predict([str(tmp_path / "new.txt"), str(topics)])
+    found = texts_to_predict([str(tmp_path / "new.txt"), str(topics_table)])
     assert found[:2] == [("new.txt:1", "first text"), ("new.txt:3", "second text")]
     assert len(found) == 2 + len(WEATHER) + len(COOKING)
 
@@ -130,7 +132,9 @@ def test_a_probe_on_texts_is_a_run_like_any_other(text_probe_run: headstart.FitR
     for name in ("config.yaml", "dataset.json", "splits.csv", "audit.json", "plan.json"):
         assert (run / name).exists(), name
     assert text_probe_run.strategy == "linear-probe" and text_probe_run.unit == "texts"
-    assert text_probe_run.scores["val"]["accuracy"] >= 0.8  # two plain topics, 4 validation texts
+    assert (
+        text_probe_run.scores["val"]["accuracy"] >= 0.8
+    )  # two plain topics_table, 4 validation texts
     summary = json.loads((run / "summary.json").read_text())
     assert summary["modality"] == "text"
     checks = json.loads((run / "checks.json").read_text())["checks"]
@@ -150,12 +154,12 @@ def test_a_probe_on_texts_is_a_run_like_any_other(text_probe_run: headstart.FitR
     assert np.allclose(model.predict_proba("Stir in the flour").sum(), 1.0)
 
 
-def test_the_embeddings_are_cached(text_probe_run, topics: Path, monkeypatch, tmp_path: Path):
+def test_the_embeddings_are_cached(text_probe_run, topics_table: Path, monkeypatch, tmp_path: Path):
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded again")
 
     monkeypatch.setattr(TextEncoder, "encode", no_encoding)
-    again = headstart.fit(topics, strategy="linear-probe", runs_dir=str(tmp_path), quiet=True)
+    again = headstart.fit(topics_table, strategy="linear-probe", runs_dir=str(tmp_path), quiet=True)
     assert again.scores["val"] == text_probe_run.scores["val"]
 
 
@@ -388,9 +392,11 @@ def test_timing_a_fine_tuning_step_leaves_the_encoder_as_it_was():
     assert not encoder.model.training  # back in inference mode, as encode() expects
 
 
-def test_settings_for_photos_are_refused_for_texts_and_back(topics: Path, faces: Path, tmp_path):
+def test_settings_for_photos_are_refused_for_texts_and_back(
+    topics_table: Path, faces: Path, tmp_path
+):
     with pytest.raises(HeadstartError, match=r"--augment: setting.s. for photos"):
-        headstart.fit(topics, augment="strong", runs_dir=str(tmp_path))
+        headstart.fit(topics_table, augment="strong", runs_dir=str(tmp_path))
     with pytest.raises(HeadstartError, match=r"--text-column: setting.s. for texts"):
         headstart.fit(faces, text_column="text", runs_dir=str(tmp_path))
     with pytest.raises(HeadstartError, match=r"--label-names: setting.s. for texts"):
@@ -399,7 +405,7 @@ def test_settings_for_photos_are_refused_for_texts_and_back(topics: Path, faces:
 
 
 def test_predict_and_evaluate_from_the_command_line(
-    text_probe_run, topics: Path, tmp_path: Path, capsys, monkeypatch
+    text_probe_run, topics_table: Path, tmp_path: Path, capsys, monkeypatch
 ):
     monkeypatch.setattr("sys.stdin", type("In", (), {"read": lambda self: "Bake for an hour\n"})())
     code = main(
@@ -430,16 +436,20 @@ def test_predict_and_evaluate_from_the_command_line(
     assert scores["left_out"] == len(WEATHER) and scores["n"] == 1
     # The data it was fitted on holds no text it did not train on: said, not scored.
     with pytest.raises(HeadstartError, match="does not hold out for testing"):
-        headstart.evaluate(text_probe_run.run_dir, topics, quiet=True)
+        headstart.evaluate(text_probe_run.run_dir, topics_table, quiet=True)
     with pytest.raises(HeadstartError, match="fitted again on its validation texts"):
-        headstart.evaluate(text_probe_run.run_dir, topics, split="val", quiet=True)
+        headstart.evaluate(text_probe_run.run_dir, topics_table, split="val", quiet=True)
 
 
-def test_evaluate_scores_the_runs_own_test_texts(topics: Path, tmp_path: Path):
+def test_evaluate_scores_the_runs_own_test_texts(topics_table: Path, tmp_path: Path):
     result = headstart.fit(
-        topics, strategy="linear-probe", test_fraction=0.25, runs_dir=str(tmp_path), quiet=True
+        topics_table,
+        strategy="linear-probe",
+        test_fraction=0.25,
+        runs_dir=str(tmp_path),
+        quiet=True,
     )
-    scores, _ = headstart.evaluate(result.run_dir, topics, quiet=True)
+    scores, _ = headstart.evaluate(result.run_dir, topics_table, quiet=True)
     assert scores["split"] == "test" and scores["n"] == result.scores["test"]["n"] == 6
     assert scores["accuracy"] == result.scores["test"]["accuracy"]  # the refit model's own
 
@@ -501,22 +511,22 @@ def test_hub_encoders_load_offline_from_a_prefilled_cache(tmp_path: Path):
 
 
 def test_the_audit_alone_and_the_report_rebuilt(
-    text_probe_run, topics: Path, tmp_path: Path, capsys
+    text_probe_run, topics_table: Path, tmp_path: Path, capsys
 ):
-    assert main(["audit", str(topics), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
+    assert main(["audit", str(topics_table), "--out", str(tmp_path / "audit"), "--quiet"]) == 0
     found = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert found["texts"] == len(WEATHER) + len(COOKING)
     assert "written:" in capsys.readouterr().out
-    assert main(["audit", str(topics), "--fix-split", str(tmp_path / "split.csv")]) == 2
+    assert main(["audit", str(topics_table), "--fix-split", str(tmp_path / "split.csv")]) == 2
     assert "--fix-split is for photos" in capsys.readouterr().err
     page = tmp_path / "page.html"
     assert main(["report", str(text_probe_run.run_dir), "--out", str(page)]) == 0
     assert "Mistakes" in page.read_text()
 
 
-def test_commands_for_photos_say_so_on_texts(topics: Path):
+def test_commands_for_photos_say_so_on_texts(topics_table: Path):
     with pytest.raises(HeadstartError, match="holds texts: this command works on photos"):
-        headstart.check(topics)
+        headstart.check(topics_table)
 
 
 def test_image_only_commands_refuse_a_text_model(text_probe_run, capsys):

@@ -261,9 +261,10 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a model over HTTP: POST /predict, GET /health, GET /metadata",
         description="Serve RUN's model (or an exported bundle) with uvicorn until Ctrl-C or "
         "SIGTERM, answering the requests it holds before it exits. POST /predict takes an "
-        "image's bytes as the body, or images as multipart files; for a text model, a text as "
-        'the body, or JSON {"texts": [...]} (?top_k=3 for either); concurrent requests are '
-        "predicted together. Bad input gets a 4xx and a message.",
+        "image's bytes as the body, or images as multipart files; for a text model, the body "
+        'as one text, or JSON {"texts": [...]} with Content-Type: application/json (?top_k=3 '
+        "for either); concurrent requests are predicted together. Bad input gets a 4xx and a "
+        "message.",
     )
     serve.add_argument("run_dir", metavar="RUN", help="a run folder, a bundle or an export")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")

@@ -1,9 +1,10 @@
 """``headstart serve``: a trained model behind HTTP, on Starlette and uvicorn.
 
 - ``POST /predict``: for an image model, one image's bytes as the request body, or several as
-  the files of a ``multipart/form-data`` form; for a text model, one text as the body (UTF-8),
-  or several as JSON, ``{"texts": ["...", ...]}``. ``?top_k=3`` for the three most likely
-  labels. The server never opens a path or a URL a client names: it reads only what it is sent.
+  the files of a ``multipart/form-data`` form; for a text model, the body as one text (UTF-8),
+  or up to 256 as JSON, ``{"texts": [...]}`` with ``Content-Type: application/json``.
+  ``?top_k=3`` for the three most likely labels. The server never opens a path or a URL a
+  client names: it reads only what it is sent.
 - ``GET /health``: ``{"status": "ok"}`` while the model is loaded and answering.
 - ``GET /metadata``: classes, what the model reads (preprocessing, or the encoder), runtime,
   calibration, version and limits.
@@ -11,11 +12,13 @@
 Concurrent requests are predicted together (micro-batching): while the network works on
 one batch, the inputs that arrive wait, and the next batch takes all of them (up to
 ``max_batch``), so a busy server runs the network on full batches and an idle one answers at
-once, without a timer. Images are decoded in worker threads, by the very code ``predict``
-uses (EXIF rotation, colour modes, 16-bit, bombs refused). Bad input gets a 4xx with a
-message: a body or a part over ``max_body_bytes`` (413), an image over ``max_pixels`` (413),
-bytes that are not a usable image or text (400, with the reason), a bad ``top_k`` (400). On
-SIGINT or SIGTERM, uvicorn stops accepting connections and answers the requests it holds
+once, without a timer; an input the model fails on fails its own request only. Images are
+decoded in worker threads, by the very code ``predict`` uses (EXIF rotation, colour modes,
+16-bit, bombs refused). Bad input gets a 4xx with a message: a body or a part over
+``max_body_bytes`` (413), an image over ``max_pixels`` or more than 256 texts (413), bytes
+that are not a usable image or text, or JSON that is not a list of texts (400, with the
+reason), a form sent to a text model or JSON without its header (415), a bad ``top_k`` (400).
+On SIGINT or SIGTERM, uvicorn stops accepting connections and answers the requests it holds
 before it exits.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -47,12 +51,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
+_log = logging.getLogger("headstart.serve")
+
 #: Images one request may hold (multipart files).
 MAX_FILES = 64
 #: Connections served at once; beyond, uvicorn answers 503 (each may hold a body in memory).
 MAX_CONNECTIONS = 64
 #: Texts one request may hold (a JSON list): each is encoded on its own row of a batch.
 MAX_TEXTS = 256
+#: How a text model's request is sent, as its refusals say.
+_TEXT_BODY = 'a text as the body, or JSON {"texts": [...]} (Content-Type: application/json)'
+#: What a JSON value that is not a string is, in JSON's words.
+_JSON_TYPES = {
+    type(None): "null, not a string",
+    bool: "a boolean, not a string",
+    int: "a number, not a string",
+    float: "a number, not a string",
+    list: "an array, not a string",
+    dict: "an object, not a string",
+}
 #: The photo formats a client may send. Pillow opens more (EPS would run Ghostscript, a
 #: program the server should not expose to the network): those are refused before decoding.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
@@ -103,14 +120,22 @@ class MicroBatcher:
                 batch.append(self.queue.get_nowait())
             try:
                 rows = await self._predict([item for item, _ in batch])
-            except Exception as error:  # every waiting request hears of it; the loop goes on
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
+            except Exception as error:  # the loop goes on, and the request(s) hear of it
+                if len(batch) == 1:
+                    _settle(batch[0][1], error=error)
+                    continue
+                # One input the model cannot take must not fail the others it was batched
+                # with: each is predicted alone, and only its own request hears of its error.
+                for item, done in batch:
+                    try:
+                        (row,) = await self._predict([item])
+                    except Exception as alone:
+                        _settle(done, error=alone)
+                    else:
+                        _settle(done, row)
                 continue
             for row, (_, done) in zip(rows, batch, strict=True):
-                if not done.done():  # its client may have gone
-                    done.set_result(row)
+                _settle(done, row)
 
     async def _predict(self, items: list) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -221,9 +246,10 @@ class ImageRequests:
 
 
 class TextRequests:
-    """How a text model's requests are read: one text as the body (UTF-8), or up to
-    :data:`MAX_TEXTS` as JSON, ``{"texts": [...]}``. A text longer than the encoder reads is
-    cut, as ``predict`` cuts it (``max_tokens`` in ``/metadata``)."""
+    """How a text model's requests are read: the body as one text (UTF-8), or up to
+    :data:`MAX_TEXTS` as JSON, ``{"texts": [...]}`` (``Content-Type: application/json``). A
+    text longer than the encoder reads is cut, as ``predict`` cuts it (``max_tokens`` in
+    ``/metadata``)."""
 
     noun = "texts"
 
@@ -235,9 +261,15 @@ class TextRequests:
 
     def describe(self) -> dict:
         encoder = self.model.encoder
+        if self.model.fine_tuned:
+            shown = "fine-tuned, in the bundle"
+        elif encoder.source == "folder":  # the folder's name, not where the server keeps it
+            shown = Path(encoder.name).name
+        else:
+            shown = encoder.name
         return {
             "modality": "text",
-            "encoder": encoder.name,
+            "encoder": shown,
             "fine_tuned": self.model.fine_tuned,
             "max_tokens": encoder.max_tokens,
             "runtime": "pytorch",
@@ -245,15 +277,18 @@ class TextRequests:
         }
 
     async def read(self, request: Request, body: bytes) -> list[tuple[None, str]]:
-        """Each text, unnamed (the answers come in the order of the texts)."""
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            raise BadRequest(415, 'a text model reads a text as the body, or JSON {"texts": [...]}')
-        if content_type.startswith("application/json"):
+        """Each text, unnamed (the answers come in the order of the texts), its surrounding
+        spaces stripped as ``predict`` strips them."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "multipart/form-data":
+            raise BadRequest(415, f"a text model reads {_TEXT_BODY}")
+        if media_type == "application/json":
             return [(None, text) for text in _json_texts(body)]
-        text = _utf8(body, "the body")
-        if not text.strip():
-            raise BadRequest(400, 'empty body: send a text, or JSON {"texts": [...]}')
+        text = _text(body, "the body")
+        if not text:
+            raise BadRequest(400, f"empty body: send {_TEXT_BODY}")
+        if text.startswith("{") and _looks_like_texts(text):
+            raise BadRequest(415, "a JSON body needs the header Content-Type: application/json")
         return [(None, text)]
 
     def close(self) -> None:
@@ -297,7 +332,12 @@ def create_app(
             named = await inputs.read(request, await read_body(request))
         except BadRequest as error:
             return JSONResponse({"error": error.message}, status_code=error.status)
-        rows = await asyncio.gather(*(batcher.probabilities(item) for _, item in named))
+        try:
+            rows = await asyncio.gather(*(batcher.probabilities(item) for _, item in named))
+        except Exception as error:  # the model's failure: said in the log, a JSON 500 here
+            _log.exception("serve: the model failed on a request's input")
+            message = f"the model failed on this input ({type(error).__name__}); see the log"
+            return JSONResponse({"error": message}, status_code=500)
         answers = []
         predictions = ranked(np.stack(rows), model.classes, top_k)
         for (name, _), prediction in zip(named, predictions, strict=True):
@@ -426,29 +466,58 @@ def _too_large(size: int, limit: int) -> str:
     return f"request of {size:,} bytes, over this server's limit of {limit:,}"
 
 
-def _utf8(body: bytes, what: str) -> str:
+def _text(body: bytes, what: str) -> str:
+    """``body`` as text (UTF-8, a byte-order mark dropped, as ``predict`` reads files), stripped."""
     try:
-        return body.decode("utf-8")
+        return body.decode("utf-8-sig").strip()
     except UnicodeDecodeError as error:
         raise BadRequest(
             400, f"{what} is not UTF-8 text ({error.reason} at byte {error.start})"
         ) from None
 
 
-def _json_texts(body: bytes) -> list[str]:
-    """The texts of a JSON body, ``{"texts": [...]}``: 1 to :data:`MAX_TEXTS` strings."""
+def _json(body: bytes):
     try:
-        document = json.loads(_utf8(body, "the JSON body"))
-    except json.JSONDecodeError as error:
-        raise BadRequest(400, f"the body is not JSON: {error}") from None
+        return json.loads(_text(body, "the JSON body"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, a number too long, nesting
+        raise BadRequest(400, f"the body is not JSON that can be read: {error}") from None
+
+
+def _looks_like_texts(text: str) -> bool:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and "texts" in document
+
+
+def _json_texts(body: bytes) -> list[str]:
+    """The texts of a JSON body, ``{"texts": [...]}``: 1 to :data:`MAX_TEXTS` strings, none
+    blank, each Unicode a tokenizer can read (a lone surrogate, which JSON can spell, is not)."""
+    document = _json(body)
     texts = document.get("texts") if isinstance(document, dict) else None
     if not isinstance(texts, list) or not texts:
         raise BadRequest(400, 'send JSON {"texts": ["a text", ...]}: one text or more')
     if len(texts) > MAX_TEXTS:
         raise BadRequest(413, f"{len(texts):,} texts, over this server's limit of {MAX_TEXTS}")
+    stripped = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise BadRequest(400, f"text {i} is {type(text).__name__}, not a string")
+            raise BadRequest(400, f"text {i} is {_JSON_TYPES.get(type(text), 'not a string')}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(400, f"text {i} holds a lone surrogate: not Unicode text") from None
         if not text.strip():
             raise BadRequest(400, f"text {i} is empty: send texts to classify")
-    return texts
+        stripped.append(text.strip())
+    return stripped
+
+
+def _settle(done: asyncio.Future, row: np.ndarray | None = None, error: Exception | None = None):
+    if done.done():  # its client has gone
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(row)
