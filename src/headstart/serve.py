@@ -476,17 +476,19 @@ def _text(body: bytes, what: str) -> str:
         ) from None
 
 
-def _json(body: bytes):
+def _json(text: str):
+    """The JSON document ``text`` holds; a :class:`BadRequest` where it holds none that can be
+    read (malformed, a number too long, nesting too deep)."""
     try:
-        return json.loads(_text(body, "the JSON body"))
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, a number too long, nesting
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise BadRequest(400, f"the body is not JSON that can be read: {error}") from None
 
 
 def _looks_like_texts(text: str) -> bool:
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
+        document = _json(text)
+    except BadRequest:
         return False
     return isinstance(document, dict) and "texts" in document
 
@@ -494,7 +496,7 @@ def _looks_like_texts(text: str) -> bool:
 def _json_texts(body: bytes) -> list[str]:
     """The texts of a JSON body, ``{"texts": [...]}``: 1 to :data:`MAX_TEXTS` strings, none
     blank, each Unicode a tokenizer can read (a lone surrogate, which JSON can spell, is not)."""
-    document = _json(body)
+    document = _json(_text(body, "the JSON body"))
     texts = document.get("texts") if isinstance(document, dict) else None
     if not isinstance(texts, list) or not texts:
         raise BadRequest(400, 'send JSON {"texts": ["a text", ...]}: one text or more')
@@ -508,9 +510,9 @@ def _json_texts(body: bytes) -> list[str]:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise BadRequest(400, f"text {i} holds a lone surrogate: not Unicode text") from None
-        if not text.strip():
-            raise BadRequest(400, f"text {i} is empty: send texts to classify")
         stripped.append(text.strip())
+        if not stripped[-1]:
+            raise BadRequest(400, f"text {i} is empty: send texts to classify")
     return stripped
 
 
