@@ -393,7 +393,14 @@ def test_from_scratch_skips_unreadable_files_too(small_faces, tmp_path):
     good = sorted((data / "face").glob("*.png"))[0].read_bytes()
     (data / "face" / "cut.png").write_bytes(good[: len(good) // 2])
     result = headstart.fit(
-        data, pretrained=False, strategy="full", epochs=1, runs_dir=tmp_path / "runs", quiet=True
+        data,
+        pretrained=False,
+        strategy="full",
+        epochs=1,
+        input_size=64,  # the skipped file is the subject, not the resolution
+        tta="none",
+        runs_dir=tmp_path / "runs",
+        quiet=True,
     )
     assert [skip.path.name for skip in result.skipped] == ["cut.png"]
     assert result.plan.strategy == "full"

@@ -3,6 +3,7 @@ as the README describes (``photos/<class>/``, ``new_photos/``, ``held_out/<class
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import io
@@ -111,12 +112,36 @@ def run_python(heading: str) -> dict:
 #: The Use section's lines that train more than once or for long: 90 of the section's 220 s
 #: on two idle cores. Each has its own tests in the default suite (test_lr_find, test_cli's
 #: demo for --compare-scratch, test_ensemble, test_distill, test_tune); the default run of
-#: the README parses them, and the slow run runs every line as written, in order.
-SQUEEZING = ("lr-find", "--compare-scratch", "--ensemble", "distill", "tune")
+#: the README parses them, and the slow run runs every line as written, in order. So too the
+#: ONNX export (tens of seconds) and the line that predicts from it: test_export exports from
+#: the command line and predicts from the exported folder.
+SQUEEZING = ("lr-find", "--compare-scratch", "--ensemble", "distill", "tune", "export")
 
 
 def squeezes(line: str) -> bool:
-    return any(word in SQUEEZING for word in shlex.split(line, comments=True))
+    words = shlex.split(line, comments=True)
+    reads_the_export = any(Path(word).name == "model-onnx" for word in words)
+    return reads_the_export or any(word in SQUEEZING for word in words)
+
+
+#: The Python block's calls that repeat, through the API, what a command line of the quick run
+#: runs or parses: the sanity checks (``headstart check`` runs the same ``api.check``, and
+#: test_checks calls ``headstart.check``), the range test (test_lr_find runs the same
+#: ``api.lr_find``) and the ONNX export (test_export exports and loads from Python). The
+#: default run parses them; the slow run makes them.
+PYTHON_SQUEEZING = ("check", "lr_find", "export")
+
+
+def python_squeezes(statement: ast.stmt) -> bool:
+    """Whether ``statement`` calls ``headstart.<one of PYTHON_SQUEEZING>``."""
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "headstart"
+        and node.func.attr in PYTHON_SQUEEZING
+        for node in ast.walk(statement)
+    )
 
 
 @pytest.mark.parametrize(
@@ -141,7 +166,17 @@ def test_the_command_lines_then_the_python_run_as_written(workspace, every_line)
 
     (python,) = code_blocks("python", "## Use")
     namespace: dict = {}
-    exec(compile(python, str(README), "exec"), namespace)
+    if every_line:
+        exec(compile(python, str(README), "exec"), namespace)
+    else:  # statement by statement, in order; the squeezing calls are parsed, not made
+        squeezed = 0
+        for statement in ast.parse(python, str(README)).body:
+            if python_squeezes(statement):
+                squeezed += 1
+                continue
+            exec(compile(ast.Module([statement], []), str(README), "exec"), namespace)
+        assert squeezed == len(PYTHON_SQUEEZING)
+        assert all(callable(getattr(namespace["headstart"], n)) for n in PYTHON_SQUEEZING)
     assert namespace["result"].scores["val"]["accuracy"] > 0.5
     assert namespace["ranking"].best.candidate.pretrained
     assert namespace["longer"].plan.fine_tune.epochs == 10

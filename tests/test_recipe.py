@@ -98,6 +98,7 @@ def test_every_choice_is_written_into_the_plan(small_faces, tmp_path):
         augment="standard",
         no_augment=["colour"],
         batch_size=16,
+        tta="none",  # chosen after training, and not one of the plan's choices tested here
         runs_dir=tmp_path,
         **QUICK,
     )

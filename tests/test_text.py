@@ -186,13 +186,21 @@ def test_the_audit_finds_copies_conflicts_and_leaks(tmp_path: Path):
     assert summary["clean_scores"]["test"]["n"] == 1  # scores without the leaked copy, beside
 
 
-def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
-    rows = [{"text": t, "label": "weather"} for t in WEATHER[:5]]
-    rows += [{"text": t, "label": "cooking"} for t in COOKING[:5]]
-    data = write_table(tmp_path / "few.csv", rows)
-    result = headstart.fit(
-        data, strategy="fine-tune", val_fraction=0.2, runs_dir=str(tmp_path), quiet=True
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
+    """A fine-tuned encoder on 12 texts (4 held out), 40 draws of each: shared by the tests
+    that only read it (one that changes its files works on a copy)."""
+    folder = tmp_path_factory.mktemp("fine-tuned-texts")
+    rows = [{"text": t, "label": "weather"} for t in WEATHER[:6]]
+    rows += [{"text": t, "label": "cooking"} for t in COOKING[:6]]
+    data = write_table(folder / "few.csv", rows)
+    return headstart.fit(
+        data, strategy="fine-tune", epochs=40, val_fraction=0.25, runs_dir=str(folder), quiet=True
     )
+
+
+def test_a_fine_tuned_encoder_travels_in_the_bundle(fine_tuned, tmp_path: Path):
+    result = fine_tuned
     assert result.strategy == "fine-tune"
     assert (result.run_dir / "model" / "encoder" / "model.safetensors").exists()
     texts = ["Cloudy with a chance of rain", "Add the butter to the pan"]
@@ -203,10 +211,11 @@ def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path):
     assert tuning["loss_end"] < tuning["loss_start"]  # the contrastive loss fell
 
     # Weights changed under the bundle's name are refused, never run.
-    weights = result.run_dir / "model" / "encoder" / "model.safetensors"
+    run = shutil.copytree(result.run_dir, tmp_path / "run")
+    weights = run / "model" / "encoder" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(HeadstartError, match="the model was trained on encoder"):
-        headstart.load(result.run_dir)
+        headstart.load(run)
 
 
 def test_fine_tuning_batches_weigh_every_class_alike_and_repeat_from_the_seed():
@@ -294,13 +303,8 @@ def test_passes_of_similar_length_train_as_the_whole_batch_would(monkeypatch):
     assert in_passes == pytest.approx(losses(), rel=1e-4)
 
 
-def test_the_plan_says_the_fine_tuning_cost_it_measured(tmp_path: Path):
-    rows = [{"text": t, "label": "weather"} for t in WEATHER[:6]]
-    rows += [{"text": t, "label": "cooking"} for t in COOKING[:6]]
-    data = write_table(tmp_path / "few.csv", rows)
-    result = headstart.fit(
-        data, strategy="fine-tune", epochs=40, val_fraction=0.25, runs_dir=str(tmp_path), quiet=True
-    )
+def test_the_plan_says_the_fine_tuning_cost_it_measured(fine_tuned):
+    result = fine_tuned
     plan = json.loads((result.run_dir / "plan.json").read_text())
     # "weather" and "cooking" say what the texts are about: each joins as 8 sentences.
     assert plan["label_names"]["used"] and plan["label_names"]["copies"] == 8
