@@ -218,6 +218,7 @@ def test_the_text_examples_run_as_written(text_workspace: Path):
     run_commands("## Texts")
     assert (text_workspace / "runs" / "tickets-1" / "model" / "model.safetensors").exists()
     assert (text_workspace / "runs" / "mail-1" / "plan.json").exists()
+    assert (text_workspace / "runs" / "tickets-1" / "model-onnx" / "tokenizer.json").exists()
     assert run_python("## Texts")["result"].run_dir.name == "tickets-2"
 
 

@@ -531,8 +531,3 @@ def test_the_audit_alone_and_the_report_rebuilt(
 def test_commands_for_photos_say_so_on_texts(topics_table: Path):
     with pytest.raises(HeadstartError, match="holds texts: this command works on photos"):
         headstart.check(topics_table)
-
-
-def test_image_only_commands_refuse_a_text_model(text_probe_run, capsys):
-    assert main(["export", str(text_probe_run.run_dir)]) == 2
-    assert "is a text model: export is for image models" in capsys.readouterr().err

@@ -5,7 +5,8 @@ predictions are made, versions) and the network, in one of the runtimes it can b
 
 - PyTorch: ``model.safetensors``, every weight and no pickle (what ``fit`` writes);
 - ONNX Runtime or TorchScript: ``model.onnx`` or ``model.pt`` (what ``headstart export``
-  writes); an ONNX bundle predicts without PyTorch installed.
+  writes); an ONNX bundle predicts without PyTorch installed (a text model's, with the
+  encoder's ``tokenizer.json`` beside it).
 
 It is all ``predict`` and ``evaluate`` need; nothing comes from the run that made it. This
 module reads and checks descriptions, without PyTorch; :func:`headstart.load` imports the
@@ -28,6 +29,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "META",
     "RUNTIMES",
+    "TEXT_EXPORT_FORMAT",
     "TRAINED_ON",
     "WEIGHTS",
     "Description",
@@ -40,9 +42,10 @@ __all__ = [
 #: network exported to another runtime (older versions cannot run those, and say so); 4:
 #: test-time crops averaged, or an ensemble of networks (older versions would predict from
 #: the centre crop alone, or fail to read the weights); 5: a task other than classification,
-#: a regression's number, or several labels (older versions would read the outputs as classes).
-BUNDLE_FORMAT = 5
-PYTORCH_FORMAT, EXPORTED_FORMAT, SQUEEZED_FORMAT, TASK_FORMAT = 2, 3, 4, 5
+#: a regression's number, or several labels (older versions would read the outputs as classes);
+#: 6: a text model exported to ONNX (older versions would look for its encoder).
+BUNDLE_FORMAT = 6
+PYTORCH_FORMAT, EXPORTED_FORMAT, SQUEEZED_FORMAT, TASK_FORMAT, TEXT_EXPORT_FORMAT = 2, 3, 4, 5, 6
 
 
 def bundle_format(

@@ -235,9 +235,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a run's model as ONNX or TorchScript, checked against PyTorch",
         description="Write RUN's model as a bundle run by ONNX Runtime (no PyTorch needed to "
         "predict) or TorchScript: normalisation, the averaged views and the calibrated softmax "
-        "inside the network, any batch size. Before it is kept, both predict the run's "
-        "validation images (or --images): the export fails beyond a difference of 1e-4 in "
-        "probability. predict, evaluate and headstart.load take the new folder.",
+        "inside the network, any batch size. A text model exports to ONNX: the encoder and "
+        "head in the network, its tokenizer beside it (run by onnxruntime and tokenizers). "
+        "Before it is kept, both predict the run's validation images or texts (or --images, "
+        "--texts): the export fails beyond a difference of 1e-4 in probability. predict, "
+        "evaluate, serve and headstart.load take the new folder.",
     )
     export.add_argument("run_dir", metavar="RUN", help="a run folder or its model/ folder")
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
@@ -246,6 +248,13 @@ def _parser() -> argparse.ArgumentParser:
         "--images",
         nargs="+",
         help="images or folders for the parity check (default: the run's validation images)",
+    )
+    export.add_argument(
+        "--texts",
+        nargs="+",
+        metavar="FILE",
+        help="a text model's parity check: text files (one text a line), tables or folders of "
+        ".txt files, read as predict reads them (default: the run's validation texts)",
     )
     export.add_argument(
         "--int8",
@@ -616,11 +625,17 @@ def _export(args: argparse.Namespace) -> int:
     from .console import out
     from .exporting import export
 
+    texts = None
+    if args.texts:
+        from .text.data import texts_to_predict
+
+        texts = [text for _, text in texts_to_predict(args.texts)]
     folder = export(
         args.run_dir,
         args.format,
         out=args.out,
         images=args.images,
+        texts=texts,
         int8=args.int8,
         quiet=args.quiet,
     )

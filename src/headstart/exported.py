@@ -14,15 +14,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from .bundle import Description
-from .errors import HeadstartError
+from .errors import HeadstartError, first_line
 from .prediction import Predictor
 from .preprocessing import CROPS, ImageReader
 
-__all__ = ["INPUT", "OUTPUTS", "ExportedModel", "load_exported_bundle"]
+__all__ = ["INPUT", "OUTPUTS", "ExportedModel", "load_exported_bundle", "onnx_session"]
 
 #: The exported network's input and outputs, by name.
 INPUT, OUTPUTS = "pixels", ("logits", "probabilities")
@@ -72,22 +73,8 @@ def load_exported_bundle(description: Description) -> ExportedModel:
 
 
 def _onnx_network(description: Description) -> Callable[[np.ndarray, str], np.ndarray]:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise HeadstartError(
-            f"{description.directory} is an ONNX bundle: it runs with ONNX Runtime "
-            "(pip install onnxruntime)"
-        ) from None
     file = description.network_file
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are about graph optimisations
-    try:
-        session = onnxruntime.InferenceSession(
-            str(file), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as error:  # onnxruntime raises its own types for any unreadable model
-        raise HeadstartError(f"{file}: not a readable ONNX model ({_first_line(error)})") from None
+    session = onnx_session(file, description.directory)
     inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
     expected = [description.preprocessing.input_size[0], *description.preprocessing.input_size[1:]]
     if (
@@ -110,6 +97,24 @@ def _onnx_network(description: Description) -> Callable[[np.ndarray, str], np.nd
     return network
 
 
+def onnx_session(file: Path, bundle: Path, *, needs: str = ""):
+    """An ONNX Runtime session of ``file`` on the CPU, or a one-line error that says what to
+    install (``onnxruntime``, and the packages in ``needs``) or what is wrong with the file."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise HeadstartError(
+            f"{bundle} is an ONNX bundle: it runs with ONNX Runtime (pip install onnxruntime"
+            f"{' ' + needs if needs else ''})"
+        ) from None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are about graph optimisations
+    try:
+        return onnxruntime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for any unreadable model
+        raise HeadstartError(f"{file}: not a readable ONNX model ({first_line(error)})") from None
+
+
 def _torchscript_network(description: Description) -> Callable[[np.ndarray, str], np.ndarray]:
     import torch  # a TorchScript bundle runs in PyTorch, without headstart's network code
 
@@ -120,7 +125,7 @@ def _torchscript_network(description: Description) -> Callable[[np.ndarray, str]
             module = torch.jit.load(str(file), map_location="cpu").eval()
     except Exception as error:  # TorchScript raises RuntimeError and others for a bad archive
         raise HeadstartError(
-            f"{file}: not a readable TorchScript archive ({_first_line(error)})"
+            f"{file}: not a readable TorchScript archive ({first_line(error)})"
         ) from None
 
     @torch.inference_mode()
@@ -128,7 +133,3 @@ def _torchscript_network(description: Description) -> Callable[[np.ndarray, str]
         return module(torch.from_numpy(batch))[OUTPUTS.index(output)].numpy()
 
     return network
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

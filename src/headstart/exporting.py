@@ -10,63 +10,59 @@ ImageReader`, the code the PyTorch model uses, in NumPy and Pillow alone.
 
 Before the new bundle takes its place, both models predict real images (the run's validation
 images, or those given): the largest difference of probabilities is printed, stored in the
-bundle (``parity``) and must stay within :data:`PARITY_TOLERANCE`, or the export fails and
-leaves nothing behind. An int8 export (ONNX Runtime's dynamic quantisation) is not held to
-the tolerance: its cost in accuracy and agreement is measured and stored instead.
+bundle (``parity``) and must stay within :data:`~headstart.onnx_export.PARITY_TOLERANCE`, or
+the export fails and leaves nothing behind. An int8 export (ONNX Runtime's dynamic
+quantisation) is not held to the tolerance: its cost in accuracy and agreement is measured and
+stored instead.
+
+A text model is exported the same way, to ONNX (see :mod:`headstart.text.exporting`): the
+encoder and the head are one network, the tokenizer rides beside it, and the parity check
+predicts the run's validation texts.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import logging
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ._version import __version__
-from .bundle import EXPORTED_FORMAT, META, RUNTIMES, TRAINED_ON, bundle_format, describe
+from .bundle import (
+    EXPORTED_FORMAT,
+    META,
+    RUNTIMES,
+    TRAINED_ON,
+    Description,
+    bundle_format,
+    describe,
+)
 from .console import say
 from .data.images import UnreadableImage
 from .data.sources import image_files
 from .errors import HeadstartError
 from .exported import INPUT, OUTPUTS, ExportedModel, load_exported_bundle
 from .inputs import view
+from .onnx_export import PARITY_TOLERANCE, Parity, parity_line, quantise, write_onnx
 from .preprocessing import CROPS
 from .report.card import CARD
 from .runfolder import RunFolder
 from .storage import write_atomically
 from .torch_model import Model, load_network_bundle
 
-__all__ = ["FORMATS", "PARITY_IMAGES", "PARITY_TOLERANCE", "Parity", "export"]
+__all__ = ["FORMATS", "PARITY_IMAGES", "ImageExport", "Subject", "export"]
 
 FORMATS = ("onnx", "torchscript")
-#: The largest difference of probabilities an export may show against PyTorch.
-PARITY_TOLERANCE = 1e-4
 #: Images the parity check predicts with both models, at most.
 PARITY_IMAGES = 256
-#: ONNX operator set: one that ONNX Runtime releases of the last two years all run.
-OPSET = 18
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How an export's predictions compare with the PyTorch model's on the same images."""
-
-    images: int
-    source: str  # where the images came from ("validation split of runs/x", a folder ...)
-    max_abs_difference: float  # of probabilities
-    labels_agree: int  # images given the same label by both
-    tolerance: float | None  # None: not held to one (int8)
-    accuracy: float | None = None  # of the export, where the images' labels are known
-    reference_accuracy: float | None = None  # of the PyTorch model, on the same images
 
 
 def export(
@@ -75,27 +71,24 @@ def export(
     *,
     out: str | Path | None = None,
     images: Sequence[str | Path] | None = None,
+    texts: Sequence[str] | None = None,
     int8: bool = False,
     quiet: bool = False,
 ) -> Path:
     """Export the model at ``bundle`` (a run folder or a bundle) to ``format`` ("onnx" or
-    "torchscript"); the new bundle's folder.
+    "torchscript"; a text model: "onnx"); the new bundle's folder.
 
-    ``out``: where to write it (default: beside the model, ``RUN/model-onnx``). ``images``:
-    image files or folders for the parity check (default: the run's validation images).
-    ``int8``: quantise the ONNX network's weights to 8 bits (smaller, often faster; its cost
-    in accuracy is measured, not bounded). Loaded with :func:`headstart.load`.
+    ``out``: where to write it (default: beside the model, ``RUN/model-onnx``). ``images``
+    (an image model) or ``texts`` (a text model): what the parity check predicts (default:
+    the run's validation images or texts). ``int8``: quantise the ONNX network's weights to
+    8 bits (smaller, often faster; its cost in accuracy is measured, not bounded). Loaded
+    with :func:`headstart.load`.
     """
     if format not in FORMATS:
         raise HeadstartError(f"format={format!r}; expected one of {', '.join(FORMATS)}")
     if int8 and format != "onnx":
         raise HeadstartError("int8 quantisation is for ONNX exports (format='onnx')")
     source = describe(bundle)
-    if source.modality != "image":
-        raise HeadstartError(
-            f"{source.directory} is a text model: export is for image models (a text bundle "
-            "is already safetensors, loaded by headstart.load)"
-        )
     if source.task != "classification":
         raise HeadstartError(
             f"{source.directory} is a {source.task} model: export is built for classifiers so "
@@ -109,37 +102,37 @@ def export(
     name = f"{source.directory.resolve().name}-{format}" + ("-int8" if int8 else "")
     target = Path(out) if out is not None else source.directory.resolve().with_name(name)
     _check_target(target)
-    model = load_network_bundle(source)
-    paths, labels, where = _parity_images(bundle, source.directory, images)
+    subject = _subject(source, bundle, format, images, texts)
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        network_file = work / RUNTIMES[format]
         say(quiet, f"export: writing {format} ...")
-        _write_network(model, format, network_file)
+        subject.write(format, work)
         if int8:
-            _quantise(network_file)
+            quantise(work / RUNTIMES[format])
         meta = {
             **source.meta,
-            "format": bundle_format(EXPORTED_FORMAT, model.test_time_crops),
             "runtime": format,
             "headstart_version": __version__,
-            "graph": _graph_description(model),
+            **subject.description(),
         }
         write_atomically(work / META, json.dumps(meta, indent=2).encode())
         if (source.directory / TRAINED_ON).exists():
             shutil.copy2(source.directory / TRAINED_ON, work / TRAINED_ON)
-        say(quiet, f"export: checking its predictions against PyTorch's on {len(paths)} images ...")
-        exported = load_exported_bundle(describe(work))
-        parity, seconds = _parity(model, exported, paths, labels, where, int8)
+        say(
+            quiet,
+            f"export: checking its predictions against PyTorch's on {subject.count} "
+            f"{subject.unit} ...",
+        )
+        parity, seconds = subject.compare(subject.load(describe(work)), int8)
         if parity.tolerance is not None and not parity.max_abs_difference <= parity.tolerance:
             raise HeadstartError(
                 f"the {format} export does not predict as the PyTorch model does: probabilities "
-                f"differ by up to {parity.max_abs_difference:.2g} on {parity.images} images "
-                f"(tolerance {parity.tolerance:g}); nothing was kept"
+                f"differ by up to {parity.max_abs_difference:.2g} on {parity.examples} "
+                f"{parity.unit} (tolerance {parity.tolerance:g}); nothing was kept"
             )
-        meta["parity"] = asdict(parity)
+        meta["parity"] = parity.as_dict()
         write_atomically(work / META, json.dumps(meta, indent=2).encode())
         _write_card(source.directory, work, format, int8, parity)
         if target.exists():
@@ -149,10 +142,77 @@ def export(
         shutil.rmtree(work, ignore_errors=True)
     say(
         quiet,
-        f"export: {_parity_line(parity)}; predicting them took {seconds[1]:.1f} s against "
+        f"export: {parity_line(parity)}; predicting them took {seconds[1]:.1f} s against "
         f"PyTorch's {seconds[0]:.1f} s; the export took {time.perf_counter() - started:.0f} s",
     )
     return target
+
+
+class Subject(Protocol):
+    """What is exported, of one modality: the PyTorch model and what the parity check
+    predicts with it (see :class:`ImageExport`, :class:`~headstart.text.exporting.
+    TextExport`)."""
+
+    unit: str  # what the parity check predicts: "images" or "texts"
+    count: int  # how many
+
+    def write(self, format: str, folder: Path) -> None:
+        """The network (and anything it needs to run) into ``folder``."""
+
+    def description(self) -> dict:
+        """What the exported bundle's ``headstart.json`` says beyond the model's own."""
+
+    def load(self, description: Description):
+        """The exported bundle, loaded as :func:`headstart.load` loads it."""
+
+    def compare(self, exported, int8: bool) -> tuple[Parity, tuple[float, float]]:
+        """How ``exported`` predicts against PyTorch, and the seconds each took."""
+
+
+def _subject(
+    source: Description,
+    bundle: str | Path,
+    format: str,
+    images: Sequence[str | Path] | None,
+    texts: Sequence[str] | None,
+) -> Subject:
+    if source.modality == "text":
+        if images:
+            raise HeadstartError(f"{source.directory} is a text model: give --texts, not --images")
+        from .text.exporting import TextExport
+
+        return TextExport(source, bundle, format, texts)
+    if texts:
+        raise HeadstartError(f"{source.directory} is an image model: give --images, not --texts")
+    return ImageExport(source, bundle, images)
+
+
+class ImageExport:
+    """An image model's network (see the module's docstring), checked on images."""
+
+    unit = "images"
+
+    def __init__(
+        self, source: Description, bundle: str | Path, images: Sequence[str | Path] | None
+    ):
+        self.model = load_network_bundle(source)
+        self.paths, self.labels, self.where = _parity_images(bundle, source.directory, images)
+        self.count = len(self.paths)
+
+    def write(self, format: str, folder: Path) -> None:
+        _write_network(self.model, format, folder / RUNTIMES[format])
+
+    def description(self) -> dict:
+        return {
+            "format": bundle_format(EXPORTED_FORMAT, self.model.test_time_crops),
+            "graph": _graph_description(self.model),
+        }
+
+    def load(self, description: Description) -> ExportedModel:
+        return load_exported_bundle(description)
+
+    def compare(self, exported: ExportedModel, int8: bool) -> tuple[Parity, tuple[float, float]]:
+        return _parity(self.model, exported, self.paths, self.labels, self.where, int8)
 
 
 def _check_target(target: Path) -> None:
@@ -198,41 +258,7 @@ def _write_network(model: Model, format: str, file: Path) -> None:
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.trace(graph, example, check_trace=False), str(file))
         return
-    try:
-        import onnxscript  # noqa: F401 -- PyTorch's ONNX exporter needs it, and says so late
-    except ImportError:
-        raise HeadstartError(
-            "exporting to ONNX needs the onnx extra: pip install 'headstart[onnx]'"
-        ) from None
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        graph,
-        (example,),
-        dynamo=True,
-        input_names=[INPUT],
-        output_names=list(OUTPUTS),
-        dynamic_shapes=({0: batch},),
-        opset_version=OPSET,
-        verbose=False,
-    )
-    program.save(str(file), external_data=False)
-
-
-def _quantise(file: Path) -> None:
-    """Weights to 8 bits, activations quantised on the fly (onnxruntime's dynamic
-    quantisation). Measured on EfficientNet-Lite0: 3.3x smaller (4.4 against 14.6 MB), the
-    same test accuracy on hand signs, but 5x slower on a CPU (its ConvInteger kernels). Its
-    advice to pre-process the graph first was measured too: larger (7.0 MB), no faster."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    float_file = file.with_suffix(".float.onnx")
-    file.rename(float_file)
-    logging.disable(logging.WARNING)  # that advice, printed on every call
-    try:
-        quantize_dynamic(float_file, file, weight_type=QuantType.QUInt8)
-    finally:
-        logging.disable(logging.NOTSET)
-    float_file.unlink()
+    write_onnx(graph, {INPUT: example}, OUTPUTS, {0: torch.export.Dim("batch", min=1)}, file)
 
 
 def _graph_description(model: Model) -> dict:
@@ -315,7 +341,7 @@ def _parity(
         accuracy = float((candidate.argmax(1) == truth).mean())
         reference_accuracy = float((reference.argmax(1) == truth).mean())
     parity = Parity(
-        images=len(pixels),
+        examples=len(pixels),
         source=where,
         max_abs_difference=float(difference),
         labels_agree=same,
@@ -326,27 +352,18 @@ def _parity(
     return parity, seconds
 
 
-def _parity_line(parity: Parity) -> str:
-    line = (
-        f"probabilities within {parity.max_abs_difference:.2g} of PyTorch's on "
-        f"{parity.images} images ({parity.source}), the same label on {parity.labels_agree}"
-    )
-    if parity.accuracy is not None and parity.tolerance is None:
-        line += (
-            f"; accuracy {parity.accuracy:.1%} against PyTorch's {parity.reference_accuracy:.1%}"
-        )
-    return line
-
-
 def _write_card(source: Path, work: Path, format: str, int8: bool, parity: Parity) -> None:
     """The model's card, with a section on this export."""
     card = (source / CARD).read_text() if (source / CARD).exists() else ""
     runtime = "ONNX Runtime, without PyTorch" if format == "onnx" else "TorchScript (PyTorch)"
+    if parity.unit == "texts":
+        runtime += " (its tokenizer, tokenizer.json, by the tokenizers library)"
+        use = "`headstart.load(folder).predict(texts)` or `headstart predict folder texts.txt`"
+    else:
+        use = "`headstart.load(folder).predict(images)` or `headstart predict folder images/`"
     section = (
         f"\n## Export\n\nThis bundle holds the network as {RUNTIMES[format]}"
         + (" with weights quantised to 8 bits" if int8 else "")
-        + f", run by {runtime}: `headstart.load(folder).predict(images)` or "
-        f"`headstart predict folder images/`. Checked before it was kept: "
-        f"{_parity_line(parity)}.\n"
+        + f", run by {runtime}: {use}. Checked before it was kept: {parity_line(parity)}.\n"
     )
     write_atomically(work / CARD, (card + section).encode())

@@ -13,20 +13,24 @@ from .bundle import describe
 from .prediction import Predictor
 
 if TYPE_CHECKING:
-    from .text.model import TextModel
+    from .text.predictor import TextPredictor
 
 __all__ = ["load"]
 
 
-def load(bundle: str | Path) -> Predictor | TextModel:
+def load(bundle: str | Path) -> Predictor | TextPredictor:
     """Load a model bundle: the ``model`` folder of a run (``headstart fit``), or a folder
     that ``headstart export`` wrote (run by ONNX Runtime or TorchScript). A text model's
     ``predict`` takes strings."""
     description = describe(bundle)
-    if description.modality == "text":
+    if description.modality == "text" and description.runtime == "pytorch":
         from .text.model import load_text_bundle
 
         return load_text_bundle(description)
+    if description.modality == "text":
+        from .text.exported import load_exported_text_bundle
+
+        return load_exported_text_bundle(description)
     if description.task == "multi-label":
         from .tasks.multilabel.model import load_multilabel
 

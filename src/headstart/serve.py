@@ -47,7 +47,7 @@ from .prediction import Predictor, ranked
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from .text.model import TextModel
+    from .text.predictor import TextPredictor
 
 __all__ = ["Limits", "MicroBatcher", "create_app", "serve"]
 
@@ -253,26 +253,19 @@ class TextRequests:
 
     noun = "texts"
 
-    def __init__(self, model: TextModel, limits: Limits):
+    def __init__(self, model: TextPredictor, limits: Limits):
         self.model, self.limits = model, limits
 
     def predict_rows(self, texts: list[str]) -> np.ndarray:
         return self.model.predict_proba(texts)
 
     def describe(self) -> dict:
-        encoder = self.model.encoder
-        if self.model.fine_tuned:
-            shown = "fine-tuned, in the bundle"
-        elif encoder.source == "folder":  # the folder's name, not where the server keeps it
-            shown = Path(encoder.name).name
-        else:
-            shown = encoder.name
         return {
             "modality": "text",
-            "encoder": shown,
+            "encoder": self.model.encoder_shown,
             "fine_tuned": self.model.fine_tuned,
-            "max_tokens": encoder.max_tokens,
-            "runtime": "pytorch",
+            "max_tokens": self.model.max_tokens,
+            "runtime": self.model.runtime,
             "limits": {"max_body_bytes": self.limits.max_body_bytes, "max_texts": MAX_TEXTS},
         }
 
@@ -296,7 +289,7 @@ class TextRequests:
 
 
 def create_app(
-    model: Predictor | TextModel,
+    model: Predictor | TextPredictor,
     *,
     max_batch: int = 32,
     limits: Limits | None = None,

@@ -40,7 +40,7 @@ from typing import Any
 from .classifier import layer_groups
 from .config import FitConfig, save_config
 from .console import say
-from .errors import HeadstartError
+from .errors import HeadstartError, first_line
 from .recipe import run_stages
 from .result import FitResult
 from .runfolder import CHECKS, CONFIG_JSON, CONFIG_YAML, SEARCH, STUDY, RunFolder
@@ -482,8 +482,7 @@ def _storage(optuna, url: str):
 
 
 def _cannot_open(url: str, error: Exception) -> str:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"cannot open the study storage {url}: {first_line}"
+    return f"cannot open the study storage {url}: {first_line(error)}"
 
 
 def _round_record(study, kind: str, space: SearchSpace, optuna, seed: int) -> dict:

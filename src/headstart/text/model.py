@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from .._version import __version__
 from ..bundle import META, PYTORCH_FORMAT, TRAINED_ON, WEIGHTS, Description
 from ..errors import HeadstartError
-from ..prediction import Prediction, ranked
 from ..storage import write_atomically, write_tensors
 from .encoder import TextEncoder, weights_digest
+from .predictor import TextPredictor
 
 __all__ = ["ENCODER_FOLDER", "TextModel", "load_text_bundle", "save_text_model"]
 
@@ -31,10 +31,8 @@ __all__ = ["ENCODER_FOLDER", "TextModel", "load_text_bundle", "save_text_model"]
 ENCODER_FOLDER = "encoder"
 
 
-class TextModel:
-    """A trained text classifier: ``predict`` labels, ``predict_proba`` probabilities."""
-
-    modality = "text"
+class TextModel(TextPredictor):
+    """A trained text classifier whose encoder and head run in PyTorch."""
 
     def __init__(
         self,
@@ -47,53 +45,26 @@ class TextModel:
         trained_on: Iterable[str] = (),
         temperature: float = 1.0,
     ):
+        super().__init__(
+            classes,
+            encoder_name=encoder.name,
+            encoder_source=encoder.source,
+            max_tokens=encoder.max_tokens,
+            fine_tuned=fine_tuned,
+            info=info,
+            trained_on=trained_on,
+            temperature=temperature,
+        )
         self.encoder = encoder
         self.head = head.eval()
-        self.classes = tuple(classes)
-        self.fine_tuned = fine_tuned  # the encoder's weights are the bundle's own
-        self.info = dict(info or {})
-        self.trained_on = frozenset(trained_on)  # the SHA-256 of each training text
-        self.temperature = temperature
-
-    @property
-    def temperature(self) -> float:
-        """The logits are divided by it before the softmax (fitted on validation by ``fit``)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if not 0 < value < float("inf"):
-            raise HeadstartError(f"temperature={value}; expected a positive, finite number")
-        self._temperature = float(value)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """The head's float32 logits of ``(N, dimension)`` embeddings, before the temperature."""
         with torch.inference_mode():
             return self.head(torch.from_numpy(np.ascontiguousarray(embeddings))).numpy()
 
-    def predict_proba(self, texts: str | Iterable[str], *, quiet: bool = True) -> np.ndarray:
-        """Class probabilities, ``(n_texts, n_classes)``, columns in ``self.classes`` order."""
-        texts = _texts(texts)
-        if not texts:
-            return np.empty((0, len(self.classes)), dtype=np.float32)
-        logits = self.logits(self.encoder.encode(texts, quiet=quiet)) / self.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
-
-    def predict(
-        self, texts: str | Iterable[str], *, top_k: int = 1, quiet: bool = True
-    ) -> list[Prediction]:
-        """The label of each text (one string is one text), with the ``top_k`` most likely."""
-        return ranked(self.predict_proba(texts, quiet=quiet), self.classes, top_k)
-
-
-def _texts(texts: str | Iterable[str]) -> list[str]:
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    for text in texts:
-        if not isinstance(text, str):
-            raise HeadstartError(f"a text model predicts strings; got {type(text).__name__}")
-    return texts
+    def text_logits(self, texts: list[str], *, quiet: bool = True) -> np.ndarray:
+        return self.logits(self.encoder.encode(texts, quiet=quiet))
 
 
 def save_text_model(model: TextModel, directory: str | Path) -> Path:

@@ -15,14 +15,14 @@ from ..console import say
 from ..errors import HeadstartError
 from ..metrics import classification_metrics
 from ..runfolder import CONFIG_YAML, SUMMARY, RunFolder
-from .data import TextSample, labels_of, read_texts, text_key
-from .model import TextModel
+from .data import TextDataset, TextSample, labels_of, read_texts, text_key
+from .predictor import TextPredictor
 
-__all__ = ["evaluate_texts"]
+__all__ = ["evaluate_texts", "read_run_texts"]
 
 
 def evaluate_texts(
-    model: TextModel,
+    model: TextPredictor,
     run: RunFolder | None,
     data: str | Path,
     *,
@@ -32,15 +32,7 @@ def evaluate_texts(
     own = run is not None and run.data is not None and run.data == Path(data).resolve()
     left_out = 0
     if own:
-        settings = load_config(run / CONFIG_YAML)
-        dataset = read_texts(
-            data,
-            text_column=settings.get("text_column"),
-            label_column=settings.get("label_column"),
-            val_fraction=settings.get("val_fraction", 0.2),
-            test_fraction=settings.get("test_fraction", 0.0),
-            seed=settings.get("seed", 0),
-        )
+        dataset = read_run_texts(run, data)
         present = {s.split for s in dataset.samples}
         if (run.json(SUMMARY) or {}).get("refit"):
             # Fitted again with its validation texts: they are training texts now.
@@ -89,6 +81,20 @@ def evaluate_texts(
         labels_of(samples, model.classes), probabilities.argmax(1), model.classes
     )
     return {**scores, "split": split, "left_out": left_out, "unit": "texts"}, list(dataset.skipped)
+
+
+def read_run_texts(run: RunFolder, data: str | Path) -> TextDataset:
+    """The texts at ``data`` read and split as ``run`` read and split them when it was fitted
+    (its split is drawn again from its settings: the same rows)."""
+    settings = load_config(run / CONFIG_YAML)
+    return read_texts(
+        data,
+        text_column=settings.get("text_column"),
+        label_column=settings.get("label_column"),
+        val_fraction=settings.get("val_fraction", 0.2),
+        test_fraction=settings.get("test_fraction", 0.0),
+        seed=settings.get("seed", 0),
+    )
 
 
 def _of_split(samples: tuple[TextSample, ...], split: str) -> list[TextSample]:
