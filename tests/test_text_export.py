@@ -4,6 +4,7 @@ beside it, run without PyTorch, checked against the PyTorch model on the run's t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,29 @@ def test_an_exported_text_model_predicts_without_pytorch_or_transformers(onnx_bu
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[0] == "weather"
+
+
+@pytest.mark.slow
+def test_an_exported_text_model_predicts_in_a_fresh_environment(onnx_bundle, tmp_path):
+    # As a user would set it up: the runtime's few packages and headstart without its
+    # dependencies (PyTorch, transformers and sentence-transformers among them).
+    environment = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", environment], check=True)
+    python = environment / "bin" / "python"
+    install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    packages = ["onnxruntime", "tokenizers", "numpy", "pillow", "rich"]
+    subprocess.run([*install, *packages], check=True, timeout=900)
+    subprocess.run([*install, "--no-deps", Path(__file__).parents[1]], check=True, timeout=900)
+    done = subprocess.run(
+        [environment / "bin" / "headstart", "predict", onnx_bundle, "--text", TEXTS[0], "--csv"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[1].split(",")[2] == "weather"
+    for missing in ("torch", "transformers", "sentence_transformers"):
+        assert subprocess.run([python, "-c", f"import {missing}"], capture_output=True).returncode
 
 
 def test_away_from_its_run_a_text_export_is_checked_on_the_texts_given(capsys, probe_run, tmp_path):
