@@ -16,6 +16,7 @@ import pytest
 
 import headstart
 from headstart.text.exported import ExportedTextModel
+from headstart.text.exporting import _parity_texts
 from test_cli import one_line_error, run
 from test_serve import Server
 from topics import COOKING, WEATHER, write_table
@@ -48,6 +49,7 @@ def test_a_text_model_exports_to_onnx_and_predicts_as_pytorch(probe_run, onnx_bu
     parity = meta["parity"]
     assert parity["source"].startswith("the run's validation texts") and parity["texts"] >= 4
     assert "fitted again" in parity["source"]  # 12 texts a class: trained on at the refit
+    assert "one past the cut" in parity["source"]  # made up, beside them
     assert parity["max_abs_difference"] <= 1e-4 and parity["labels_agree"] == parity["texts"]
     assert parity["accuracy"] == parity["reference_accuracy"]
     assert meta["runtime"] == "onnx" and meta["modality"] == "text"
@@ -138,7 +140,9 @@ def test_an_exported_text_model_predicts_in_a_fresh_environment(onnx_bundle, tmp
         assert subprocess.run([python, "-c", f"import {missing}"], capture_output=True).returncode
 
 
-def test_away_from_its_run_a_text_export_is_checked_on_the_texts_given(capsys, probe_run, tmp_path):
+def test_away_from_its_run_a_text_export_is_checked_on_the_texts_given(
+    capsys, probe_run, onnx_bundle, tmp_path
+):
     # An int8 export: a quarter of the size; its cost is measured on the texts, not bounded.
     bundle = shutil.copytree(probe_run / "model", tmp_path / "model")
     code, _, err = run(capsys, "export", bundle)
@@ -149,11 +153,9 @@ def test_away_from_its_run_a_text_export_is_checked_on_the_texts_given(capsys, p
     assert code == 0 and "model-onnx-int8" in out
     int8 = tmp_path / "model-onnx-int8"
     parity = json.loads((int8 / "headstart.json").read_text())["parity"]
-    assert parity["source"] == "the texts given" and parity["texts"] == 7
+    assert parity["source"].startswith("the texts given") and parity["texts"] == 7 + 2
     assert parity["tolerance"] is None and parity["accuracy"] is None
-    assert (int8 / "model.onnx").stat().st_size < (
-        probe_run / "model-onnx" / "model.onnx"
-    ).stat().st_size / 3
+    assert (int8 / "model.onnx").stat().st_size < (onnx_bundle / "model.onnx").stat().st_size / 3
     model = headstart.load(int8)
     assert [p.label for p in model.predict(TEXTS[:2])] == ["weather", "cooking"]
 
@@ -183,6 +185,22 @@ def test_a_damaged_text_export_is_refused_in_one_line(capsys, onnx_bundle, tmp_p
 
     other = shutil.copytree(onnx_bundle, tmp_path / "other")
     meta = json.loads((other / "headstart.json").read_text())
-    (other / "headstart.json").write_text(json.dumps({**meta, "classes": ["a", "b", "c"]}))
-    code, _, err = run(capsys, "predict", other, "--text", "Rain")
-    assert code == 2 and "does not match the bundle's description" in one_line_error(err)
+    damages = [
+        ({**meta, "classes": ["a", "b", "c"]}, "does not match the bundle's description"),
+        ({**meta, "encoder": {"name": "x"}}, "not a valid text export (encoder.max_tokens)"),
+        ({**meta, "tokenizer": {"pad_id": 10**9}}, "beyond the tokenizer's 30522 tokens"),
+    ]
+    for damaged_meta, message in damages:
+        (other / "headstart.json").write_text(json.dumps(damaged_meta))
+        code, _, err = run(capsys, "predict", other, "--text", "Rain")
+        assert code == 2 and message in one_line_error(err)
+
+
+def test_texts_for_an_image_model_are_refused_before_they_are_read(capsys, fitted, tmp_path):
+    code, _, err = run(capsys, "export", fitted.run_dir, "--texts", tmp_path / "photos")
+    assert code == 2 and "give --images, not --texts" in one_line_error(err)
+
+
+def test_one_string_given_for_the_parity_check_is_one_text(probe_run):
+    texts, labels, where = _parity_texts(probe_run, probe_run / "model", "Rain today")
+    assert (texts, labels, where) == (["Rain today"], None, "the texts given")

@@ -622,11 +622,12 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .bundle import describe
     from .console import out
     from .exporting import export
 
-    texts = None
-    if args.texts:
+    texts = args.texts  # an image model refuses them, before any is read
+    if texts and describe(args.run_dir).modality == "text":
         from .text.data import texts_to_predict
 
         texts = [text for _, text in texts_to_predict(args.texts)]

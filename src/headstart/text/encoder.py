@@ -82,13 +82,15 @@ class TextEncoder:
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, quiet: bool = True
     ) -> np.ndarray:
-        """float32 ``(len(texts), dimension)`` embeddings, as the encoder pools them."""
+        """float32 ``(len(texts), dimension)`` embeddings, as the encoder pools them, of each
+        text without its surrounding spaces (as sentence-transformers before 6 read texts, and
+        as an exported model reads them, whatever version is installed)."""
         import torch
 
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         with progress_bar("encoding texts", len(texts), quiet=quiet) as advance, torch.no_grad():
             for start in range(0, len(texts), _CHUNK):
-                chunk = list(texts[start : start + _CHUNK])
+                chunk = [text.strip() for text in texts[start : start + _CHUNK]]
                 vectors[start : start + len(chunk)] = self.model.encode(
                     chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
                 )

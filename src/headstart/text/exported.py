@@ -39,6 +39,7 @@ class ExportedTextModel(TextPredictor):
         network: Callable[[np.ndarray, np.ndarray, str], np.ndarray],
         tokenizer,  # tokenizers.Tokenizer, cutting at max_tokens, not padding
         pad_id: int,
+        max_tokens: int,
         description: Description,
     ):
         encoder = description.meta["encoder"]
@@ -46,7 +47,7 @@ class ExportedTextModel(TextPredictor):
             description.classes,
             encoder_name=encoder["name"],
             encoder_source=encoder.get("from", "bundle"),
-            max_tokens=int(encoder["max_tokens"]),
+            max_tokens=max_tokens,
             fine_tuned=encoder.get("from") == "bundle",
             info=description.info,
             trained_on=description.trained_on,
@@ -63,7 +64,8 @@ class ExportedTextModel(TextPredictor):
         return self._rows(texts, OUTPUTS[1], quiet=True)
 
     def _rows(self, texts: list[str], output: str, quiet: bool) -> np.ndarray:
-        tokens = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
+        stripped = [text.strip() for text in texts]  # as TextEncoder.encode reads them
+        tokens = [encoding.ids for encoding in self._tokenizer.encode_batch(stripped)]
         order = np.argsort([len(ids) for ids in tokens], kind="stable")  # little padding
         rows: list[np.ndarray] = [np.empty(0)] * len(texts)
         with progress_bar("predicting texts", len(texts), quiet=quiet) as advance:
@@ -101,16 +103,24 @@ def load_exported_text_bundle(description: Description) -> ExportedTextModel:
         ) from None
     directory, file = description.directory, description.network_file
     settings = description.meta.get("tokenizer")
-    if not isinstance(settings, dict) or not isinstance(settings.get("pad_id"), int):
-        raise HeadstartError(f"{directory}: not a valid text export (no tokenizer settings)")
+    max_tokens = description.meta["encoder"].get("max_tokens")
+    if not isinstance(settings, dict) or not _count(settings.get("pad_id"), minimum=0):
+        raise HeadstartError(f"{directory}: not a valid text export (tokenizer.pad_id)")
+    if not _count(max_tokens, minimum=1):
+        raise HeadstartError(f"{directory}: not a valid text export (encoder.max_tokens)")
     try:
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER))
     except Exception as error:  # tokenizers raises its own Exception subclass for any bad file
         raise HeadstartError(
             f"{directory / TOKENIZER}: not a readable tokenizer ({first_line(error)})"
         ) from None
+    if settings["pad_id"] >= tokenizer.get_vocab_size():
+        raise HeadstartError(
+            f"{directory}: not a valid text export (tokenizer.pad_id {settings['pad_id']} is "
+            f"beyond the tokenizer's {tokenizer.get_vocab_size()} tokens)"
+        )
     tokenizer.no_padding()  # batches are padded to their own longest text
-    tokenizer.enable_truncation(int(description.meta["encoder"]["max_tokens"]))
+    tokenizer.enable_truncation(max_tokens)
     session = onnx_session(file, directory, needs="tokenizers")
     inputs, outputs = session.get_inputs(), {o.name: o for o in session.get_outputs()}
     if (
@@ -127,6 +137,16 @@ def load_exported_text_bundle(description: Description) -> ExportedTextModel:
         )
 
     def network(ids: np.ndarray, mask: np.ndarray, output: str) -> np.ndarray:
-        return session.run([output], {INPUTS[0]: ids, INPUTS[1]: mask})[0]
+        try:
+            return session.run([output], {INPUTS[0]: ids, INPUTS[1]: mask})[0]
+        except Exception as error:  # onnxruntime's own types: a tokenizer of another model
+            raise HeadstartError(
+                f"{file}: the network cannot run the tokenizer's ids ({first_line(error)}); "
+                f"is {TOKENIZER} the encoder's own?"
+            ) from None
 
-    return ExportedTextModel(network, tokenizer, settings["pad_id"], description)
+    return ExportedTextModel(network, tokenizer, settings["pad_id"], max_tokens, description)
+
+
+def _count(value: object, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

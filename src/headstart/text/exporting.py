@@ -54,6 +54,11 @@ class TextExport:
                 "an export could not tokenize without transformers"
             )
         self.texts, self.labels, self.where = _parity_texts(bundle, source.directory, texts)
+        # Two made-up texts beside them: one past the encoder's cut (validation texts are
+        # often far shorter) and one in spaces, so that the check sees both tokenized.
+        past_the_cut = " ".join([self.texts[0], "and so on"] * self.model.max_tokens)
+        self.texts += [past_the_cut, f"  {self.texts[0]} \n"]
+        self.where += ", and 2 made up: one past the cut, one in spaces"
         self.count = len(self.texts)
 
     def write(self, format: str, folder: Path) -> None:
@@ -61,6 +66,8 @@ class TextExport:
         from tokenizers import Tokenizer, normalizers
 
         tokenizer = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())  # a copy
+        tokenizer.enable_truncation(self.model.max_tokens)  # said in the file, for any runtime
+        tokenizer.no_padding()
         if getattr(self.model.encoder.model[0], "do_lower_case", False):
             # sentence-transformers lowercases before its tokenizer: the export's must too.
             steps = [normalizers.Lowercase(), *filter(None, [tokenizer.normalizer])]
@@ -98,12 +105,13 @@ class TextExport:
         seconds = (middle - started, time.perf_counter() - middle)
         # What other runtimes read: the graph's own calibrated softmax, held to the same bar.
         graph = exported.graph_probabilities(self.texts)
-        difference = max(np.abs(reference - candidate).max(), np.abs(reference - graph).max())
+        difference = np.abs(np.stack([candidate, graph]) - reference).max()  # NaN stays NaN
         accuracy = reference_accuracy = None
         if self.labels is not None:
             truth = np.array([self.model.classes.index(label) for label in self.labels])
-            accuracy = float((candidate.argmax(1) == truth).mean())
-            reference_accuracy = float((reference.argmax(1) == truth).mean())
+            labelled = slice(0, len(truth))  # the made-up texts have no label
+            accuracy = float((candidate[labelled].argmax(1) == truth).mean())
+            reference_accuracy = float((reference[labelled].argmax(1) == truth).mean())
         parity = Parity(
             examples=len(self.texts),
             source=self.where,
@@ -151,7 +159,7 @@ def _parity_texts(
 ) -> tuple[list[str], list[str] | None, str]:
     """The texts of the parity check, their labels where known, and where they came from."""
     if given:
-        texts = list(given)[:PARITY_TEXTS]
+        texts = ([given] if isinstance(given, str) else list(given))[:PARITY_TEXTS]
         if not all(isinstance(text, str) for text in texts):
             raise HeadstartError("the texts of the parity check must be strings")
         return texts, None, "the texts given"
