@@ -23,7 +23,7 @@ from .data.sources import Skipped
 from .errors import HeadstartError
 from .preprocessing import ImageLike, ImageReader, Preprocessing
 
-__all__ = ["Prediction", "Predictor", "log_softmax", "ranked"]
+__all__ = ["Calibrated", "Prediction", "Predictor", "log_softmax", "ranked"]
 
 Answer = TypeVar("Answer")  # what a model says of one image: a Prediction, a number, labels
 
@@ -35,7 +35,23 @@ class Prediction:
     top: tuple[tuple[str, float], ...]  # the k most likely (label, probability), best first
 
 
-class Predictor:
+class Calibrated:
+    """A classifier whose logits are divided by a temperature before the softmax."""
+
+    @property
+    def temperature(self) -> float:
+        """The logits are divided by it before the softmax (temperature scaling, fitted on
+        validation by ``fit``: probabilities that mean what they say); 1: the network's own."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise HeadstartError(f"temperature={value}; expected a positive, finite number")
+        self._temperature = float(value)
+
+
+class Predictor(Calibrated):
     """A trained classifier: ``predict`` labels, ``predict_proba`` class probabilities.
 
     Subclasses run the network: :meth:`logits` of an ``(N, C, H, W)`` uint8 batch of
@@ -71,18 +87,6 @@ class Predictor:
     @property
     def test_time_crops(self) -> tuple[str, ...]:
         return self.inputs.test_time_crops
-
-    @property
-    def temperature(self) -> float:
-        """The logits are divided by it before the softmax (temperature scaling, fitted on
-        validation by ``fit``: probabilities that mean what they say); 1: the network's own."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if not 0 < value < float("inf"):  # also refuses NaN
-            raise HeadstartError(f"temperature={value}; expected a positive, finite number")
-        self._temperature = float(value)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """The network's float32 logits for a uint8 ``(N, C, H, W)`` batch of crops, averaged

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeadstartError
-from ..prediction import Prediction, ranked
+from ..prediction import Calibrated, Prediction, ranked
 
 __all__ = ["TextPredictor"]
 
 
-class TextPredictor:
+class TextPredictor(Calibrated):
     """A trained text classifier: ``predict`` labels, ``predict_proba`` probabilities.
 
     Subclasses give :meth:`text_logits`, the network's float32 logits of texts before the
@@ -46,17 +46,6 @@ class TextPredictor:
         self.info = dict(info or {})
         self.trained_on = frozenset(trained_on)  # the SHA-256 of each training text
         self.temperature = temperature
-
-    @property
-    def temperature(self) -> float:
-        """The logits are divided by it before the softmax (fitted on validation by ``fit``)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if not 0 < value < float("inf"):
-            raise HeadstartError(f"temperature={value}; expected a positive, finite number")
-        self._temperature = float(value)
 
     @property
     def encoder_shown(self) -> str:
